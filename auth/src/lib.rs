@@ -1,0 +1,2 @@
+//! See the crate README.
+#![doc = include_str!("../README.md")]

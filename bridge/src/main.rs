@@ -1,0 +1,2 @@
+//! The `bbb` binary.
+fn main() {}

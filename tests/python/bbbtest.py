@@ -1,0 +1,370 @@
+"""Shared helpers for the queue compatibility suite: running the ``bbb queue``
+binary, throw-away PostgreSQL databases and RabbitMQ vhosts, task definitions
+and polling."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import secrets
+import signal
+import socket
+import string
+import subprocess
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any, Callable
+
+import requests
+import taskcluster
+
+# --- identities used by the suite --------------------------------------------
+
+PROVISIONER = "bbb-test"
+WORKER_GROUP = "bbb-test-group"
+
+#: Scopes of the ``worker`` client: claim work from ``bbb-test/*`` queues as
+#: any worker of ``bbb-test-group``. Everything else a worker does uses the
+#: task credentials returned by the claim.
+WORKER_SCOPES = [
+    f"queue:claim-work:{PROVISIONER}/*",
+    f"queue:worker-id:{WORKER_GROUP}/*",
+]
+
+#: Scopes of the ``limited`` client: read task definitions and statuses only.
+LIMITED_SCOPES = ["queue:get-task:*", "queue:status:*"]
+
+#: Scopes of the ``anonymous`` role (requests without credentials).
+ANONYMOUS_SCOPES = ["queue:get-artifact:public/*"]
+
+#: Storage backends every server-backed test module runs against.
+BACKENDS = ["sqlite", "postgres"]
+
+REPO = Path(__file__).resolve().parents[2]
+
+#: Interval of the server's background resolvers in the tests, in ms.
+RESOLVER_INTERVAL_MS = 200
+
+
+# --- time and ids ---------------------------------------------------------------
+
+
+def iso(moment: datetime.datetime) -> str:
+    """Format a UTC datetime the way TaskCluster stores dates
+    (``YYYY-MM-DDTHH:MM:SS.mmmZ``)."""
+    moment = moment.astimezone(datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def from_now(seconds: float) -> str:
+    """``iso()`` of now plus ``seconds`` (may be negative)."""
+    return iso(datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=seconds))
+
+
+def parse_date(value: str) -> datetime.datetime:
+    """Parse a TaskCluster date string into an aware datetime."""
+    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def random_word(n: int = 10) -> str:
+    """Lower-case letters and digits, starting with a letter."""
+    alphabet = string.ascii_lowercase + string.digits
+    return secrets.choice(string.ascii_lowercase) + "".join(secrets.choice(alphabet) for _ in range(n - 1))
+
+
+def new_task_queue() -> str:
+    """A fresh ``taskQueueId`` (``bbb-test/<workerType>``), so tests never
+    claim each other's tasks."""
+    return f"{PROVISIONER}/wt-{random_word()}"
+
+
+def new_worker_id() -> str:
+    return f"w-{random_word()}"
+
+
+def task_definition(task_queue_id: str, **overrides: Any) -> dict:
+    """A minimal valid ``createTask`` payload; keyword arguments replace or
+    add top-level fields."""
+    definition = {
+        "taskQueueId": task_queue_id,
+        "created": from_now(0),
+        "deadline": from_now(3600),
+        "payload": {"command": ["echo", "hello"], "maxRunTime": 600},
+        "metadata": {
+            "name": "bbb compatibility test task",
+            "description": "created by the Python compatibility suite",
+            "owner": "bbb-tests@example.com",
+            "source": "https://example.com/bbb/tests/python",
+        },
+    }
+    definition.update(overrides)
+    return definition
+
+
+# --- polling ----------------------------------------------------------------------
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    """Call ``check`` until it returns a truthy value and return that value;
+    fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        last = check()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+        time.sleep(interval)
+
+
+def wait_for_state(queue: taskcluster.Queue, task_id: str, state: str, timeout: float = 15) -> dict:
+    """Poll ``queue.status`` until the task is in ``state``; return the status."""
+
+    def check():
+        status = queue.status(task_id)["status"]
+        return status if status["state"] == state else None
+
+    return wait_for(check, timeout, f"task {task_id} to become {state}")
+
+
+def error_code(excinfo) -> str:
+    """The TaskCluster error ``code`` from a raised client exception's body."""
+    body = excinfo.value.body
+    assert isinstance(body, dict), f"error body is not JSON: {body!r}"
+    return body.get("code")
+
+
+# --- local ports and services ---------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PostgresDatabase:
+    """A throw-away database on the test PostgreSQL server (``BBB_TEST_PG_URL``,
+    default ``postgres://postgres@127.0.0.1:5432/postgres``)."""
+
+    def __init__(self, admin_url: str, name: str):
+        self.admin_url = admin_url
+        self.name = name
+        parts = urllib.parse.urlsplit(admin_url)
+        self.url = urllib.parse.urlunsplit(parts._replace(path="/" + name))
+
+    @classmethod
+    def create(cls) -> "PostgresDatabase":
+        admin_url = os.environ.get("BBB_TEST_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+        db = cls(admin_url, f"bbb_pytest_{random_word(12)}")
+        db._psql(f'CREATE DATABASE "{db.name}"')
+        return db
+
+    def drop(self) -> None:
+        self._psql(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+    def _psql(self, sql: str) -> None:
+        subprocess.run(
+            ["psql", "-w", "-q", "-v", "ON_ERROR_STOP=1", self.admin_url, "-c", sql],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+
+class RabbitVhost:
+    """A throw-away RabbitMQ vhost on the local broker, writable by ``guest``."""
+
+    def __init__(self):
+        self.name = f"bbb-pytest-{random_word(12)}"
+        self._ctl("add_vhost", self.name)
+        self._ctl("set_permissions", "-p", self.name, "guest", ".*", ".*", ".*")
+        self.amqp_url = f"amqp://guest:guest@127.0.0.1:5672/{self.name}"
+
+    def delete(self) -> None:
+        self._ctl("delete_vhost", self.name)
+
+    @staticmethod
+    def _ctl(*args: str) -> None:
+        subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+# --- the server under test ----------------------------------------------------------
+
+
+class BbbServer:
+    """One ``bbb queue`` process with its own config, database and port."""
+
+    def __init__(self, binary: Path, workdir: Path, database_url: str, name: str, env: dict):
+        self.binary = Path(binary)
+        self.workdir = Path(workdir)
+        self.database_url = database_url
+        self.name = name
+        self.extra_env = dict(env)
+        self.port = free_port()
+        self.root_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = self.workdir / "bbb.log"
+        self.config_path = self.workdir / "bbb.toml"
+        self.clients = {
+            "root": {"clientId": "root", "accessToken": secrets.token_urlsafe(32)},
+            "worker": {"clientId": "worker", "accessToken": secrets.token_urlsafe(32)},
+            "limited": {"clientId": "limited", "accessToken": secrets.token_urlsafe(32)},
+        }
+        self.process: subprocess.Popen | None = None
+
+    # -- lifecycle --
+
+    def write_config(self) -> None:
+        def toml_list(items):
+            return "[" + ", ".join(f'"{i}"' for i in items) + "]"
+
+        self.config_path.write_text(
+            "# Generated by tests/python/bbbtest.py\n"
+            "[[auth.clients]]\n"
+            'client_id = "worker"\n'
+            f'access_token = "{self.clients["worker"]["accessToken"]}"\n'
+            f"scopes = {toml_list(WORKER_SCOPES)}\n"
+            "\n"
+            "[[auth.clients]]\n"
+            'client_id = "limited"\n'
+            f'access_token = "{self.clients["limited"]["accessToken"]}"\n'
+            f"scopes = {toml_list(LIMITED_SCOPES)}\n"
+            "\n"
+            "[[auth.roles]]\n"
+            'role_id = "anonymous"\n'
+            f"scopes = {toml_list(ANONYMOUS_SCOPES)}\n"
+        )
+
+    def start(self, timeout: float = 60) -> None:
+        if not self.binary.exists():
+            raise RuntimeError(
+                f"bbb binary not found at {self.binary}; build it with "
+                "`cargo build --workspace` or set BBB_BIN"
+            )
+        self.write_config()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BBB_") or k.startswith("BBB_TEST_")}
+        env.update(
+            {
+                "BBB_LISTEN": f"127.0.0.1:{self.port}",
+                "BBB_ROOT_URL": self.root_url,
+                "BBB_DATABASE_URL": self.database_url,
+                "BBB_ROOT_ACCESS_TOKEN": self.clients["root"]["accessToken"],
+                "RUST_LOG": os.environ.get("RUST_LOG", "info"),
+                "RUST_BACKTRACE": "1",
+            }
+        )
+        env.update(self.extra_env)
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [str(self.binary), "queue", "--config", str(self.config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.workdir,
+            )
+        ping = f"{self.root_url}/api/queue/v1/ping"
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"bbb queue exited with status {self.process.returncode} before answering ping:\n"
+                    + self.log_tail()
+                )
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(ping, timeout=2).status_code == 200:
+                    return
+            if time.monotonic() >= deadline:
+                self.stop()
+                raise RuntimeError(f"bbb queue did not answer {ping} within {timeout}s:\n" + self.log_tail())
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    # -- clients --
+
+    def queue(self, client: str | None = None, **options: Any) -> taskcluster.Queue:
+        """A ``taskcluster.Queue`` for one of the configured clients, or an
+        anonymous one for ``client=None``. No automatic retries, so a server
+        error shows up as the error it is."""
+        config: dict[str, Any] = {"rootUrl": self.root_url, "maxRetries": 0}
+        if client is not None:
+            config["credentials"] = dict(self.clients[client])
+        config.update(options)
+        return taskcluster.Queue(config)
+
+    def queue_with(self, credentials: dict) -> taskcluster.Queue:
+        """A ``taskcluster.Queue`` using the given credentials (e.g. the task
+        credentials returned by a claim)."""
+        return taskcluster.Queue(
+            {"rootUrl": self.root_url, "maxRetries": 0, "credentials": dict(credentials)}
+        )
+
+    def events(self) -> taskcluster.QueueEvents:
+        return taskcluster.QueueEvents({"rootUrl": self.root_url})
+
+
+def claim_one(worker_queue: taskcluster.Queue, task_queue_id: str, worker_id: str | None = None) -> dict:
+    """Claim exactly one task from ``task_queue_id`` as a ``bbb-test-group``
+    worker and return the claim (``claimWork`` response item)."""
+    worker_id = worker_id or new_worker_id()
+    response = worker_queue.claimWork(
+        task_queue_id, {"workerGroup": WORKER_GROUP, "workerId": worker_id, "tasks": 1}
+    )
+    assert len(response["tasks"]) == 1, f"expected one claimed task, got {response!r}"
+    return response["tasks"][0]
+
+
+def bbb_binary() -> Path:
+    """Path of the bbb binary under test (env ``BBB_BIN``, default
+    ``<repo>/target/debug/bbb``)."""
+    return Path(os.environ.get("BBB_BIN", REPO / "target" / "debug" / "bbb"))
+
+
+def start_server(request, tmp_path_factory, **env: str) -> BbbServer:
+    """Start a ``bbb queue`` for the current backend parameter
+    (``request.param``, one of BACKENDS) with extra environment ``env``.
+
+    The server and, for PostgreSQL, its database are torn down at the end of
+    the requesting fixture's scope.
+    """
+    backend = request.param
+    workdir = tmp_path_factory.mktemp(f"bbb-{backend}")
+    if backend == "sqlite":
+        database_url = f"sqlite://{workdir / 'queue.sqlite'}"
+    elif backend == "postgres":
+        db = PostgresDatabase.create()
+        request.addfinalizer(db.drop)
+        database_url = db.url
+    else:
+        raise ValueError(f"unknown backend {backend!r}")
+    server = BbbServer(
+        binary=bbb_binary(),
+        workdir=workdir,
+        database_url=database_url,
+        name=f"{request.module.__name__}[{backend}]",
+        env=env,
+    )
+    request.addfinalizer(server.stop)
+    server.start()
+    return server

@@ -21,6 +21,8 @@
 #   PYTEST_WORKERS    pytest-xdist worker count (default 4; the suite mostly waits)
 #   CARGO_TARGET_DIR  cargo's target dir (default <repo>/target)
 set -euo pipefail
+# Functions run indirectly (through `timed`) look unreachable to shellcheck.
+# shellcheck disable=SC2317
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
@@ -98,7 +100,7 @@ finish_prep() { # finish_prep NAME PID
 }
 
 lint_ok=1
-run_step fmt cargo fmt --all -- --check || lint_ok=0
+run_step fmt cargo fmt --all -- --check --color never || lint_ok=0
 if ((lint_ok)); then
     run_step clippy cargo clippy --workspace --all-targets --locked -- -D warnings || lint_ok=0
 fi
@@ -142,25 +144,32 @@ python_tests() {
     # shellcheck disable=SC2086  # PYTEST_ARGS is a list of words
     "$venv/bin/python" -m pytest tests/python \
         -n "${PYTEST_WORKERS:-4}" --dist loadscope \
-        -p no:cacheprovider -ra \
+        -p no:cacheprovider -ra --tb=short \
         --junitxml="$log_dir/python-junit.xml" \
         ${PYTEST_ARGS:-}
 }
 
 banner "tests: Rust ($(cargo nextest --version >/dev/null 2>&1 && echo nextest || echo cargo test)) and Python (pytest) in parallel; logs in $log_dir"
-rust_start=$SECONDS
-rust_tests >"$log_dir/rust.log" 2>&1 &
+# timed NAME COMMAND...: run COMMAND with its output in $log_dir/NAME.log and
+# its duration in seconds in $log_dir/NAME.secs; exit with its status.
+timed() {
+    local name=$1; shift
+    local start=$SECONDS rc=0
+    "$@" >"$log_dir/$name.log" 2>&1 || rc=$?
+    echo $((SECONDS - start)) >"$log_dir/$name.secs"
+    return "$rc"
+}
+timed rust rust_tests &
 rust_pid=$!
-python_start=$SECONDS
-python_tests >"$log_dir/python.log" 2>&1 &
+timed python python_tests &
 python_pid=$!
 
 rust_rc=0
 wait "$rust_pid" || rust_rc=$?
-rust_secs=$((SECONDS - rust_start))
 python_rc=0
 wait "$python_pid" || python_rc=$?
-python_secs=$((SECONDS - python_start))
+rust_secs=$(cat "$log_dir/rust.secs")
+python_secs=$(cat "$log_dir/python.secs")
 
 banner "Rust tests (exit $rust_rc)"
 cat "$log_dir/rust.log"

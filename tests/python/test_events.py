@@ -88,13 +88,6 @@ def events(server):
     return taskcluster.QueueEvents({"rootUrl": server.root_url})
 
 
-def test_exchange_names_are_the_taskcluster_ones(events):
-    """The client's exchange names, which the other tests bind to."""
-    assert events.taskCompleted()["exchange"] == "exchange/taskcluster-queue/v1/task-completed"
-    pattern = events.taskCompleted({"taskGroupId": "G"})["routingKeyPattern"]
-    assert pattern == "primary.*.*.*.*.*.*.*.G.#"
-
-
 def test_task_completed_message_and_route_cc(server, queue, worker_queue, listener, events):
     """reportCompleted publishes task-completed with the primary routing key;
     a queue bound to ``route.<route>`` gets the CC copy."""

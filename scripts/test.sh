@@ -1,4 +1,7 @@
 #!/usr/bin/env bash
+# Functions run indirectly (through `timed`) look unreachable to shellcheck.
+# shellcheck disable=SC2317
+
 # The project's test command: lint, build, Rust tests and the Python
 # compatibility suite, with one summary line per part at the end.
 #
@@ -21,8 +24,6 @@
 #   PYTEST_WORKERS    pytest-xdist worker count (default 4; the suite mostly waits)
 #   CARGO_TARGET_DIR  cargo's target dir (default <repo>/target)
 set -euo pipefail
-# Functions run indirectly (through `timed`) look unreachable to shellcheck.
-# shellcheck disable=SC2317
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"

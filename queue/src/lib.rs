@@ -1,2 +1,23 @@
 //! See the crate README.
 #![doc = include_str!("../README.md")]
+
+pub mod api;
+pub mod blob;
+pub mod config;
+pub mod core;
+pub mod db;
+pub mod error;
+pub mod events;
+pub mod model;
+pub mod ops;
+pub mod resolvers;
+pub mod server;
+pub mod testing;
+pub mod time;
+pub mod validate;
+
+pub use config::QueueConfig;
+pub use core::Queue;
+pub use error::QueueError;
+pub use server::{Running, start};
+pub use time::Clock;

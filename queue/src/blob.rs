@@ -1,0 +1,157 @@
+//! The blob store behind `s3` artifacts: bytes on local disk, reached through
+//! signed URLs that point at bbb itself (the queue's stand-in for presigned S3 URLs).
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+
+/// How long a signed upload URL stays valid (upstream: 45 min + 10 s).
+pub const PUT_URL_TTL_MS: i64 = 45 * 60 * 1000 + 10_000;
+/// How long a signed download URL stays valid.
+pub const GET_URL_TTL_MS: i64 = 30 * 60 * 1000;
+
+/// Local-disk blob store with HMAC-signed URLs.
+#[derive(Clone, Debug)]
+pub struct BlobStore {
+    dir: PathBuf,
+    key: Vec<u8>,
+    base_url: String,
+}
+
+fn encode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+impl BlobStore {
+    /// Blobs live under `dir`; URLs start with `<root_url>/blobs/`; `key` signs them.
+    pub fn new(dir: PathBuf, key: &[u8], root_url: &str) -> Self {
+        BlobStore {
+            dir,
+            key: key.to_vec(),
+            base_url: format!("{}/blobs", root_url.trim_end_matches('/')),
+        }
+    }
+
+    fn path(&self, task_id: &str, run_id: i64, name: &str) -> PathBuf {
+        let digest = hex(&Sha256::digest(name.as_bytes()));
+        self.dir.join(task_id).join(run_id.to_string()).join(digest)
+    }
+
+    fn signature(
+        &self,
+        method: &str,
+        task_id: &str,
+        run_id: i64,
+        name: &str,
+        expires: i64,
+    ) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("any key length");
+        mac.update(format!("{method}\n{task_id}\n{run_id}\n{name}\n{expires}").as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    }
+
+    /// A URL valid until `expires` (ms) for `method` (`PUT` or `GET`).
+    pub fn signed_url(
+        &self,
+        method: &str,
+        task_id: &str,
+        run_id: i64,
+        name: &str,
+        expires: i64,
+    ) -> String {
+        format!(
+            "{}/{task_id}/{run_id}/{}?expires={expires}&method={method}&signature={}",
+            self.base_url,
+            encode(name),
+            self.signature(method, task_id, run_id, name, expires)
+        )
+    }
+
+    /// Check a signed URL's parameters.
+    pub fn verify(
+        &self,
+        method: &str,
+        task_id: &str,
+        run_id: i64,
+        name: &str,
+        expires: i64,
+        signature: &str,
+        now: i64,
+    ) -> bool {
+        let expected = self.signature(method, task_id, run_id, name, expires);
+        expires >= now && subtle_eq(expected.as_bytes(), signature.as_bytes())
+    }
+
+    /// Store bytes (atomically: written aside, then renamed).
+    pub async fn put(
+        &self,
+        task_id: &str,
+        run_id: i64,
+        name: &str,
+        bytes: &[u8],
+    ) -> std::io::Result<()> {
+        let path = self.path(task_id, run_id, name);
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent).await?;
+        }
+        let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
+        tokio::fs::write(&tmp, bytes).await?;
+        tokio::fs::rename(&tmp, &path).await
+    }
+
+    /// Read bytes, if present.
+    pub async fn get(
+        &self,
+        task_id: &str,
+        run_id: i64,
+        name: &str,
+    ) -> std::io::Result<Option<Vec<u8>>> {
+        match tokio::fs::read(self.path(task_id, run_id, name)).await {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Remove bytes (expiry). Missing files are fine.
+    pub async fn remove(&self, task_id: &str, run_id: i64, name: &str) {
+        let _ = tokio::fs::remove_file(self.path(task_id, run_id, name)).await;
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn signed_urls_round_trip() {
+        let dir = std::env::temp_dir().join(format!("bbb-blob-{}", uuid::Uuid::new_v4()));
+        let s = BlobStore::new(dir.clone(), b"k", "http://x/");
+        let url = s.signed_url("PUT", "T", 0, "public/a b.txt", 10);
+        assert!(
+            url.starts_with(
+                "http://x/blobs/T/0/public%2Fa%20b.txt?expires=10&method=PUT&signature="
+            )
+        );
+        let sig = url.rsplit("signature=").next().unwrap();
+        assert!(s.verify("PUT", "T", 0, "public/a b.txt", 10, sig, 5));
+        assert!(!s.verify("GET", "T", 0, "public/a b.txt", 10, sig, 5));
+        assert!(!s.verify("PUT", "T", 0, "public/a b.txt", 10, sig, 11));
+        s.put("T", 0, "n", b"hello").await.unwrap();
+        assert_eq!(s.get("T", 0, "n").await.unwrap().unwrap(), b"hello");
+        s.remove("T", 0, "n").await;
+        assert!(s.get("T", 0, "n").await.unwrap().is_none());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

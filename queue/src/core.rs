@@ -1,0 +1,259 @@
+//! The queue core: shared state and the transaction wrapper every operation uses.
+//! Each operation commits its state change together with the Pulse messages it
+//! causes (the outbox) and the work it hands to background resolvers.
+
+use crate::config::QueueConfig;
+use crate::db::{Backend, Db, TASK_COLUMNS, task_from_row};
+use crate::error::{QueueError, Result};
+use crate::events::Events;
+use crate::model::Task;
+use crate::time::Clock;
+use bbb_pulse::Message;
+use sqlx::{Any, Transaction};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+/// Wakes waiters: claimWork long polls per task queue, and the background loops.
+#[derive(Debug, Default)]
+pub struct Signals {
+    queues: Mutex<HashMap<String, Arc<Notify>>>,
+    /// New outbox rows.
+    pub outbox: Notify,
+    /// New resolutions for the dependency resolver.
+    pub resolutions: Notify,
+    throttle: Mutex<HashMap<String, i64>>,
+}
+
+impl Signals {
+    /// The notifier for one task queue.
+    pub fn queue(&self, task_queue_id: &str) -> Arc<Notify> {
+        let mut m = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(task_queue_id.to_string()).or_default().clone()
+    }
+
+    /// Whether a throttled write keyed `key` is due (at most once a minute per process).
+    pub fn due(&self, key: &str, now: i64) -> bool {
+        let mut m = self.throttle.lock().unwrap_or_else(|e| e.into_inner());
+        match m.get(key) {
+            Some(last) if now - last < 60_000 => false,
+            _ => {
+                m.insert(key.to_string(), now);
+                true
+            }
+        }
+    }
+
+    /// Wake every claimWork waiting on `task_queue_id`.
+    pub fn wake_queue(&self, task_queue_id: &str) {
+        let n = {
+            let m = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+            m.get(task_queue_id).cloned()
+        };
+        if let Some(n) = n {
+            n.notify_waiters();
+        }
+    }
+}
+
+/// The queue service: database, clock, configuration and signals.
+#[derive(Clone)]
+pub struct Queue {
+    /// The store.
+    pub db: Db,
+    /// The clock every decision reads.
+    pub clock: Clock,
+    /// The configuration.
+    pub cfg: Arc<QueueConfig>,
+    /// Wake-ups.
+    pub signals: Arc<Signals>,
+    /// Pulse message builder.
+    pub events: Events,
+    /// Client id and access token the queue issues task credentials with.
+    pub issuer: Arc<(String, String)>,
+}
+
+/// A transaction plus the side effects to announce once it commits.
+pub struct Txn {
+    /// The open transaction.
+    pub tx: Transaction<'static, Any>,
+    woke: BTreeSet<String>,
+    outbox: bool,
+    resolved: bool,
+}
+
+impl Queue {
+    /// Begin an operation.
+    pub async fn txn(&self) -> Result<Txn> {
+        Ok(Txn {
+            tx: self.db.begin().await?,
+            woke: BTreeSet::new(),
+            outbox: false,
+            resolved: false,
+        })
+    }
+
+    /// Commit and announce: wake claims on queues that got pending work, the outbox
+    /// relay and the dependency resolver.
+    pub async fn commit(&self, mut t: Txn) -> Result<()> {
+        if self.db.backend == Backend::Postgres {
+            for q in &t.woke {
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(crate::db::PENDING_CHANNEL)
+                    .bind(q.clone())
+                    .execute(&mut *t.tx)
+                    .await?;
+            }
+        }
+        t.tx.commit().await?;
+        for q in &t.woke {
+            self.signals.wake_queue(q);
+        }
+        if t.outbox {
+            self.signals.outbox.notify_one();
+        }
+        if t.resolved {
+            self.signals.resolutions.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Claim timeout in milliseconds.
+    pub fn claim_timeout_ms(&self) -> i64 {
+        self.cfg.claim_timeout_s as i64 * 1000
+    }
+
+    /// Load a task, locking its row (PostgreSQL) for the rest of the transaction.
+    pub async fn load_task_for_update(&self, t: &mut Txn, task_id: &str) -> Result<Option<Task>> {
+        let sql = format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = $1{}",
+            self.db.for_update()
+        );
+        let row = sqlx::query(&sql)
+            .bind(task_id)
+            .fetch_optional(&mut *t.tx)
+            .await?;
+        row.as_ref().map(task_from_row).transpose()
+    }
+
+    /// Load a task without locking.
+    pub async fn load_task(&self, task_id: &str) -> Result<Option<Task>> {
+        let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = $1");
+        let row = sqlx::query(&sql)
+            .bind(task_id)
+            .fetch_optional(&self.db.pool)
+            .await?;
+        row.as_ref().map(task_from_row).transpose()
+    }
+
+    /// Load a task or fail with 404.
+    pub async fn task_or_404(&self, task_id: &str) -> Result<Task> {
+        self.load_task(task_id)
+            .await?
+            .ok_or_else(|| QueueError::NotFound(format!("Task {task_id} not found")))
+    }
+
+    /// Write a task's mutable state back.
+    pub async fn save_task(&self, t: &mut Txn, task: &Task) -> Result<()> {
+        let state = task.state().to_string();
+        let open = matches!(state.as_str(), "unscheduled" | "pending" | "running") as i64;
+        sqlx::query(
+            "UPDATE tasks SET state = $2, open = $3, taken_until = $4, retries_left = $5, \
+             runs = $6, ever_resolved = $7 WHERE task_id = $1",
+        )
+        .bind(&task.task_id)
+        .bind(state)
+        .bind(open)
+        .bind(task.taken_until)
+        .bind(task.retries_left)
+        .bind(serde_json::to_string(&task.runs)?)
+        .bind(task.ever_resolved as i64)
+        .execute(&mut *t.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Queue a Pulse message in the outbox of this transaction.
+    pub async fn emit(&self, t: &mut Txn, m: Message) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO outbox (exchange, routing_key, cc, payload) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(m.exchange)
+        .bind(m.routing_key)
+        .bind(serde_json::to_string(&m.cc)?)
+        .bind(serde_json::to_string(&m.payload)?)
+        .execute(&mut *t.tx)
+        .await?;
+        t.outbox = true;
+        Ok(())
+    }
+
+    /// Add a pending row for the task's last run, so claimWork finds it.
+    pub async fn enqueue_pending(&self, t: &mut Txn, task: &Task) -> Result<()> {
+        let run = task
+            .last_run()
+            .ok_or_else(|| QueueError::Internal("no run to enqueue".into()))?;
+        sqlx::query(
+            "INSERT INTO pending (task_id, run_id, task_queue_id, priority, inserted, deadline) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        )
+        .bind(&task.task_id)
+        .bind(run.run_id)
+        .bind(&task.def.task_queue_id)
+        .bind(crate::model::priority_rank(&task.def.priority))
+        .bind(run.scheduled)
+        .bind(task.deadline)
+        .execute(&mut *t.tx)
+        .await?;
+        t.woke.insert(task.def.task_queue_id.clone());
+        Ok(())
+    }
+
+    /// Remove a run's pending row (it was cancelled or resolved by a resolver).
+    pub async fn dequeue_pending(&self, t: &mut Txn, task_id: &str, run_id: i64) -> Result<()> {
+        sqlx::query("DELETE FROM pending WHERE task_id = $1 AND run_id = $2")
+            .bind(task_id)
+            .bind(run_id)
+            .execute(&mut *t.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Record that a task resolved (no retry follows): marks it ever-resolved and hands
+    /// the resolution to the dependency resolver, which unblocks dependents and checks
+    /// whether its task group is resolved.
+    pub async fn record_resolution(&self, t: &mut Txn, task: &mut Task) -> Result<()> {
+        task.ever_resolved = true;
+        let resolution = task.state().to_string();
+        sqlx::query(
+            "INSERT INTO resolutions (task_id, task_group_id, resolution) VALUES ($1, $2, $3)",
+        )
+        .bind(&task.task_id)
+        .bind(&task.def.task_group_id)
+        .bind(resolution)
+        .execute(&mut *t.tx)
+        .await?;
+        t.resolved = true;
+        Ok(())
+    }
+
+    /// Run an operation again when the database reports a deadlock or
+    /// serialization failure (PostgreSQL under concurrency), up to a few times.
+    pub async fn retrying<T, F, Fut>(&self, mut op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match op().await {
+                Err(e) if e.is_retryable_db() && attempt < 8 => {
+                    attempt += 1;
+                    tracing::debug!(attempt, error = %e, "retrying transaction");
+                    tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
+                }
+                r => return r,
+            }
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! The queue's operations, one file per area. Each runs in one transaction that
+//! commits the state change with its outbox messages.
+
+pub mod artifacts;
+pub mod claims;
+pub mod groups;
+pub mod tasks;

@@ -1,0 +1,397 @@
+//! Task lifecycle operations: create, schedule, rerun, cancel.
+
+use crate::core::{Queue, Txn};
+use crate::db::{TASK_COLUMNS, placeholders, task_from_row};
+use crate::error::{QueueError, Result};
+use crate::model::{Run, Task, TaskDef};
+use crate::time::{fmt_ms, parse_ms};
+use serde_json::{Value, json};
+use sqlx::Row;
+use std::collections::HashMap;
+
+/// Most runs a task may have (`rerunTask` refuses beyond).
+pub const MAX_RUNS: usize = 50;
+
+impl Queue {
+    /// `createTask`: store the task (idempotently), track its dependencies and
+    /// schedule it at once when nothing blocks it. Returns `{status}`.
+    pub async fn create_task(&self, task_id: &str, def: &TaskDef) -> Result<Value> {
+        self.retrying(|| self.create_task_once(task_id, def)).await
+    }
+
+    async fn create_task_once(&self, task_id: &str, def: &TaskDef) -> Result<Value> {
+        let now = self.clock.now_ms();
+        let deadline = parse_ms(&def.deadline).unwrap_or(now);
+        let expires = parse_ms(&def.expires).unwrap_or(now);
+        let mut t = self.txn().await?;
+
+        // The task group: same schedulerId for every task, closed once sealed.
+        let group =
+            sqlx::query("SELECT scheduler_id, sealed FROM task_groups WHERE task_group_id = $1")
+                .bind(&def.task_group_id)
+                .fetch_optional(&mut *t.tx)
+                .await?;
+        match group {
+            Some(row) => {
+                let sid: String = row.try_get("scheduler_id")?;
+                if sid != def.scheduler_id {
+                    return Err(QueueError::Conflict(format!(
+                        "Task group {} already has schedulerId {sid}, not {}: every task in a group must have the same schedulerId",
+                        def.task_group_id, def.scheduler_id
+                    )));
+                }
+                if row.try_get::<Option<i64>, _>("sealed")?.is_some() {
+                    // An identical replay of an existing task is still fine.
+                    if let Some(existing) = self.load_task_for_update(&mut t, task_id).await? {
+                        if existing.def == *def {
+                            return Ok(json!({"status": existing.status()}));
+                        }
+                    }
+                    return Err(QueueError::Conflict(format!(
+                        "Task group {} is sealed: no more tasks can be added to it",
+                        def.task_group_id
+                    )));
+                }
+                sqlx::query(
+                    "UPDATE task_groups SET expires = $2 WHERE task_group_id = $1 AND expires < $2",
+                )
+                .bind(&def.task_group_id)
+                .bind(expires + 3_600_000)
+                .execute(&mut *t.tx)
+                .await?;
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO task_groups (task_group_id, scheduler_id, expires) VALUES ($1, $2, $3) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(&def.task_group_id)
+                .bind(&def.scheduler_id)
+                .bind(expires + 3_600_000)
+                .execute(&mut *t.tx)
+                .await?;
+            }
+        }
+
+        // Dependencies: each must exist (or be the task itself) and outlive our deadline.
+        // Locking them (PostgreSQL: FOR SHARE) orders us against their resolution.
+        let mut states: HashMap<String, (i64, String)> = HashMap::new();
+        let others: Vec<&String> = def.dependencies.iter().filter(|d| *d != task_id).collect();
+        for chunk in others.chunks(500) {
+            let sql = format!(
+                "SELECT task_id, expires, state FROM tasks WHERE task_id IN ({}){}",
+                placeholders(1, chunk.len()),
+                self.db.for_share()
+            );
+            let mut q = sqlx::query(&sql);
+            for d in chunk {
+                q = q.bind(d.as_str());
+            }
+            for row in q.fetch_all(&mut *t.tx).await? {
+                states.insert(
+                    row.try_get("task_id")?,
+                    (row.try_get("expires")?, row.try_get("state")?),
+                );
+            }
+        }
+        let missing: Vec<&str> = others
+            .iter()
+            .filter(|d| !states.contains_key(d.as_str()))
+            .map(|d| d.as_str())
+            .collect();
+        let expiring: Vec<&str> = others
+            .iter()
+            .filter(|d| states.get(d.as_str()).is_some_and(|(e, _)| *e < deadline))
+            .map(|d| d.as_str())
+            .collect();
+        if !missing.is_empty() || !expiring.is_empty() {
+            let mut msg = String::from("Task dependencies are not valid.");
+            if !missing.is_empty() {
+                msg.push_str(&format!(
+                    "\n\nThese dependencies do not exist: {}",
+                    missing.join(", ")
+                ));
+            }
+            if !expiring.is_empty() {
+                msg.push_str(&format!(
+                    "\n\nThese dependencies expire before the deadline of this task: {}",
+                    expiring.join(", ")
+                ));
+            }
+            return Err(QueueError::Input(msg));
+        }
+        let satisfied = |state: &str| {
+            state == "completed"
+                || (def.requires == "all-resolved" && matches!(state, "failed" | "exception"))
+        };
+        let unsatisfied = def
+            .dependencies
+            .iter()
+            .filter(|d| *d == task_id || !satisfied(&states[d.as_str()].1))
+            .count() as i64;
+
+        // Insert, or compare with what is there.
+        let mut task = Task {
+            task_id: task_id.to_string(),
+            def: def.clone(),
+            deadline,
+            expires,
+            retries_left: def.retries,
+            runs: vec![],
+            taken_until: None,
+            ever_resolved: false,
+        };
+        if unsatisfied == 0 {
+            task.runs.push(Run::pending(0, "scheduled", now));
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO tasks (task_id, task_group_id, scheduler_id, project_id, task_queue_id, priority, \
+             deadline, expires, retries_left, state, open, taken_until, ever_resolved, deps_unsatisfied, \
+             definition, runs) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, NULL, 0, $11, $12, $13) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(task_id)
+        .bind(&def.task_group_id)
+        .bind(&def.scheduler_id)
+        .bind(&def.project_id)
+        .bind(&def.task_queue_id)
+        .bind(crate::model::priority_rank(&def.priority))
+        .bind(deadline)
+        .bind(expires)
+        .bind(def.retries)
+        .bind(task.state().to_string())
+        .bind(unsatisfied)
+        .bind(serde_json::to_string(def)?)
+        .bind(serde_json::to_string(&task.runs)?)
+        .execute(&mut *t.tx)
+        .await?
+        .rows_affected();
+
+        if inserted == 0 {
+            let existing = self
+                .load_task_for_update(&mut t, task_id)
+                .await?
+                .ok_or_else(|| QueueError::Internal("task vanished during createTask".into()))?;
+            if existing.def != *def {
+                return Err(QueueError::Conflict(format!(
+                    "taskId {task_id} already used by another task: the new definition differs from the stored one"
+                )));
+            }
+            // An identical replay: announce again, as upstream does; consumers tolerate duplicates.
+            self.emit(&mut t, self.events.task_defined(&existing))
+                .await?;
+            if existing.state() == "pending" && existing.runs.len() == 1 {
+                self.emit(&mut t, self.events.task_pending(&existing, 0))
+                    .await?;
+            }
+            self.commit(t).await?;
+            return Ok(json!({"status": existing.status()}));
+        }
+
+        for chunk in def.dependencies.chunks(400) {
+            let mut sql = String::from(
+                "INSERT INTO task_dependencies (required_task_id, dependent_task_id, requires, satisfied, expires) VALUES ",
+            );
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| format!("(${}, $1, $2, ${}, $3)", 4 + 2 * i, 5 + 2 * i))
+                .collect();
+            sql.push_str(&rows.join(", "));
+            let mut q = sqlx::query(&sql)
+                .bind(task_id)
+                .bind(&def.requires)
+                .bind(expires);
+            for d in chunk {
+                let sat = d != task_id && satisfied(&states[d.as_str()].1);
+                q = q.bind(d.as_str()).bind(sat as i64);
+            }
+            q.execute(&mut *t.tx).await?;
+        }
+
+        self.touch_task_queue(&mut t, &def.task_queue_id, now)
+            .await?;
+        self.emit(&mut t, self.events.task_defined(&task)).await?;
+        if unsatisfied == 0 {
+            self.enqueue_pending(&mut t, &task).await?;
+            self.emit(&mut t, self.events.task_pending(&task, 0))
+                .await?;
+        }
+        self.commit(t).await?;
+        Ok(json!({"status": task.status()}))
+    }
+
+    /// `scheduleTask`: give an unscheduled task its first run, ignoring dependencies.
+    pub async fn schedule_task(&self, task_id: &str) -> Result<Value> {
+        self.retrying(|| async {
+            let now = self.clock.now_ms();
+            let mut t = self.txn().await?;
+            let mut task = self.existing(&mut t, task_id).await?;
+            if task.deadline <= now {
+                return Err(QueueError::Conflict(format!(
+                    "Task {task_id} can't be scheduled past its deadline {}",
+                    fmt_ms(task.deadline)
+                )));
+            }
+            if task.runs.is_empty() {
+                self.start_first_run(&mut t, &mut task, now).await?;
+            }
+            self.commit(t).await?;
+            Ok(json!({"status": task.status()}))
+        })
+        .await
+    }
+
+    /// Add run 0 (`scheduled`) to an unscheduled task within `t`.
+    pub async fn start_first_run(&self, t: &mut Txn, task: &mut Task, now: i64) -> Result<()> {
+        task.runs.push(Run::pending(0, "scheduled", now));
+        self.save_task(t, task).await?;
+        self.enqueue_pending(t, task).await?;
+        self.emit(t, self.events.task_pending(task, 0)).await
+    }
+
+    /// `rerunTask`: a new run for a resolved (or unscheduled) task.
+    pub async fn rerun_task(&self, task_id: &str) -> Result<Value> {
+        self.retrying(|| async {
+            let now = self.clock.now_ms();
+            let mut t = self.txn().await?;
+            let mut task = self.existing(&mut t, task_id).await?;
+            if task.deadline <= now {
+                return Err(QueueError::Conflict(format!(
+                    "Task {task_id} can't be rerun past its deadline {}",
+                    fmt_ms(task.deadline)
+                )));
+            }
+            if matches!(task.state(), "pending" | "running") {
+                return Ok(json!({"status": task.status()}));
+            }
+            if task.runs.len() >= MAX_RUNS {
+                return Err(QueueError::Conflict(format!(
+                    "Maximum number of runs reached ({MAX_RUNS}) for task {task_id}"
+                )));
+            }
+            let run_id = task.runs.len() as i64;
+            task.retries_left = task.def.retries.min(MAX_RUNS as i64 - run_id - 1).max(0);
+            task.runs.push(Run::pending(run_id, "rerun", now));
+            task.taken_until = None;
+            self.save_task(&mut t, &task).await?;
+            self.enqueue_pending(&mut t, &task).await?;
+            self.emit(&mut t, self.events.task_pending(&task, run_id))
+                .await?;
+            self.commit(t).await?;
+            Ok(json!({"status": task.status()}))
+        })
+        .await
+    }
+
+    /// `cancelTask`: resolve the task `exception/canceled`.
+    pub async fn cancel_task(&self, task_id: &str) -> Result<Value> {
+        self.retrying(|| async {
+            let now = self.clock.now_ms();
+            let mut t = self.txn().await?;
+            let mut task = self.existing(&mut t, task_id).await?;
+            if task.deadline <= now {
+                return Err(QueueError::Conflict(format!(
+                    "Task {task_id} can't be cancelled past its deadline {}",
+                    fmt_ms(task.deadline)
+                )));
+            }
+            self.resolve_unfinished(&mut t, &mut task, "canceled", now)
+                .await?;
+            self.commit(t).await?;
+            Ok(json!({"status": task.status()}))
+        })
+        .await
+    }
+
+    /// Resolve an unresolved task `exception/<reason>` (`canceled` or
+    /// `deadline-exceeded`) within `t`. Returns whether anything changed.
+    pub async fn resolve_unfinished(
+        &self,
+        t: &mut Txn,
+        task: &mut Task,
+        reason: &str,
+        now: i64,
+    ) -> Result<bool> {
+        match task.state() {
+            "unscheduled" => {
+                let mut run = Run::pending(task.runs.len() as i64, "exception", now);
+                run.state = "exception".into();
+                run.reason_resolved = Some(reason.into());
+                run.resolved = Some(now);
+                task.runs.push(run);
+            }
+            "pending" | "running" => {
+                let run = task
+                    .runs
+                    .last_mut()
+                    .expect("a pending or running task has a run");
+                if run.state == "pending" {
+                    let id = run.run_id;
+                    self.dequeue_pending(t, &task.task_id, id).await?;
+                }
+                let run = task.runs.last_mut().expect("run");
+                run.state = "exception".into();
+                run.reason_resolved = Some(reason.into());
+                run.resolved = Some(now);
+                task.taken_until = None;
+            }
+            _ => return Ok(false),
+        }
+        self.record_resolution(t, task).await?;
+        self.save_task(t, task).await?;
+        let run_id = task.runs.len() as i64 - 1;
+        self.emit(t, self.events.task_resolved(task, run_id))
+            .await?;
+        Ok(true)
+    }
+
+    /// Load and lock a task, or 404.
+    pub async fn existing(&self, t: &mut Txn, task_id: &str) -> Result<Task> {
+        self.load_task_for_update(t, task_id)
+            .await?
+            .ok_or_else(|| QueueError::NotFound(format!("Task {task_id} not found")))
+    }
+
+    /// `tasks`/`statuses`: load many tasks at once (unknown ids are skipped).
+    pub async fn load_tasks(&self, task_ids: &[String]) -> Result<Vec<Task>> {
+        let mut out = Vec::with_capacity(task_ids.len());
+        for chunk in task_ids.chunks(500) {
+            let sql = format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE task_id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id.as_str());
+            }
+            let mut by_id: HashMap<String, Task> = HashMap::new();
+            for row in q.fetch_all(&self.db.pool).await? {
+                let task = task_from_row(&row)?;
+                by_id.insert(task.task_id.clone(), task);
+            }
+            for id in chunk {
+                if let Some(task) = by_id.remove(id) {
+                    out.push(task);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `listDependentTasks`: dependents of `task_id` after `after`, at most `limit`.
+    pub async fn dependents(&self, task_id: &str, after: &str, limit: i64) -> Result<Vec<Task>> {
+        let rows = sqlx::query(
+            "SELECT dependent_task_id FROM task_dependencies WHERE required_task_id = $1 \
+             AND dependent_task_id > $2 ORDER BY dependent_task_id LIMIT $3",
+        )
+        .bind(task_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.db.pool)
+        .await?;
+        let ids: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get("dependent_task_id"))
+            .collect::<Result<_, _>>()?;
+        self.load_tasks(&ids).await
+    }
+}

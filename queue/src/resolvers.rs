@@ -1,0 +1,367 @@
+//! Background work: the dependency resolver, claim expiry, deadlines, the outbox
+//! relay and expiry of old data. Every loop takes work in small batches with
+//! `FOR UPDATE SKIP LOCKED` on PostgreSQL, so several processes can run them at once.
+
+use crate::core::Queue;
+use crate::db::{TASK_COLUMNS, placeholders, task_from_row};
+use crate::error::Result;
+use bbb_pulse::{Bus, Message};
+use serde_json::Value;
+use sqlx::Row;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How many items one pass takes.
+const BATCH: i64 = 100;
+
+impl Queue {
+    /// One pass of the dependency resolver: mark the dependencies of resolved tasks
+    /// satisfied, schedule dependents that are no longer blocked, and announce task
+    /// groups that have no unresolved task left. Returns how many resolutions it handled.
+    pub async fn resolve_dependencies_once(&self) -> Result<usize> {
+        self.retrying(|| self.resolve_dependencies_pass()).await
+    }
+
+    async fn resolve_dependencies_pass(&self) -> Result<usize> {
+        let now = self.clock.now_ms();
+        let mut t = self.txn().await?;
+        let sql = format!(
+            "SELECT id, task_id, task_group_id, resolution FROM resolutions ORDER BY id LIMIT $1{}",
+            self.db.skip_locked()
+        );
+        let rows = sqlx::query(&sql).bind(BATCH).fetch_all(&mut *t.tx).await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut groups = BTreeSet::new();
+        let mut newly_satisfied: BTreeMap<String, i64> = BTreeMap::new();
+        for row in &rows {
+            ids.push(row.try_get::<i64, _>("id")?);
+            groups.insert(row.try_get::<String, _>("task_group_id")?);
+            let task_id: String = row.try_get("task_id")?;
+            let resolution: String = row.try_get("resolution")?;
+            let sql = if resolution == "completed" {
+                "UPDATE task_dependencies SET satisfied = 1 WHERE required_task_id = $1 AND satisfied = 0 \
+                 AND dependent_task_id <> $1 RETURNING dependent_task_id"
+            } else {
+                "UPDATE task_dependencies SET satisfied = 1 WHERE required_task_id = $1 AND satisfied = 0 \
+                 AND dependent_task_id <> $1 AND requires = 'all-resolved' RETURNING dependent_task_id"
+            };
+            for dep in sqlx::query(sql)
+                .bind(&task_id)
+                .fetch_all(&mut *t.tx)
+                .await?
+            {
+                *newly_satisfied
+                    .entry(dep.try_get("dependent_task_id")?)
+                    .or_default() += 1;
+            }
+        }
+        // Dependents in key order, so concurrent resolvers lock rows in the same order.
+        for (dependent, k) in newly_satisfied {
+            let left: i64 = sqlx::query(
+                "UPDATE tasks SET deps_unsatisfied = deps_unsatisfied - $2 WHERE task_id = $1 RETURNING deps_unsatisfied",
+            )
+            .bind(&dependent)
+            .bind(k)
+            .fetch_one(&mut *t.tx)
+            .await?
+            .try_get("deps_unsatisfied")?;
+            if left <= 0 {
+                if let Some(mut task) = self.load_task_for_update(&mut t, &dependent).await? {
+                    if task.runs.is_empty() && task.deadline > now {
+                        self.start_first_run(&mut t, &mut task, now).await?;
+                    }
+                }
+            }
+        }
+        for group in groups {
+            let open = sqlx::query(
+                "SELECT task_id FROM tasks WHERE task_group_id = $1 AND ever_resolved = 0 LIMIT 1",
+            )
+            .bind(&group)
+            .fetch_optional(&mut *t.tx)
+            .await?;
+            if open.is_none() {
+                if let Some(row) = sqlx::query("SELECT scheduler_id, expires, sealed FROM task_groups WHERE task_group_id = $1")
+                    .bind(&group)
+                    .fetch_optional(&mut *t.tx)
+                    .await?
+                {
+                    let g = crate::ops::groups::group_json(&group, &row)?;
+                    self.emit(&mut t, self.events.task_group("task-group-resolved", &g)).await?;
+                }
+            }
+        }
+        let sql = format!(
+            "DELETE FROM resolutions WHERE id IN ({})",
+            placeholders(1, ids.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for id in &ids {
+            q = q.bind(*id);
+        }
+        q.execute(&mut *t.tx).await?;
+        self.commit(t).await?;
+        Ok(ids.len())
+    }
+
+    /// One pass of claim expiry: running runs whose `takenUntil` passed (and whose task
+    /// is still inside its deadline) become `exception/claim-expired`, retried if
+    /// retries are left. Returns how many runs expired.
+    pub async fn expire_claims_once(&self) -> Result<usize> {
+        self.retrying(|| async {
+            let now = self.clock.now_ms();
+            let mut t = self.txn().await?;
+            let sql = format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE state = 'running' AND taken_until <= $1 AND deadline > $1 \
+                 ORDER BY taken_until LIMIT $2{}",
+                self.db.skip_locked()
+            );
+            let rows = sqlx::query(&sql).bind(now).bind(BATCH).fetch_all(&mut *t.tx).await?;
+            let n = rows.len();
+            for row in rows {
+                let mut task = task_from_row(&row)?;
+                let run = task.runs.last_mut().expect("running task has a run");
+                run.state = "exception".into();
+                run.reason_resolved = Some("claim-expired".into());
+                run.resolved = Some(now);
+                let run_id = run.run_id;
+                task.taken_until = None;
+                tracing::info!(task.id = %task.task_id, run.id = run_id, "claim expired");
+                self.emit_resolution_with_retry(&mut t, &mut task, run_id, now).await?;
+            }
+            if n > 0 {
+                self.commit(t).await?;
+            }
+            Ok(n)
+        })
+        .await
+    }
+
+    /// One pass of the deadline resolver: unresolved tasks whose deadline passed
+    /// (plus the configured delay) resolve `exception/deadline-exceeded`, running ones
+    /// included. Returns how many tasks it resolved.
+    pub async fn expire_deadlines_once(&self) -> Result<usize> {
+        self.retrying(|| async {
+            let now = self.clock.now_ms();
+            let cutoff = now - self.cfg.deadline_delay_s as i64 * 1000;
+            let mut t = self.txn().await?;
+            let sql = format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE open = 1 AND deadline <= $1 ORDER BY deadline LIMIT $2{}",
+                self.db.skip_locked()
+            );
+            let rows = sqlx::query(&sql).bind(cutoff).bind(BATCH).fetch_all(&mut *t.tx).await?;
+            let n = rows.len();
+            for row in rows {
+                let mut task = task_from_row(&row)?;
+                tracing::info!(task.id = %task.task_id, state = task.state(), "deadline exceeded");
+                self.resolve_unfinished(&mut t, &mut task, "deadline-exceeded", now).await?;
+            }
+            if n > 0 {
+                self.commit(t).await?;
+            }
+            Ok(n)
+        })
+        .await
+    }
+
+    /// Delete tasks, dependencies, groups, artifacts and worker records past their
+    /// `expires`. Returns the artifacts whose stored bytes should be removed.
+    pub async fn expire_old_data_once(&self) -> Result<Vec<(String, i64, String)>> {
+        let now = self.clock.now_ms();
+        let mut t = self.txn().await?;
+        let rows = sqlx::query("SELECT task_id, run_id, name FROM artifacts WHERE expires < $1 AND storage_type = 's3'")
+            .bind(now)
+            .fetch_all(&mut *t.tx)
+            .await?;
+        let blobs = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("task_id")?,
+                    r.try_get("run_id")?,
+                    r.try_get("name")?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for sql in [
+            "DELETE FROM artifacts WHERE expires < $1",
+            "DELETE FROM pending WHERE task_id IN (SELECT task_id FROM tasks WHERE expires < $1)",
+            "DELETE FROM tasks WHERE expires < $1",
+            "DELETE FROM task_dependencies WHERE expires < $1",
+            "DELETE FROM task_groups WHERE expires < $1",
+            "DELETE FROM workers WHERE expires < $1",
+            "DELETE FROM task_queues WHERE expires < $1",
+        ] {
+            sqlx::query(sql).bind(now).execute(&mut *t.tx).await?;
+        }
+        self.commit(t).await?;
+        Ok(blobs)
+    }
+
+    /// One pass of the outbox relay: publish a batch of messages and delete them once
+    /// the bus confirmed them. On a bus error nothing is deleted, so the same messages
+    /// go again later (at least once, never lost). Returns how many were published.
+    pub async fn relay_outbox_once(&self, bus: &Bus) -> Result<usize> {
+        let mut t = self.txn().await?;
+        let sql = format!(
+            "SELECT id, exchange, routing_key, cc, payload FROM outbox ORDER BY id LIMIT $1{}",
+            self.db.skip_locked()
+        );
+        let rows = sqlx::query(&sql).bind(500i64).fetch_all(&mut *t.tx).await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut batch = Vec::with_capacity(rows.len());
+        for row in &rows {
+            ids.push(row.try_get::<i64, _>("id")?);
+            batch.push(Message {
+                exchange: row.try_get("exchange")?,
+                routing_key: row.try_get("routing_key")?,
+                cc: serde_json::from_str(&row.try_get::<String, _>("cc")?)?,
+                payload: serde_json::from_str::<Value>(&row.try_get::<String, _>("payload")?)?,
+            });
+        }
+        if self.db.backend == crate::db::Backend::Sqlite {
+            // SQLite has a single connection: don't hold it while the broker confirms.
+            t.tx.commit().await?;
+            bus.publish(&batch).await.map_err(|e| {
+                crate::error::QueueError::Internal(format!("publishing events: {e}"))
+            })?;
+            self.delete_outbox(&ids).await?;
+        } else {
+            bus.publish(&batch).await.map_err(|e| {
+                crate::error::QueueError::Internal(format!("publishing events: {e}"))
+            })?;
+            let sql = format!(
+                "DELETE FROM outbox WHERE id IN ({})",
+                placeholders(1, ids.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for id in &ids {
+                q = q.bind(*id);
+            }
+            q.execute(&mut *t.tx).await?;
+            t.tx.commit().await?;
+        }
+        Ok(ids.len())
+    }
+
+    async fn delete_outbox(&self, ids: &[i64]) -> Result<()> {
+        let sql = format!(
+            "DELETE FROM outbox WHERE id IN ({})",
+            placeholders(1, ids.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for id in ids {
+            q = q.bind(*id);
+        }
+        q.execute(&self.db.pool).await?;
+        Ok(())
+    }
+
+    /// Run every background loop until `stop` turns true.
+    pub async fn run_background(
+        self,
+        bus: Bus,
+        blobs: crate::blob::BlobStore,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let idle = Duration::from_millis(self.cfg.resolver_interval_ms.max(10));
+        let q = self.clone();
+        let mut s = stop.clone();
+        let deps = tokio::spawn(async move {
+            loop {
+                let notified = q.signals.resolutions.notified();
+                match q.resolve_dependencies_once().await {
+                    Ok(n) if n > 0 => continue,
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "dependency resolver failed"),
+                }
+                tokio::select! {
+                    _ = notified => {}
+                    _ = tokio::time::sleep(idle) => {}
+                    _ = s.changed() => return,
+                }
+            }
+        });
+        let q = self.clone();
+        let mut s = stop.clone();
+        let relay = tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                let notified = q.signals.outbox.notified();
+                match q.relay_outbox_once(&bus).await {
+                    Ok(n) if n > 0 => {
+                        backoff = Duration::from_millis(100);
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "event relay failed; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = s.changed() => return,
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                        continue;
+                    }
+                }
+                tokio::select! {
+                    _ = notified => {}
+                    _ = tokio::time::sleep(idle) => {}
+                    _ = s.changed() => return,
+                }
+            }
+        });
+        let q = self.clone();
+        let mut s = stop.clone();
+        let timers = tokio::spawn(async move {
+            loop {
+                let mut busy = false;
+                match q.expire_claims_once().await {
+                    Ok(n) => busy |= n > 0,
+                    Err(e) => tracing::error!(error = %e, "claim resolver failed"),
+                }
+                match q.expire_deadlines_once().await {
+                    Ok(n) => busy |= n > 0,
+                    Err(e) => tracing::error!(error = %e, "deadline resolver failed"),
+                }
+                if busy {
+                    continue;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(idle) => {}
+                    _ = s.changed() => return,
+                }
+            }
+        });
+        let q = self.clone();
+        let mut s = stop.clone();
+        let expiry = tokio::spawn(async move {
+            let every = Duration::from_secs(q.cfg.expire_interval_s.max(1));
+            loop {
+                match q.expire_old_data_once().await {
+                    Ok(gone) => {
+                        for (task_id, run_id, name) in gone {
+                            blobs.remove(&task_id, run_id, &name).await;
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "expiry failed"),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = s.changed() => return,
+                }
+            }
+        });
+        let _ = stop.changed().await;
+        for h in [deps, relay, timers, expiry] {
+            let _ = h.await;
+        }
+    }
+}

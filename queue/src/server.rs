@@ -1,0 +1,220 @@
+//! Starting the queue: database, migrations, credentials, the HTTP listener, the
+//! background resolvers and the event relay.
+
+use crate::api::{self, Api};
+use crate::blob::BlobStore;
+use crate::config::{DEFAULT_ANONYMOUS_SCOPES, QueueConfig};
+use crate::core::{Queue, Signals};
+use crate::db::{Backend, Db};
+use crate::events::Events;
+use crate::time::{Clock, parse_ms};
+use anyhow::Context;
+use bbb_auth::{AuthConfig, Authenticator, Client, Role};
+use bbb_pulse::Bus;
+use sqlx::Row;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// The client id the queue issues task credentials with.
+pub const ISSUER_CLIENT_ID: &str = "static/taskcluster/queue";
+
+/// A random access token (URL-safe, 44 characters).
+pub fn random_token() -> String {
+    use base64::Engine;
+    use rand::RngCore;
+    let mut b = [0u8; 33];
+    rand::rng().fill_bytes(&mut b);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+/// Open the database and apply migrations.
+pub async fn open_db(cfg: &QueueConfig) -> anyhow::Result<Db> {
+    if let Some(path) = cfg.database_url.strip_prefix("sqlite://") {
+        let path = path.split('?').next().unwrap_or(path);
+        if let Some(parent) = std::path::Path::new(path)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+    }
+    let db = Db::connect(&cfg.database_url, cfg.database_max_connections)
+        .await
+        .with_context(|| format!("connecting to {}", crate::db::mask_url(&cfg.database_url)))?;
+    db.migrate().await?;
+    Ok(db)
+}
+
+/// The queue's own secret (issuer of task credentials, blob URL signing key),
+/// created once per database so every process on it agrees.
+async fn issuer_secret(db: &Db) -> anyhow::Result<String> {
+    sqlx::query("INSERT INTO secrets (name, value) VALUES ('issuer', $1) ON CONFLICT DO NOTHING")
+        .bind(random_token())
+        .execute(&db.pool)
+        .await?;
+    let row = sqlx::query("SELECT value FROM secrets WHERE name = 'issuer'")
+        .fetch_one(&db.pool)
+        .await?;
+    Ok(row.try_get("value")?)
+}
+
+/// Build the authenticator from the configuration plus the root and issuer clients.
+pub fn authenticator(cfg: &QueueConfig, issuer_token: &str) -> anyhow::Result<Authenticator> {
+    let mut clients = vec![Client::new(ISSUER_CLIENT_ID, issuer_token, ["*"])];
+    if let Some(token) = &cfg.root_access_token {
+        clients.push(Client::new("root", token.clone(), ["*"]));
+    }
+    for c in &cfg.auth.clients {
+        let mut client = Client::new(
+            c.client_id.clone(),
+            c.access_token.clone(),
+            c.scopes.clone(),
+        );
+        if let Some(e) = &c.expires {
+            let ms = parse_ms(e)
+                .with_context(|| format!("client {}: expires {e:?} is not a date", c.client_id))?;
+            client = client.with_expires(crate::time::from_ms(ms));
+        }
+        clients.push(client);
+    }
+    let mut roles: Vec<Role> = cfg
+        .auth
+        .roles
+        .iter()
+        .map(|r| Role::new(r.role_id.clone(), r.scopes.clone()))
+        .collect();
+    if !roles.iter().any(|r| r.role_id == "anonymous") {
+        roles.push(Role::new(
+            "anonymous",
+            DEFAULT_ANONYMOUS_SCOPES.iter().copied(),
+        ));
+    }
+    Ok(Authenticator::new(AuthConfig { clients, roles })
+        .map_err(|e| anyhow::anyhow!("auth configuration: {e}"))?
+        .allow_unsigned_query(cfg.auth.allow_unsigned_query))
+}
+
+/// A running queue.
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its public root URL.
+    pub root_url: String,
+    /// The core, for in-process callers and tests.
+    pub queue: Queue,
+    /// The event bus it publishes on.
+    pub bus: Bus,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stop serving and wait for background loops to finish.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Start the queue: serve the API on `cfg.listen` (port 0 picks a free port) and run
+/// the background work. `clock` lets tests move time.
+pub async fn start(cfg: QueueConfig, clock: Clock) -> anyhow::Result<Running> {
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("listening on {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    let mut cfg = cfg;
+    if cfg.root_url.is_none() {
+        cfg.root_url = Some(format!("http://{addr}"));
+    }
+    let root_url = cfg.root_url();
+    let db = open_db(&cfg).await?;
+    let secret = issuer_secret(&db).await?;
+    let auth = authenticator(&cfg, &secret)?;
+    let bus = Bus::connect(cfg.amqp_url.as_deref())
+        .await
+        .map_err(|e| anyhow::anyhow!("event bus: {e}"))?;
+    let blobs = BlobStore::new(cfg.blob_dir.clone(), secret.as_bytes(), &root_url);
+    let queue = Queue {
+        db: db.clone(),
+        clock,
+        events: Events::new(&cfg.exchange_prefix),
+        cfg: Arc::new(cfg),
+        signals: Arc::new(Signals::default()),
+        issuer: Arc::new((ISSUER_CLIENT_ID.to_string(), secret)),
+    };
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(queue.clone().run_background(
+        bus.clone(),
+        blobs.clone(),
+        stop_rx.clone(),
+    )));
+    if db.backend == Backend::Postgres {
+        tasks.push(tokio::spawn(listen_for_pending(
+            queue.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    let app = api::router(Api {
+        queue: queue.clone(),
+        auth: Arc::new(auth),
+        blobs,
+        started: std::time::Instant::now(),
+    });
+    let mut srx = stop_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = srx.changed().await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    }));
+    tracing::info!(%addr, root_url = %root_url, "queue listening");
+    Ok(Running {
+        addr,
+        root_url,
+        queue,
+        bus,
+        stop,
+        tasks,
+    })
+}
+
+/// Wake local claimWork waiters when another process makes work pending
+/// (PostgreSQL `LISTEN`). Reconnects on errors; claimWork also polls as a fallback.
+async fn listen_for_pending(queue: Queue, mut stop: watch::Receiver<bool>) {
+    loop {
+        let mut listener = match sqlx::postgres::PgListener::connect(&queue.db.url).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "LISTEN connection failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
+                    _ = stop.changed() => return,
+                }
+            }
+        };
+        if let Err(e) = listener.listen(crate::db::PENDING_CHANNEL).await {
+            tracing::warn!(error = %e, "LISTEN failed; retrying");
+            continue;
+        }
+        loop {
+            tokio::select! {
+                n = listener.recv() => match n {
+                    Ok(n) => queue.signals.wake_queue(n.payload()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
+                        break;
+                    }
+                },
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! Worker configuration: a TOML file plus `BBB_*` environment overrides.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+
+/// Configuration of a process worker.
+///
+/// Every field has a working default except the queue credentials and the
+/// task queue, which must come from the file or the environment.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Root URL of the TaskCluster deployment (or the native queue),
+    /// e.g. `https://tc.example.com`.
+    pub root_url: String,
+    /// Client id the worker claims work with.
+    pub client_id: String,
+    /// Access token for `client_id`. Never logged; masked in `Debug`.
+    pub access_token: String,
+    /// Task queue to claim from, `provisionerId/workerType`.
+    pub task_queue_id: String,
+    /// Worker group reported to the queue.
+    pub worker_group: String,
+    /// Worker id reported to the queue.
+    pub worker_id: String,
+    /// Number of tasks run at the same time (≥ 1).
+    pub capacity: usize,
+    /// Address the live-log HTTP server listens on (`host:port`; port 0
+    /// picks a free one).
+    pub livelog_listen: String,
+    /// Base URL under which the live-log server is reachable by readers,
+    /// e.g. `http://worker-7.example.com:60023`. Defaults to
+    /// `http://<bound address>`.
+    pub livelog_public_url: Option<String>,
+    /// Reclaim a task this many seconds before its claim expires. When the
+    /// claim is shorter than twice this, the task is reclaimed half-way.
+    pub reclaim_before_s: u64,
+    /// On shutdown, how long running tasks may still run before they are
+    /// stopped and reported `exception/worker-shutdown`.
+    pub shutdown_grace_s: u64,
+    /// Directory holding one fresh sub-directory per running task.
+    pub tasks_dir: PathBuf,
+    /// Upper bound on a payload's `maxRunTime`, in seconds (a larger value
+    /// is a malformed payload).
+    pub max_task_run_time_s: u64,
+    /// Minimum time between two `claimWork` calls that both returned no
+    /// task, in milliseconds. Guards against queues that do not long-poll.
+    pub min_poll_interval_ms: u64,
+    /// How many times an artifact upload is retried after a transient error.
+    pub upload_retries: u32,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            root_url: String::new(),
+            client_id: String::new(),
+            access_token: String::new(),
+            task_queue_id: String::new(),
+            worker_group: "bbb".to_owned(),
+            worker_id: default_worker_id(),
+            capacity: 1,
+            livelog_listen: "127.0.0.1:0".to_owned(),
+            livelog_public_url: None,
+            reclaim_before_s: 180,
+            shutdown_grace_s: 60,
+            tasks_dir: std::env::temp_dir().join("bbb-worker-tasks"),
+            max_task_run_time_s: 86_400,
+            min_poll_interval_ms: 5_000,
+            upload_retries: 5,
+        }
+    }
+}
+
+fn default_worker_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "bbb-worker".to_owned())
+}
+
+impl fmt::Debug for WorkerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerConfig")
+            .field("root_url", &self.root_url)
+            .field("client_id", &self.client_id)
+            .field("access_token", &"***")
+            .field("task_queue_id", &self.task_queue_id)
+            .field("worker_group", &self.worker_group)
+            .field("worker_id", &self.worker_id)
+            .field("capacity", &self.capacity)
+            .field("livelog_listen", &self.livelog_listen)
+            .field("livelog_public_url", &self.livelog_public_url)
+            .field("reclaim_before_s", &self.reclaim_before_s)
+            .field("shutdown_grace_s", &self.shutdown_grace_s)
+            .field("tasks_dir", &self.tasks_dir)
+            .field("max_task_run_time_s", &self.max_task_run_time_s)
+            .field("min_poll_interval_ms", &self.min_poll_interval_ms)
+            .field("upload_retries", &self.upload_retries)
+            .finish()
+    }
+}
+
+impl WorkerConfig {
+    /// Help text for the environment overrides, one line per variable.
+    pub const ENV_HELP: &'static str = "\
+BBB_QUEUE_ROOT_URL        root URL of the queue (root_url)
+BBB_QUEUE_CLIENT_ID       client id the worker claims with (client_id)
+BBB_QUEUE_ACCESS_TOKEN    access token of that client (access_token)
+BBB_WORKER_TASK_QUEUE     task queue to claim from, provisionerId/workerType (task_queue_id)
+BBB_WORKER_GROUP          worker group (worker_group)
+BBB_WORKER_ID             worker id (worker_id)
+BBB_WORKER_CAPACITY       number of tasks run at once (capacity)
+BBB_WORKER_LIVELOG_LISTEN address:port the live log is served on (livelog_listen)";
+
+    /// Reads a TOML configuration file; absent keys take their defaults.
+    pub fn from_file(path: &Path) -> Result<WorkerConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        WorkerConfig::from_toml(&text)
+    }
+
+    /// Parses a TOML configuration; absent keys take their defaults.
+    pub fn from_toml(text: &str) -> Result<WorkerConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))
+    }
+
+    /// Applies the `BBB_*` environment overrides listed in
+    /// [`WorkerConfig::ENV_HELP`]. Empty variables are ignored.
+    pub fn apply_env(&mut self) -> anyhow::Result<()> {
+        self.apply_vars(|name| std::env::var(name).ok())?;
+        Ok(())
+    }
+
+    /// Applies overrides from any variable source (the environment in
+    /// [`WorkerConfig::apply_env`]).
+    pub fn apply_vars(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.is_empty());
+        if let Some(v) = get("BBB_QUEUE_ROOT_URL") {
+            self.root_url = v;
+        }
+        if let Some(v) = get("BBB_QUEUE_CLIENT_ID") {
+            self.client_id = v;
+        }
+        if let Some(v) = get("BBB_QUEUE_ACCESS_TOKEN") {
+            self.access_token = v;
+        }
+        if let Some(v) = get("BBB_WORKER_TASK_QUEUE") {
+            self.task_queue_id = v;
+        }
+        if let Some(v) = get("BBB_WORKER_GROUP") {
+            self.worker_group = v;
+        }
+        if let Some(v) = get("BBB_WORKER_ID") {
+            self.worker_id = v;
+        }
+        if let Some(v) = get("BBB_WORKER_CAPACITY") {
+            self.capacity = v.trim().parse().map_err(|_| ConfigError::Invalid {
+                field: "BBB_WORKER_CAPACITY",
+                message: format!("not a number: {v:?}"),
+            })?;
+        }
+        if let Some(v) = get("BBB_WORKER_LIVELOG_LISTEN") {
+            self.livelog_listen = v;
+        }
+        Ok(())
+    }
+
+    /// Checks the configuration is complete and consistent.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field: &'static str, message: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                message: message.to_owned(),
+            })
+        };
+        if self.root_url.is_empty() {
+            return invalid("root_url", "is required");
+        }
+        if self.client_id.is_empty() {
+            return invalid("client_id", "is required");
+        }
+        if self.access_token.is_empty() {
+            return invalid("access_token", "is required");
+        }
+        match self.task_queue_id.split_once('/') {
+            Some((p, w)) if !p.is_empty() && !w.is_empty() && !w.contains('/') => {}
+            _ => return invalid("task_queue_id", "must be provisionerId/workerType"),
+        }
+        if self.worker_group.is_empty() || self.worker_group.len() > 38 {
+            return invalid("worker_group", "must be 1 to 38 characters");
+        }
+        if self.worker_id.is_empty() || self.worker_id.len() > 38 {
+            return invalid("worker_id", "must be 1 to 38 characters");
+        }
+        if self.capacity == 0 || self.capacity > 32 {
+            return invalid("capacity", "must be between 1 and 32");
+        }
+        if self.max_task_run_time_s == 0 {
+            return invalid("max_task_run_time_s", "must be positive");
+        }
+        Ok(())
+    }
+
+    /// The provisioner and worker type parts of the task queue id.
+    pub fn provisioner_and_worker_type(&self) -> (&str, &str) {
+        self.task_queue_id
+            .split_once('/')
+            .unwrap_or((&self.task_queue_id, ""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn env_overrides_and_masking() {
+        let mut cfg = WorkerConfig::from_toml("root_url = \"http://q\"\ncapacity = 2\n").unwrap();
+        let vars: HashMap<&str, &str> = [
+            ("BBB_QUEUE_CLIENT_ID", "worker/client"),
+            ("BBB_QUEUE_ACCESS_TOKEN", "sekrit-token"),
+            ("BBB_WORKER_TASK_QUEUE", "prov/type"),
+            ("BBB_WORKER_CAPACITY", "4"),
+            ("BBB_WORKER_ID", ""),
+            ("BBB_WORKER_LIVELOG_LISTEN", "0.0.0.0:60023"),
+        ]
+        .into_iter()
+        .collect();
+        let id_before = cfg.worker_id.clone();
+        cfg.apply_vars(|n| vars.get(n).map(|v| v.to_string()))
+            .unwrap();
+        assert_eq!(cfg.root_url, "http://q");
+        assert_eq!(cfg.capacity, 4);
+        assert_eq!(cfg.worker_id, id_before, "empty variables are ignored");
+        assert_eq!(cfg.livelog_listen, "0.0.0.0:60023");
+        cfg.validate().unwrap();
+        let dbg = format!("{cfg:?}");
+        assert!(!dbg.contains("sekrit-token"), "{dbg}");
+        assert_eq!(cfg.provisioner_and_worker_type(), ("prov", "type"));
+    }
+
+    #[test]
+    fn invalid_values_are_reported() {
+        let mut cfg = WorkerConfig::default();
+        let err = cfg
+            .apply_vars(|n| (n == "BBB_WORKER_CAPACITY").then(|| "many".to_owned()))
+            .unwrap_err();
+        assert!(err.to_string().contains("BBB_WORKER_CAPACITY"), "{err}");
+        assert!(cfg.validate().unwrap_err().to_string().contains("root_url"));
+        let err = WorkerConfig::from_toml("nonsense = 1").unwrap_err();
+        assert!(err.to_string().contains("nonsense"), "{err}");
+        assert_eq!(WorkerConfig::ENV_HELP.lines().count(), 8);
+    }
+}

@@ -1,0 +1,656 @@
+//! The process engine: runs one task payload in a directory, writes the
+//! task log and lists the artifacts to upload. It knows nothing about the
+//! queue, so it can be used and tested on its own.
+
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use serde_json::Value;
+use tokio::io::AsyncReadExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::livelog::TaskLog;
+use crate::payload::{ArtifactDecl, ArtifactKind, Payload, guess_content_type};
+
+/// What a task run is about: identity and limits that come from the claim
+/// and the worker, not from the payload.
+#[derive(Debug, Clone)]
+pub struct TaskContext {
+    /// Task id.
+    pub task_id: String,
+    /// Run id.
+    pub run_id: u32,
+    /// Task group id (exported as `TASK_GROUP_ID`).
+    pub task_group_id: String,
+    /// Worker group (for the log header).
+    pub worker_group: String,
+    /// Worker id (for the log header).
+    pub worker_id: String,
+    /// Root URL of the deployment (exported as `TASKCLUSTER_ROOT_URL`).
+    pub root_url: String,
+    /// The task's `expires`: default and upper bound of artifact expiry.
+    pub task_expires: Option<DateTime<Utc>>,
+    /// Upper bound of the payload's `maxRunTime`, in seconds.
+    pub max_run_time_cap: u64,
+}
+
+/// Why a running task is stopped from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbortReason {
+    /// The claim was lost (reclaim answered 409: cancelled, deadline or
+    /// claim expired). Nothing is reported.
+    ClaimLost,
+    /// The worker is shutting down; the run resolves
+    /// `exception/worker-shutdown`.
+    WorkerShutdown,
+}
+
+/// A handle to stop a running task, remembering the first reason given.
+#[derive(Debug, Clone, Default)]
+pub struct AbortSignal {
+    token: CancellationToken,
+    reason: Arc<OnceLock<AbortReason>>,
+}
+
+impl AbortSignal {
+    /// A signal that has not fired.
+    pub fn new() -> AbortSignal {
+        AbortSignal::default()
+    }
+
+    /// Stops the task; the first reason wins.
+    pub fn abort(&self, reason: AbortReason) {
+        let _ = self.reason.set(reason);
+        self.token.cancel();
+    }
+
+    /// The reason, once aborted.
+    pub fn reason(&self) -> Option<AbortReason> {
+        self.reason.get().copied()
+    }
+
+    /// Waits until aborted.
+    pub async fn aborted(&self) -> AbortReason {
+        self.token.cancelled().await;
+        self.reason().unwrap_or(AbortReason::WorkerShutdown)
+    }
+}
+
+/// `reportException` reasons a worker may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExceptionReason {
+    /// The payload is invalid; never retried.
+    MalformedPayload,
+    /// The task asked to be retried (`onExitStatus.retry`).
+    IntermittentTask,
+    /// The worker stopped; retried by the queue.
+    WorkerShutdown,
+    /// A resource (e.g. artifact storage) stayed unavailable.
+    ResourceUnavailable,
+    /// A bug or unexpected condition in the worker.
+    InternalError,
+}
+
+impl ExceptionReason {
+    /// The wire name of the reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExceptionReason::MalformedPayload => "malformed-payload",
+            ExceptionReason::IntermittentTask => "intermittent-task",
+            ExceptionReason::WorkerShutdown => "worker-shutdown",
+            ExceptionReason::ResourceUnavailable => "resource-unavailable",
+            ExceptionReason::InternalError => "internal-error",
+        }
+    }
+}
+
+/// How a run ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// All commands exited 0: `reportCompleted`.
+    Completed,
+    /// A command failed or `maxRunTime` was exceeded: `reportFailed`.
+    Failed,
+    /// `reportException` with the reason.
+    Exception(ExceptionReason),
+    /// The claim was lost: report nothing, upload nothing.
+    ClaimLost,
+}
+
+impl std::fmt::Display for Resolution {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Resolution::Completed => f.write_str("completed"),
+            Resolution::Failed => f.write_str("failed"),
+            Resolution::Exception(r) => write!(f, "exception/{}", r.as_str()),
+            Resolution::ClaimLost => f.write_str("claim lost"),
+        }
+    }
+}
+
+/// An artifact to upload, produced from the payload's declarations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Artifact {
+    /// Artifact name.
+    pub name: String,
+    /// Expiry (`None`: the task's expiry, decided by the queue).
+    pub expires: Option<DateTime<Utc>>,
+    /// What to upload.
+    pub content: ArtifactContent,
+}
+
+/// Content of an [`Artifact`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArtifactContent {
+    /// A file to upload.
+    File {
+        /// The file on disk.
+        path: PathBuf,
+        /// Its content type.
+        content_type: String,
+        /// Its size in bytes.
+        size: u64,
+    },
+    /// An `error` artifact.
+    Error {
+        /// `file-missing-on-worker`, `invalid-resource-on-worker`, …
+        reason: &'static str,
+        /// Human-readable explanation.
+        message: String,
+    },
+}
+
+/// The result of [`run_task`].
+#[derive(Debug, Clone)]
+pub struct TaskOutcome {
+    /// How to resolve the run.
+    pub resolution: Resolution,
+    /// Exit code of the last command run, if it exited normally.
+    pub exit_code: Option<i32>,
+    /// Artifacts declared by the payload, resolved against the directory.
+    pub artifacts: Vec<Artifact>,
+    /// The parsed payload, when it was valid.
+    pub payload: Option<Payload>,
+    /// Time from start to end of the commands.
+    pub duration: Duration,
+    /// When the first command was started (`None` if none was).
+    pub first_spawn: Option<Instant>,
+}
+
+/// A fresh, private directory for one task, removed by [`TaskDir::remove`]
+/// or when dropped.
+#[derive(Debug)]
+pub struct TaskDir {
+    path: PathBuf,
+    removed: bool,
+}
+
+impl TaskDir {
+    /// Creates `base/name`, removing whatever was there before.
+    pub fn create(base: &Path, name: &str) -> std::io::Result<TaskDir> {
+        let path = base.join(name);
+        if path.exists() {
+            remove_tree(&path)?;
+        }
+        std::fs::create_dir_all(&path)?;
+        Ok(TaskDir {
+            path,
+            removed: false,
+        })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes the directory and everything in it.
+    pub fn remove(mut self) -> std::io::Result<()> {
+        self.removed = true;
+        remove_tree(&self.path)
+    }
+}
+
+impl Drop for TaskDir {
+    fn drop(&mut self) {
+        if !self.removed
+            && let Err(e) = remove_tree(&self.path)
+        {
+            tracing::warn!(dir = %self.path.display(), error = %e, "cannot remove task directory");
+        }
+    }
+}
+
+/// Removes a tree, first making directories writable if the task made them
+/// read-only.
+fn remove_tree(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(_) => {
+            make_writable(path);
+            match std::fs::remove_dir_all(path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            }
+        }
+    }
+}
+
+fn make_writable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return;
+    };
+    if meta.is_dir() {
+        let mut perms = meta.permissions();
+        perms.set_mode(perms.mode() | 0o700);
+        let _ = std::fs::set_permissions(path, perms);
+        if let Ok(entries) = std::fs::read_dir(path) {
+            for entry in entries.flatten() {
+                make_writable(&entry.path());
+            }
+        }
+    }
+}
+
+/// Runs a task: validates the payload, runs its commands in `dir` with
+/// their output in `log`, and lists its artifacts. Never panics on bad
+/// input: an invalid payload gives `exception/malformed-payload` with the
+/// reason in the log.
+pub async fn run_task(
+    ctx: &TaskContext,
+    payload: &Value,
+    dir: &TaskDir,
+    log: &TaskLog,
+    abort: &AbortSignal,
+) -> TaskOutcome {
+    let started = Instant::now();
+    let started_at = Utc::now();
+    log.line(&format!("Worker Group: {}", ctx.worker_group));
+    log.line(&format!("Worker ID: {}", ctx.worker_id));
+    log.line(&format!("Task ID: {}", ctx.task_id));
+    log.line(&format!("Run ID: {}", ctx.run_id));
+    log.line(&format!(
+        "Task started at {}",
+        started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    ));
+
+    let parsed = match Payload::parse(payload, ctx.max_run_time_cap, ctx.task_expires) {
+        Ok(p) => p,
+        Err(e) => {
+            log.error_line(&format!("malformed payload: {e}"));
+            let outcome = TaskOutcome {
+                resolution: Resolution::Exception(ExceptionReason::MalformedPayload),
+                exit_code: None,
+                artifacts: Vec::new(),
+                payload: None,
+                duration: started.elapsed(),
+                first_spawn: None,
+            };
+            footer(log, &outcome);
+            return outcome;
+        }
+    };
+
+    let env = task_env(ctx, dir.path(), &parsed.env);
+    let deadline = started + Duration::from_secs(parsed.max_run_time);
+    let mut resolution = Resolution::Completed;
+    let mut exit_code = None;
+    let mut first_spawn = None;
+    for (i, argv) in parsed.command.iter().enumerate() {
+        log.line(&format!("Executing command {i}: {}", shell_join(argv)));
+        let end = run_command(
+            argv,
+            &env,
+            dir.path(),
+            log,
+            deadline,
+            abort,
+            &mut first_spawn,
+        )
+        .await;
+        match end {
+            CommandEnd::Exited(status) => {
+                exit_code = status.code();
+                match status.code() {
+                    Some(0) => {
+                        log.line("Exit Code: 0");
+                        continue;
+                    }
+                    Some(code) => {
+                        log.line(&format!("Exit Code: {code}"));
+                        if parsed.on_exit_status.retry.contains(&i64::from(code)) {
+                            log.error_line(&format!(
+                                "Exit code {code} is listed in onExitStatus.retry: resolving exception/intermittent-task"
+                            ));
+                            resolution = Resolution::Exception(ExceptionReason::IntermittentTask);
+                        } else {
+                            resolution = Resolution::Failed;
+                        }
+                    }
+                    None => {
+                        use std::os::unix::process::ExitStatusExt;
+                        let sig = status.signal().unwrap_or(0);
+                        log.line(&format!("Command killed by signal {sig}"));
+                        resolution = Resolution::Failed;
+                    }
+                }
+                break;
+            }
+            CommandEnd::SpawnFailed(e) => {
+                log.error_line(&format!("cannot start command {i} ({}): {e}", argv[0]));
+                resolution = Resolution::Failed;
+                break;
+            }
+            CommandEnd::TimedOut => {
+                log.error_line(&format!(
+                    "Aborting task - max run time exceeded! ({} seconds); the process group was killed",
+                    parsed.max_run_time
+                ));
+                resolution = Resolution::Failed;
+                break;
+            }
+            CommandEnd::Aborted(AbortReason::WorkerShutdown) => {
+                log.error_line("Aborting task - worker shutdown; the process group was killed");
+                resolution = Resolution::Exception(ExceptionReason::WorkerShutdown);
+                break;
+            }
+            CommandEnd::Aborted(AbortReason::ClaimLost) => {
+                log.error_line(
+                    "Aborting task - the claim was lost (task cancelled or claim expired); the process group was killed",
+                );
+                resolution = Resolution::ClaimLost;
+                break;
+            }
+        }
+    }
+    let duration = started.elapsed();
+
+    let artifacts = match resolution {
+        Resolution::ClaimLost => Vec::new(),
+        _ => collect_artifacts(ctx, dir.path(), &parsed.artifacts),
+    };
+    let outcome = TaskOutcome {
+        resolution,
+        exit_code,
+        artifacts,
+        payload: Some(parsed),
+        duration,
+        first_spawn,
+    };
+    footer(log, &outcome);
+    outcome
+}
+
+fn footer(log: &TaskLog, outcome: &TaskOutcome) {
+    log.line("=== Task Finished ===");
+    if let Some(code) = outcome.exit_code {
+        log.line(&format!("Exit Code: {code}"));
+    }
+    log.line(&format!("Result: {}", outcome.resolution));
+    log.line(&format!(
+        "Task Duration: {:.3}s",
+        outcome.duration.as_secs_f64()
+    ));
+}
+
+fn task_env(
+    ctx: &TaskContext,
+    dir: &Path,
+    payload_env: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    for name in ["LANG", "LC_ALL", "TZ", "USER", "LOGNAME", "SHELL"] {
+        if let Ok(v) = std::env::var(name) {
+            env.insert(name.to_owned(), v);
+        }
+    }
+    let path = std::env::var("PATH")
+        .unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    env.insert("PATH".into(), path);
+    let dir = dir.display().to_string();
+    env.insert("HOME".into(), dir.clone());
+    env.insert("TASK_WORKDIR".into(), dir);
+    env.insert("TASK_ID".into(), ctx.task_id.clone());
+    env.insert("RUN_ID".into(), ctx.run_id.to_string());
+    env.insert("TASK_GROUP_ID".into(), ctx.task_group_id.clone());
+    env.insert("TASKCLUSTER_ROOT_URL".into(), ctx.root_url.clone());
+    for (k, v) in payload_env {
+        env.insert(k.clone(), v.clone());
+    }
+    env
+}
+
+enum CommandEnd {
+    Exited(ExitStatus),
+    SpawnFailed(std::io::Error),
+    TimedOut,
+    Aborted(AbortReason),
+}
+
+async fn run_command(
+    argv: &[String],
+    env: &BTreeMap<String, String>,
+    dir: &Path,
+    log: &TaskLog,
+    deadline: Instant,
+    abort: &AbortSignal,
+    first_spawn: &mut Option<Instant>,
+) -> CommandEnd {
+    if let Some(reason) = abort.reason() {
+        return CommandEnd::Aborted(reason);
+    }
+    let (reader, writer) = match std::io::pipe() {
+        Ok(p) => p,
+        Err(e) => return CommandEnd::SpawnFailed(e),
+    };
+    let spawned = {
+        let mut cmd = tokio::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .current_dir(dir)
+            .env_clear()
+            .envs(env)
+            .stdin(std::process::Stdio::null())
+            .process_group(0)
+            .kill_on_drop(true);
+        match writer.try_clone() {
+            Ok(w2) => {
+                cmd.stdout(w2).stderr(writer);
+                cmd.spawn()
+            }
+            Err(e) => Err(e),
+        }
+        // `cmd` (and its copies of the pipe's write end) is dropped here, so
+        // the pipe reaches end-of-file once the task's processes are gone.
+    };
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => return CommandEnd::SpawnFailed(e),
+    };
+    first_spawn.get_or_insert_with(Instant::now);
+    let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    let mut rx = match tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(reader)) {
+        Ok(rx) => Some(rx),
+        Err(e) => {
+            log.error_line(&format!("cannot read command output: {e}"));
+            None
+        }
+    };
+    let pump = async {
+        let Some(rx) = rx.as_mut() else {
+            return;
+        };
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match rx.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => log.write(&buf[..n]),
+            }
+        }
+    };
+    tokio::pin!(pump);
+    let mut pump_done = false;
+    let end = loop {
+        tokio::select! {
+            () = &mut pump, if !pump_done => pump_done = true,
+            status = child.wait() => break match status {
+                Ok(s) => CommandEnd::Exited(s),
+                Err(e) => CommandEnd::SpawnFailed(e),
+            },
+            () = tokio::time::sleep_until(deadline.into()) => {
+                kill_group(pgid);
+                let _ = child.wait().await;
+                break CommandEnd::TimedOut;
+            }
+            reason = abort.aborted() => {
+                kill_group(pgid);
+                let _ = child.wait().await;
+                break CommandEnd::Aborted(reason);
+            }
+        }
+    };
+    // Whatever the command left running in its process group goes too;
+    // then the rest of the output is read.
+    kill_group(pgid);
+    if !pump_done
+        && tokio::time::timeout(Duration::from_secs(5), &mut pump)
+            .await
+            .is_err()
+    {
+        log.error_line("output pipe still open 5 s after the command ended; stopped reading it");
+    }
+    end
+}
+
+fn kill_group(pgid: Option<Pid>) {
+    if let Some(pgid) = pgid {
+        let _ = killpg(pgid, Signal::SIGKILL);
+    }
+}
+
+/// Quotes an argument list for display in the log.
+fn shell_join(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            if !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+            {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn collect_artifacts(ctx: &TaskContext, dir: &Path, decls: &[ArtifactDecl]) -> Vec<Artifact> {
+    let mut out = Vec::new();
+    for decl in decls {
+        let name = decl.name().to_owned();
+        let expires = decl.expires.or(ctx.task_expires);
+        let path = dir.join(&decl.path);
+        let error = |reason: &'static str, message: String| Artifact {
+            name: name.clone(),
+            expires,
+            content: ArtifactContent::Error { reason, message },
+        };
+        let meta = std::fs::metadata(&path);
+        match (decl.kind, meta) {
+            (_, Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                if !decl.optional {
+                    out.push(error(
+                        "file-missing-on-worker",
+                        format!(
+                            "{} {:?} was not found in the task directory",
+                            kind_word(decl.kind),
+                            decl.path
+                        ),
+                    ));
+                }
+            }
+            (_, Err(e)) => out.push(error(
+                "file-not-readable-on-worker",
+                format!("cannot read {:?}: {e}", decl.path),
+            )),
+            (ArtifactKind::File, Ok(m)) if m.is_file() => out.push(Artifact {
+                name: name.clone(),
+                expires,
+                content: ArtifactContent::File {
+                    content_type: decl
+                        .content_type
+                        .clone()
+                        .unwrap_or_else(|| guess_content_type(&decl.path).to_owned()),
+                    path,
+                    size: m.len(),
+                },
+            }),
+            (ArtifactKind::File, Ok(_)) => out.push(error(
+                "invalid-resource-on-worker",
+                format!("{:?} is not a regular file", decl.path),
+            )),
+            (ArtifactKind::Directory, Ok(m)) if m.is_dir() => {
+                let mut files = Vec::new();
+                walk(&path, &mut files);
+                files.sort();
+                for file in files {
+                    let Ok(rel) = file.strip_prefix(&path) else {
+                        continue;
+                    };
+                    let rel = rel.to_string_lossy().into_owned();
+                    let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+                    out.push(Artifact {
+                        name: format!("{}/{rel}", name.trim_end_matches('/')),
+                        expires,
+                        content: ArtifactContent::File {
+                            content_type: decl
+                                .content_type
+                                .clone()
+                                .unwrap_or_else(|| guess_content_type(&rel).to_owned()),
+                            path: file,
+                            size,
+                        },
+                    });
+                }
+            }
+            (ArtifactKind::Directory, Ok(_)) => out.push(error(
+                "invalid-resource-on-worker",
+                format!("{:?} is not a directory", decl.path),
+            )),
+        }
+    }
+    out
+}
+
+fn kind_word(kind: ArtifactKind) -> &'static str {
+    match kind {
+        ArtifactKind::File => "file",
+        ArtifactKind::Directory => "directory",
+    }
+}
+
+fn walk(dir: &Path, files: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match std::fs::metadata(&path) {
+            // Do not follow directory symlinks (they could loop).
+            Ok(m) if m.is_dir() && entry.file_type().map(|t| t.is_dir()).unwrap_or(false) => {
+                walk(&path, files);
+            }
+            Ok(m) if m.is_file() => files.push(path),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! Dependencies, deadlines, claim expiry and task groups, on SQLite and PostgreSQL.
+
+mod common;
+
+use bbb_queue::testing::{TestOptions, TestQueue};
+use common::*;
+use serde_json::json;
+
+both_backends!(
+    dependencies_all_completed,
+    dependencies_all_resolved_and_late_satisfaction,
+    dependency_validation,
+    self_dependency_waits_for_schedule,
+    deadline_resolves_unscheduled_pending_and_running,
+    seal_and_cancel_task_group,
+    list_task_group_pages,
+    claim_work_wakes_on_new_work,
+);
+
+async fn dependencies_all_completed(q: &TestQueue) {
+    let queue = root(q);
+    let (a, b, c) = (slug(), slug(), slug());
+    queue
+        .createTask(&a, &task_def("prov/deps", json!({})))
+        .await
+        .unwrap();
+    queue
+        .createTask(&b, &task_def("prov/deps", json!({})))
+        .await
+        .unwrap();
+    let s = queue
+        .createTask(&c, &task_def("prov/deps", json!({"dependencies": [a, b]})))
+        .await
+        .unwrap();
+    assert_eq!(s["status"]["state"], "unscheduled");
+    let deps = queue.listDependentTasks(&a, None, None).await.unwrap();
+    assert_eq!(deps["tasks"][0]["status"]["taskId"], c.as_str());
+
+    let r = queue
+        .claimWork(
+            "prov/deps",
+            &json!({"workerGroup": "g", "workerId": "w", "tasks": 5}),
+        )
+        .await
+        .unwrap();
+    let mut claims = r["tasks"].as_array().unwrap().clone();
+    assert_eq!(claims.len(), 2, "only the two roots are pending");
+    claims.sort_by_key(|c| c["status"]["taskId"] != a.as_str());
+    for claim in &claims {
+        let id = claim["status"]["taskId"].as_str().unwrap();
+        with_creds(q, task_creds(claim))
+            .reportCompleted(id, "0")
+            .await
+            .unwrap();
+        if id == a {
+            // One of two dependencies done: still blocked.
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            assert_eq!(state(&queue, &c).await, "unscheduled");
+        }
+    }
+    let s = wait_state(&queue, &c, "pending").await;
+    assert_eq!(s["status"]["runs"][0]["reasonCreated"], "scheduled");
+}
+
+async fn dependencies_all_resolved_and_late_satisfaction(q: &TestQueue) {
+    let queue = root(q);
+    let (a, resolved, completed) = (slug(), slug(), slug());
+    queue
+        .createTask(&a, &task_def("prov/dep2", json!({})))
+        .await
+        .unwrap();
+    queue
+        .createTask(
+            &resolved,
+            &task_def(
+                "prov/dep2",
+                json!({"dependencies": [a], "requires": "all-resolved"}),
+            ),
+        )
+        .await
+        .unwrap();
+    queue
+        .createTask(
+            &completed,
+            &task_def("prov/dep2", json!({"dependencies": [a]})),
+        )
+        .await
+        .unwrap();
+    let claim = claim_one(&queue, "prov/dep2", "w").await;
+    with_creds(q, task_creds(&claim))
+        .reportFailed(&a, "0")
+        .await
+        .unwrap();
+    wait_state(&queue, &resolved, "pending").await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        state(&queue, &completed).await,
+        "unscheduled",
+        "all-completed stays blocked by a failure"
+    );
+    // Rerun the failed prerequisite; its completion unblocks the waiting dependent.
+    queue.rerunTask(&a).await.unwrap();
+    let mut claimed = None;
+    for _ in 0..2 {
+        let c = claim_one(&queue, "prov/dep2", "w").await;
+        if c["status"]["taskId"] == a.as_str() {
+            claimed = Some(c);
+        } else {
+            let id = c["status"]["taskId"].as_str().unwrap().to_string();
+            with_creds(q, task_creds(&c))
+                .reportCompleted(&id, "0")
+                .await
+                .unwrap();
+        }
+    }
+    let c = claimed.expect("the rerun was claimed");
+    assert_eq!(c["runId"], 1);
+    with_creds(q, task_creds(&c))
+        .reportCompleted(&a, "1")
+        .await
+        .unwrap();
+    wait_state(&queue, &completed, "pending").await;
+}
+
+async fn dependency_validation(q: &TestQueue) {
+    let queue = root(q);
+    let missing = slug();
+    let e = queue
+        .createTask(
+            &slug(),
+            &task_def("prov/dv", json!({"dependencies": [missing]})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&e), 400);
+    assert!(
+        text_of(&e).contains("InputError") && text_of(&e).contains(&missing),
+        "{}",
+        text_of(&e)
+    );
+    // A dependency expiring before our deadline is refused.
+    let short = slug();
+    queue
+        .createTask(
+            &short,
+            &task_def(
+                "prov/dv",
+                json!({"deadline": from_now(60), "expires": from_now(120)}),
+            ),
+        )
+        .await
+        .unwrap();
+    let e = queue
+        .createTask(
+            &slug(),
+            &task_def("prov/dv", json!({"dependencies": [short]})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&e), 400);
+    assert!(text_of(&e).contains("expire"), "{}", text_of(&e));
+    // A failed create leaves nothing behind.
+    let id = slug();
+    assert!(
+        queue
+            .createTask(&id, &task_def("prov/dv", json!({"dependencies": [slug()]})))
+            .await
+            .is_err()
+    );
+    assert_eq!(status_of(&queue.status(&id).await.unwrap_err()), 404);
+}
+
+async fn self_dependency_waits_for_schedule(q: &TestQueue) {
+    let queue = root(q);
+    let id = slug();
+    let s = queue
+        .createTask(&id, &task_def("prov/self", json!({"dependencies": [id]})))
+        .await
+        .unwrap();
+    assert_eq!(s["status"]["state"], "unscheduled");
+    let s = queue.scheduleTask(&id).await.unwrap();
+    assert_eq!(s["status"]["state"], "pending");
+    // Scheduling again is a no-op.
+    let s = queue.scheduleTask(&id).await.unwrap();
+    assert_eq!(s["status"]["runs"].as_array().unwrap().len(), 1);
+}
+
+async fn deadline_resolves_unscheduled_pending_and_running(q: &TestQueue) {
+    let queue = root(q);
+    let short = json!({"deadline": from_now(2)});
+    let (unscheduled, pending, running) = (slug(), slug(), slug());
+    let mut def = task_def("prov/dl", short.clone());
+    def["dependencies"] = json!([unscheduled]);
+    queue.createTask(&unscheduled, &def).await.unwrap();
+    queue
+        .createTask(&running, &task_def("prov/dl", short.clone()))
+        .await
+        .unwrap();
+    let claim = claim_one(&queue, "prov/dl", "w").await;
+    assert_eq!(claim["status"]["taskId"], running.as_str());
+    queue
+        .createTask(&pending, &task_def("prov/dl", short.clone()))
+        .await
+        .unwrap();
+    for id in [&unscheduled, &pending, &running] {
+        let s = wait_state(&queue, id, "exception").await;
+        let runs = s["status"]["runs"].as_array().unwrap();
+        assert_eq!(
+            runs.last().unwrap()["reasonResolved"],
+            "deadline-exceeded",
+            "{id}"
+        );
+    }
+    // After the deadline the task is immutable.
+    let t = with_creds(q, task_creds(&claim));
+    assert_eq!(
+        status_of(&t.reclaimTask(&running, "0").await.unwrap_err()),
+        409
+    );
+    assert_eq!(
+        status_of(&queue.rerunTask(&running).await.unwrap_err()),
+        409
+    );
+    assert_eq!(
+        status_of(&queue.cancelTask(&running).await.unwrap_err()),
+        409
+    );
+}
+
+async fn seal_and_cancel_task_group(q: &TestQueue) {
+    let queue = root(q);
+    let group = slug();
+    let ids: Vec<String> = (0..3).map(|_| slug()).collect();
+    for id in &ids {
+        queue
+            .createTask(
+                id,
+                &task_def(
+                    "prov/grp",
+                    json!({"taskGroupId": group, "schedulerId": "sched"}),
+                ),
+            )
+            .await
+            .unwrap();
+    }
+    // The same group needs the same schedulerId.
+    let e = queue
+        .createTask(
+            &slug(),
+            &task_def("prov/grp", json!({"taskGroupId": group})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&e), 409);
+    // cancelTaskGroup needs a sealed group.
+    assert_eq!(
+        status_of(&queue.cancelTaskGroup(&group).await.unwrap_err()),
+        409
+    );
+    let g = queue.sealTaskGroup(&group).await.unwrap();
+    assert_eq!(g["taskGroupId"], group.as_str());
+    assert_eq!(g["schedulerId"], "sched");
+    assert!(g["sealed"].is_string());
+    let e = queue
+        .createTask(
+            &slug(),
+            &task_def(
+                "prov/grp",
+                json!({"taskGroupId": group, "schedulerId": "sched"}),
+            ),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&e), 409);
+    // Replaying an existing task's creation is still fine.
+    let claim = claim_one(&queue, "prov/grp", "w").await;
+    let done = claim["status"]["taskId"].as_str().unwrap().to_string();
+    with_creds(q, task_creds(&claim))
+        .reportCompleted(&done, "0")
+        .await
+        .unwrap();
+    let c = queue.cancelTaskGroup(&group).await.unwrap();
+    assert_eq!(c["taskGroupSize"], 3);
+    assert_eq!(c["cancelledCount"], 2);
+    let cancelled: Vec<&str> = c["taskIds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(!cancelled.contains(&done.as_str()));
+    for id in cancelled {
+        assert_eq!(state(&queue, id).await, "exception");
+    }
+    let g = queue.getTaskGroup(&group).await.unwrap();
+    assert_eq!(g["schedulerId"], "sched");
+}
+
+async fn list_task_group_pages(q: &TestQueue) {
+    let queue = root(q);
+    let group = slug();
+    let mut ids: Vec<String> = (0..7).map(|_| slug()).collect();
+    for id in &ids {
+        queue
+            .createTask(id, &task_def("prov/list", json!({"taskGroupId": group})))
+            .await
+            .unwrap();
+    }
+    ids.sort();
+    let mut seen = vec![];
+    let mut token: Option<String> = None;
+    loop {
+        let page = queue
+            .listTaskGroup(&group, token.as_deref(), Some("3"))
+            .await
+            .unwrap();
+        let tasks = page["tasks"].as_array().unwrap();
+        assert!(tasks.len() <= 3);
+        seen.extend(
+            tasks
+                .iter()
+                .map(|t| t["status"]["taskId"].as_str().unwrap().to_string()),
+        );
+        match page["continuationToken"].as_str() {
+            Some(t) => token = Some(t.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+}
+
+async fn claim_work_wakes_on_new_work(q: &TestQueue) {
+    let queue = root(q);
+    let waiter = {
+        let queue = root(q);
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let r = queue
+                .claimWork("prov/wake", &json!({"workerGroup": "g", "workerId": "w"}))
+                .await
+                .unwrap();
+            (r, started.elapsed())
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let id = slug();
+    queue
+        .createTask(&id, &task_def("prov/wake", json!({})))
+        .await
+        .unwrap();
+    let (r, waited) = waiter.await.unwrap();
+    assert_eq!(r["tasks"][0]["status"]["taskId"], id.as_str());
+    // It returned because of the new task, not because the 20 s poll ran out.
+    assert!(waited < std::time::Duration::from_secs(19), "{waited:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn claim_expiry_retries_then_resolves() {
+    for postgres in [false, true] {
+        let q = TestQueue::with(TestOptions {
+            postgres,
+            claim_timeout_s: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let queue = root(&q);
+        let id = slug();
+        queue
+            .createTask(&id, &task_def("prov/exp", json!({"retries": 1})))
+            .await
+            .unwrap();
+        let claim = claim_one(&queue, "prov/exp", "w").await;
+        let s = wait_for("claim-expired retry", || async {
+            let s = queue.status(&id).await.unwrap();
+            (s["status"]["runs"].as_array().unwrap().len() == 2).then_some(s)
+        })
+        .await;
+        assert_eq!(s["status"]["runs"][0]["reasonResolved"], "claim-expired");
+        assert_eq!(s["status"]["runs"][1]["reasonCreated"], "retry");
+        let t = with_creds(&q, task_creds(&claim));
+        assert_eq!(
+            status_of(&t.reportCompleted(&id, "0").await.unwrap_err()),
+            409
+        );
+        claim_one(&queue, "prov/exp", "w").await;
+        let s = wait_state(&queue, &id, "exception").await;
+        assert_eq!(s["status"]["runs"][1]["reasonResolved"], "claim-expired");
+        assert_eq!(
+            s["status"]["runs"].as_array().unwrap().len(),
+            2,
+            "no retries left"
+        );
+        q.stop().await;
+    }
+}

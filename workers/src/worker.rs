@@ -167,10 +167,11 @@ impl Worker {
             let wait = match claimed {
                 Ok(tasks) => {
                     failures = 0;
+                    let claimed_at = Instant::now();
                     let n = tasks.len();
                     for claim in tasks {
                         let shared = self.shared.clone();
-                        running.spawn(async move { run_claim(shared, claim, started).await });
+                        running.spawn(async move { run_claim(shared, claim, claimed_at).await });
                     }
                     if n == 0 {
                         min_poll.saturating_sub(started.elapsed())
@@ -362,9 +363,14 @@ async fn run_claimed(
                 }
             },
         )),
-        taken_until: Mutex::new(Utc::now()),
+        taken_until: Mutex::new(
+            claim
+                .get("takenUntil")
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse::<DateTime<Utc>>().ok())
+                .unwrap_or_else(Utc::now),
+        ),
     });
-    client.update(&claim, cfg);
 
     let abort = AbortSignal::new();
     shared
@@ -415,7 +421,10 @@ async fn run_claimed(
         }
     };
 
+    // The live log reference is posted while the task starts; it is awaited
+    // before the log is uploaded and the reference replaced by a link.
     let mut live_token = None;
+    let mut live_posting = None;
     if live_log {
         let (url, token) = shared.livelog.publish(log.clone());
         live_token = Some(token);
@@ -425,14 +434,16 @@ async fn run_claimed(
             "contentType": "text/plain; charset=utf-8",
             "url": url,
         });
-        if let Err(e) = client
-            .get()
-            .createArtifact(&task_id, &run_id.to_string(), &logs.live, &body)
-            .await
-        {
-            let e = QueueError::from_client("createArtifact", e);
-            tracing::warn!(error = %e, "cannot create the live log artifact");
-        }
+        let client = client.clone();
+        let (task_id, name) = (task_id.clone(), logs.live.clone());
+        live_posting = Some(tokio::spawn(
+            async move {
+                if let Err(e) = create_artifact(&client, &task_id, run_id, &name, &body).await {
+                    tracing::warn!(error = %e, "cannot create the live log artifact");
+                }
+            }
+            .in_current_span(),
+        ));
     }
 
     let ctx = TaskContext {
@@ -510,6 +521,9 @@ async fn run_claimed(
         }
     }
     log.close();
+    if let Some(posting) = live_posting {
+        let _ = posting.await;
+    }
 
     if resolution != Resolution::ClaimLost && abort.reason() != Some(AbortReason::ClaimLost) {
         upload_logs(

@@ -256,6 +256,7 @@ class BbbServer:
                 "BBB_ROOT_ACCESS_TOKEN": self.clients["root"]["accessToken"],
                 "RUST_LOG": os.environ.get("RUST_LOG", "info"),
                 "RUST_BACKTRACE": "1",
+                "NO_COLOR": "1",
             }
         )
         env.update(self.extra_env)

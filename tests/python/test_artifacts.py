@@ -2,12 +2,14 @@
 getArtifact / getLatestArtifact redirects), signed URLs for private
 artifacts, ``reference`` and ``error`` artifacts."""
 
+import datetime
+
 import pytest
 import requests
 import taskcluster
 from taskcluster.exceptions import TaskclusterRestFailure
 
-from bbbtest import claim_one, error_code, from_now, new_task_queue, task_definition
+from bbbtest import claim_one, error_code, from_now, new_task_queue, parse_date, task_definition
 
 
 @pytest.fixture
@@ -21,7 +23,8 @@ def running(server, queue, worker_queue):
 
 
 def upload_s3(task_queue, task_id, run_id, name, content: bytes, content_type="text/plain"):
-    """createArtifact(storageType s3) and PUT the bytes to the returned putUrl."""
+    """createArtifact(storageType s3) and PUT the bytes to the returned
+    putUrl; return the artifact's ``expires``."""
     expires = from_now(24 * 3600)
     response = task_queue.createArtifact(
         task_id,
@@ -31,7 +34,9 @@ def upload_s3(task_queue, task_id, run_id, name, content: bytes, content_type="t
     )
     assert response["storageType"] == "s3"
     assert response["contentType"] == content_type
-    assert response["expires"] == expires
+    # For s3, ``expires`` is when the signed putUrl stops working (45 min).
+    url_lifetime = parse_date(response["expires"]) - datetime.datetime.now(datetime.timezone.utc)
+    assert datetime.timedelta(minutes=30) < url_lifetime < datetime.timedelta(minutes=60)
     assert response["putUrl"].startswith("http")
     put = requests.put(
         response["putUrl"],
@@ -40,7 +45,7 @@ def upload_s3(task_queue, task_id, run_id, name, content: bytes, content_type="t
         timeout=30,
     )
     assert put.status_code in (200, 201, 204), f"PUT to putUrl failed: {put.status_code} {put.text[:500]}"
-    return response
+    return expires
 
 
 def test_s3_artifact_roundtrip(server, queue, running):
@@ -49,7 +54,7 @@ def test_s3_artifact_roundtrip(server, queue, running):
     task_id, _, task_queue = running
     content = b"bbb artifact \x00\x01\x02 " + bytes(range(256)) * 40
     name = "public/build/output.bin"
-    upload_s3(task_queue, task_id, 0, name, content, "application/octet-stream")
+    expires = upload_s3(task_queue, task_id, 0, name, content, "application/octet-stream")
 
     for result in (queue.getArtifact(task_id, 0, name), queue.getLatestArtifact(task_id, name)):
         assert result["storageType"] == "s3"
@@ -57,11 +62,12 @@ def test_s3_artifact_roundtrip(server, queue, running):
         assert download.status_code == 200
         assert download.content == content
 
-    listing = task_queue.listArtifacts(task_id, 0)
+    listing = queue.listArtifacts(task_id, 0)
     entries = [a for a in listing["artifacts"] if a["name"] == name]
     assert len(entries) == 1
     assert entries[0]["storageType"] == "s3"
     assert entries[0]["contentType"] == "application/octet-stream"
+    assert entries[0]["expires"] == expires
     assert [a["name"] for a in queue.listLatestArtifacts(task_id)["artifacts"]] == [name]
 
 

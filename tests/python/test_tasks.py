@@ -463,7 +463,7 @@ def test_deadline_resolves_a_pending_task(queue):
     """A pending task whose deadline passes becomes ``exception`` with
     reasonResolved ``deadline-exceeded`` (BBB_DEADLINE_DELAY_S=0)."""
     task_id = taskcluster.slugId()
-    queue.createTask(task_id, task_definition(new_task_queue(), deadline=from_now(2)))
+    queue.createTask(task_id, task_definition(new_task_queue(), deadline=from_now(3)))
 
     status = wait_for_state(queue, task_id, "exception", timeout=20)
     assert len(status["runs"]) == 1
@@ -487,7 +487,7 @@ def test_deadline_resolves_an_unscheduled_task(queue):
     blocker = taskcluster.slugId()
     queue.createTask(blocker, task_definition(new_task_queue()))
     task_id = taskcluster.slugId()
-    queue.createTask(task_id, task_definition(new_task_queue(), dependencies=[blocker], deadline=from_now(2)))
+    queue.createTask(task_id, task_definition(new_task_queue(), dependencies=[blocker], deadline=from_now(3)))
 
     status = wait_for_state(queue, task_id, "exception", timeout=20)
     assert len(status["runs"]) == 1

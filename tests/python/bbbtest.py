@@ -197,6 +197,10 @@ class RabbitVhost:
 # --- the server under test ----------------------------------------------------------
 
 
+class PortTaken(Exception):
+    """The server could not bind its port."""
+
+
 class BbbServer:
     """One ``bbb queue`` process with its own config, database and port."""
 
@@ -241,6 +245,18 @@ class BbbServer:
         )
 
     def start(self, timeout: float = 60) -> None:
+        """Start the process and wait until it answers ping. If the chosen
+        port was taken in the meantime (another test process picked it too),
+        try again on a new port."""
+        for _ in range(3):
+            try:
+                return self._start_once(timeout)
+            except PortTaken:
+                self.port = free_port()
+                self.root_url = f"http://127.0.0.1:{self.port}"
+        raise RuntimeError("bbb queue could not bind a free port in 3 attempts:\n" + self.log_tail())
+
+    def _start_once(self, timeout: float) -> None:
         if not self.binary.exists():
             raise RuntimeError(
                 f"bbb binary not found at {self.binary}; build it with "
@@ -255,7 +271,6 @@ class BbbServer:
                 "BBB_DATABASE_URL": self.database_url,
                 "BBB_ROOT_ACCESS_TOKEN": self.clients["root"]["accessToken"],
                 "RUST_LOG": os.environ.get("RUST_LOG", "info"),
-                "RUST_BACKTRACE": "1",
                 "NO_COLOR": "1",
             }
         )
@@ -273,6 +288,8 @@ class BbbServer:
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
+                if "address already in use" in self.log_path.read_text(errors="replace").lower():
+                    raise PortTaken()
                 raise RuntimeError(
                     f"bbb queue exited with status {self.process.returncode} before answering ping:\n"
                     + self.log_tail()

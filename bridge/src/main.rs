@@ -42,11 +42,37 @@ enum Command {
     /// Apply database migrations and exit.
     #[command(after_help = bbb_queue::config::ENV_HELP)]
     Migrate,
+    /// Run a benchmark program and print its figures.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Show the effective configuration.
     Config {
         /// Print it (secrets masked).
         #[arg(long)]
         print: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Queue lifecycle throughput beside raw commits, claimWork wake-up latency and
+    /// the drain of a 10,000-task graph, on SQLite and PostgreSQL.
+    Queue {
+        /// Backends to measure (sqlite, postgres).
+        #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
+        backends: Vec<String>,
+        /// Concurrent loops.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Seconds per throughput measurement.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Wake-up latency samples.
+        #[arg(long, default_value_t = 200)]
+        wake_samples: usize,
+        /// Skip the 10,000-task graph.
+        #[arg(long)]
+        no_graph: bool,
     },
 }
 
@@ -89,6 +115,22 @@ async fn main() -> anyhow::Result<()> {
             worker.run(stop).await?;
         }
         Command::Up { data_dir } => up(file, data_dir).await?,
+        Command::Bench(BenchCommand::Queue {
+            backends,
+            concurrency,
+            seconds,
+            wake_samples,
+            no_graph,
+        }) => {
+            let opts = bbb_bench::queue::Options {
+                backends,
+                concurrency,
+                seconds,
+                wake_samples,
+                graph: !no_graph,
+            };
+            bbb_bench::queue::run(opts).await?;
+        }
         Command::Config { print } => {
             let q = file.queue_config()?.masked();
             let mut w = file.worker_config_unchecked()?;

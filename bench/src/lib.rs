@@ -1,0 +1,5 @@
+//! See the crate README.
+#![doc = include_str!("../README.md")]
+
+pub mod client;
+pub mod queue;

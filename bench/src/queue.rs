@@ -1,0 +1,359 @@
+//! The queue benchmark: lifecycle throughput beside raw commits, claimWork wake-up
+//! latency, and the drain of a 10,000-task graph, on SQLite and PostgreSQL.
+
+use crate::client::{Api, Creds};
+use bbb_queue::testing::{TempDir, fresh_pg_database};
+use bbb_queue::{Clock, QueueConfig};
+use futures::future::join_all;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Backends: `sqlite`, `postgres`.
+    pub backends: Vec<String>,
+    /// Concurrent loops for the lifecycle and raw-commit measurements.
+    pub concurrency: usize,
+    /// How long each throughput measurement runs.
+    pub seconds: u64,
+    /// Wake-up latency samples.
+    pub wake_samples: usize,
+    /// Tasks in the drained graph (rounded to the graph's shape; 10,000 by default).
+    pub graph: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            backends: vec!["sqlite".into(), "postgres".into()],
+            concurrency: 16,
+            seconds: 10,
+            wake_samples: 200,
+            graph: true,
+        }
+    }
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+fn def(task_queue_id: &str, group: &str, deps: &[String]) -> Value {
+    let now = chrono::Utc::now().timestamp_millis();
+    json!({
+        "taskQueueId": task_queue_id,
+        "taskGroupId": group,
+        "created": bbb_queue::time::fmt_ms(now),
+        "deadline": bbb_queue::time::fmt_ms(now + 3 * 3600 * 1000),
+        "dependencies": deps,
+        "payload": {},
+        "metadata": {"name": "bench", "description": "benchmark task", "owner": "bench@example.com", "source": "https://example.com/bench"},
+    })
+}
+
+struct Server {
+    running: bbb_queue::Running,
+    api: Api,
+    root: Creds,
+    url: String,
+    _dir: TempDir,
+}
+
+async fn server(backend: &str, opts: &Options) -> anyhow::Result<Server> {
+    let dir = TempDir::new("bbb-bench");
+    let url = if backend == "postgres" {
+        fresh_pg_database("bbb_bench").await?
+    } else {
+        format!("sqlite://{}/queue.sqlite", dir.0.display())
+    };
+    let token = bbb_queue::server::random_token();
+    let cfg = QueueConfig {
+        listen: "127.0.0.1:0".into(),
+        database_url: url.clone(),
+        database_max_connections: (opts.concurrency as u32 + 4).min(40),
+        root_access_token: Some(token.clone()),
+        blob_dir: dir.0.join("blobs"),
+        resolver_interval_ms: 200,
+        ..QueueConfig::default()
+    };
+    let running = bbb_queue::start(cfg, Clock::system()).await?;
+    let api = Api::new(&running.root_url)?;
+    Ok(Server {
+        api,
+        root: Creds {
+            client_id: "root".into(),
+            access_token: token,
+            certificate: None,
+        },
+        running,
+        url,
+        _dir: dir,
+    })
+}
+
+/// Raw single-row commits per second at `concurrency` on the database at `url`.
+async fn raw_commits(url: &str, concurrency: usize, seconds: u64) -> anyhow::Result<f64> {
+    let db = bbb_queue::db::Db::connect(url, concurrency as u32 + 2).await?;
+    sqlx::query("CREATE TABLE IF NOT EXISTS bench_raw (id TEXT PRIMARY KEY, v TEXT NOT NULL)")
+        .execute(&db.pool)
+        .await?;
+    let done = Arc::new(AtomicUsize::new(0));
+    let stop = Instant::now() + Duration::from_secs(seconds);
+    let loops = (0..concurrency).map(|w| {
+        let db = db.clone();
+        let done = done.clone();
+        async move {
+            let mut i = 0u64;
+            while Instant::now() < stop {
+                sqlx::query("INSERT INTO bench_raw (id, v) VALUES ($1, $2)")
+                    .bind(format!("{w}-{i}-{}", bbb_queue::validate::slugid()))
+                    .bind("x")
+                    .execute(&db.pool)
+                    .await?;
+                i += 1;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        }
+    });
+    let started = Instant::now();
+    for r in join_all(loops).await {
+        r?;
+    }
+    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Lifecycles (create → claimWork → reportCompleted) per second.
+async fn lifecycle(s: &Server, concurrency: usize, seconds: u64) -> anyhow::Result<f64> {
+    let group = bbb_queue::validate::slugid();
+    let done = Arc::new(AtomicUsize::new(0));
+    let stop = Instant::now() + Duration::from_secs(seconds);
+    let loops = (0..concurrency).map(|w| {
+        let (api, root, done, group) = (s.api.clone(), s.root.clone(), done.clone(), group.clone());
+        async move {
+            while Instant::now() < stop {
+                let id = bbb_queue::validate::slugid();
+                api.call(&root, "PUT", &format!("task/{id}"), Some(&def("bench/life", &group, &[]))).await?;
+                let r = api
+                    .call(&root, "POST", "claim-work/bench%2Flife", Some(&json!({"workerGroup": "bench", "workerId": format!("w{w}"), "tasks": 1})))
+                    .await?;
+                for c in r["tasks"].as_array().cloned().unwrap_or_default() {
+                    let tid = c["status"]["taskId"].as_str().unwrap_or_default().to_string();
+                    let run = c["runId"].as_i64().unwrap_or(0);
+                    api.call(&Creds::from_claim(&c), "POST", &format!("task/{tid}/runs/{run}/completed"), None).await?;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            anyhow::Ok(())
+        }
+    });
+    let started = Instant::now();
+    for r in join_all(loops).await {
+        r?;
+    }
+    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Wake-up latency samples (ms): createTask sent → waiting claimWork returns it.
+async fn wake_latency(s: &Server, samples: usize) -> anyhow::Result<Vec<Duration>> {
+    let group = bbb_queue::validate::slugid();
+    let mut out = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let (api, root) = (s.api.clone(), s.root.clone());
+        let waiter = tokio::spawn(async move {
+            let r = api
+                .call(
+                    &root,
+                    "POST",
+                    "claim-work/bench%2Fwake",
+                    Some(&json!({"workerGroup": "bench", "workerId": "waiter", "tasks": 1})),
+                )
+                .await;
+            (r, Instant::now())
+        });
+        // Let the claim reach its wait before the task appears.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let id = bbb_queue::validate::slugid();
+        let sent = Instant::now();
+        s.api
+            .call(
+                &s.root,
+                "PUT",
+                &format!("task/{id}"),
+                Some(&def("bench/wake", &group, &[])),
+            )
+            .await?;
+        let (r, returned) = waiter.await?;
+        let r = r?;
+        let c = &r["tasks"][0];
+        if c["status"]["taskId"] != id.as_str() {
+            anyhow::bail!("the waiting claim returned {r} instead of {id}");
+        }
+        out.push(returned.saturating_duration_since(sent));
+        s.api
+            .call(
+                &Creds::from_claim(c),
+                "POST",
+                &format!("task/{id}/runs/0/completed"),
+                None,
+            )
+            .await?;
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Create a 10,000-task graph, then drain it; returns (tasks, create time, drain time).
+async fn graph_drain(
+    s: &Server,
+    concurrency: usize,
+) -> anyhow::Result<(usize, Duration, Duration)> {
+    let group = bbb_queue::validate::slugid();
+    let tq = "bench/graph";
+    let slug = bbb_queue::validate::slugid;
+    let root_id = slug();
+    let mids: Vec<String> = (0..100).map(|_| slug()).collect();
+    let leaves: Vec<(String, String)> = mids
+        .iter()
+        .flat_map(|m| (0..98).map(move |_| (slug(), m.clone())))
+        .collect();
+    let collectors: Vec<(String, Vec<String>)> = leaves
+        .chunks(100)
+        .map(|c| (slug(), c.iter().map(|(l, _)| l.clone()).collect()))
+        .collect();
+    let final_id = slug();
+    let final_deps: Vec<String> = collectors.iter().map(|(c, _)| c.clone()).collect();
+    let mut levels: Vec<Vec<(String, Vec<String>)>> = vec![vec![(root_id.clone(), vec![])]];
+    levels.push(
+        mids.iter()
+            .map(|m| (m.clone(), vec![root_id.clone()]))
+            .collect(),
+    );
+    levels.push(
+        leaves
+            .iter()
+            .map(|(l, m)| (l.clone(), vec![m.clone()]))
+            .collect(),
+    );
+    levels.push(collectors.clone());
+    levels.push(vec![(final_id.clone(), final_deps)]);
+    let total: usize = levels.iter().map(Vec::len).sum();
+
+    let created = Instant::now();
+    for level in &levels {
+        let next = Arc::new(AtomicUsize::new(0));
+        let level = Arc::new(level.clone());
+        let loops = (0..concurrency).map(|_| {
+            let (api, root, next, level, group) = (
+                s.api.clone(),
+                s.root.clone(),
+                next.clone(),
+                level.clone(),
+                group.clone(),
+            );
+            async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((id, deps)) = level.get(i) else {
+                        return anyhow::Ok(());
+                    };
+                    api.call(
+                        &root,
+                        "PUT",
+                        &format!("task/{id}"),
+                        Some(&def(tq, &group, deps)),
+                    )
+                    .await?;
+                }
+            }
+        });
+        for r in join_all(loops).await {
+            r?;
+        }
+    }
+    let create_time = created.elapsed();
+
+    let drained = Instant::now();
+    let done = Arc::new(AtomicUsize::new(0));
+    let loops = (0..concurrency).map(|w| {
+        let (api, root, done, final_id) = (s.api.clone(), s.root.clone(), done.clone(), final_id.clone());
+        async move {
+            loop {
+                if done.load(Ordering::Relaxed) >= total {
+                    return anyhow::Ok(());
+                }
+                let r = api
+                    .call(&root, "POST", "claim-work/bench%2Fgraph", Some(&json!({"workerGroup": "bench", "workerId": format!("g{w}"), "tasks": 32})))
+                    .await?;
+                let claims = r["tasks"].as_array().cloned().unwrap_or_default();
+                let reports = claims.iter().map(|c| {
+                    let api = api.clone();
+                    async move {
+                        let tid = c["status"]["taskId"].as_str().unwrap_or_default();
+                        let run = c["runId"].as_i64().unwrap_or(0);
+                        api.call(&Creds::from_claim(c), "POST", &format!("task/{tid}/runs/{run}/completed"), None).await
+                    }
+                });
+                for r in join_all(reports).await {
+                    r?;
+                }
+                let n = done.fetch_add(claims.len(), Ordering::Relaxed) + claims.len();
+                if claims.iter().any(|c| c["status"]["taskId"] == final_id.as_str()) || n >= total {
+                    done.store(total, Ordering::Relaxed);
+                    return Ok(());
+                }
+            }
+        }
+    });
+    for r in join_all(loops).await {
+        r?;
+    }
+    Ok((total, create_time, drained.elapsed()))
+}
+
+/// Run the benchmark and print its figures.
+pub async fn run(opts: Options) -> anyhow::Result<()> {
+    println!(
+        "bbb queue benchmark: {} cores, concurrency {}, {} s per throughput run",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        opts.concurrency,
+        opts.seconds
+    );
+    for backend in &opts.backends {
+        println!("\n== {backend} ==");
+        let s = server(backend, &opts).await?;
+        let raw = raw_commits(&s.url, opts.concurrency, opts.seconds).await?;
+        let life = lifecycle(&s, opts.concurrency, opts.seconds).await?;
+        println!("raw single-row commits:      {raw:>9.0} /s");
+        println!("task lifecycles (3 calls):   {life:>9.0} tasks/s");
+        println!("lifecycle / raw commits:     {:>9.2}", life / raw);
+        let wake = wake_latency(&s, opts.wake_samples).await?;
+        println!(
+            "claimWork wake-up latency:   p50 {:.1} ms, p99 {:.1} ms ({} samples)",
+            pct(&wake, 0.5),
+            pct(&wake, 0.99),
+            wake.len()
+        );
+        if opts.graph {
+            let (n, create, drain) = graph_drain(&s, opts.concurrency).await?;
+            println!(
+                "graph of {n} tasks:          created in {:.1} s ({:.0} tasks/s), drained in {:.1} s ({:.0} tasks/s)",
+                create.as_secs_f64(),
+                n as f64 / create.as_secs_f64(),
+                drain.as_secs_f64(),
+                n as f64 / drain.as_secs_f64()
+            );
+        }
+        s.running.shutdown().await;
+    }
+    Ok(())
+}

@@ -70,13 +70,11 @@ impl BlobStore {
         )
     }
 
-    /// Check a signed URL's parameters.
+    /// Check a signed URL's parameters for the artifact `(task_id, run_id, name)`.
     pub fn verify(
         &self,
         method: &str,
-        task_id: &str,
-        run_id: i64,
-        name: &str,
+        (task_id, run_id, name): (&str, i64, &str),
         expires: i64,
         signature: &str,
         now: i64,
@@ -145,9 +143,9 @@ mod tests {
             )
         );
         let sig = url.rsplit("signature=").next().unwrap();
-        assert!(s.verify("PUT", "T", 0, "public/a b.txt", 10, sig, 5));
-        assert!(!s.verify("GET", "T", 0, "public/a b.txt", 10, sig, 5));
-        assert!(!s.verify("PUT", "T", 0, "public/a b.txt", 10, sig, 11));
+        assert!(s.verify("PUT", ("T", 0, "public/a b.txt"), 10, sig, 5));
+        assert!(!s.verify("GET", ("T", 0, "public/a b.txt"), 10, sig, 5));
+        assert!(!s.verify("PUT", ("T", 0, "public/a b.txt"), 10, sig, 11));
         s.put("T", 0, "n", b"hello").await.unwrap();
         assert_eq!(s.get("T", 0, "n").await.unwrap().unwrap(), b"hello");
         s.remove("T", 0, "n").await;

@@ -69,12 +69,12 @@ impl Queue {
             .fetch_one(&mut *t.tx)
             .await?
             .try_get("deps_unsatisfied")?;
-            if left <= 0 {
-                if let Some(mut task) = self.load_task_for_update(&mut t, &dependent).await? {
-                    if task.runs.is_empty() && task.deadline > now {
-                        self.start_first_run(&mut t, &mut task, now).await?;
-                    }
-                }
+            if left <= 0
+                && let Some(mut task) = self.load_task_for_update(&mut t, &dependent).await?
+                && task.runs.is_empty()
+                && task.deadline > now
+            {
+                self.start_first_run(&mut t, &mut task, now).await?;
             }
         }
         for group in groups {
@@ -84,15 +84,19 @@ impl Queue {
             .bind(&group)
             .fetch_optional(&mut *t.tx)
             .await?;
-            if open.is_none() {
-                if let Some(row) = sqlx::query("SELECT scheduler_id, expires, sealed FROM task_groups WHERE task_group_id = $1")
-                    .bind(&group)
-                    .fetch_optional(&mut *t.tx)
-                    .await?
-                {
-                    let g = crate::ops::groups::group_json(&group, &row)?;
-                    self.emit(&mut t, self.events.task_group("task-group-resolved", &g)).await?;
-                }
+            if open.is_some() {
+                continue;
+            }
+            let row = sqlx::query(
+                "SELECT scheduler_id, expires, sealed FROM task_groups WHERE task_group_id = $1",
+            )
+            .bind(&group)
+            .fetch_optional(&mut *t.tx)
+            .await?;
+            if let Some(row) = row {
+                let g = crate::ops::groups::group_json(&group, &row)?;
+                self.emit(&mut t, self.events.task_group("task-group-resolved", &g))
+                    .await?;
             }
         }
         let sql = format!(

@@ -6,7 +6,7 @@ use super::{Api, Call, Reply, bytes_response, encode_token};
 use crate::error::{QueueError, Result};
 use crate::model::{CreateTaskRequest, PRIORITIES, Task};
 use crate::ops::claims::{EXCEPTION_REASONS, Resolution};
-use crate::time::{fmt_ms, from_ms};
+use crate::time::fmt_ms;
 use crate::validate::{self, run_id_param, split_task_queue_id, task_id_param};
 use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode};
@@ -741,9 +741,7 @@ pub async fn blob(
     if bq.method != method.as_str()
         || !api.blobs.verify(
             &bq.method,
-            &task_id,
-            run_id,
-            &name,
+            (&task_id, run_id, &name),
             bq.expires,
             &bq.signature,
             now,
@@ -751,7 +749,6 @@ pub async fn blob(
     {
         return (StatusCode::FORBIDDEN, "invalid or expired signature").into_response();
     }
-    let _ = from_ms(bq.expires);
     if method == Method::PUT {
         match api.blobs.put(&task_id, run_id, &name, &body).await {
             Ok(()) => StatusCode::OK.into_response(),

@@ -140,12 +140,13 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
         }
         out.push(bytes[i]);
         i += 1;
@@ -155,7 +156,7 @@ fn percent_decode(s: &str) -> String {
 
 /// A taskQueueId from the front of `rest`: one decoded segment holding `/`, or two
 /// raw segments. Returns it with what follows.
-fn task_queue<'a>(rest: &'a [String]) -> Option<(String, &'a [String])> {
+fn task_queue(rest: &[String]) -> Option<(String, &[String])> {
     match rest {
         [one, tail @ ..] if one.contains('/') => Some((one.clone(), tail)),
         [p, w, tail @ ..] => Some((format!("{p}/{w}"), tail)),

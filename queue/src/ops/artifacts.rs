@@ -121,7 +121,7 @@ impl Queue {
         let content_type = match storage_type.as_str() {
             "s3" => {
                 if let Some(l) = body.get("contentLength") {
-                    if !l.as_i64().is_some_and(|l| l >= 0) {
+                    if l.as_i64().is_none_or(|l| l < 0) {
                         return Err(QueueError::InputValidation(
                             "Schema validation error: contentLength must be a non-negative integer"
                                 .into(),

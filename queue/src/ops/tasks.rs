@@ -42,10 +42,10 @@ impl Queue {
                 }
                 if row.try_get::<Option<i64>, _>("sealed")?.is_some() {
                     // An identical replay of an existing task is still fine.
-                    if let Some(existing) = self.load_task_for_update(&mut t, task_id).await? {
-                        if existing.def == *def {
-                            return Ok(json!({"status": existing.status()}));
-                        }
+                    if let Some(existing) = self.load_task_for_update(&mut t, task_id).await?
+                        && existing.def == *def
+                    {
+                        return Ok(json!({"status": existing.status()}));
                     }
                     return Err(QueueError::Conflict(format!(
                         "Task group {} is sealed: no more tasks can be added to it",

@@ -78,7 +78,7 @@ pub struct Txn {
     /// The open transaction.
     pub tx: Transaction<'static, Any>,
     woke: BTreeSet<String>,
-    outbox: bool,
+    outbox: Vec<Message>,
     resolved: bool,
 }
 
@@ -88,7 +88,7 @@ impl Queue {
         Ok(Txn {
             tx: self.db.begin().await?,
             woke: BTreeSet::new(),
-            outbox: false,
+            outbox: Vec::new(),
             resolved: false,
         })
     }
@@ -96,6 +96,34 @@ impl Queue {
     /// Commit and announce: wake claims on queues that got pending work, the outbox
     /// relay and the dependency resolver.
     pub async fn commit(&self, mut t: Txn) -> Result<()> {
+        let messages = std::mem::take(&mut t.outbox);
+        let wrote_outbox = !messages.is_empty();
+        for chunk in messages.chunks(200) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    format!(
+                        "(${}, ${}, ${}, ${})",
+                        4 * i + 1,
+                        4 * i + 2,
+                        4 * i + 3,
+                        4 * i + 4
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO outbox (exchange, routing_key, cc, payload) VALUES {}",
+                rows.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for m in chunk {
+                q = q
+                    .bind(m.exchange.clone())
+                    .bind(m.routing_key.clone())
+                    .bind(serde_json::to_string(&m.cc)?)
+                    .bind(serde_json::to_string(&m.payload)?);
+            }
+            q.execute(&mut *t.tx).await?;
+        }
         if self.db.backend == Backend::Postgres {
             for q in &t.woke {
                 sqlx::query("SELECT pg_notify($1, $2)")
@@ -109,7 +137,7 @@ impl Queue {
         for q in &t.woke {
             self.signals.wake_queue(q);
         }
-        if t.outbox {
+        if wrote_outbox {
             self.signals.outbox.notify_one();
         }
         if t.resolved {
@@ -173,18 +201,10 @@ impl Queue {
         Ok(())
     }
 
-    /// Queue a Pulse message in the outbox of this transaction.
+    /// Queue a Pulse message in the outbox of this transaction (written, in one
+    /// statement with the others, when the transaction commits).
     pub async fn emit(&self, t: &mut Txn, m: Message) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO outbox (exchange, routing_key, cc, payload) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(m.exchange)
-        .bind(m.routing_key)
-        .bind(serde_json::to_string(&m.cc)?)
-        .bind(serde_json::to_string(&m.payload)?)
-        .execute(&mut *t.tx)
-        .await?;
-        t.outbox = true;
+        t.outbox.push(m);
         Ok(())
     }
 

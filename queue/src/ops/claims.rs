@@ -349,12 +349,12 @@ impl Queue {
         now: i64,
     ) -> Result<()> {
         let expires = now + 24 * 3600 * 1000;
-        if task_ids.is_empty()
-            && !self.signals.due(
-                &format!("{task_queue_id}\n{worker_group}\n{worker_id}"),
-                now,
-            )
-        {
+        // Worker records are informational (deprecated upstream); write them at most
+        // once a minute per worker and process, like upstream's throttling.
+        if !self.signals.due(
+            &format!("{task_queue_id}\n{worker_group}\n{worker_id}"),
+            now,
+        ) {
             return Ok(());
         }
         let row = sqlx::query(&format!(

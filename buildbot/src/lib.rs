@@ -1,0 +1,96 @@
+#![doc = include_str!("../README.md")]
+
+mod builders;
+mod error;
+mod events;
+pub mod messages;
+mod scheduler_db;
+pub mod schema;
+pub mod simulator;
+pub mod testing;
+mod types;
+
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use futures::Stream;
+
+pub use crate::builders::BuilderSource;
+pub use crate::error::{LegacyError, Result, mask_url};
+pub use crate::events::EventStream;
+pub use crate::scheduler_db::{PollOptions, PulseOptions, SchedulerDb, SchedulerDbConfig};
+pub use crate::types::{
+    BuildId, BuildInfo, BuildRequestId, BuildRequestSpec, BuildResult, CancelOutcome, EventSource,
+    FoundRequest, LegacyEvent, RequestState, SourceStamp, StopOutcome, StopTarget,
+    priority_for_task,
+};
+
+/// A boxed stream of events, as returned by [`LegacyMaster::events`].
+pub type LegacyEventStream = Pin<Box<dyn Stream<Item = LegacyEvent> + Send + 'static>>;
+
+/// A legacy Buildbot master, as the bridge sees it.
+///
+/// The bridge's listeners and reflector are written against this trait only;
+/// [`SchedulerDb`] implements it for a Buildbot 0.8 scheduler database, and a
+/// Buildbot 4 REST adapter can implement it too. It is object-safe:
+/// `Arc<dyn LegacyMaster>` is the usual way to hold one.
+///
+/// Contract, for every implementation:
+///
+/// - **Injection is atomic and findable.** [`submit`](Self::submit) either
+///   creates one runnable build request or none, and the request can later be
+///   found by task id with [`find_requests_for_task`](Self::find_requests_for_task),
+///   so a caller that crashed after the injection committed but before it
+///   recorded the brid can recover it instead of injecting twice.
+/// - **Cancelling never touches running work.**
+///   [`cancel_request`](Self::cancel_request) cancels a *pending* request
+///   only, with a guard evaluated by the master's storage, so it cannot race
+///   with a claim; a running build is stopped with
+///   [`stop_build`](Self::stop_build) and then finishes CANCELLED.
+/// - **Events are at least once, in any order.** [`events`](Self::events)
+///   merges every source the adapter has; each event names its brids and
+///   build so handlers can be idempotent, and
+///   [`LegacyEvent::RequestCompleted`] is the authority for the outcome.
+///   Consumers should also reconcile with [`request_state`](Self::request_state)
+///   (what the reflector does), because no event source survives every
+///   outage.
+#[async_trait]
+pub trait LegacyMaster: Send + Sync {
+    /// The builders this master accepts, or `None` when no list is configured
+    /// (then every builder is accepted). May fetch and cache a remote list.
+    async fn builders(&self) -> Result<Option<Vec<String>>>;
+
+    /// Whether `buildername` is accepted: it is in [`builders`](Self::builders),
+    /// or no list is configured.
+    async fn accepts_builder(&self, buildername: &str) -> Result<bool> {
+        Ok(match self.builders().await? {
+            Some(list) => list.iter().any(|name| name == buildername),
+            None => true,
+        })
+    }
+
+    /// Injects one build request for a task run and returns its id. Fails
+    /// with [`LegacyError::UnknownBuilder`] for a builder that is not
+    /// accepted, without writing anything.
+    async fn submit(&self, spec: &BuildRequestSpec) -> Result<BuildRequestId>;
+
+    /// Every build request injected for `task_id` (oldest first): reruns of
+    /// a task create one request per run, told apart by `submitted_at`.
+    async fn find_requests_for_task(&self, task_id: &str) -> Result<Vec<FoundRequest>>;
+
+    /// The request's current state.
+    async fn request_state(&self, id: BuildRequestId) -> Result<RequestState>;
+
+    /// Cancels a request that no master has claimed. A claimed or complete
+    /// request is left alone (see [`CancelOutcome`]).
+    async fn cancel_request(&self, id: BuildRequestId) -> Result<CancelOutcome>;
+
+    /// Asks the master to stop a running build (or every running build of a
+    /// request). The build then finishes CANCELLED.
+    async fn stop_build(&self, target: StopTarget) -> Result<StopOutcome>;
+
+    /// Starts the adapter's event sources and returns their merged stream.
+    /// Dropping the stream stops the sources. Each call starts new sources,
+    /// so call it once per consumer.
+    async fn events(&self) -> Result<LegacyEventStream>;
+}

@@ -1,0 +1,439 @@
+//! The Pulse messages Mozilla's Buildbot 0.8 masters published on
+//! `exchange/build`, and how the adapter reads them.
+//!
+//! Routing keys are `build.<dir>.<number>.<event>`, where `<dir>` is the
+//! basename of the builder's directory with `.` and spaces replaced by `_`
+//! (not the builder's name) and `<number>` is the build number. Bodies use
+//! the mozillapulse envelope `{"payload": ..., "_meta": {...}}`:
+//!
+//! - `started` (PulseStatus `buildStarted`): `payload.build` is
+//!   `BuildStatus.asDict()` (`builderName`, `number`, `properties` as
+//!   `[name, value, source]` triples, `times`, `results`, `slave`, ...) and
+//!   `payload.request_ids` lists the brids the build satisfies (at most 100);
+//! - `finished` (PulseStatus `buildFinished`): the same dict with `results`,
+//!   and no request ids;
+//! - `log_uploaded` (`postrun.py`, after the log upload): the dict plus the
+//!   properties `log_url`, `request_ids`, `request_times` and `statusdb_id`,
+//!   all with source `postrun.py`; `_meta.message_id` is the status-DB id.
+//!
+//! Like Mozilla's bridge, the adapter reads `started` and `log_uploaded`
+//! (only the latter names every request a finished build satisfied).
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::types::{BuildRequestId, BuildResult, EventSource, LegacyEvent};
+
+/// The exchange Mozilla's masters published build events to (the bridge's
+/// `bblistener.pulse_exchange`).
+pub const DEFAULT_BUILD_EXCHANGE: &str = "exchange/build";
+
+/// Most request ids a `started` message carries (buildbotcustom's cap).
+pub const MAX_REQUEST_IDS: usize = 100;
+
+/// The routing-key word for a builder directory: `.` and spaces become `_`.
+pub fn builder_dir(basedir_name: &str) -> String {
+    basedir_name.replace(['.', ' '], "_")
+}
+
+/// `build.<dir>.<number>.<event>`.
+pub fn routing_key(dir: &str, number: u64, event: &str) -> String {
+    format!("build.{}.{number}.{event}", builder_dir(dir))
+}
+
+/// A build, as a master describes it in its messages.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BuildSnapshot {
+    /// The builder's name.
+    pub builder: String,
+    /// The builder's directory name (the routing key's middle word).
+    pub dir: String,
+    /// The build number.
+    pub number: u64,
+    /// Properties as `(name, value, source)`.
+    pub properties: Vec<(String, Value, String)>,
+    /// The requests the build satisfies.
+    pub request_ids: Vec<BuildRequestId>,
+    /// `submitted_at` of each request.
+    pub request_times: BTreeMap<BuildRequestId, i64>,
+    /// Epoch seconds (fractional) when it started.
+    pub start_time: f64,
+    /// Epoch seconds (fractional) when it finished.
+    pub finish_time: Option<f64>,
+    /// The result, once finished.
+    pub results: Option<BuildResult>,
+    /// The slave (worker) name.
+    pub slave: String,
+    /// The build reason.
+    pub reason: String,
+    /// The uploaded log's URL (for `log_uploaded`).
+    pub log_url: Option<String>,
+}
+
+/// The master identity carried in `_meta`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MasterIdentity {
+    /// `_meta.master_name`.
+    pub name: String,
+    /// `_meta.master_incarnation`.
+    pub incarnation: String,
+}
+
+fn as_dict(build: &BuildSnapshot, extra_properties: &[(String, Value, String)]) -> Value {
+    let properties: Vec<Value> = build
+        .properties
+        .iter()
+        .chain(extra_properties)
+        .map(|(name, value, source)| json!([name, value, source]))
+        .collect();
+    // pulse_publisher.py turned `times` into strings.
+    let times = json!([
+        build.start_time.to_string(),
+        build.finish_time.map(|t| t.to_string())
+    ]);
+    json!({
+        "builderName": build.builder,
+        "number": build.number,
+        "properties": properties,
+        "times": times,
+        "results": build.results.map(BuildResult::code),
+        "slave": build.slave,
+        "reason": build.reason,
+        "blame": [],
+        "text": [],
+        "logs": [],
+        "steps": [],
+        "eta": null,
+        "currentStep": null,
+        "sourceStamp": {"branch": null, "revision": null, "changes": [], "hasPatch": false},
+    })
+}
+
+fn envelope(
+    exchange: &str,
+    routing_key: String,
+    payload: Value,
+    master: &MasterIdentity,
+    message_id: String,
+) -> bbb_pulse::Message {
+    let sent = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default();
+    bbb_pulse::Message {
+        exchange: exchange.to_owned(),
+        routing_key: routing_key.clone(),
+        cc: Vec::new(),
+        payload: json!({
+            "payload": payload,
+            "_meta": {
+                "exchange": exchange,
+                "routing_key": routing_key,
+                "serializer": "json",
+                "sent": sent.to_string(),
+                "master_name": master.name,
+                "master_incarnation": master.incarnation,
+                "message_id": message_id,
+            }
+        }),
+    }
+}
+
+/// `build.<dir>.<n>.started`, with `request_ids`.
+pub fn started_message(
+    exchange: &str,
+    build: &BuildSnapshot,
+    master: &MasterIdentity,
+) -> bbb_pulse::Message {
+    let request_ids: Vec<u64> = build
+        .request_ids
+        .iter()
+        .take(MAX_REQUEST_IDS)
+        .map(|id| id.0)
+        .collect();
+    envelope(
+        exchange,
+        routing_key(&build.dir, build.number, "started"),
+        json!({"build": as_dict(build, &[]), "request_ids": request_ids}),
+        master,
+        format!("{}-{}-started", build.dir, build.number),
+    )
+}
+
+/// `build.<dir>.<n>.finished` (no request ids, like PulseStatus).
+pub fn finished_message(
+    exchange: &str,
+    build: &BuildSnapshot,
+    master: &MasterIdentity,
+) -> bbb_pulse::Message {
+    envelope(
+        exchange,
+        routing_key(&build.dir, build.number, "finished"),
+        json!({"build": as_dict(build, &[])}),
+        master,
+        format!("{}-{}-finished", build.dir, build.number),
+    )
+}
+
+/// `build.<dir>.<n>.log_uploaded`, with the `postrun.py` properties
+/// `log_url`, `request_ids`, `request_times` and `statusdb_id`.
+pub fn log_uploaded_message(
+    exchange: &str,
+    build: &BuildSnapshot,
+    master: &MasterIdentity,
+    statusdb_id: u64,
+) -> bbb_pulse::Message {
+    let source = "postrun.py".to_owned();
+    let request_ids: Vec<u64> = build.request_ids.iter().map(|id| id.0).collect();
+    let request_times: serde_json::Map<String, Value> = build
+        .request_times
+        .iter()
+        .map(|(id, time)| (id.to_string(), json!(time)))
+        .collect();
+    let mut extra = vec![
+        ("request_ids".to_owned(), json!(request_ids), source.clone()),
+        (
+            "request_times".to_owned(),
+            Value::Object(request_times),
+            source.clone(),
+        ),
+        ("statusdb_id".to_owned(), json!(statusdb_id), source.clone()),
+    ];
+    if let Some(log_url) = &build.log_url {
+        extra.push(("log_url".to_owned(), json!(log_url), source));
+    }
+    envelope(
+        exchange,
+        routing_key(&build.dir, build.number, "log_uploaded"),
+        json!({"build": as_dict(build, &extra)}),
+        master,
+        statusdb_id.to_string(),
+    )
+}
+
+/// Why a message was not turned into events.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// The body is not the expected JSON shape.
+    #[error("malformed build message: {0}")]
+    Malformed(String),
+}
+
+fn properties_of(build: &Value) -> BTreeMap<String, Value> {
+    let mut map = BTreeMap::new();
+    if let Some(list) = build.get("properties").and_then(Value::as_array) {
+        for entry in list {
+            if let Some([name, value, source]) = entry.as_array().map(Vec::as_slice)
+                && let Some(name) = name.as_str()
+            {
+                map.insert(name.to_owned(), json!([value, source]));
+            }
+        }
+    }
+    map
+}
+
+fn ids_from(value: &Value) -> Option<Vec<BuildRequestId>> {
+    value
+        .as_array()?
+        .iter()
+        .map(|id| {
+            id.as_u64()
+                .or_else(|| id.as_str().and_then(|s| s.parse().ok()))
+                .map(BuildRequestId)
+        })
+        .collect()
+}
+
+/// Turns one `exchange/build` message into events: `started` gives a
+/// [`LegacyEvent::BuildStarted`]; `log_uploaded` gives a
+/// [`LegacyEvent::BuildFinished`] plus, for each request, a
+/// [`LegacyEvent::RequestRequeued`] (RETRY) or
+/// [`LegacyEvent::RequestCompleted`]. Other events, builds without request
+/// ids (builds of no bridged request) and `log_uploaded` messages whose
+/// `request_ids` property does not come from `postrun.py` give no events.
+pub fn parse_build_message(routing_key: &str, body: &[u8]) -> Result<Vec<LegacyEvent>, ParseError> {
+    let event = routing_key.rsplit('.').next().unwrap_or_default();
+    if event != "started" && event != "log_uploaded" {
+        return Ok(Vec::new());
+    }
+    let body: Value =
+        serde_json::from_slice(body).map_err(|e| ParseError::Malformed(e.to_string()))?;
+    let payload = body
+        .get("payload")
+        .ok_or_else(|| ParseError::Malformed("no payload".to_owned()))?;
+    let build = payload
+        .get("build")
+        .ok_or_else(|| ParseError::Malformed("no payload.build".to_owned()))?;
+    let builder = build
+        .get("builderName")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ParseError::Malformed("no build.builderName".to_owned()))?
+        .to_owned();
+    let build_number = build
+        .get("number")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| ParseError::Malformed("no build.number".to_owned()))?;
+    let master = body
+        .pointer("/_meta/master_name")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let properties = properties_of(build);
+    let task_id = properties
+        .get("taskId")
+        .and_then(|p| p.get(0))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+
+    if event == "started" {
+        let ids = match payload.get("request_ids") {
+            Some(ids) => {
+                ids_from(ids).ok_or_else(|| ParseError::Malformed("bad request_ids".to_owned()))?
+            }
+            None => Vec::new(),
+        };
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        return Ok(vec![LegacyEvent::BuildStarted {
+            build_request_ids: ids,
+            builder,
+            build_number,
+            build_ids: Vec::new(),
+            master,
+            task_id,
+            source: EventSource::Pulse,
+        }]);
+    }
+
+    // log_uploaded
+    let Some(ids_property) = properties.get("request_ids") else {
+        return Ok(Vec::new());
+    };
+    if ids_property.get(1).and_then(Value::as_str) != Some("postrun.py") {
+        return Ok(Vec::new());
+    }
+    let ids = ids_property
+        .get(0)
+        .and_then(ids_from)
+        .ok_or_else(|| ParseError::Malformed("bad request_ids property".to_owned()))?;
+    let code = build
+        .get("results")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| ParseError::Malformed("no build.results".to_owned()))?;
+    let results = BuildResult::from_code(code)
+        .ok_or_else(|| ParseError::Malformed(format!("unknown result code {code}")))?;
+    let log_url = properties
+        .get("log_url")
+        .and_then(|p| p.get(0))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let mut events = vec![LegacyEvent::BuildFinished {
+        build_request_ids: ids.clone(),
+        builder,
+        build_number,
+        build_ids: Vec::new(),
+        results,
+        master,
+        task_id,
+        properties,
+        log_url,
+        source: EventSource::Pulse,
+    }];
+    for id in ids {
+        events.push(if results == BuildResult::Retry {
+            LegacyEvent::RequestRequeued {
+                build_request_id: id,
+                source: EventSource::Pulse,
+            }
+        } else {
+            LegacyEvent::RequestCompleted {
+                build_request_id: id,
+                results,
+                claimed: true,
+                source: EventSource::Pulse,
+            }
+        });
+    }
+    Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot() -> BuildSnapshot {
+        BuildSnapshot {
+            builder: "Linux x86-64 mozilla-central build".to_owned(),
+            dir: "m-c-lx.build".to_owned(),
+            number: 7,
+            properties: vec![("taskId".to_owned(), json!("T1"), "bbb".to_owned())],
+            request_ids: vec![BuildRequestId(3), BuildRequestId(4)],
+            results: Some(BuildResult::Retry),
+            log_url: Some("http://logs/7.txt.gz".to_owned()),
+            ..BuildSnapshot::default()
+        }
+    }
+
+    fn master() -> MasterIdentity {
+        MasterIdentity {
+            name: "bm01".to_owned(),
+            incarnation: "1".to_owned(),
+        }
+    }
+
+    #[test]
+    fn round_trips_started_and_log_uploaded() {
+        let started = started_message(DEFAULT_BUILD_EXCHANGE, &snapshot(), &master());
+        assert_eq!(started.routing_key, "build.m-c-lx_build.7.started");
+        let body = serde_json::to_vec(&started.payload).unwrap();
+        let events = parse_build_message(&started.routing_key, &body).unwrap();
+        assert!(
+            matches!(&events[..], [LegacyEvent::BuildStarted { build_request_ids, task_id: Some(t), master: Some(m), build_number: 7, .. }]
+            if build_request_ids == &[BuildRequestId(3), BuildRequestId(4)] && t == "T1" && m == "bm01")
+        );
+
+        let uploaded = log_uploaded_message(DEFAULT_BUILD_EXCHANGE, &snapshot(), &master(), 99);
+        let body = serde_json::to_vec(&uploaded.payload).unwrap();
+        let events = parse_build_message(&uploaded.routing_key, &body).unwrap();
+        assert_eq!(events.len(), 3);
+        assert!(matches!(
+            &events[0],
+            LegacyEvent::BuildFinished {
+                results: BuildResult::Retry,
+                log_url: Some(_),
+                ..
+            }
+        ));
+        assert!(matches!(
+            &events[1],
+            LegacyEvent::RequestRequeued {
+                build_request_id: BuildRequestId(3),
+                ..
+            }
+        ));
+
+        let finished = finished_message(DEFAULT_BUILD_EXCHANGE, &snapshot(), &master());
+        let body = serde_json::to_vec(&finished.payload).unwrap();
+        assert!(
+            parse_build_message(&finished.routing_key, &body)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn ignores_request_ids_not_from_postrun() {
+        let mut build = snapshot();
+        build.properties.push((
+            "request_ids".to_owned(),
+            json!([1]),
+            "SetProperty".to_owned(),
+        ));
+        let message = finished_message(DEFAULT_BUILD_EXCHANGE, &build, &master());
+        let body = serde_json::to_vec(&message.payload).unwrap();
+        let key = message.routing_key.replace(".finished", ".log_uploaded");
+        assert!(parse_build_message(&key, &body).unwrap().is_empty());
+    }
+}

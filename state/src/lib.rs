@@ -1,0 +1,9 @@
+#![doc = include_str!("../README.md")]
+
+mod db;
+mod error;
+mod model;
+
+pub use db::{Backend, StateDb, mask_url};
+pub use error::{Result, StateError};
+pub use model::{Change, Lease, MappingRow, NewSlot, Resolution, RowState, SlotClaim};

@@ -364,11 +364,37 @@ impl StateDb {
         brid: i64,
         now: i64,
     ) -> Result<Change> {
+        loop {
+            if let Some(change) = self
+                .reuse_for_rerun_once(task_id, new_run_id, brid, now)
+                .await?
+            {
+                log_change(
+                    &change,
+                    "reuse build request",
+                    task_id,
+                    new_run_id,
+                    Some(brid),
+                );
+                return Ok(change);
+            }
+        }
+    }
+
+    /// One attempt; `None` if the new run's row vanished between the statements. Locks
+    /// the new run's row before the earlier run's, like [`StateDb::claim_slot`], so the
+    /// two never deadlock.
+    async fn reuse_for_rerun_once(
+        &self,
+        task_id: &str,
+        new_run_id: i64,
+        brid: i64,
+        now: i64,
+    ) -> Result<Option<Change>> {
         let mut tx = self.pool.begin().await?;
         let sql = format!(
             "SELECT {COLUMNS} FROM mappings WHERE task_id = $1 AND run_id < $2 \
-             AND build_request_id = $3 ORDER BY run_id DESC LIMIT 1{}",
-            self.for_update()
+             AND build_request_id = $3 ORDER BY run_id DESC LIMIT 1"
         );
         let prev = sqlx::query(&sql)
             .bind(task_id)
@@ -377,6 +403,7 @@ impl StateDb {
             .fetch_optional(&mut *tx)
             .await?;
         let Some(prev) = prev.as_ref().map(row_from).transpose()? else {
+            tx.rollback().await?;
             return Err(StateError::NotCarried {
                 task_id: task_id.to_string(),
                 build_request_id: brid,
@@ -399,10 +426,10 @@ impl StateDb {
         let change = match inserted {
             Some(r) => Change::Applied(row_from(&r)?),
             None => {
-                let row = self
-                    .locked(&mut tx, task_id, new_run_id)
-                    .await?
-                    .ok_or_else(|| StateError::Corrupt("row vanished under lock".into()))?;
+                let Some(row) = self.locked(&mut tx, task_id, new_run_id).await? else {
+                    tx.rollback().await?;
+                    return Ok(None);
+                };
                 match row.build_request_id {
                     Some(b) if b == brid => Change::Unchanged(row),
                     None if row.state == RowState::Pending => {
@@ -420,18 +447,25 @@ impl StateDb {
                 }
             }
         };
-        if change.holds() && prev.state.is_active() {
-            self.write(&mut tx, carried_over(prev, now)).await?;
+        if change.holds() {
+            // Re-read the earlier run under lock: it may have moved since the first read.
+            let sql = format!(
+                "SELECT {COLUMNS} FROM mappings WHERE id = $1{}",
+                self.for_update()
+            );
+            let prev = sqlx::query(&sql)
+                .bind(prev.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(prev) = prev.as_ref().map(row_from).transpose()?
+                && prev.state.is_active()
+                && prev.build_request_id == Some(brid)
+            {
+                self.write(&mut tx, carried_over(prev, now)).await?;
+            }
         }
         tx.commit().await?;
-        log_change(
-            &change,
-            "reuse build request",
-            task_id,
-            new_run_id,
-            Some(brid),
-        );
-        Ok(change)
+        Ok(Some(change))
     }
 
     // ----- Buildbot listener -------------------------------------------------------------

@@ -266,24 +266,26 @@ async fn retry_recorded_by_the_buildbot_listener_first(t: TestDb) {
     // Then the task-pending of run 1 reaches a TC listener.
     let claim = t.db.claim_slot(&slot("t1", 1, T0 + 30)).await.unwrap();
     assert_eq!(claim, SlotClaim::Existing(r1));
-    // Both racing from scratch on another task: still one row, one request.
-    running(&t.db, "t2", 0, 8, T0 + 1_200_000).await;
-    t.db.mark_retrying("t2", 0, T0 + 10).await.unwrap();
-    let s2 = slot("t2", 1, T0 + 20);
-    let (a, b) = tokio::join!(
-        t.db.claim_slot(&s2),
-        t.db.reuse_for_rerun("t2", 1, 8, T0 + 20)
-    );
-    let (a, b) = (a.unwrap(), b.unwrap());
-    assert!(
-        matches!(a, SlotClaim::CarriedOver { .. } | SlotClaim::Existing(_)),
-        "{a:?}"
-    );
-    assert!(b.holds(), "{b:?}");
-    let rows = t.db.rows_for_task("t2").await.unwrap();
-    assert_eq!(rows.len(), 2);
-    assert_eq!(rows[0].build_request_id, Some(8));
-    assert_eq!(rows[0].state, RowState::Requested);
+    // Both racing, many times over: one row per run, one request, run 0 carried over.
+    for i in 0..20 {
+        let task = format!("race{i}");
+        running(&t.db, &task, 0, 100 + i, T0 + 1_200_000).await;
+        t.db.mark_retrying(&task, 0, T0 + 10).await.unwrap();
+        let (db1, db2, task1, task2) = (t.db.clone(), t.db.clone(), task.clone(), task.clone());
+        let a = tokio::spawn(async move { db1.claim_slot(&slot(&task1, 1, T0 + 20)).await });
+        let b = tokio::spawn(async move { db2.reuse_for_rerun(&task2, 1, 100 + i, T0 + 20).await });
+        let (a, b) = (a.await.unwrap().unwrap(), b.await.unwrap().unwrap());
+        assert!(
+            matches!(a, SlotClaim::CarriedOver { .. } | SlotClaim::Existing(_)),
+            "{a:?}"
+        );
+        assert!(b.holds(), "{b:?}");
+        let rows = t.db.rows_for_task(&task).await.unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].build_request_id, Some(100 + i));
+        assert_eq!(rows[0].state, RowState::Requested);
+        assert_eq!(rows[1].resolution, Some(Resolution::CarriedOver));
+    }
 }
 
 async fn rerun_while_the_request_waits_reuses_it(t: TestDb) {

@@ -65,6 +65,24 @@ pub async fn postgres() -> TestDb {
     }
 }
 
+/// Drop a database made by [`postgres`] (closing its remaining connections).
+pub async fn drop_pg_database(url: &str) {
+    use sqlx::Connection;
+    let name = url::Url::parse(url)
+        .expect("database URL")
+        .path()
+        .trim_start_matches('/')
+        .to_string();
+    let mut conn = sqlx::postgres::PgConnection::connect(&test_pg_url())
+        .await
+        .expect("connect to the PostgreSQL test server");
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await
+        .expect("drop test database");
+    conn.close().await.expect("close admin connection");
+}
+
 /// A slot for (task, run) on master `m1`, deadline far ahead, inserted at `now`.
 pub fn slot<'a>(task_id: &'a str, run_id: i64, now: i64) -> NewSlot<'a> {
     NewSlot {
@@ -90,7 +108,11 @@ macro_rules! on_both_backends {
                 }
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn postgres() {
-                    super::$name($crate::common::postgres().await).await
+                    let t = $crate::common::postgres().await;
+                    let url = t.url.clone();
+                    super::$name(t).await;
+                    // Only after success: a failed test leaves its database to inspect.
+                    $crate::common::drop_pg_database(&url).await;
                 }
             }
         )*

@@ -1,7 +1,4 @@
 #!/usr/bin/env bash
-# Functions run indirectly (through `timed`) look unreachable to shellcheck.
-# shellcheck disable=SC2317
-
 # The project's test command: lint, build, Rust tests and the Python
 # compatibility suite, with one summary line per part at the end.
 #
@@ -12,9 +9,9 @@
 #      runs if either fails). Meanwhile, in the background: scripts/services.sh
 #      (PostgreSQL, MariaDB, RabbitMQ) and scripts/pyenv.sh (Python venv).
 #   2. cargo build --workspace --all-targets (one shared build).
-#   3. In parallel, each into its own log, printed in full when done:
-#        - Rust tests: cargo nextest run (or cargo test without nextest);
-#        - Python compatibility suite: pytest tests/python against target/debug/bbb.
+#   3. Rust tests: cargo nextest run (or cargo test without nextest); then the
+#      Python compatibility suite: pytest tests/python against target/debug/bbb.
+#      Output is shown as it comes and kept in target/test-logs/.
 #   4. Summary, ending with "total: N passed, N failed".
 #
 # Exits non-zero if any part fails, and also when a test runner ran no test.
@@ -129,7 +126,10 @@ if [[ ${part_result[services]} != ok || ${part_result[pyenv]} != ok ]]; then
     exit 1
 fi
 
-# --- 3. Rust tests and Python suite in parallel ----------------------------------
+# --- 3. Rust tests, then the Python suite ------------------------------------------
+# Sequential on purpose: some Rust tests stop and restart the shared RabbitMQ
+# node to test broker outages, which would break the Python event tests if
+# both ran at once.
 
 rust_tests() {
     if cargo nextest --version >/dev/null 2>&1; then
@@ -150,32 +150,18 @@ python_tests() {
         ${PYTEST_ARGS:-}
 }
 
-banner "tests: Rust ($(cargo nextest --version >/dev/null 2>&1 && echo nextest || echo cargo test)) and Python (pytest) in parallel; logs in $log_dir"
-# timed NAME COMMAND...: run COMMAND with its output in $log_dir/NAME.log and
-# its duration in seconds in $log_dir/NAME.secs; exit with its status.
-timed() {
-    local name=$1; shift
-    local start=$SECONDS rc=0
-    "$@" >"$log_dir/$name.log" 2>&1 || rc=$?
-    echo $((SECONDS - start)) >"$log_dir/$name.secs"
-    return "$rc"
-}
-timed rust rust_tests &
-rust_pid=$!
-timed python python_tests &
-python_pid=$!
-
+# Output is shown as it comes and a copy kept in $log_dir for the counts below.
+banner "Rust tests ($(cargo nextest --version >/dev/null 2>&1 && echo nextest || echo cargo test))"
+rust_start=$SECONDS
 rust_rc=0
-wait "$rust_pid" || rust_rc=$?
-python_rc=0
-wait "$python_pid" || python_rc=$?
-rust_secs=$(cat "$log_dir/rust.secs")
-python_secs=$(cat "$log_dir/python.secs")
+rust_tests 2>&1 | tee "$log_dir/rust.log" || rust_rc=${PIPESTATUS[0]}
+rust_secs=$((SECONDS - rust_start))
 
-banner "Rust tests (exit $rust_rc)"
-cat "$log_dir/rust.log"
-banner "Python compatibility tests (exit $python_rc)"
-cat "$log_dir/python.log"
+banner "Python compatibility tests (pytest, against $BBB_BIN)"
+python_start=$SECONDS
+python_rc=0
+python_tests 2>&1 | tee "$log_dir/python.log" || python_rc=${PIPESTATUS[0]}
+python_secs=$((SECONDS - python_start))
 
 # Rust counts, from nextest's "Summary ... N tests run: P passed, F failed, ..."
 # line, or from cargo test's "test result: ... P passed; F failed; ..." lines.

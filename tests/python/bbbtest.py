@@ -183,11 +183,15 @@ class RabbitVhost:
     def __init__(self):
         self.name = f"bbb-pytest-{random_word(12)}"
         self._ctl("add_vhost", self.name)
-        self._ctl("set_permissions", "-p", self.name, "guest", ".*", ".*", ".*")
+        try:
+            self._ctl("set_permissions", "-p", self.name, "guest", ".*", ".*", ".*")
+        except subprocess.CalledProcessError:
+            self.delete()
+            raise
         self.amqp_url = f"amqp://guest:guest@127.0.0.1:5672/{self.name}"
 
     def delete(self) -> None:
-        self._ctl("delete_vhost", self.name)
+        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", self.name], capture_output=True, timeout=60)
 
     @staticmethod
     def _ctl(*args: str) -> None:

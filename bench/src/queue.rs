@@ -130,24 +130,50 @@ async fn raw_commits(url: &str, concurrency: usize, seconds: u64) -> anyhow::Res
     Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
 }
 
-/// Lifecycles (create → claimWork → reportCompleted) per second.
-async fn lifecycle(s: &Server, concurrency: usize, seconds: u64) -> anyhow::Result<f64> {
+/// Time spent in each call of the lifecycle, summed over all loops (µs).
+#[derive(Default)]
+struct PhaseTimes {
+    create: std::sync::atomic::AtomicU64,
+    claim: std::sync::atomic::AtomicU64,
+    complete: std::sync::atomic::AtomicU64,
+}
+
+impl PhaseTimes {
+    fn add(slot: &std::sync::atomic::AtomicU64, since: Instant) {
+        slot.fetch_add(since.elapsed().as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Lifecycles (create → claimWork → reportCompleted) per second, and the mean
+/// latency of each call (ms).
+async fn lifecycle(
+    s: &Server,
+    concurrency: usize,
+    seconds: u64,
+) -> anyhow::Result<(f64, [f64; 3])> {
     let group = bbb_queue::validate::slugid();
+    let times = Arc::new(PhaseTimes::default());
     let done = Arc::new(AtomicUsize::new(0));
     let stop = Instant::now() + Duration::from_secs(seconds);
     let loops = (0..concurrency).map(|w| {
-        let (api, root, done, group) = (s.api.clone(), s.root.clone(), done.clone(), group.clone());
+        let (api, root, done, group, times) = (s.api.clone(), s.root.clone(), done.clone(), group.clone(), times.clone());
         async move {
             while Instant::now() < stop {
                 let id = bbb_queue::validate::slugid();
+                let t0 = Instant::now();
                 api.call(&root, "PUT", &format!("task/{id}"), Some(&def("bench/life", &group, &[]))).await?;
+                PhaseTimes::add(&times.create, t0);
+                let t0 = Instant::now();
                 let r = api
                     .call(&root, "POST", "claim-work/bench%2Flife", Some(&json!({"workerGroup": "bench", "workerId": format!("w{w}"), "tasks": 1})))
                     .await?;
+                PhaseTimes::add(&times.claim, t0);
                 for c in r["tasks"].as_array().cloned().unwrap_or_default() {
                     let tid = c["status"]["taskId"].as_str().unwrap_or_default().to_string();
                     let run = c["runId"].as_i64().unwrap_or(0);
+                    let t0 = Instant::now();
                     api.call(&Creds::from_claim(&c), "POST", &format!("task/{tid}/runs/{run}/completed"), None).await?;
+                    PhaseTimes::add(&times.complete, t0);
                     done.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -158,7 +184,12 @@ async fn lifecycle(s: &Server, concurrency: usize, seconds: u64) -> anyhow::Resu
     for r in join_all(loops).await {
         r?;
     }
-    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+    let n = done.load(Ordering::Relaxed).max(1) as f64;
+    let ms = |slot: &std::sync::atomic::AtomicU64| slot.load(Ordering::Relaxed) as f64 / 1000.0 / n;
+    Ok((
+        n / started.elapsed().as_secs_f64(),
+        [ms(&times.create), ms(&times.claim), ms(&times.complete)],
+    ))
 }
 
 /// Wake-up latency samples (ms): createTask sent → waiting claimWork returns it.
@@ -332,9 +363,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         println!("\n== {backend} ==");
         let s = server(backend, &opts).await?;
         let raw = raw_commits(&s.url, opts.concurrency, opts.seconds).await?;
-        let life = lifecycle(&s, opts.concurrency, opts.seconds).await?;
+        let (life, [create, claim, complete]) =
+            lifecycle(&s, opts.concurrency, opts.seconds).await?;
         println!("raw single-row commits:      {raw:>9.0} /s");
         println!("task lifecycles (3 calls):   {life:>9.0} tasks/s");
+        println!(
+            "  mean call latency:         createTask {create:.1} ms, claimWork {claim:.1} ms, reportCompleted {complete:.1} ms"
+        );
         println!("lifecycle / raw commits:     {:>9.2}", life / raw);
         let wake = wake_latency(&s, opts.wake_samples).await?;
         println!(

@@ -10,12 +10,12 @@ use crate::model::Task;
 use crate::time::Clock;
 use bbb_pulse::Message;
 use sqlx::{Any, Transaction};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 /// Wakes waiters: claimWork long polls per task queue, and the background loops.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Signals {
     queues: Mutex<HashMap<String, Arc<Notify>>>,
     /// New outbox rows.
@@ -23,6 +23,20 @@ pub struct Signals {
     /// New resolutions for the dependency resolver.
     pub resolutions: Notify,
     throttle: Mutex<HashMap<String, i64>>,
+    /// This process's id in `NOTIFY` payloads, to skip its own notifications.
+    pub instance: String,
+}
+
+impl Default for Signals {
+    fn default() -> Self {
+        Signals {
+            queues: Mutex::default(),
+            outbox: Notify::new(),
+            resolutions: Notify::new(),
+            throttle: Mutex::default(),
+            instance: uuid::Uuid::new_v4().simple().to_string(),
+        }
+    }
 }
 
 impl Signals {
@@ -44,14 +58,19 @@ impl Signals {
         }
     }
 
-    /// Wake every claimWork waiting on `task_queue_id`.
-    pub fn wake_queue(&self, task_queue_id: &str) {
+    /// Wake claimWork calls waiting on `task_queue_id` for `new_runs` newly pending
+    /// runs: one waiter for one run (no thundering herd), every waiter for more.
+    pub fn wake_queue(&self, task_queue_id: &str, new_runs: usize) {
         let n = {
             let m = self.queues.lock().unwrap_or_else(|e| e.into_inner());
             m.get(task_queue_id).cloned()
         };
         if let Some(n) = n {
-            n.notify_waiters();
+            if new_runs == 1 {
+                n.notify_one();
+            } else {
+                n.notify_waiters();
+            }
         }
     }
 }
@@ -77,7 +96,7 @@ pub struct Queue {
 pub struct Txn {
     /// The open transaction.
     pub tx: Transaction<'static, Any>,
-    woke: BTreeSet<String>,
+    woke: BTreeMap<String, usize>,
     outbox: Vec<Message>,
     resolved: bool,
 }
@@ -87,7 +106,7 @@ impl Queue {
     pub async fn txn(&self) -> Result<Txn> {
         Ok(Txn {
             tx: self.db.begin().await?,
-            woke: BTreeSet::new(),
+            woke: BTreeMap::new(),
             outbox: Vec::new(),
             resolved: false,
         })
@@ -125,17 +144,17 @@ impl Queue {
             q.execute(&mut *t.tx).await?;
         }
         if self.db.backend == Backend::Postgres {
-            for q in &t.woke {
+            for (q, n) in &t.woke {
                 sqlx::query("SELECT pg_notify($1, $2)")
                     .bind(crate::db::PENDING_CHANNEL)
-                    .bind(q.clone())
+                    .bind(format!("{}\n{n}\n{q}", self.signals.instance))
                     .execute(&mut *t.tx)
                     .await?;
             }
         }
         t.tx.commit().await?;
-        for q in &t.woke {
-            self.signals.wake_queue(q);
+        for (q, n) in &t.woke {
+            self.signals.wake_queue(q, *n);
         }
         if wrote_outbox {
             self.signals.outbox.notify_one();
@@ -225,7 +244,7 @@ impl Queue {
         .bind(task.deadline)
         .execute(&mut *t.tx)
         .await?;
-        t.woke.insert(task.def.task_queue_id.clone());
+        *t.woke.entry(task.def.task_queue_id.clone()).or_default() += 1;
         Ok(())
     }
 

@@ -11,6 +11,10 @@ use std::collections::HashMap;
 
 /// Most runs a task may have (`rerunTask` refuses beyond).
 pub const MAX_RUNS: usize = 50;
+/// A task group outlives its last task's `expires` by at least this (upstream: 1 h).
+const GROUP_EXPIRY_MARGIN_MS: i64 = 3_600_000;
+/// ...and at most this much more, so its row is rewritten rarely.
+const GROUP_EXPIRY_SLACK_MS: i64 = 24 * 3_600_000;
 
 impl Queue {
     /// `createTask`: store the task (idempotently), track its dependencies and
@@ -52,11 +56,15 @@ impl Queue {
                         def.task_group_id
                     )));
                 }
+                // Only when the group would expire before this task: then push its
+                // expiry a day further, so a stream of creates doesn't queue on the
+                // group row (each new task expires a few ms after the previous one).
                 sqlx::query(
-                    "UPDATE task_groups SET expires = $2 WHERE task_group_id = $1 AND expires < $2",
+                    "UPDATE task_groups SET expires = $3 WHERE task_group_id = $1 AND expires < $2",
                 )
                 .bind(&def.task_group_id)
-                .bind(expires + 3_600_000)
+                .bind(expires + GROUP_EXPIRY_MARGIN_MS)
+                .bind(expires + GROUP_EXPIRY_MARGIN_MS + GROUP_EXPIRY_SLACK_MS)
                 .execute(&mut *t.tx)
                 .await?;
             }
@@ -67,7 +75,7 @@ impl Queue {
                 )
                 .bind(&def.task_group_id)
                 .bind(&def.scheduler_id)
-                .bind(expires + 3_600_000)
+                .bind(expires + GROUP_EXPIRY_MARGIN_MS + GROUP_EXPIRY_SLACK_MS)
                 .execute(&mut *t.tx)
                 .await?;
             }

@@ -299,7 +299,13 @@ impl Queue {
             let mut backoff = Duration::from_millis(100);
             loop {
                 let notified = q.signals.outbox.notified();
-                match q.relay_outbox_once(&bus).await {
+                // A publish waiting on an unreachable broker must not hold up shutdown:
+                // dropping it leaves the rows in the outbox for the next start.
+                let pass = tokio::select! {
+                    r = q.relay_outbox_once(&bus) => r,
+                    _ = s.changed() => return,
+                };
+                match pass {
                     Ok(n) if n > 0 => {
                         backoff = Duration::from_millis(100);
                         continue;

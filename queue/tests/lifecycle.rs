@@ -403,3 +403,36 @@ async fn priority_then_fifo(q: &TestQueue) {
         ]
     );
 }
+
+async fn rerun_is_capped_at_fifty_runs(q: &TestQueue) {
+    let queue = root(q);
+    let id = slug();
+    queue
+        .createTask(&id, &task_def("prov/cap", json!({"retries": 0})))
+        .await
+        .unwrap();
+    for run in 0..50 {
+        let claim = claim_one(&queue, "prov/cap", "w").await;
+        assert_eq!(claim["runId"], run);
+        with_creds(q, task_creds(&claim))
+            .reportFailed(&id, &run.to_string())
+            .await
+            .unwrap();
+        if run < 49 {
+            let s = queue.rerunTask(&id).await.unwrap();
+            assert_eq!(
+                s["status"]["runs"].as_array().unwrap().len() as i64,
+                run + 2
+            );
+        }
+    }
+    let e = queue.rerunTask(&id).await.unwrap_err();
+    assert_eq!(status_of(&e), 409);
+    assert!(
+        text_of(&e).contains("Maximum number of runs"),
+        "{}",
+        text_of(&e)
+    );
+}
+
+both_backends!(rerun_is_capped_at_fifty_runs);

@@ -196,12 +196,6 @@ async fn up(file: FileConfig, data_dir: PathBuf) -> anyhow::Result<()> {
     if wcfg.task_queue_id.is_empty() {
         wcfg.task_queue_id = "bbb/native".into();
     }
-    if wcfg.worker_id.is_empty() {
-        wcfg.worker_id = "native-1".into();
-    }
-    if wcfg.worker_group.is_empty() {
-        wcfg.worker_group = "local".into();
-    }
     wcfg.tasks_dir = data_dir.join("tasks");
     let worker = bbb_workers::Worker::new(wcfg.clone()).await?;
     let stop = CancellationToken::new();

@@ -4,18 +4,10 @@
 
 use crate::error::{QueueError, Result};
 use crate::model::{Run, Task, TaskDef};
-use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
-use std::time::Duration;
 
-/// Which engine a [`Db`] talks to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    /// A SQLite file: one connection, writes serialised by SQLite itself.
-    Sqlite,
-    /// PostgreSQL: row locks, `SKIP LOCKED`, `LISTEN/NOTIFY`; safe for several processes.
-    Postgres,
-}
+pub use bbb_sqlstore::{Backend, mask_url, placeholders};
 
 /// A connection pool plus the engine it talks to.
 #[derive(Clone, Debug)]
@@ -31,65 +23,18 @@ pub struct Db {
 /// The PostgreSQL channel that announces newly pending work: payload = taskQueueId.
 pub const PENDING_CHANNEL: &str = "bbb_queue_pending";
 
-/// Hide the password in a database URL, for logs.
-pub fn mask_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_string(),
-    }
-}
-
 impl Db {
     /// Open `url` (`sqlite://PATH` or `postgres://...`), creating a SQLite file if
     /// needed. `max_connections` applies to PostgreSQL.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Db> {
-        sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("sqlite:") {
-            Backend::Sqlite
-        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Backend::Postgres
-        } else {
-            return Err(QueueError::Internal(format!(
-                "unsupported database URL {}: use sqlite://PATH or postgres://...",
-                mask_url(url)
-            )));
-        };
-        let pool = match backend {
-            Backend::Sqlite => {
-                let mut u = url.to_string();
-                if !u.contains("mode=") {
-                    u.push_str(if u.contains('?') {
-                        "&mode=rwc"
-                    } else {
-                        "?mode=rwc"
-                    });
-                }
-                AnyPoolOptions::new()
-                    .max_connections(1)
-                    .acquire_timeout(Duration::from_secs(60))
-                    .after_connect(|conn, _| {
-                        Box::pin(async move {
-                            use sqlx::Executor;
-                            conn.execute("PRAGMA journal_mode = WAL").await?;
-                            conn.execute("PRAGMA synchronous = NORMAL").await?;
-                            conn.execute("PRAGMA busy_timeout = 10000").await?;
-                            Ok(())
-                        })
-                    })
-                    .connect(&u)
-                    .await?
-            }
-            Backend::Postgres => {
-                AnyPoolOptions::new()
-                    .max_connections(max_connections.max(2))
-                    .acquire_timeout(Duration::from_secs(30))
-                    .connect(url)
-                    .await?
-            }
-        };
+        let (pool, backend) = bbb_sqlstore::connect(url, max_connections)
+            .await?
+            .ok_or_else(|| {
+                QueueError::Internal(format!(
+                    "unsupported database URL {}: use sqlite://PATH or postgres://...",
+                    mask_url(url)
+                ))
+            })?;
         Ok(Db {
             pool,
             backend,
@@ -117,35 +62,18 @@ impl Db {
 
     /// `FOR UPDATE` on PostgreSQL; nothing on SQLite (whose writers are serial).
     pub fn for_update(&self) -> &'static str {
-        match self.backend {
-            Backend::Postgres => " FOR UPDATE",
-            Backend::Sqlite => "",
-        }
+        self.backend.for_update()
     }
 
     /// `FOR SHARE` on PostgreSQL; nothing on SQLite.
     pub fn for_share(&self) -> &'static str {
-        match self.backend {
-            Backend::Postgres => " FOR SHARE",
-            Backend::Sqlite => "",
-        }
+        self.backend.for_share()
     }
 
     /// `FOR UPDATE SKIP LOCKED` on PostgreSQL; nothing on SQLite.
     pub fn skip_locked(&self) -> &'static str {
-        match self.backend {
-            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
-        }
+        self.backend.skip_locked()
     }
-}
-
-/// `$from, $from+1, ...` placeholders for an `IN (...)` list of `n` items.
-pub fn placeholders(from: usize, n: usize) -> String {
-    (from..from + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// The columns [`task_from_row`] reads.

@@ -211,10 +211,10 @@ async fn listen_for_pending(queue: Queue, mut stop: watch::Receiver<bool>) {
                         // "<instance>\n<new runs>\n<taskQueueId>"; our own commits woke us already.
                         let mut parts = n.payload().splitn(3, '\n');
                         let (from, count, tq) = (parts.next(), parts.next(), parts.next());
-                        if let (Some(from), Some(count), Some(tq)) = (from, count, tq) {
-                            if from != queue.signals.instance {
-                                queue.signals.wake_queue(tq, count.parse().unwrap_or(usize::MAX));
-                            }
+                        if let (Some(from), Some(count), Some(tq)) = (from, count, tq)
+                            && from != queue.signals.instance
+                        {
+                            queue.signals.wake_queue(tq, count.parse().unwrap_or(usize::MAX));
                         }
                     }
                     Err(e) => {

@@ -39,25 +39,11 @@ impl Drop for TempDir {
     }
 }
 
-/// The PostgreSQL server tests use: `BBB_TEST_PG_URL`, default the local server.
-pub fn test_pg_url() -> String {
-    std::env::var("BBB_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
+pub use bbb_sqlstore::test_pg_url;
 
 /// Create a fresh, empty PostgreSQL database and return its URL.
 pub async fn fresh_pg_database(prefix: &str) -> anyhow::Result<String> {
-    use sqlx::Connection;
-    let admin = test_pg_url();
-    let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::postgres::PgConnection::connect(&admin).await?;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await?;
-    conn.close().await?;
-    let mut url = url::Url::parse(&admin)?;
-    url.set_path(&format!("/{name}"));
-    Ok(url.to_string())
+    Ok(bbb_sqlstore::fresh_pg_database(prefix).await?)
 }
 
 /// Options for [`TestQueue::with`].

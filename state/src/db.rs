@@ -5,18 +5,10 @@
 
 use crate::error::{Result, StateError};
 use crate::model::{Change, Lease, MappingRow, NewSlot, Resolution, RowState, SlotClaim};
-use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
-use std::time::Duration;
 
-/// Which engine a [`StateDb`] talks to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    /// A SQLite file: one connection; for a single bridge instance.
-    Sqlite,
-    /// PostgreSQL: row locks and `SKIP LOCKED`; for several instances.
-    Postgres,
-}
+pub use bbb_sqlstore::{Backend, mask_url};
 
 /// The bridge's mapping database.
 #[derive(Clone, Debug)]
@@ -32,17 +24,6 @@ const COLUMNS: &str = "id, task_id, run_id, state, build_request_id, build_id, m
 /// The reclaim batch's selection (`$5` = now + window) and order.
 const RECLAIM_FILTER: &str = "state = 'running' AND taken_until <= $5";
 const RECLAIM_ORDER: &str = "taken_until, id";
-
-/// Hide the password in a database URL, for logs and errors.
-pub fn mask_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_string(),
-    }
-}
 
 fn row_from(r: &AnyRow) -> Result<MappingRow> {
     Ok(MappingRow {
@@ -89,47 +70,9 @@ impl StateDb {
     /// `max_connections` applies to PostgreSQL; SQLite always uses one connection.
     /// Does not migrate: call [`StateDb::migrate`].
     pub async fn connect(url: &str, max_connections: u32) -> Result<StateDb> {
-        sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("sqlite:") {
-            Backend::Sqlite
-        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Backend::Postgres
-        } else {
-            return Err(StateError::UnsupportedUrl(mask_url(url)));
-        };
-        let pool = match backend {
-            Backend::Sqlite => {
-                let mut u = url.to_string();
-                if !u.contains("mode=") {
-                    u.push_str(if u.contains('?') {
-                        "&mode=rwc"
-                    } else {
-                        "?mode=rwc"
-                    });
-                }
-                AnyPoolOptions::new()
-                    .max_connections(1)
-                    .acquire_timeout(Duration::from_secs(60))
-                    .after_connect(|conn, _| {
-                        Box::pin(async move {
-                            use sqlx::Executor;
-                            conn.execute("PRAGMA journal_mode = WAL").await?;
-                            conn.execute("PRAGMA synchronous = NORMAL").await?;
-                            conn.execute("PRAGMA busy_timeout = 10000").await?;
-                            Ok(())
-                        })
-                    })
-                    .connect(&u)
-                    .await?
-            }
-            Backend::Postgres => {
-                AnyPoolOptions::new()
-                    .max_connections(max_connections.max(2))
-                    .acquire_timeout(Duration::from_secs(30))
-                    .connect(url)
-                    .await?
-            }
-        };
+        let (pool, backend) = bbb_sqlstore::connect(url, max_connections)
+            .await?
+            .ok_or_else(|| StateError::UnsupportedUrl(mask_url(url)))?;
         Ok(StateDb { pool, backend })
     }
 
@@ -167,17 +110,11 @@ impl StateDb {
     }
 
     fn for_update(&self) -> &'static str {
-        match self.backend {
-            Backend::Postgres => " FOR UPDATE",
-            Backend::Sqlite => "",
-        }
+        self.backend.for_update()
     }
 
     fn skip_locked(&self) -> &'static str {
-        match self.backend {
-            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
-        }
+        self.backend.skip_locked()
     }
 
     // ----- reads ---------------------------------------------------------------------

@@ -42,20 +42,9 @@ pub async fn sqlite() -> TestDb {
 
 /// A fresh PostgreSQL database, migrated.
 pub async fn postgres() -> TestDb {
-    use sqlx::Connection;
-    let admin = test_pg_url();
-    let name = format!("bbbstate_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::postgres::PgConnection::connect(&admin)
+    let url = bbb_sqlstore::fresh_pg_database("bbbstate")
         .await
-        .expect("connect to the PostgreSQL test server");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .expect("create test database");
-    conn.close().await.expect("close admin connection");
-    let mut url = url::Url::parse(&admin).expect("BBB_TEST_PG_URL");
-    url.set_path(&format!("/{name}"));
-    let url = url.to_string();
+        .expect("create a test database on the PostgreSQL test server");
     let db = StateDb::connect(&url, 16).await.expect("open postgres");
     db.migrate().await.expect("migrate postgres");
     TestDb {

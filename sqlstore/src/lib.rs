@@ -1,0 +1,177 @@
+//! See the crate README.
+#![doc = include_str!("../README.md")]
+
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+use std::time::Duration;
+
+/// Which engine a pool talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file: one connection, writes serialised by SQLite itself.
+    Sqlite,
+    /// PostgreSQL: row locks, `SKIP LOCKED`, `LISTEN/NOTIFY`; safe for several processes.
+    Postgres,
+}
+
+impl Backend {
+    /// The engine a URL names, if supported (`sqlite:` or `postgres:`/`postgresql:`).
+    pub fn of_url(url: &str) -> Option<Backend> {
+        if url.starts_with("sqlite:") {
+            Some(Backend::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Some(Backend::Postgres)
+        } else {
+            None
+        }
+    }
+
+    /// `FOR UPDATE` on PostgreSQL; nothing on SQLite.
+    pub fn for_update(self) -> &'static str {
+        match self {
+            Backend::Postgres => " FOR UPDATE",
+            Backend::Sqlite => "",
+        }
+    }
+
+    /// `FOR SHARE` on PostgreSQL; nothing on SQLite.
+    pub fn for_share(self) -> &'static str {
+        match self {
+            Backend::Postgres => " FOR SHARE",
+            Backend::Sqlite => "",
+        }
+    }
+
+    /// `FOR UPDATE SKIP LOCKED` on PostgreSQL; nothing on SQLite.
+    pub fn skip_locked(self) -> &'static str {
+        match self {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        }
+    }
+}
+
+/// Hide the password in a URL, for logs and errors.
+pub fn mask_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// `$from, $from+1, ...` placeholders for an `IN (...)` list of `n` items.
+pub fn placeholders(from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Open a pool on `url` (`sqlite://PATH`, created if missing, or `postgres://...`).
+/// `max_connections` applies to PostgreSQL; SQLite always gets one connection.
+/// Returns `None` for an unsupported URL.
+pub async fn connect(
+    url: &str,
+    max_connections: u32,
+) -> Result<Option<(AnyPool, Backend)>, sqlx::Error> {
+    sqlx::any::install_default_drivers();
+    let Some(backend) = Backend::of_url(url) else {
+        return Ok(None);
+    };
+    let pool = match backend {
+        Backend::Sqlite => {
+            let mut u = url.to_string();
+            if !u.contains("mode=") {
+                u.push_str(if u.contains('?') {
+                    "&mode=rwc"
+                } else {
+                    "?mode=rwc"
+                });
+            }
+            AnyPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(60))
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        use sqlx::Executor;
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        Ok(())
+                    })
+                })
+                .connect(&u)
+                .await?
+        }
+        Backend::Postgres => {
+            AnyPoolOptions::new()
+                .max_connections(max_connections.max(2))
+                .acquire_timeout(Duration::from_secs(30))
+                .connect(url)
+                .await?
+        }
+    };
+    Ok(Some((pool, backend)))
+}
+
+/// The PostgreSQL server tests use: `BBB_TEST_PG_URL`, default the local server.
+pub fn test_pg_url() -> String {
+    std::env::var("BBB_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Create a fresh, empty PostgreSQL database named `<prefix>_<random>` on the test
+/// server and return its URL.
+pub async fn fresh_pg_database(prefix: &str) -> Result<String, sqlx::Error> {
+    use sqlx::Connection;
+    let admin = test_pg_url();
+    let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::postgres::PgConnection::connect(&admin).await?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await?;
+    conn.close().await?;
+    let mut url = url::Url::parse(&admin).map_err(|e| sqlx::Error::Configuration(Box::new(e)))?;
+    url.set_path(&format!("/{name}"));
+    Ok(url.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_passwords_and_names_engines() {
+        assert_eq!(
+            mask_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(mask_url("sqlite:///tmp/x"), "sqlite:///tmp/x");
+        assert_eq!(Backend::of_url("sqlite://x"), Some(Backend::Sqlite));
+        assert_eq!(Backend::of_url("postgresql://x"), Some(Backend::Postgres));
+        assert_eq!(Backend::of_url("mysql://x"), None);
+        assert_eq!(placeholders(3, 3), "$3, $4, $5");
+        assert_eq!(Backend::Sqlite.skip_locked(), "");
+    }
+
+    #[tokio::test]
+    async fn sqlite_and_postgres_accept_the_same_placeholders() {
+        let dir = std::env::temp_dir().join(format!("bbb-sqlstore-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pg = fresh_pg_database("bbb_sqlstore").await.unwrap();
+        for url in [format!("sqlite://{}/t.sqlite", dir.display()), pg] {
+            let (pool, _) = connect(&url, 2).await.unwrap().unwrap();
+            let row: (i64, String) = sqlx::query_as("SELECT $1 + 1, $2")
+                .bind(41i64)
+                .bind("x".to_string())
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            assert_eq!(row, (42, "x".to_string()));
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

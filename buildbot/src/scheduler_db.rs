@@ -200,6 +200,8 @@ impl SchedulerDb {
         let pool = open_pool(&config.db_url)?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
+            // A 0.8 master answers a stop with a redirect to the build page.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| LegacyError::Http {
                 url: String::new(),

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 /// How many items one pass takes.
-const BATCH: i64 = 100;
+const BATCH: i64 = 500;
 
 impl Queue {
     /// One pass of the dependency resolver: mark the dependencies of resolved tasks
@@ -37,23 +37,43 @@ impl Queue {
         let mut ids = Vec::with_capacity(rows.len());
         let mut groups = BTreeSet::new();
         let mut newly_satisfied: BTreeMap<String, i64> = BTreeMap::new();
+        // Which tasks resolved, and which of them completed (a task may appear twice
+        // after a rerun; one completion is enough to satisfy `all-completed` edges).
+        let mut resolved = BTreeSet::new();
+        let mut completed = BTreeSet::new();
         for row in &rows {
             ids.push(row.try_get::<i64, _>("id")?);
             groups.insert(row.try_get::<String, _>("task_group_id")?);
             let task_id: String = row.try_get("task_id")?;
-            let resolution: String = row.try_get("resolution")?;
-            let sql = if resolution == "completed" {
-                "UPDATE task_dependencies SET satisfied = 1 WHERE required_task_id = $1 AND satisfied = 0 \
-                 AND dependent_task_id <> $1 RETURNING dependent_task_id"
-            } else {
-                "UPDATE task_dependencies SET satisfied = 1 WHERE required_task_id = $1 AND satisfied = 0 \
-                 AND dependent_task_id <> $1 AND requires = 'all-resolved' RETURNING dependent_task_id"
-            };
-            for dep in sqlx::query(sql)
-                .bind(&task_id)
-                .fetch_all(&mut *t.tx)
-                .await?
-            {
+            if row.try_get::<String, _>("resolution")? == "completed" {
+                completed.insert(task_id.clone());
+            }
+            resolved.insert(task_id);
+        }
+        // One statement per chunk marks every edge these resolutions satisfy.
+        let resolved: Vec<String> = resolved.into_iter().collect();
+        for chunk in resolved.chunks(400) {
+            let done: Vec<&String> = chunk.iter().filter(|id| completed.contains(*id)).collect();
+            let mut sql = format!(
+                "UPDATE task_dependencies SET satisfied = 1 WHERE satisfied = 0 \
+                 AND dependent_task_id <> required_task_id AND required_task_id IN ({}) AND (requires = 'all-resolved'",
+                placeholders(1, chunk.len())
+            );
+            if !done.is_empty() {
+                sql.push_str(&format!(
+                    " OR required_task_id IN ({})",
+                    placeholders(chunk.len() + 1, done.len())
+                ));
+            }
+            sql.push_str(") RETURNING dependent_task_id");
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id.as_str());
+            }
+            for id in done {
+                q = q.bind(id.as_str());
+            }
+            for dep in q.fetch_all(&mut *t.tx).await? {
                 *newly_satisfied
                     .entry(dep.try_get("dependent_task_id")?)
                     .or_default() += 1;

@@ -334,12 +334,10 @@ async fn claim_work_wakes_on_new_work(q: &TestQueue) {
     let waiter = {
         let queue = root(q);
         tokio::spawn(async move {
-            let started = std::time::Instant::now();
-            let r = queue
+            queue
                 .claimWork("prov/wake", &json!({"workerGroup": "g", "workerId": "w"}))
                 .await
-                .unwrap();
-            (r, started.elapsed())
+                .unwrap()
         })
     };
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
@@ -348,10 +346,10 @@ async fn claim_work_wakes_on_new_work(q: &TestQueue) {
         .createTask(&id, &task_def("prov/wake", json!({})))
         .await
         .unwrap();
-    let (r, waited) = waiter.await.unwrap();
+    // The call already waiting when the task appeared returns it (one that ran
+    // out its 20 s would return no task); how fast is `bbb bench queue`'s job.
+    let r = waiter.await.unwrap();
     assert_eq!(r["tasks"][0]["status"]["taskId"], id.as_str());
-    // It returned because of the new task, not because the 20 s poll ran out.
-    assert!(waited < std::time::Duration::from_secs(19), "{waited:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

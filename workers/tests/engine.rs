@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bbb_workers::{
     AbortReason, AbortSignal, ArtifactContent, ExceptionReason, LiveLogServer, Resolution,
@@ -96,13 +96,13 @@ async fn non_zero_exit_fails_with_stderr_in_the_log() {
 
 #[tokio::test]
 async fn max_run_time_kills_the_whole_process_group() {
-    let started = Instant::now();
+    // Were the group not killed, this would wait out `sleep 600` and the runner's
+    // hang guard would fail the test.
     let r = run(json!({
         "command": [["sh", "-c", "sh -c 'sleep 600' & echo $! > grandchild.pid; echo started; wait"]],
         "maxRunTime": 1
     }))
     .await;
-    assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(r.outcome.resolution, Resolution::Failed, "{}", r.log);
     assert!(
         r.log.contains("max run time exceeded"),
@@ -353,7 +353,6 @@ async fn abort_kills_the_task_and_keeps_no_artifacts() {
         "maxRunTime": 900,
         "artifacts": [{"type": "file", "path": "x"}]
     });
-    let started = Instant::now();
     let ctx = ctx();
     let aborter = abort.clone();
     tokio::spawn(async move {
@@ -362,7 +361,6 @@ async fn abort_kills_the_task_and_keeps_no_artifacts() {
         aborter.abort(AbortReason::WorkerShutdown);
     });
     let outcome = run_task(&ctx, &payload, &dir, &log, &abort).await;
-    assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(outcome.resolution, Resolution::ClaimLost);
     assert!(outcome.artifacts.is_empty());
     assert_eq!(abort.reason(), Some(AbortReason::ClaimLost));

@@ -296,7 +296,6 @@ async fn max_run_time_exceeded(q: &TestQueue) {
     let scratch = Scratch::new();
     let tq = task_queue();
     let mut w = RunningWorker::start(config(q, &tq, "w1", &scratch.0)).await;
-    let started = Instant::now();
     let task_id = create_task(
         q,
         &tq,
@@ -305,7 +304,6 @@ async fn max_run_time_exceeded(q: &TestQueue) {
     )
     .await;
     assert_eq!(w.next_report().await.resolution, Resolution::Failed);
-    assert!(started.elapsed() < Duration::from_secs(30));
     wait_state(q, &task_id, "failed").await;
     let (_, log) = latest_artifact(q, &task_id, "public/logs/live_backing.log").await;
     assert!(log.contains("max run time exceeded"), "{log}");
@@ -465,11 +463,8 @@ async fn cancel_while_running(q: &TestQueue) {
         .trim()
         .to_owned();
     root(q).cancelTask(&task_id).await.unwrap();
-    let cancelled = Instant::now();
     let report = w.next_report().await;
     assert_eq!(report.resolution, Resolution::ClaimLost);
-    // The claim lasts 3 s and is renewed half-way, so the 409 comes quickly.
-    assert!(cancelled.elapsed() < Duration::from_secs(10));
     let s = status(q, &task_id).await;
     assert_eq!(s["state"], "exception");
     assert_eq!(s["runs"][0]["reasonResolved"], "canceled");
@@ -497,10 +492,9 @@ async fn shutdown_reports_worker_shutdown(q: &TestQueue) {
     .await;
     wait_state(q, &task_id, "running").await;
     let mut reports = w.reports.resubscribe();
-    let stopping = Instant::now();
+    // Stopping takes the grace period (1 s) plus uploads, not the task's 300 s
+    // (which the runner's hang guard would turn into a failure).
     w.stop().await;
-    // Grace period (1 s) plus uploads; far from the task's 300 s.
-    assert!(stopping.elapsed() < Duration::from_secs(20));
     let r = reports.recv().await.unwrap();
     assert_eq!(
         r.resolution,

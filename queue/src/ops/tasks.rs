@@ -9,6 +9,18 @@ use serde_json::{Value, json};
 use sqlx::Row;
 use std::collections::HashMap;
 
+/// After its deadline a task is immutable: 409 for `action` (schedule, rerun, cancel).
+fn refuse_past_deadline(task: &Task, action: &str, now: i64) -> Result<()> {
+    if task.deadline <= now {
+        return Err(QueueError::Conflict(format!(
+            "Task {} can't be {action} past its deadline {}",
+            task.task_id,
+            fmt_ms(task.deadline)
+        )));
+    }
+    Ok(())
+}
+
 /// Most runs a task may have (`rerunTask` refuses beyond).
 pub const MAX_RUNS: usize = 50;
 /// A task group outlives its last task's `expires` by at least this (upstream: 1 h).
@@ -233,12 +245,7 @@ impl Queue {
             let now = self.clock.now_ms();
             let mut t = self.txn().await?;
             let mut task = self.existing(&mut t, task_id).await?;
-            if task.deadline <= now {
-                return Err(QueueError::Conflict(format!(
-                    "Task {task_id} can't be scheduled past its deadline {}",
-                    fmt_ms(task.deadline)
-                )));
-            }
+            refuse_past_deadline(&task, "scheduled", now)?;
             if task.runs.is_empty() {
                 self.start_first_run(&mut t, &mut task, now).await?;
             }
@@ -262,12 +269,7 @@ impl Queue {
             let now = self.clock.now_ms();
             let mut t = self.txn().await?;
             let mut task = self.existing(&mut t, task_id).await?;
-            if task.deadline <= now {
-                return Err(QueueError::Conflict(format!(
-                    "Task {task_id} can't be rerun past its deadline {}",
-                    fmt_ms(task.deadline)
-                )));
-            }
+            refuse_past_deadline(&task, "rerun", now)?;
             if matches!(task.state(), "pending" | "running") {
                 return Ok(json!({"status": task.status()}));
             }
@@ -296,12 +298,7 @@ impl Queue {
             let now = self.clock.now_ms();
             let mut t = self.txn().await?;
             let mut task = self.existing(&mut t, task_id).await?;
-            if task.deadline <= now {
-                return Err(QueueError::Conflict(format!(
-                    "Task {task_id} can't be cancelled past its deadline {}",
-                    fmt_ms(task.deadline)
-                )));
-            }
+            refuse_past_deadline(&task, "cancelled", now)?;
             self.resolve_unfinished(&mut t, &mut task, "canceled", now)
                 .await?;
             self.commit(t).await?;

@@ -118,3 +118,26 @@ impl TestQueue {
         self.running.shutdown().await;
     }
 }
+
+/// Run one async test body, `async fn name(q: &TestQueue)`, against SQLite and
+/// against PostgreSQL: `both_backends!(name, other_name);` makes the tests
+/// `name::sqlite` and `name::postgres`, each on a fresh [`TestQueue`].
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                let q = $crate::testing::TestQueue::sqlite().await;
+                super::$name(&q).await;
+                q.stop().await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                let q = $crate::testing::TestQueue::postgres().await;
+                super::$name(&q).await;
+                q.stop().await;
+            }
+        }
+    )*};
+}

@@ -3,6 +3,7 @@
 
 mod common;
 
+use bbb_queue::both_backends;
 use bbb_queue::testing::TestQueue;
 use common::*;
 use serde_json::json;

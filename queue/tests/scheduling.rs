@@ -2,6 +2,7 @@
 
 mod common;
 
+use bbb_queue::both_backends;
 use bbb_queue::testing::{TestOptions, TestQueue};
 use common::*;
 use serde_json::json;

@@ -12,24 +12,7 @@ use taskcluster::{ClientBuilder, Credentials, Queue};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() {
-                let q = bbb_queue::testing::TestQueue::sqlite().await;
-                super::$name(&q).await;
-                q.stop().await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres() {
-                let q = bbb_queue::testing::TestQueue::postgres().await;
-                super::$name(&q).await;
-                q.stop().await;
-            }
-        }
-    )*};
-}
+use bbb_queue::both_backends;
 
 both_backends!(
     success_with_logs_and_artifacts,

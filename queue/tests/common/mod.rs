@@ -7,27 +7,6 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use taskcluster::{ClientBuilder, Credentials, Queue, Retry};
 
-/// Run one async test body against SQLite and against PostgreSQL.
-#[macro_export]
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() {
-                let q = bbb_queue::testing::TestQueue::sqlite().await;
-                super::$name(&q).await;
-                q.stop().await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres() {
-                let q = bbb_queue::testing::TestQueue::postgres().await;
-                super::$name(&q).await;
-                q.stop().await;
-            }
-        }
-    )*};
-}
-
 fn builder(root_url: &str) -> ClientBuilder {
     ClientBuilder::new(root_url)
         .retry(Retry {

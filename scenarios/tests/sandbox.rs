@@ -1,0 +1,1067 @@
+//! The in-memory sandbox master: every `LegacyMaster` method and the
+//! extras `bbb up` and the scenarios use.
+
+use std::time::Duration;
+
+use bbb_buildbot::{
+    BuildId, BuildInfo, BuildRequestId, BuildRequestSpec, BuildResult, CancelOutcome, EventSource,
+    LegacyError, LegacyEvent, LegacyEventStream, LegacyMaster, RequestState, SourceStamp,
+    StopOutcome, StopTarget,
+};
+use bbb_scenarios::{Clock, SandboxBuilder, SandboxConfig, SandboxMaster, SandboxStats};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+/// How long to wait for an event before failing. Generous: it only bounds a
+/// hang.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A build that only ends when stopped (an hour).
+const FOREVER_MS: u64 = 3_600_000;
+
+const NOW: i64 = 1_700_000_000;
+
+fn spec(task_id: &str, builder: &str, properties: &[(&str, Value)]) -> BuildRequestSpec {
+    BuildRequestSpec {
+        task_id: task_id.to_owned(),
+        run_id: 0,
+        buildername: builder.to_owned(),
+        properties: properties
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), value.clone()))
+            .collect(),
+        sourcestamp: SourceStamp::default(),
+        priority: 0,
+        submitted_at: NOW,
+    }
+}
+
+fn fast(name: &str) -> SandboxBuilder {
+    SandboxBuilder::new(name).with_duration(Duration::from_millis(10))
+}
+
+fn config(builders: impl IntoIterator<Item = SandboxBuilder>) -> SandboxConfig {
+    SandboxConfig {
+        clock: Clock::fixed(NOW),
+        ..SandboxConfig::with_builders(builders)
+    }
+}
+
+async fn next_event(events: &mut LegacyEventStream) -> LegacyEvent {
+    tokio::time::timeout(WAIT, events.next())
+        .await
+        .expect("no event came in time")
+        .expect("the event stream ended")
+}
+
+/// Reads events up to and including the first that matches; returns them
+/// all.
+async fn until(
+    events: &mut LegacyEventStream,
+    mut done: impl FnMut(&LegacyEvent) -> bool,
+) -> Vec<LegacyEvent> {
+    let mut seen = Vec::new();
+    loop {
+        let event = next_event(events).await;
+        let last = done(&event);
+        seen.push(event);
+        if last {
+            return seen;
+        }
+    }
+}
+
+fn is_completed(brid: BuildRequestId) -> impl FnMut(&LegacyEvent) -> bool {
+    move |event| matches!(event, LegacyEvent::RequestCompleted { build_request_id, .. } if *build_request_id == brid)
+}
+
+fn is_started(brid: BuildRequestId) -> impl FnMut(&LegacyEvent) -> bool {
+    move |event| matches!(event, LegacyEvent::BuildStarted { build_request_ids, .. } if build_request_ids.contains(&brid))
+}
+
+/// The events about `brid`, in order.
+fn about(events: &[LegacyEvent], brid: BuildRequestId) -> Vec<LegacyEvent> {
+    events
+        .iter()
+        .filter(|event| event.build_request_ids().contains(&brid))
+        .cloned()
+        .collect()
+}
+
+/// A short name per event: `started`, `finished:SUCCESS`, `requeued`,
+/// `completed:SUCCESS` (`completed-unclaimed:...` when not claimed).
+fn kinds(events: &[LegacyEvent]) -> Vec<String> {
+    events
+        .iter()
+        .map(|event| match event {
+            LegacyEvent::BuildStarted { .. } => "started".to_owned(),
+            LegacyEvent::BuildFinished { results, .. } => format!("finished:{results}"),
+            LegacyEvent::RequestRequeued { .. } => "requeued".to_owned(),
+            LegacyEvent::RequestCompleted {
+                results, claimed, ..
+            } => {
+                if *claimed {
+                    format!("completed:{results}")
+                } else {
+                    format!("completed-unclaimed:{results}")
+                }
+            }
+        })
+        .collect()
+}
+
+fn completed_result(events: &[LegacyEvent], brid: BuildRequestId) -> Option<BuildResult> {
+    events.iter().find_map(|event| match event {
+        LegacyEvent::RequestCompleted {
+            build_request_id,
+            results,
+            ..
+        } if *build_request_id == brid => Some(*results),
+        _ => None,
+    })
+}
+
+fn build_numbers(events: &[LegacyEvent]) -> Vec<u64> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            LegacyEvent::BuildStarted { build_number, .. } => Some(*build_number),
+            _ => None,
+        })
+        .collect()
+}
+
+fn started_ids(events: &[LegacyEvent]) -> Vec<BuildRequestId> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            LegacyEvent::BuildStarted {
+                build_request_ids, ..
+            } => build_request_ids.first().copied(),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Submits a build that runs until stopped on a one-slot builder and waits
+/// until it started.
+async fn block_slot(
+    master: &SandboxMaster,
+    events: &mut LegacyEventStream,
+    builder: &str,
+) -> BuildRequestId {
+    let blocker = master
+        .submit(&spec(
+            "blocker",
+            builder,
+            &[("sim_duration_ms", json!(FOREVER_MS))],
+        ))
+        .await
+        .unwrap();
+    until(events, is_started(blocker)).await;
+    blocker
+}
+
+#[tokio::test]
+async fn a_request_runs_to_success() -> anyhow::Result<()> {
+    let master = SandboxMaster::start(config([fast("linux.build")])).await;
+    let mut events = master.events().await?;
+    let mut request = spec(
+        "T-success",
+        "linux.build",
+        &[("product", json!("firefox")), ("taskId", json!("ignored"))],
+    );
+    request.sourcestamp = SourceStamp {
+        branch: Some("https://hg.mozilla.org/integration/mozilla-inbound/".to_owned()),
+        revision: Some("abcdef".to_owned()),
+        repository: "https://hg.mozilla.org/integration/mozilla-inbound".to_owned(),
+        project: "mozilla-inbound".to_owned(),
+    };
+    let brid = master.submit(&request).await?;
+    assert_eq!(brid, BuildRequestId(1));
+
+    let seen = about(&until(&mut events, is_completed(brid)).await, brid);
+    assert_eq!(
+        kinds(&seen),
+        ["started", "finished:SUCCESS", "completed:SUCCESS"]
+    );
+    assert_eq!(
+        seen[0],
+        LegacyEvent::BuildStarted {
+            build_request_ids: vec![brid],
+            builder: "linux.build".to_owned(),
+            build_number: 0,
+            build_ids: vec![BuildId(1)],
+            master: Some("sandbox-master".to_owned()),
+            task_id: Some("T-success".to_owned()),
+            source: EventSource::Pulse,
+        }
+    );
+    let LegacyEvent::BuildFinished {
+        build_request_ids,
+        builder,
+        build_number,
+        build_ids,
+        master: finished_on,
+        task_id,
+        properties,
+        log_url,
+        source,
+        ..
+    } = &seen[1]
+    else {
+        panic!("not a finish: {:?}", seen[1]);
+    };
+    assert_eq!(build_request_ids, &[brid]);
+    assert_eq!(builder, "linux.build");
+    assert_eq!(*build_number, 0);
+    assert_eq!(build_ids, &[BuildId(1)]);
+    assert_eq!(finished_on.as_deref(), Some("sandbox-master"));
+    assert_eq!(task_id.as_deref(), Some("T-success"));
+    assert_eq!(*source, EventSource::Pulse);
+    let expected_log = "sandbox://sandbox-master/builders/linux.build/builds/0/log";
+    assert_eq!(log_url.as_deref(), Some(expected_log));
+    assert_eq!(properties["product"], json!(["firefox", "bbb"]));
+    assert_eq!(properties["taskId"], json!(["T-success", "bbb"]));
+    assert_eq!(
+        properties["branch"],
+        json!(["integration/mozilla-inbound", "Build"])
+    );
+    assert_eq!(properties["revision"], json!(["abcdef", "Build"]));
+    assert_eq!(properties["buildername"], json!(["linux.build", "Builder"]));
+    assert_eq!(properties["buildnumber"], json!([0, "Build"]));
+    assert_eq!(properties["master"], json!(["sandbox-master", "Build"]));
+    assert_eq!(properties["request_ids"], json!([[1], "postrun.py"]));
+    assert_eq!(properties["log_url"], json!([expected_log, "postrun.py"]));
+
+    assert_eq!(
+        master.request_state(brid).await?,
+        RequestState::Complete {
+            results: BuildResult::Success,
+            complete_at: Some(NOW),
+            builds: vec![BuildInfo {
+                build_id: BuildId(1),
+                number: 0,
+                start_time: NOW,
+                finish_time: Some(NOW),
+            }],
+        }
+    );
+    let found = master.find_requests_for_task("T-success").await?;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].build_request_id, brid);
+    assert_eq!(found[0].buildername, "linux.build");
+    assert_eq!(found[0].submitted_at, NOW);
+    assert!(found[0].complete);
+    assert_eq!(
+        master.stats(),
+        SandboxStats {
+            submitted: 1,
+            started: 1,
+            finished: 1,
+            ..SandboxStats::default()
+        }
+    );
+    assert!(master.running_builds().is_empty());
+    let log = master.build_log("linux.build", 0).expect("a log");
+    assert!(
+        log.contains("T-success") && log.contains("SUCCESS"),
+        "{log}"
+    );
+    assert_eq!(master.build_log("linux.build", 1), None);
+    assert_eq!(master.build_log("nope", 0), None);
+    assert_eq!(master.master_name(), "sandbox-master");
+    master.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn failures_come_from_the_script_or_the_builder_defaults() -> anyhow::Result<()> {
+    let master = SandboxMaster::start(config([
+        fast("linux.build"),
+        fast("broken").with_results([BuildResult::Failure]),
+    ]))
+    .await;
+    let mut events = master.events().await?;
+    let cases = [
+        ("broken", None, BuildResult::Failure),
+        ("linux.build", Some(json!("FAILURE")), BuildResult::Failure),
+        (
+            "linux.build",
+            Some(json!("exception")),
+            BuildResult::Exception,
+        ),
+        ("linux.build", Some(json!(2)), BuildResult::Failure),
+        ("linux.build", Some(json!("1")), BuildResult::Warnings),
+        (
+            "linux.build",
+            Some(json!(["SKIPPED"])),
+            BuildResult::Skipped,
+        ),
+        // An unreadable script falls back to the builder's default.
+        ("linux.build", Some(json!("bogus")), BuildResult::Success),
+        ("broken", Some(json!(null)), BuildResult::Failure),
+        ("broken", Some(json!({"no": "list"})), BuildResult::Failure),
+    ];
+    for (index, (builder, script, expected)) in cases.into_iter().enumerate() {
+        let mut properties = vec![("sim_duration_ms", json!("5"))];
+        if let Some(script) = script.clone() {
+            properties.push(("sim_result", script));
+        }
+        let brid = master
+            .submit(&spec(&format!("T-fail-{index}"), builder, &properties))
+            .await?;
+        let seen = until(&mut events, is_completed(brid)).await;
+        assert_eq!(
+            completed_result(&seen, brid),
+            Some(expected),
+            "{builder} {script:?}"
+        );
+        match master.request_state(brid).await? {
+            RequestState::Complete {
+                results, builds, ..
+            } => {
+                assert_eq!(results, expected);
+                assert_eq!(builds.len(), 1);
+            }
+            other => panic!("{builder} {script:?}: {other:?}"),
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn retry_then_success_runs_the_same_request_again() -> anyhow::Result<()> {
+    let master = SandboxMaster::start(config([
+        fast("linux.build"),
+        fast("flaky").with_results([BuildResult::Retry, BuildResult::Success]),
+    ]))
+    .await;
+    let mut events = master.events().await?;
+
+    let brid = master
+        .submit(&spec(
+            "T-retry",
+            "linux.build",
+            &[("sim_result", json!("RETRY,SUCCESS"))],
+        ))
+        .await?;
+    let seen = about(&until(&mut events, is_completed(brid)).await, brid);
+    assert_eq!(
+        kinds(&seen),
+        [
+            "started",
+            "finished:RETRY",
+            "requeued",
+            "started",
+            "finished:SUCCESS",
+            "completed:SUCCESS"
+        ]
+    );
+    let numbers = build_numbers(&seen);
+    assert_eq!(numbers.len(), 2);
+    assert!(numbers[1] > numbers[0], "{numbers:?}");
+    assert!(
+        seen.iter()
+            .all(|event| event.build_request_ids() == vec![brid])
+    );
+    match master.request_state(brid).await? {
+        RequestState::Complete {
+            results, builds, ..
+        } => {
+            assert_eq!(results, BuildResult::Success);
+            assert_eq!(builds.len(), 2);
+            assert_ne!(builds[0].build_id, builds[1].build_id);
+            assert!(builds.iter().all(|build| build.finish_time.is_some()));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(master.stats().retried, 1);
+    assert_eq!(master.stats().started, 2);
+
+    // A JSON list, one result per attempt.
+    let brid = master
+        .submit(&spec(
+            "T-retry-list",
+            "linux.build",
+            &[("sim_result", json!(["RETRY", "RETRY", "WARNINGS"]))],
+        ))
+        .await?;
+    let seen = about(&until(&mut events, is_completed(brid)).await, brid);
+    assert_eq!(
+        kinds(&seen),
+        [
+            "started",
+            "finished:RETRY",
+            "requeued",
+            "started",
+            "finished:RETRY",
+            "requeued",
+            "started",
+            "finished:WARNINGS",
+            "completed:WARNINGS"
+        ]
+    );
+
+    // The builder's default list, the last result repeating.
+    let brid = master.submit(&spec("T-flaky", "flaky", &[])).await?;
+    let seen = about(&until(&mut events, is_completed(brid)).await, brid);
+    assert_eq!(
+        kinds(&seen),
+        [
+            "started",
+            "finished:RETRY",
+            "requeued",
+            "started",
+            "finished:SUCCESS",
+            "completed:SUCCESS"
+        ]
+    );
+    assert_eq!(master.stats().retried, 4);
+    Ok(())
+}
+
+#[tokio::test]
+async fn one_slot_runs_highest_priority_then_oldest_then_lowest_brid() -> anyhow::Result<()> {
+    let master = SandboxMaster::start(config([fast("one").with_slots(1)])).await;
+    let mut events = master.events().await?;
+    let blocker = block_slot(&master, &mut events, "one").await;
+
+    let submit = async |task: &str, priority: i32, submitted_at: i64| {
+        let mut request = spec(task, "one", &[]);
+        request.priority = priority;
+        request.submitted_at = submitted_at;
+        master.submit(&request).await.unwrap()
+    };
+    let low = submit("low", -1, 100).await;
+    let high_new = submit("high-new", 2, 300).await;
+    let high_old = submit("high-old", 2, 200).await;
+    let mid_a = submit("mid-a", 0, 100).await;
+    let mid_b = submit("mid-b", 0, 100).await;
+    assert!(matches!(
+        master.request_state(low).await?,
+        RequestState::Pending { builds } if builds.is_empty()
+    ));
+
+    assert_eq!(
+        master.stop_build(StopTarget::Request(blocker)).await?,
+        StopOutcome::Requested(vec![BuildId(1)])
+    );
+    let seen = until(&mut events, is_completed(low)).await;
+    assert_eq!(
+        completed_result(&seen, blocker),
+        Some(BuildResult::Cancelled)
+    );
+    assert_eq!(started_ids(&seen), [high_old, high_new, mid_a, mid_b, low]);
+    // One slot: each build started after the previous one finished.
+    let mut running = 0;
+    for event in &seen {
+        match event {
+            LegacyEvent::BuildStarted { .. } => running += 1,
+            LegacyEvent::BuildFinished { .. } => running -= 1,
+            _ => {}
+        }
+        assert!(running <= 1, "{seen:?}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_pending_request_is_cancelled_and_never_starts() -> anyhow::Result<()> {
+    let master = SandboxMaster::start(config([fast("one").with_slots(1)])).await;
+    let mut events = master.events().await?;
+    let blocker = block_slot(&master, &mut events, "one").await;
+
+    let pending = master.submit(&spec("T-cancel", "one", &[])).await?;
+    assert_eq!(
+        master.request_state(pending).await?,
+        RequestState::Pending { builds: vec![] }
+    );
+    assert_eq!(
+        master.cancel_request(pending).await?,
+        CancelOutcome::Cancelled
+    );
+    let seen = until(&mut events, is_completed(pending)).await;
+    assert_eq!(
+        about(&seen, pending),
+        [LegacyEvent::RequestCompleted {
+            build_request_id: pending,
+            results: BuildResult::Cancelled,
+            claimed: false,
+            source: EventSource::Pulse,
+        }]
+    );
+    assert_eq!(
+        master.request_state(pending).await?,
+        RequestState::Cancelled {
+            results: BuildResult::Cancelled,
+            complete_at: Some(NOW),
+        }
+    );
+    assert!(master.find_requests_for_task("T-cancel").await?[0].complete);
+    assert_eq!(
+        master.cancel_request(pending).await?,
+        CancelOutcome::AlreadyComplete
+    );
+    assert_eq!(
+        master.cancel_request(BuildRequestId(999)).await?,
+        CancelOutcome::NotFound
+    );
+    assert_eq!(master.stats().cancelled, 1);
+
+    // Free the slot: the next request runs, the cancelled one never does.
+    master.stop_build(StopTarget::Request(blocker)).await?;
+    let next = master.submit(&spec("T-next", "one", &[])).await?;
+    let seen = until(&mut events, is_completed(next)).await;
+    assert_eq!(started_ids(&seen), [next]);
+    assert_eq!(completed_result(&seen, next), Some(BuildResult::Success));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_claimed_request_is_not_cancelled_but_can_be_stopped() -> anyhow::Result<()> {
+    let master = SandboxMaster::start(config([fast("linux.build")])).await;
+    let mut events = master.events().await?;
+    // Scripted to RETRY: a stopped build still ends CANCELLED, not requeued.
+    let brid = master
+        .submit(&spec(
+            "T-claimed",
+            "linux.build",
+            &[
+                ("sim_duration_ms", json!(FOREVER_MS)),
+                ("sim_result", json!("RETRY")),
+            ],
+        ))
+        .await?;
+    until(&mut events, is_started(brid)).await;
+
+    assert_eq!(
+        master.cancel_request(brid).await?,
+        CancelOutcome::AlreadyClaimed
+    );
+    assert_eq!(
+        master.request_state(brid).await?,
+        RequestState::Running {
+            master: Some("sandbox-master".to_owned()),
+            claimed_at: NOW,
+            builds: vec![BuildInfo {
+                build_id: BuildId(1),
+                number: 0,
+                start_time: NOW,
+                finish_time: None,
+            }],
+        }
+    );
+    let running = master.running_builds();
+    assert_eq!(running.len(), 1);
+    assert_eq!(running[0].build_request_id, brid);
+    assert_eq!(running[0].builder, "linux.build");
+    assert_eq!(running[0].build_number, 0);
+    assert_eq!(running[0].build_id, BuildId(1));
+    assert_eq!(running[0].start_time, NOW);
+    let log = master.build_log("linux.build", 0).expect("a log");
+    assert!(log.contains("still running"), "{log}");
+
+    assert_eq!(
+        master.stop_build(StopTarget::Request(brid)).await?,
+        StopOutcome::Requested(vec![BuildId(1)])
+    );
+    let seen = about(&until(&mut events, is_completed(brid)).await, brid);
+    assert_eq!(kinds(&seen), ["finished:CANCELLED", "completed:CANCELLED"]);
+    assert!(matches!(
+        master.request_state(brid).await?,
+        RequestState::Complete { results: BuildResult::Cancelled, builds, .. } if builds.len() == 1
+    ));
+    assert_eq!(master.stats().stopped, 1);
+    assert_eq!(master.stats().retried, 0);
+    assert!(master.running_builds().is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn stop_build_by_build_id_and_when_nothing_runs() -> anyhow::Result<()> {
+    let master = SandboxMaster::start(config([fast("one").with_slots(1)])).await;
+    let mut events = master.events().await?;
+    let blocker = block_slot(&master, &mut events, "one").await;
+    let pending = master.submit(&spec("T-pending", "one", &[])).await?;
+    assert_eq!(
+        master.stop_build(StopTarget::Request(pending)).await?,
+        StopOutcome::NotRunning
+    );
+    assert_eq!(
+        master.stop_build(StopTarget::Build(BuildId(4242))).await?,
+        StopOutcome::NotRunning
+    );
+    assert_eq!(
+        master
+            .stop_build(StopTarget::Request(BuildRequestId(4242)))
+            .await?,
+        StopOutcome::NotRunning
+    );
+
+    let build_id = master.running_builds()[0].build_id;
+    assert_eq!(
+        master.stop_build(StopTarget::Build(build_id)).await?,
+        StopOutcome::Requested(vec![build_id])
+    );
+    let seen = until(&mut events, is_completed(pending)).await;
+    assert_eq!(
+        kinds(&about(&seen, blocker)),
+        ["finished:CANCELLED", "completed:CANCELLED"]
+    );
+    assert_eq!(completed_result(&seen, pending), Some(BuildResult::Success));
+    assert_eq!(
+        master.stop_build(StopTarget::Build(build_id)).await?,
+        StopOutcome::NotRunning
+    );
+    assert_eq!(
+        master.stop_build(StopTarget::Request(blocker)).await?,
+        StopOutcome::NotRunning
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn cancelling_on_the_master_side() -> anyhow::Result<()> {
+    let master = SandboxMaster::start(config([fast("one").with_slots(1)])).await;
+    let mut events = master.events().await?;
+    let running = block_slot(&master, &mut events, "one").await;
+    let pending = master.submit(&spec("T-user", "one", &[])).await?;
+
+    assert_eq!(master.cancel_from_master(pending), CancelOutcome::Cancelled);
+    let seen = until(&mut events, is_completed(pending)).await;
+    assert_eq!(
+        kinds(&about(&seen, pending)),
+        ["completed-unclaimed:CANCELLED"]
+    );
+    assert!(matches!(
+        master.request_state(pending).await?,
+        RequestState::Cancelled {
+            results: BuildResult::Cancelled,
+            ..
+        }
+    ));
+
+    assert_eq!(master.cancel_from_master(running), CancelOutcome::Requested);
+    let seen = until(&mut events, is_completed(running)).await;
+    assert_eq!(
+        kinds(&about(&seen, running)),
+        ["finished:CANCELLED", "completed:CANCELLED"]
+    );
+    assert_eq!(
+        master.cancel_from_master(running),
+        CancelOutcome::AlreadyComplete
+    );
+    assert_eq!(
+        master.cancel_from_master(BuildRequestId(77)),
+        CancelOutcome::NotFound
+    );
+    let stats = master.stats();
+    assert_eq!((stats.cancelled, stats.stopped), (1, 1));
+    Ok(())
+}
+
+#[tokio::test]
+async fn unknown_builders_and_oversized_properties_are_refused() -> anyhow::Result<()> {
+    let master = SandboxMaster::start(SandboxConfig::default()).await;
+    assert_eq!(
+        master.builders().await?,
+        Some(vec![
+            "linux.build".to_owned(),
+            "linux.test".to_owned(),
+            "win.build".to_owned(),
+            "win.test".to_owned(),
+        ])
+    );
+    assert!(master.accepts_builder("win.test").await?);
+    assert!(!master.accepts_builder("mac.build").await?);
+
+    match master.submit(&spec("T-unknown", "mac.build", &[])).await {
+        Err(LegacyError::UnknownBuilder(name)) => assert_eq!(name, "mac.build"),
+        other => panic!("{other:?}"),
+    }
+    let long = "x".repeat(2000);
+    match master
+        .submit(&spec("T-long", "linux.build", &[("big", json!(long))]))
+        .await
+    {
+        Err(LegacyError::Invalid(reason)) => assert!(reason.contains("big"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    match master
+        .submit(&spec("T-long", "linux.build", &[(&long, json!(1))]))
+        .await
+    {
+        Err(LegacyError::Invalid(_)) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(master.find_requests_for_task("T-unknown").await?.is_empty());
+    assert!(master.find_requests_for_task("T-long").await?.is_empty());
+    assert_eq!(master.stats(), SandboxStats::default());
+    assert_eq!(
+        master.request_state(BuildRequestId(1)).await?,
+        RequestState::Unknown
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn any_builder_is_accepted_when_configured() -> anyhow::Result<()> {
+    let master = SandboxMaster::start(SandboxConfig {
+        log_url_base: Some("http://localhost:8080/sandbox/".to_owned()),
+        ..SandboxConfig::accepting_any_builder()
+    })
+    .await;
+    assert_eq!(master.builders().await?, None);
+    assert!(master.accepts_builder("Linux x86-64 try build").await?);
+    let mut events = master.events().await?;
+    let brid = master
+        .submit(&spec(
+            "T-any",
+            "Linux x86-64 try build",
+            &[("sim_duration_ms", json!("5"))],
+        ))
+        .await?;
+    let seen = until(&mut events, is_completed(brid)).await;
+    let log_url = seen.iter().find_map(|event| match event {
+        LegacyEvent::BuildFinished { log_url, .. } => log_url.clone(),
+        _ => None,
+    });
+    assert_eq!(
+        log_url.as_deref(),
+        Some("http://localhost:8080/sandbox/builders/Linux%20x86-64%20try%20build/builds/0/log")
+    );
+    assert_eq!(completed_result(&seen, brid), Some(BuildResult::Success));
+    assert!(master.build_log("Linux x86-64 try build", 0).is_some());
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_subscriber_gets_every_event() -> anyhow::Result<()> {
+    let master = SandboxMaster::start(config([fast("linux.build")])).await;
+    let mut first = master.events().await?;
+    let mut second = master.events().await?;
+    let mut third = master.events().await?;
+    let brid = master
+        .submit(&spec(
+            "T-fanout",
+            "linux.build",
+            &[("sim_result", json!("RETRY,FAILURE"))],
+        ))
+        .await?;
+    let a = until(&mut first, is_completed(brid)).await;
+    let b = until(&mut second, is_completed(brid)).await;
+    let c = until(&mut third, is_completed(brid)).await;
+    assert_eq!(
+        kinds(&a),
+        [
+            "started",
+            "finished:RETRY",
+            "requeued",
+            "started",
+            "finished:FAILURE",
+            "completed:FAILURE"
+        ]
+    );
+    assert_eq!(a, b);
+    assert_eq!(a, c);
+
+    // A subscriber sees the events from its subscription on.
+    let mut late = master.events().await?;
+    let next = master.submit(&spec("T-late", "linux.build", &[])).await?;
+    let seen = until(&mut late, is_completed(next)).await;
+    assert_eq!(
+        kinds(&seen),
+        ["started", "finished:SUCCESS", "completed:SUCCESS"]
+    );
+    assert!(seen.iter().all(|event| event.build_request_ids() == [next]));
+    let again = until(&mut first, is_completed(next)).await;
+    assert_eq!(again, seen);
+    Ok(())
+}
+
+#[tokio::test]
+async fn find_requests_for_task_lists_reruns_oldest_first() -> anyhow::Result<()> {
+    let master = SandboxMaster::start(config([fast("linux.build"), fast("win.test")])).await;
+    let mut run0 = spec("T-reruns", "linux.build", &[]);
+    run0.submitted_at = 100;
+    let mut other = spec("T-other", "win.test", &[]);
+    other.submitted_at = 150;
+    let mut run1 = spec("T-reruns", "win.test", &[]);
+    run1.run_id = 1;
+    run1.submitted_at = 200;
+    let first = master.submit(&run0).await?;
+    let unrelated = master.submit(&other).await?;
+    let second = master.submit(&run1).await?;
+
+    let found = master.find_requests_for_task("T-reruns").await?;
+    let ids: Vec<_> = found.iter().map(|f| f.build_request_id).collect();
+    assert_eq!(ids, [first, second]);
+    assert_eq!(found[0].submitted_at, 100);
+    assert_eq!(found[1].submitted_at, 200);
+    assert_eq!(found[1].buildername, "win.test");
+    assert_ne!(found[0].buildset_id, found[1].buildset_id);
+    let others = master.find_requests_for_task("T-other").await?;
+    assert_eq!(others.len(), 1);
+    assert_eq!(others[0].build_request_id, unrelated);
+    assert!(master.find_requests_for_task("T-none").await?.is_empty());
+    assert!(master.find_requests_for_task("").await?.is_empty());
+    Ok(())
+}
+
+/// Tokio's clock is paused: the build times (a second, an hour) pass as
+/// soon as nothing else can run, so no real time is spent.
+#[tokio::test(start_paused = true)]
+async fn a_requeued_request_waits_behind_higher_priority_and_can_be_cancelled() -> anyhow::Result<()>
+{
+    let master = SandboxMaster::start(config([SandboxBuilder::new("one")
+        .with_slots(1)
+        .with_duration(Duration::from_secs(1))]))
+    .await;
+    let mut events = master.events().await?;
+    let flaky = master
+        .submit(&spec(
+            "T-flaky",
+            "one",
+            &[("sim_result", json!("RETRY,SUCCESS"))],
+        ))
+        .await?;
+    until(&mut events, is_started(flaky)).await;
+    let mut urgent = spec("T-urgent", "one", &[("sim_duration_ms", json!(FOREVER_MS))]);
+    urgent.priority = 5;
+    let urgent = master.submit(&urgent).await?;
+
+    let seen = until(&mut events, is_started(urgent)).await;
+    assert_eq!(kinds(&about(&seen, flaky)), ["finished:RETRY", "requeued"]);
+    match master.request_state(flaky).await? {
+        RequestState::Pending { builds } => {
+            assert_eq!(builds.len(), 1);
+            assert_eq!(builds[0].finish_time, Some(NOW));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        master.cancel_request(flaky).await?,
+        CancelOutcome::Cancelled
+    );
+    let seen = until(&mut events, is_completed(flaky)).await;
+    assert_eq!(
+        kinds(&about(&seen, flaky)),
+        ["completed-unclaimed:CANCELLED"]
+    );
+    assert!(matches!(
+        master.request_state(flaky).await?,
+        RequestState::Cancelled { .. }
+    ));
+
+    master.stop_build(StopTarget::Request(urgent)).await?;
+    let seen = until(&mut events, is_completed(urgent)).await;
+    assert_eq!(
+        completed_result(&seen, urgent),
+        Some(BuildResult::Cancelled)
+    );
+    assert!(!started_ids(&seen).contains(&flaky));
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn long_builds_finish_on_a_paused_clock() -> anyhow::Result<()> {
+    let master = SandboxMaster::start(config([SandboxBuilder::new("nightly")
+        .with_duration(Duration::from_secs(50))
+        .with_results([BuildResult::Warnings])]))
+    .await;
+    let mut events = master.events().await?;
+    let brid = master.submit(&spec("T-nightly", "nightly", &[])).await?;
+    let seen = until(&mut events, is_completed(brid)).await;
+    assert_eq!(completed_result(&seen, brid), Some(BuildResult::Warnings));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_lagging_subscriber_loses_the_oldest_events_and_goes_on() -> anyhow::Result<()> {
+    let master = SandboxMaster::start(SandboxConfig {
+        event_capacity: 2,
+        ..config([fast("linux.build")])
+    })
+    .await;
+    let mut slow = master.events().await?;
+    let brid = master.submit(&spec("T-lag", "linux.build", &[])).await?;
+    // Wait by looking at the state, without reading the stream.
+    tokio::time::timeout(WAIT, async {
+        while !matches!(
+            master.request_state(brid).await.unwrap(),
+            RequestState::Complete { .. }
+        ) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await?;
+    // Three events were sent; the oldest (the start) is lost.
+    let seen = until(&mut slow, is_completed(brid)).await;
+    assert_eq!(kinds(&seen), ["finished:SUCCESS", "completed:SUCCESS"]);
+
+    // A capacity of 0 is taken as 1.
+    let tiny = SandboxMaster::start(SandboxConfig {
+        event_capacity: 0,
+        ..config([fast("idle").with_slots(0)])
+    })
+    .await;
+    let mut tiny_events = tiny.events().await?;
+    let idle = tiny.submit(&spec("T-tiny", "idle", &[])).await?;
+    assert_eq!(tiny.cancel_request(idle).await?, CancelOutcome::Cancelled);
+    assert_eq!(
+        kinds(&until(&mut tiny_events, is_completed(idle)).await),
+        ["completed-unclaimed:CANCELLED"]
+    );
+
+    // The stream goes on.
+    let next = master.submit(&spec("T-lag-2", "linux.build", &[])).await?;
+    let seen = until(&mut slow, is_completed(next)).await;
+    assert!(
+        kinds(&seen).ends_with(&[
+            "finished:SUCCESS".to_owned(),
+            "completed:SUCCESS".to_owned()
+        ]),
+        "{seen:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn shutdown_ends_the_streams_and_abandons_running_builds() -> anyhow::Result<()> {
+    let master = SandboxMaster::start(config([fast("linux.build")])).await;
+    let mut events = master.events().await?;
+    let running = master
+        .submit(&spec(
+            "T-abandoned",
+            "linux.build",
+            &[("sim_duration_ms", json!(FOREVER_MS))],
+        ))
+        .await?;
+    until(&mut events, is_started(running)).await;
+
+    master.shutdown().await;
+    let rest = tokio::time::timeout(WAIT, events.collect::<Vec<_>>()).await?;
+    assert!(rest.is_empty(), "{rest:?}");
+    assert!(master.events().await?.next().await.is_none());
+
+    assert!(matches!(
+        master.request_state(running).await?,
+        RequestState::Running { .. }
+    ));
+    assert!(master.running_builds().is_empty());
+    assert_eq!(
+        master.stop_build(StopTarget::Request(running)).await?,
+        StopOutcome::NotRunning
+    );
+    assert_eq!(
+        master.cancel_request(running).await?,
+        CancelOutcome::AlreadyClaimed
+    );
+    // Like a scheduler DB whose master is down: requests are stored, never
+    // started.
+    let later = master.submit(&spec("T-later", "linux.build", &[])).await?;
+    assert_eq!(
+        master.request_state(later).await?,
+        RequestState::Pending { builds: vec![] }
+    );
+    assert_eq!(
+        master.cancel_request(later).await?,
+        CancelOutcome::Cancelled
+    );
+    // Shutting down twice is harmless.
+    master.shutdown().await;
+    assert_eq!(master.stats().started, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn odd_input_is_handled() -> anyhow::Result<()> {
+    let master = SandboxMaster::start(SandboxConfig {
+        master_name: "odd master/1".to_owned(),
+        builders: vec![
+            fast("idle").with_slots(0),
+            SandboxBuilder::new("empty")
+                .with_results([])
+                .with_duration(Duration::ZERO),
+            fast("empty").with_results([BuildResult::Failure]),
+        ],
+        ..config([])
+    })
+    .await;
+    assert_eq!(
+        master.builders().await?,
+        Some(vec!["idle".to_owned(), "empty".to_owned()])
+    );
+    let mut events = master.events().await?;
+
+    // No slots: the request stays pending, and can be cancelled.
+    let idle = master.submit(&spec("", "idle", &[])).await?;
+    assert_eq!(
+        master.request_state(idle).await?,
+        RequestState::Pending { builds: vec![] }
+    );
+    assert_eq!(master.cancel_request(idle).await?, CancelOutcome::Cancelled);
+
+    // Extreme numbers and unreadable scripts.
+    let mut odd = spec(
+        "T-odd",
+        "empty",
+        &[
+            ("sim_duration_ms", json!(-40)),
+            ("sim_result", json!("")),
+            ("unicode ✓", json!({"nested": [1, 2, {"x": null}]})),
+        ],
+    );
+    odd.priority = i32::MIN;
+    odd.submitted_at = i64::MIN;
+    odd.properties.insert("empty".to_owned(), Value::Null);
+    let odd = master.submit(&odd).await?;
+    let mut max = spec("T-max", "empty", &[("sim_duration_ms", json!(u64::MAX))]);
+    max.priority = i32::MAX;
+    max.submitted_at = i64::MAX;
+    let max = master.submit(&max).await?;
+
+    // Until the odd request completed and the long one started, in any order.
+    let (mut odd_done, mut max_started) = (is_completed(odd), is_started(max));
+    let (mut done, mut started) = (false, false);
+    let seen = until(&mut events, |event| {
+        done |= odd_done(event);
+        started |= max_started(event);
+        done && started
+    })
+    .await;
+    assert_eq!(kinds(&about(&seen, max)), ["started"]);
+    // The first builder of a name wins: no results means SUCCESS.
+    assert_eq!(completed_result(&seen, odd), Some(BuildResult::Success));
+    let properties = seen
+        .iter()
+        .find_map(|event| match event {
+            LegacyEvent::BuildFinished { properties, .. } => Some(properties.clone()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        properties.get("unicode ✓"),
+        Some(&json!([{"nested": [1, 2, {"x": null}]}, "bbb"]))
+    );
+    assert_eq!(properties.get("empty"), Some(&json!([null, "bbb"])));
+    assert_eq!(
+        properties.get("master"),
+        Some(&json!(["odd master/1", "Build"]))
+    );
+
+    assert_eq!(
+        master.stop_build(StopTarget::Request(max)).await?,
+        StopOutcome::Requested(vec![BuildId(2)])
+    );
+    // Stopping twice before it finished asks again, harmlessly.
+    let again = master.stop_build(StopTarget::Request(max)).await?;
+    assert!(matches!(
+        again,
+        StopOutcome::Requested(_) | StopOutcome::NotRunning
+    ));
+    let seen = until(&mut events, is_completed(max)).await;
+    assert_eq!(completed_result(&seen, max), Some(BuildResult::Cancelled));
+    Ok(())
+}

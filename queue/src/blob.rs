@@ -1,5 +1,6 @@
-//! The blob store behind `s3` artifacts: bytes on local disk, reached through
-//! signed URLs that point at bbb itself (the queue's stand-in for presigned S3 URLs).
+//! The blob store behind `s3` artifacts: either bytes on local disk, reached through
+//! signed URLs that point at bbb itself (the default), or an S3-compatible object
+//! store reached through presigned URLs ([`crate::s3::S3Store`]).
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -11,9 +12,68 @@ pub const PUT_URL_TTL_MS: i64 = 45 * 60 * 1000 + 10_000;
 /// How long a signed download URL stays valid.
 pub const GET_URL_TTL_MS: i64 = 30 * 60 * 1000;
 
+/// Where the bytes of `s3` artifacts live.
+#[derive(Clone, Debug)]
+pub enum BlobStore {
+    /// On local disk, uploaded and downloaded through the queue's `/blobs/` URLs.
+    Local(LocalStore),
+    /// In an S3-compatible store, uploaded and downloaded through presigned URLs.
+    S3(crate::s3::S3Store),
+}
+
+impl BlobStore {
+    /// The URL a client PUTs the artifact's bytes to, valid until `expires` (ms).
+    /// The client must send `Content-Type: <content_type>`.
+    pub fn put_url(
+        &self,
+        (task_id, run_id, name): (&str, i64, &str),
+        content_type: &str,
+        now: i64,
+        expires: i64,
+    ) -> String {
+        match self {
+            BlobStore::Local(l) => l.signed_url("PUT", task_id, run_id, name, expires),
+            BlobStore::S3(s) => s.put_url(task_id, run_id, name, content_type, now, expires),
+        }
+    }
+
+    /// The URL a client GETs the artifact's bytes from, valid until `expires` (ms)
+    /// (or for good, for public artifacts of a store with a public URL).
+    pub fn get_url(
+        &self,
+        (task_id, run_id, name): (&str, i64, &str),
+        now: i64,
+        expires: i64,
+    ) -> String {
+        match self {
+            BlobStore::Local(l) => l.signed_url("GET", task_id, run_id, name, expires),
+            BlobStore::S3(s) => s.get_url(task_id, run_id, name, now, expires),
+        }
+    }
+
+    /// Remove an artifact's bytes (expiry). An object that is already gone is fine.
+    pub async fn remove(&self, task_id: &str, run_id: i64, name: &str) -> Result<(), String> {
+        match self {
+            BlobStore::Local(l) => l
+                .remove(task_id, run_id, name)
+                .await
+                .map_err(|e| e.to_string()),
+            BlobStore::S3(s) => s.delete(task_id, run_id, name).await,
+        }
+    }
+
+    /// The local store, when that is the one in use (the `/blobs/` endpoints).
+    pub fn local(&self) -> Option<&LocalStore> {
+        match self {
+            BlobStore::Local(l) => Some(l),
+            BlobStore::S3(_) => None,
+        }
+    }
+}
+
 /// Local-disk blob store with HMAC-signed URLs.
 #[derive(Clone, Debug)]
-pub struct BlobStore {
+pub struct LocalStore {
     dir: PathBuf,
     key: Vec<u8>,
     base_url: String,
@@ -25,10 +85,10 @@ fn encode(s: &str) -> String {
         .replace('+', "%20")
 }
 
-impl BlobStore {
+impl LocalStore {
     /// Blobs live under `dir`; URLs start with `<root_url>/blobs/`; `key` signs them.
     pub fn new(dir: PathBuf, key: &[u8], root_url: &str) -> Self {
-        BlobStore {
+        LocalStore {
             dir,
             key: key.to_vec(),
             base_url: format!("{}/blobs", root_url.trim_end_matches('/')),
@@ -115,8 +175,11 @@ impl BlobStore {
     }
 
     /// Remove bytes (expiry). Missing files are fine.
-    pub async fn remove(&self, task_id: &str, run_id: i64, name: &str) {
-        let _ = tokio::fs::remove_file(self.path(task_id, run_id, name)).await;
+    pub async fn remove(&self, task_id: &str, run_id: i64, name: &str) -> std::io::Result<()> {
+        match tokio::fs::remove_file(self.path(task_id, run_id, name)).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -135,7 +198,7 @@ mod tests {
     #[tokio::test]
     async fn signed_urls_round_trip() {
         let dir = std::env::temp_dir().join(format!("bbb-blob-{}", uuid::Uuid::new_v4()));
-        let s = BlobStore::new(dir.clone(), b"k", "http://x/");
+        let s = LocalStore::new(dir.clone(), b"k", "http://x/");
         let url = s.signed_url("PUT", "T", 0, "public/a b.txt", 10);
         assert!(
             url.starts_with(
@@ -148,8 +211,10 @@ mod tests {
         assert!(!s.verify("PUT", ("T", 0, "public/a b.txt"), 10, sig, 11));
         s.put("T", 0, "n", b"hello").await.unwrap();
         assert_eq!(s.get("T", 0, "n").await.unwrap().unwrap(), b"hello");
-        s.remove("T", 0, "n").await;
+        let store = BlobStore::Local(s.clone());
+        store.remove("T", 0, "n").await.unwrap();
         assert!(s.get("T", 0, "n").await.unwrap().is_none());
+        store.remove("T", 0, "n").await.unwrap();
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -70,6 +70,85 @@ impl Default for AuthSection {
     }
 }
 
+/// Which blob store holds the bytes of `s3` artifacts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobKind {
+    /// Files under `blob_dir`, served by the queue at `<rootUrl>/blobs/...`.
+    #[default]
+    Local,
+    /// An S3-compatible object store (AWS S3, MinIO, Ceph, moto, ...).
+    S3,
+}
+
+/// `[queue.blob]`: the store behind `s3` artifacts. With `kind = "s3"` uploads and
+/// downloads go straight to the store through presigned URLs; objects are keyed
+/// `<taskId>/<runId>/<name>` (after `prefix`).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BlobConfig {
+    /// `local` (default) or `s3` (`BBB_BLOB_KIND`).
+    pub kind: BlobKind,
+    /// The store's base URL, e.g. `https://s3.us-east-1.amazonaws.com` or
+    /// `http://127.0.0.1:9000` (`BBB_BLOB_S3_ENDPOINT`).
+    pub s3_endpoint: String,
+    /// The bucket (`BBB_BLOB_S3_BUCKET`).
+    pub s3_bucket: String,
+    /// The region signatures are made for (`BBB_BLOB_S3_REGION`, default `us-east-1`).
+    pub s3_region: String,
+    /// Access key id (`BBB_BLOB_S3_ACCESS_KEY_ID`).
+    pub s3_access_key_id: String,
+    /// Secret access key (`BBB_BLOB_S3_SECRET_ACCESS_KEY`). Masked when the
+    /// configuration is printed; never logged.
+    pub s3_secret_access_key: String,
+    /// Path-style URLs (`<endpoint>/<bucket>/<key>`, as MinIO, Ceph and moto want);
+    /// `false` for virtual-hosted style (`<bucket>.<endpoint host>/<key>`)
+    /// (`BBB_BLOB_S3_PATH_STYLE`, default `true`).
+    pub s3_path_style: bool,
+    /// Prepended to every object key, e.g. `artifacts/` (default empty).
+    pub s3_prefix: String,
+    /// When set, `public/` artifacts redirect to `<s3_public_url>/<key>` (a public
+    /// bucket or a CDN) instead of a presigned URL (`BBB_BLOB_S3_PUBLIC_URL`).
+    pub s3_public_url: Option<String>,
+    /// Create the bucket at start when it does not exist (`BBB_BLOB_S3_CREATE_BUCKET`).
+    pub s3_create_bucket: bool,
+}
+
+impl std::fmt::Debug for BlobConfig {
+    /// Like the derived form, with the secret masked.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobConfig")
+            .field("kind", &self.kind)
+            .field("s3_endpoint", &self.s3_endpoint)
+            .field("s3_bucket", &self.s3_bucket)
+            .field("s3_region", &self.s3_region)
+            .field("s3_access_key_id", &self.s3_access_key_id)
+            .field("s3_secret_access_key", &"***")
+            .field("s3_path_style", &self.s3_path_style)
+            .field("s3_prefix", &self.s3_prefix)
+            .field("s3_public_url", &self.s3_public_url)
+            .field("s3_create_bucket", &self.s3_create_bucket)
+            .finish()
+    }
+}
+
+impl Default for BlobConfig {
+    fn default() -> Self {
+        BlobConfig {
+            kind: BlobKind::Local,
+            s3_endpoint: String::new(),
+            s3_bucket: String::new(),
+            s3_region: "us-east-1".into(),
+            s3_access_key_id: String::new(),
+            s3_secret_access_key: String::new(),
+            s3_path_style: true,
+            s3_prefix: String::new(),
+            s3_public_url: None,
+            s3_create_bucket: false,
+        }
+    }
+}
+
 /// Everything `bbb queue` needs. Every key has a default that works on one machine.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -96,8 +175,10 @@ pub struct QueueConfig {
     pub resolver_interval_ms: u64,
     /// Longest allowed `deadline - now`, in days.
     pub max_task_deadline_days: u64,
-    /// Where `s3` artifacts are stored when no object store is configured.
+    /// Where `s3` artifacts are stored when `blob.kind` is `local` (the default).
     pub blob_dir: PathBuf,
+    /// Where `s3` artifacts are stored: local disk or an S3-compatible store.
+    pub blob: BlobConfig,
     /// How often expired tasks and artifacts are removed, in seconds.
     pub expire_interval_s: u64,
     /// Clients and roles.
@@ -119,6 +200,7 @@ impl Default for QueueConfig {
             resolver_interval_ms: 1000,
             max_task_deadline_days: 5,
             blob_dir: PathBuf::from("bbb-artifacts"),
+            blob: BlobConfig::default(),
             expire_interval_s: 3600,
             auth: AuthSection::default(),
         }
@@ -134,7 +216,16 @@ pub const ENV_HELP: &str = "\
   BBB_ROOT_ACCESS_TOKEN     access token of the client `root` (scopes `*`)
   BBB_CLAIM_TIMEOUT_S       claim timeout in seconds (default 1200)
   BBB_DEADLINE_DELAY_S      delay after a deadline before resolving, seconds (default 60)
-  BBB_RESOLVER_INTERVAL_MS  idle poll interval of background resolvers (default 1000)";
+  BBB_RESOLVER_INTERVAL_MS  idle poll interval of background resolvers (default 1000)
+  BBB_BLOB_KIND             store of `s3` artifacts: local (default, under blob_dir) or s3
+  BBB_BLOB_S3_ENDPOINT      S3-compatible endpoint URL, e.g. http://127.0.0.1:9000
+  BBB_BLOB_S3_BUCKET        bucket of the artifacts
+  BBB_BLOB_S3_REGION        region for signatures (default us-east-1)
+  BBB_BLOB_S3_ACCESS_KEY_ID      access key id of the store
+  BBB_BLOB_S3_SECRET_ACCESS_KEY  secret access key of the store
+  BBB_BLOB_S3_PATH_STYLE    true (default): <endpoint>/<bucket>/<key>; false: virtual-hosted
+  BBB_BLOB_S3_PUBLIC_URL    base URL public/ artifacts redirect to (unset: presigned URLs)
+  BBB_BLOB_S3_CREATE_BUCKET true: create the bucket at start if missing (default false)";
 
 impl QueueConfig {
     /// Apply the `BBB_*` environment overrides.
@@ -174,6 +265,43 @@ impl QueueConfig {
         if let Some(v) = num("BBB_RESOLVER_INTERVAL_MS")? {
             self.resolver_interval_ms = v;
         }
+        fn flag(name: &str) -> Result<Option<bool>, String> {
+            var(name)
+                .map(|v| match v.to_ascii_lowercase().as_str() {
+                    "1" | "true" | "yes" | "on" => Ok(true),
+                    "0" | "false" | "no" | "off" => Ok(false),
+                    _ => Err(format!("{name}={v:?} is not true or false")),
+                })
+                .transpose()
+        }
+        let b = &mut self.blob;
+        if let Some(v) = var("BBB_BLOB_KIND") {
+            b.kind = match v.as_str() {
+                "local" => BlobKind::Local,
+                "s3" => BlobKind::S3,
+                _ => return Err(format!("BBB_BLOB_KIND={v:?} is not local or s3")),
+            };
+        }
+        for (name, field) in [
+            ("BBB_BLOB_S3_ENDPOINT", &mut b.s3_endpoint),
+            ("BBB_BLOB_S3_BUCKET", &mut b.s3_bucket),
+            ("BBB_BLOB_S3_REGION", &mut b.s3_region),
+            ("BBB_BLOB_S3_ACCESS_KEY_ID", &mut b.s3_access_key_id),
+            ("BBB_BLOB_S3_SECRET_ACCESS_KEY", &mut b.s3_secret_access_key),
+        ] {
+            if let Some(v) = var(name) {
+                *field = v;
+            }
+        }
+        if let Some(v) = flag("BBB_BLOB_S3_PATH_STYLE")? {
+            b.s3_path_style = v;
+        }
+        if let Some(v) = var("BBB_BLOB_S3_PUBLIC_URL") {
+            b.s3_public_url = Some(v);
+        }
+        if let Some(v) = flag("BBB_BLOB_S3_CREATE_BUCKET")? {
+            b.s3_create_bucket = v;
+        }
         Ok(())
     }
 
@@ -197,6 +325,35 @@ impl QueueConfig {
         }
         c.database_url = crate::db::mask_url(&c.database_url);
         c.amqp_url = c.amqp_url.as_deref().map(crate::db::mask_url);
+        if !c.blob.s3_secret_access_key.is_empty() {
+            c.blob.s3_secret_access_key = "***".into();
+        }
         c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_section_defaults_and_masking() {
+        let c: QueueConfig =
+            serde_json::from_value(serde_json::json!({"blob": {"kind": "s3", "s3_bucket": "b"}}))
+                .unwrap();
+        assert_eq!(c.blob.kind, BlobKind::S3);
+        assert_eq!(c.blob.s3_region, "us-east-1");
+        assert!(c.blob.s3_path_style);
+        assert_eq!(QueueConfig::default().blob.kind, BlobKind::Local);
+        let mut c = c;
+        c.blob.s3_secret_access_key = "hush".into();
+        let printed = serde_json::to_string(&c.masked()).unwrap();
+        assert!(!printed.contains("hush"));
+        assert!(printed.contains("\"s3_secret_access_key\":\"***\""));
+        assert!(!format!("{c:?}").contains("hush"));
+        assert!(
+            serde_json::from_value::<BlobConfig>(serde_json::json!({"kind": "gcs"})).is_err(),
+            "unknown kinds are refused"
+        );
     }
 }

@@ -15,6 +15,9 @@ use tokio::sync::watch;
 /// How many items one pass takes.
 const BATCH: i64 = 500;
 
+/// How many expired `s3` artifacts one expiry pass hands out at a time.
+pub const EXPIRED_BLOB_BATCH: i64 = 1000;
+
 impl Queue {
     /// One pass of the dependency resolver: mark the dependencies of resolved tasks
     /// satisfied, schedule dependents that are no longer blocked, and announce task
@@ -193,14 +196,20 @@ impl Queue {
     }
 
     /// Delete tasks, dependencies, groups, artifacts and worker records past their
-    /// `expires`. Returns the artifacts whose stored bytes should be removed.
+    /// `expires`. Returns (up to [`EXPIRED_BLOB_BATCH`]) expired `s3` artifacts, whose
+    /// rows stay until their bytes are removed and [`Queue::forget_artifacts`] is
+    /// called (see [`Queue::expire_old_data`]).
     pub async fn expire_old_data_once(&self) -> Result<Vec<(String, i64, String)>> {
         let now = self.clock.now_ms();
         let mut t = self.txn().await?;
-        let rows = sqlx::query("SELECT task_id, run_id, name FROM artifacts WHERE expires < $1 AND storage_type = 's3'")
-            .bind(now)
-            .fetch_all(&mut *t.tx)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT task_id, run_id, name FROM artifacts WHERE expires < $1 AND storage_type = 's3' \
+             ORDER BY expires LIMIT $2",
+        )
+        .bind(now)
+        .bind(EXPIRED_BLOB_BATCH)
+        .fetch_all(&mut *t.tx)
+        .await?;
         let blobs = rows
             .iter()
             .map(|r| {
@@ -212,7 +221,7 @@ impl Queue {
             })
             .collect::<Result<Vec<_>>>()?;
         for sql in [
-            "DELETE FROM artifacts WHERE expires < $1",
+            "DELETE FROM artifacts WHERE expires < $1 AND storage_type <> 's3'",
             "DELETE FROM pending WHERE task_id IN (SELECT task_id FROM tasks WHERE expires < $1)",
             "DELETE FROM tasks WHERE expires < $1",
             "DELETE FROM task_dependencies WHERE expires < $1",
@@ -224,6 +233,49 @@ impl Queue {
         }
         self.commit(t).await?;
         Ok(blobs)
+    }
+
+    /// Delete the rows of expired `s3` artifacts whose bytes are gone.
+    pub async fn forget_artifacts(&self, artifacts: &[(String, i64, String)]) -> Result<()> {
+        let now = self.clock.now_ms();
+        for (task_id, run_id, name) in artifacts {
+            sqlx::query(
+                "DELETE FROM artifacts WHERE task_id = $1 AND run_id = $2 AND name = $3 AND expires < $4",
+            )
+            .bind(task_id)
+            .bind(*run_id)
+            .bind(name)
+            .bind(now)
+            .execute(&self.db.pool)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// One expiry pass: delete expired records ([`Queue::expire_old_data_once`]),
+    /// remove the bytes of expired `s3` artifacts from `blobs`, then their rows. An
+    /// artifact whose bytes could not be removed keeps its row and is tried again on
+    /// the next pass. Returns how many artifacts' bytes were removed.
+    pub async fn expire_old_data(&self, blobs: &crate::blob::BlobStore) -> Result<usize> {
+        let mut removed = 0;
+        loop {
+            let due = self.expire_old_data_once().await?;
+            let mut gone = Vec::with_capacity(due.len());
+            for (task_id, run_id, name) in due.iter() {
+                match blobs.remove(task_id, *run_id, name).await {
+                    Ok(()) => gone.push((task_id.clone(), *run_id, name.clone())),
+                    Err(e) => {
+                        tracing::warn!(task.id = %task_id, run.id = run_id, artifact = %name, error = %e,
+                            "removing an expired artifact's bytes failed; trying again next pass");
+                    }
+                }
+            }
+            self.forget_artifacts(&gone).await?;
+            removed += gone.len();
+            if (due.len() as i64) < EXPIRED_BLOB_BATCH || gone.len() < due.len() {
+                return Ok(removed);
+            }
+        }
     }
 
     /// One pass of the outbox relay: publish a batch of messages and delete them once
@@ -375,13 +427,8 @@ impl Queue {
         let expiry = tokio::spawn(async move {
             let every = Duration::from_secs(q.cfg.expire_interval_s.max(1));
             loop {
-                match q.expire_old_data_once().await {
-                    Ok(gone) => {
-                        for (task_id, run_id, name) in gone {
-                            blobs.remove(&task_id, run_id, &name).await;
-                        }
-                    }
-                    Err(e) => tracing::error!(error = %e, "expiry failed"),
+                if let Err(e) = q.expire_old_data(&blobs).await {
+                    tracing::error!(error = %e, "expiry failed");
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(every) => {}

@@ -2,11 +2,12 @@
 //! background resolvers and the event relay.
 
 use crate::api::{self, Api};
-use crate::blob::BlobStore;
-use crate::config::{DEFAULT_ANONYMOUS_SCOPES, QueueConfig};
+use crate::blob::{BlobStore, LocalStore};
+use crate::config::{BlobKind, DEFAULT_ANONYMOUS_SCOPES, QueueConfig};
 use crate::core::{Queue, Signals};
 use crate::db::{Backend, Db};
 use crate::events::Events;
+use crate::s3::S3Store;
 use crate::time::{Clock, parse_ms};
 use anyhow::Context;
 use bbb_auth::{AuthConfig, Authenticator, Client, Role};
@@ -96,6 +97,28 @@ pub fn authenticator(cfg: &QueueConfig, issuer_token: &str) -> anyhow::Result<Au
         .allow_unsigned_query(cfg.auth.allow_unsigned_query))
 }
 
+/// The blob store `cfg.blob` asks for (creating the bucket when configured to).
+async fn blob_store(cfg: &QueueConfig, secret: &str, root_url: &str) -> anyhow::Result<BlobStore> {
+    Ok(match cfg.blob.kind {
+        BlobKind::Local => BlobStore::Local(LocalStore::new(
+            cfg.blob_dir.clone(),
+            secret.as_bytes(),
+            root_url,
+        )),
+        BlobKind::S3 => {
+            let store = S3Store::new(&cfg.blob)?;
+            if cfg.blob.s3_create_bucket {
+                store
+                    .ensure_bucket()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("blob store: {e}"))?;
+            }
+            tracing::info!(store = ?store, "s3 artifacts go to an S3-compatible store");
+            BlobStore::S3(store)
+        }
+    })
+}
+
 /// A running queue.
 pub struct Running {
     /// Where it listens.
@@ -106,6 +129,8 @@ pub struct Running {
     pub queue: Queue,
     /// The event bus it publishes on.
     pub bus: Bus,
+    /// Where `s3` artifacts' bytes live.
+    pub blobs: BlobStore,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -138,7 +163,7 @@ pub async fn start(cfg: QueueConfig, clock: Clock) -> anyhow::Result<Running> {
     let bus = Bus::connect(cfg.amqp_url.as_deref())
         .await
         .map_err(|e| anyhow::anyhow!("event bus: {e}"))?;
-    let blobs = BlobStore::new(cfg.blob_dir.clone(), secret.as_bytes(), &root_url);
+    let blobs = blob_store(&cfg, &secret, &root_url).await?;
     let queue = Queue {
         db: db.clone(),
         clock,
@@ -163,7 +188,7 @@ pub async fn start(cfg: QueueConfig, clock: Clock) -> anyhow::Result<Running> {
     let app = api::router(Api {
         queue: queue.clone(),
         auth: Arc::new(auth),
-        blobs,
+        blobs: blobs.clone(),
         started: std::time::Instant::now(),
     });
     let mut srx = stop_rx.clone();
@@ -181,6 +206,7 @@ pub async fn start(cfg: QueueConfig, clock: Clock) -> anyhow::Result<Running> {
         root_url,
         queue,
         bus,
+        blobs,
         stop,
         tasks,
     })

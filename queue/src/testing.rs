@@ -1,7 +1,7 @@
 //! An in-process queue for tests of this crate and of its clients (workers, bridge):
 //! a real server on a free loopback port, on SQLite or on a fresh PostgreSQL database.
 
-use crate::config::{ClientConfig, QueueConfig};
+use crate::config::{BlobConfig, ClientConfig, QueueConfig};
 use crate::server::{Running, random_token, start};
 use crate::time::Clock;
 
@@ -59,6 +59,8 @@ pub struct TestOptions {
     pub claim_timeout_s: Option<u64>,
     /// Extra clients.
     pub clients: Vec<ClientConfig>,
+    /// The blob store of `s3` artifacts (default: local disk in the test's directory).
+    pub blob: Option<BlobConfig>,
 }
 
 impl TestQueue {
@@ -101,6 +103,9 @@ impl TestQueue {
             ..QueueConfig::default()
         };
         cfg.auth.clients = opts.clients.clone();
+        if let Some(b) = &opts.blob {
+            cfg.blob = b.clone();
+        }
         let clock = Clock::system();
         let running = start(cfg, clock.clone()).await?;
         Ok(TestQueue {

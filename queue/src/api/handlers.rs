@@ -307,7 +307,7 @@ pub async fn handle(api: &Api, call: &Call) -> Result<Reply> {
                 let expires = now + crate::blob::PUT_URL_TTL_MS;
                 out["putUrl"] = api
                     .blobs
-                    .signed_url("PUT", id, run_id, name, expires)
+                    .put_url((id, run_id, name), &artifact.content_type, now, expires)
                     .into();
                 out["contentType"] = artifact.content_type.clone().into();
                 out["expires"] = fmt_ms(expires).into();
@@ -703,11 +703,9 @@ async fn get_artifact(
                 ));
             }
             _ => {
-                let url = api.blobs.signed_url(
-                    "GET",
-                    task_id,
-                    run_id,
-                    &name,
+                let url = api.blobs.get_url(
+                    (task_id, run_id, &name),
+                    now,
                     now + crate::blob::GET_URL_TTL_MS,
                 );
                 return Ok(Reply::Redirect(
@@ -738,8 +736,15 @@ pub async fn blob(
     body: axum::body::Bytes,
 ) -> Response {
     let now = api.queue.clock.now_ms();
+    let Some(blobs) = api.blobs.local() else {
+        return (
+            StatusCode::NOT_FOUND,
+            "artifacts are in an S3-compatible store",
+        )
+            .into_response();
+    };
     if bq.method != method.as_str()
-        || !api.blobs.verify(
+        || !blobs.verify(
             &bq.method,
             (&task_id, run_id, &name),
             bq.expires,
@@ -750,7 +755,7 @@ pub async fn blob(
         return (StatusCode::FORBIDDEN, "invalid or expired signature").into_response();
     }
     if method == Method::PUT {
-        match api.blobs.put(&task_id, run_id, &name, &body).await {
+        match blobs.put(&task_id, run_id, &name, &body).await {
             Ok(()) => StatusCode::OK.into_response(),
             Err(e) => {
                 tracing::error!(task.id = %task_id, error = %e, "storing artifact failed");
@@ -764,7 +769,7 @@ pub async fn blob(
             .await
             .map(|a| a.content_type)
             .unwrap_or_else(|_| "application/octet-stream".into());
-        match api.blobs.get(&task_id, run_id, &name).await {
+        match blobs.get(&task_id, run_id, &name).await {
             Ok(Some(b)) => bytes_response(StatusCode::OK, &ct, b),
             Ok(None) => (StatusCode::NOT_FOUND, "not uploaded").into_response(),
             Err(e) => {

@@ -22,7 +22,8 @@ const TIME_MARGIN: i64 = 5;
 const ID_MARGIN: u64 = 256;
 const BATCH: u64 = 5000;
 
-/// The merged stream of [`LegacyEvent`]s of a [`SchedulerDb`](crate::SchedulerDb).
+/// The merged stream of [`LegacyEvent`]s of a [`SchedulerDb`](crate::SchedulerDb)
+/// or a [`RestMaster`](crate::RestMaster).
 /// Dropping it stops its sources.
 #[derive(Debug)]
 pub struct EventStream {
@@ -35,6 +36,13 @@ impl Stream for EventStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<LegacyEvent>> {
         self.rx.poll_recv(cx)
+    }
+}
+
+impl EventStream {
+    /// A stream reading `rx`, fed by `tasks` (aborted when it is dropped).
+    pub(crate) fn from_parts(rx: mpsc::Receiver<LegacyEvent>, tasks: Vec<JoinHandle<()>>) -> Self {
+        EventStream { rx, tasks }
     }
 }
 
@@ -73,7 +81,7 @@ pub(crate) async fn start(
 
 /// Pulse deliveries are acknowledged once their events are in the stream's
 /// buffer; a message that cannot be read is parked.
-async fn run_pulse(mut consumer: bbb_pulse::Consumer, tx: mpsc::Sender<LegacyEvent>) {
+pub(crate) async fn run_pulse(mut consumer: bbb_pulse::Consumer, tx: mpsc::Sender<LegacyEvent>) {
     while let Some(delivery) = consumer.next().await {
         match parse_build_message(&delivery.routing_key, &delivery.payload) {
             Ok(events) => {

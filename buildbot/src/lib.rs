@@ -4,6 +4,7 @@ mod builders;
 mod error;
 mod events;
 pub mod messages;
+mod rest;
 mod scheduler_db;
 pub mod schema;
 pub mod simulator;
@@ -18,6 +19,10 @@ use futures::Stream;
 pub use crate::builders::BuilderSource;
 pub use crate::error::{LegacyError, Result, mask_url};
 pub use crate::events::EventStream;
+pub use crate::rest::{
+    DEFAULT_PROPERTIES_PARAMETER, DEFAULT_SCHEDULER, REPORTER_BINDINGS, RestAuth, RestMaster,
+    RestMasterConfig, SUBMITTED_AT_PROPERTY,
+};
 pub use crate::scheduler_db::{PollOptions, PulseOptions, SchedulerDb, SchedulerDbConfig};
 pub use crate::types::{
     BuildId, BuildInfo, BuildRequestId, BuildRequestSpec, BuildResult, CancelOutcome, EventSource,
@@ -31,8 +36,8 @@ pub type LegacyEventStream = Pin<Box<dyn Stream<Item = LegacyEvent> + Send + 'st
 /// A legacy Buildbot master, as the bridge sees it.
 ///
 /// The bridge's listeners and reflector are written against this trait only;
-/// [`SchedulerDb`] implements it for a Buildbot 0.8 scheduler database, and a
-/// Buildbot 4 REST adapter can implement it too. It is object-safe:
+/// [`SchedulerDb`] implements it for a Buildbot 0.8 scheduler database and
+/// [`RestMaster`] for a Buildbot 4 master's REST API. It is object-safe:
 /// `Arc<dyn LegacyMaster>` is the usual way to hold one.
 ///
 /// Contract, for every implementation:

@@ -16,14 +16,30 @@
 //!   properties `log_url`, `request_ids`, `request_times` and `statusdb_id`,
 //!   all with source `postrun.py`; `_meta.message_id` is the status-DB id.
 //!
-//! Like Mozilla's bridge, the adapter reads `started` and `log_uploaded`
-//! (only the latter names every request a finished build satisfied).
+//! Like Mozilla's bridge, the scheduler-DB adapter reads `started` and
+//! `log_uploaded` (only the latter names every request a finished build
+//! satisfied).
+//!
+//! Buildbot 4 masters running bbb's reporter plugin
+//! (`buildbot/reporter/bbb_reporter.py`, used by the
+//! [`RestMaster`](crate::RestMaster) adapter) send the same envelope with
+//! `payload.build.buildid`, and:
+//!
+//! - `build.<dir>.<n>.finished` with `payload.request_ids` (and
+//!   `payload.build.request_ids`): gives a [`LegacyEvent::BuildFinished`],
+//!   plus a [`LegacyEvent::RequestRequeued`] per request when the result is
+//!   RETRY (request completion comes in its own message);
+//! - `buildrequest.<dir>.<brid>.complete`: `payload.buildrequest` with
+//!   `buildrequestid`, `results` and `claimed`, giving a
+//!   [`LegacyEvent::RequestCompleted`];
+//! - `buildrequest.<dir>.<brid>.requeued`: the request went back to the
+//!   queue, giving a [`LegacyEvent::RequestRequeued`].
 
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::types::{BuildRequestId, BuildResult, EventSource, LegacyEvent};
+use crate::types::{BuildId, BuildRequestId, BuildResult, EventSource, LegacyEvent};
 
 /// The exchange Mozilla's masters published build events to (the bridge's
 /// `bblistener.pulse_exchange`).
@@ -253,9 +269,20 @@ fn ids_from(value: &Value) -> Option<Vec<BuildRequestId>> {
 /// [`LegacyEvent::RequestCompleted`]. Other events, builds without request
 /// ids (builds of no bridged request) and `log_uploaded` messages whose
 /// `request_ids` property does not come from `postrun.py` give no events.
+///
+/// The reporter plugin's messages (see the module docs) are read too: a
+/// `finished` message that names its requests gives a
+/// [`LegacyEvent::BuildFinished`] (and [`LegacyEvent::RequestRequeued`] per
+/// request for RETRY), `buildrequest.*.*.complete` a
+/// [`LegacyEvent::RequestCompleted`] and `buildrequest.*.*.requeued` a
+/// [`LegacyEvent::RequestRequeued`]. A Buildbot 0.8 `finished` message has no
+/// request ids and still gives nothing.
 pub fn parse_build_message(routing_key: &str, body: &[u8]) -> Result<Vec<LegacyEvent>, ParseError> {
     let event = routing_key.rsplit('.').next().unwrap_or_default();
-    if event != "started" && event != "log_uploaded" {
+    if routing_key.starts_with("buildrequest.") {
+        return parse_request_message(event, body);
+    }
+    if event != "started" && event != "log_uploaded" && event != "finished" {
         return Ok(Vec::new());
     }
     let body: Value =
@@ -286,13 +313,26 @@ pub fn parse_build_message(routing_key: &str, body: &[u8]) -> Result<Vec<LegacyE
         .and_then(Value::as_str)
         .map(str::to_owned);
 
-    if event == "started" {
-        let ids = match payload.get("request_ids") {
+    let build_ids: Vec<BuildId> = build
+        .get("buildid")
+        .and_then(Value::as_u64)
+        .map(BuildId)
+        .into_iter()
+        .collect();
+    let payload_ids = || -> Result<Vec<BuildRequestId>, ParseError> {
+        match payload
+            .get("request_ids")
+            .or_else(|| build.get("request_ids"))
+        {
             Some(ids) => {
-                ids_from(ids).ok_or_else(|| ParseError::Malformed("bad request_ids".to_owned()))?
+                ids_from(ids).ok_or_else(|| ParseError::Malformed("bad request_ids".to_owned()))
             }
-            None => Vec::new(),
-        };
+            None => Ok(Vec::new()),
+        }
+    };
+
+    if event == "started" {
+        let ids = payload_ids()?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -300,11 +340,43 @@ pub fn parse_build_message(routing_key: &str, body: &[u8]) -> Result<Vec<LegacyE
             build_request_ids: ids,
             builder,
             build_number,
-            build_ids: Vec::new(),
+            build_ids,
             master,
             task_id,
             source: EventSource::Pulse,
         }]);
+    }
+
+    if event == "finished" {
+        let ids = payload_ids()?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let results = results_of(build)?;
+        let log_url = properties
+            .get("log_url")
+            .and_then(|p| p.get(0))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let mut events = vec![LegacyEvent::BuildFinished {
+            build_request_ids: ids.clone(),
+            builder,
+            build_number,
+            build_ids,
+            results,
+            master,
+            task_id,
+            properties,
+            log_url,
+            source: EventSource::Pulse,
+        }];
+        if results == BuildResult::Retry {
+            events.extend(ids.into_iter().map(|id| LegacyEvent::RequestRequeued {
+                build_request_id: id,
+                source: EventSource::Pulse,
+            }));
+        }
+        return Ok(events);
     }
 
     // log_uploaded
@@ -318,12 +390,7 @@ pub fn parse_build_message(routing_key: &str, body: &[u8]) -> Result<Vec<LegacyE
         .get(0)
         .and_then(ids_from)
         .ok_or_else(|| ParseError::Malformed("bad request_ids property".to_owned()))?;
-    let code = build
-        .get("results")
-        .and_then(Value::as_i64)
-        .ok_or_else(|| ParseError::Malformed("no build.results".to_owned()))?;
-    let results = BuildResult::from_code(code)
-        .ok_or_else(|| ParseError::Malformed(format!("unknown result code {code}")))?;
+    let results = results_of(build)?;
     let log_url = properties
         .get("log_url")
         .and_then(|p| p.get(0))
@@ -357,6 +424,49 @@ pub fn parse_build_message(routing_key: &str, body: &[u8]) -> Result<Vec<LegacyE
         });
     }
     Ok(events)
+}
+
+fn results_of(object: &Value) -> Result<BuildResult, ParseError> {
+    let code = object
+        .get("results")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| ParseError::Malformed("no results".to_owned()))?;
+    BuildResult::from_code(code)
+        .ok_or_else(|| ParseError::Malformed(format!("unknown result code {code}")))
+}
+
+/// `buildrequest.<dir>.<brid>.<event>` from bbb's reporter plugin.
+fn parse_request_message(event: &str, body: &[u8]) -> Result<Vec<LegacyEvent>, ParseError> {
+    if event != "complete" && event != "requeued" {
+        return Ok(Vec::new());
+    }
+    let body: Value =
+        serde_json::from_slice(body).map_err(|e| ParseError::Malformed(e.to_string()))?;
+    let request = body
+        .pointer("/payload/buildrequest")
+        .ok_or_else(|| ParseError::Malformed("no payload.buildrequest".to_owned()))?;
+    let id = request
+        .get("buildrequestid")
+        .and_then(Value::as_u64)
+        .map(BuildRequestId)
+        .ok_or_else(|| ParseError::Malformed("no buildrequest.buildrequestid".to_owned()))?;
+    if event == "requeued" {
+        return Ok(vec![LegacyEvent::RequestRequeued {
+            build_request_id: id,
+            source: EventSource::Pulse,
+        }]);
+    }
+    let results = results_of(request)?;
+    let claimed = request
+        .get("claimed")
+        .and_then(Value::as_bool)
+        .ok_or_else(|| ParseError::Malformed("no buildrequest.claimed".to_owned()))?;
+    Ok(vec![LegacyEvent::RequestCompleted {
+        build_request_id: id,
+        results,
+        claimed,
+        source: EventSource::Pulse,
+    }])
 }
 
 #[cfg(test)]
@@ -435,5 +545,97 @@ mod tests {
         let body = serde_json::to_vec(&message.payload).unwrap();
         let key = message.routing_key.replace(".finished", ".log_uploaded");
         assert!(parse_build_message(&key, &body).unwrap().is_empty());
+    }
+
+    /// Messages as bbb_reporter.py publishes them.
+    fn reporter_build(event: &str, results: Option<i64>) -> (String, Vec<u8>) {
+        let key = format!("build.bbb-linux.4.{event}");
+        let body = json!({
+            "_meta": {"master_name": "vm:/srv/master", "master_incarnation": "1-2", "routing_key": key},
+            "payload": {
+                "build": {
+                    "builderName": "bbb-linux", "number": 4, "buildid": 17, "buildrequestid": 9,
+                    "request_ids": [9], "results": results,
+                    "properties": [["taskId", "T9", "Force Build Form"], ["log_url", "http://l/4", "Build"]],
+                    "times": [1.0, null], "slave": "worker-1", "reason": "Created by BBB for task T9"
+                },
+                "request_ids": [9]
+            }
+        });
+        (key, serde_json::to_vec(&body).unwrap())
+    }
+
+    #[test]
+    fn reads_reporter_build_messages() {
+        let (key, body) = reporter_build("started", None);
+        let events = parse_build_message(&key, &body).unwrap();
+        assert!(
+            matches!(&events[..], [LegacyEvent::BuildStarted { build_request_ids, build_ids, task_id: Some(t), master: Some(m), build_number: 4, .. }]
+            if build_request_ids == &[BuildRequestId(9)] && build_ids == &[BuildId(17)] && t == "T9" && m == "vm:/srv/master")
+        );
+
+        let (key, body) = reporter_build("finished", Some(0));
+        let events = parse_build_message(&key, &body).unwrap();
+        assert!(
+            matches!(&events[..], [LegacyEvent::BuildFinished { results: BuildResult::Success, log_url: Some(url), build_ids, .. }]
+            if url == "http://l/4" && build_ids == &[BuildId(17)])
+        );
+
+        let (key, body) = reporter_build("finished", Some(5));
+        let events = parse_build_message(&key, &body).unwrap();
+        assert!(matches!(
+            &events[..],
+            [
+                LegacyEvent::BuildFinished {
+                    results: BuildResult::Retry,
+                    ..
+                },
+                LegacyEvent::RequestRequeued {
+                    build_request_id: BuildRequestId(9),
+                    ..
+                }
+            ]
+        ));
+    }
+
+    #[test]
+    fn reads_reporter_request_messages() {
+        let body = |results: Option<i64>, claimed: bool| {
+            serde_json::to_vec(&json!({
+                "_meta": {"master_name": "m"},
+                "payload": {"buildrequest": {
+                    "buildrequestid": 12, "buildsetid": 3, "builderName": "bbb-linux",
+                    "results": results, "claimed": claimed, "properties": []
+                }}
+            }))
+            .unwrap()
+        };
+        let events =
+            parse_build_message("buildrequest.bbb-linux.12.complete", &body(Some(6), false))
+                .unwrap();
+        assert_eq!(
+            events,
+            vec![LegacyEvent::RequestCompleted {
+                build_request_id: BuildRequestId(12),
+                results: BuildResult::Cancelled,
+                claimed: false,
+                source: EventSource::Pulse,
+            }]
+        );
+        let events =
+            parse_build_message("buildrequest.bbb-linux.12.requeued", &body(None, true)).unwrap();
+        assert_eq!(
+            events,
+            vec![LegacyEvent::RequestRequeued {
+                build_request_id: BuildRequestId(12),
+                source: EventSource::Pulse,
+            }]
+        );
+        assert!(
+            parse_build_message("buildrequest.bbb-linux.12.new", b"not json")
+                .unwrap()
+                .is_empty()
+        );
+        assert!(parse_build_message("buildrequest.bbb-linux.12.complete", b"{}").is_err());
     }
 }

@@ -1,11 +1,19 @@
-//! Helpers for tests that need a real MySQL/MariaDB scheduler DB.
+//! Helpers for tests that need a real MySQL/MariaDB scheduler DB, or a real
+//! Buildbot 4.3 master.
 //!
 //! [`fresh_database`] creates a database with a random name, creates the 0.8
 //! tables in it ([`crate::schema`]) and drops it when the returned value is
 //! dropped, so tests run in parallel without seeing each other's rows. The
 //! server comes from `BBB_TEST_MYSQL_URL` (default
 //! `mysql://root@127.0.0.1:3306/test`; only its credentials, host and port
-//! are used).
+//! are used). [`fresh_empty_database`] does the same without the tables.
+//!
+//! [`BuildbotMaster::start`] runs a Buildbot 4.3 master and its workers for
+//! one test (see its docs).
+
+mod master;
+
+pub use master::{BuildbotMaster, BuildbotMasterOptions, buildbot_venv};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -46,6 +54,16 @@ fn with_database(server: &str, name: &str) -> Result<String> {
 /// Creates a database named `bbb_<prefix>_<pid>_<seq>_<random>` with the
 /// scheduler-DB tables.
 pub async fn fresh_database(prefix: &str) -> Result<TestDatabase> {
+    let database = fresh_empty_database(prefix).await?;
+    let mut conn = mysql_async::Conn::from_url(&database.url).await?;
+    crate::schema::apply(&mut conn).await?;
+    conn.disconnect().await?;
+    Ok(database)
+}
+
+/// Creates an empty database named `bbb_<prefix>_<pid>_<seq>_<random>`
+/// (for a Buildbot 4 master, which creates its own tables).
+pub async fn fresh_empty_database(prefix: &str) -> Result<TestDatabase> {
     let clean: String = prefix
         .chars()
         .map(|c| {
@@ -68,9 +86,6 @@ pub async fn fresh_database(prefix: &str) -> Result<TestDatabase> {
     conn.query_drop(format!("CREATE DATABASE `{name}`")).await?;
     conn.disconnect().await?;
     let url = with_database(&server, &name)?;
-    let mut conn = mysql_async::Conn::from_url(&url).await?;
-    crate::schema::apply(&mut conn).await?;
-    conn.disconnect().await?;
     Ok(TestDatabase {
         url,
         name,

@@ -289,6 +289,8 @@ pub enum EventSource {
     Pulse,
     /// Polling the scheduler DB.
     DbPoll,
+    /// Polling a Buildbot master's REST API ([`RestMaster`](crate::RestMaster)).
+    RestPoll,
 }
 
 /// A change on the legacy master, as seen by the bridge.

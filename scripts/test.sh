@@ -7,7 +7,9 @@
 # Order:
 #   1. cargo fmt --check and cargo clippy -D warnings (fail fast: nothing else
 #      runs if either fails). Meanwhile, in the background: scripts/services.sh
-#      (PostgreSQL, MariaDB, RabbitMQ) and scripts/pyenv.sh (Python venv).
+#      (PostgreSQL, MariaDB, RabbitMQ), scripts/pyenv.sh (Python venv) and
+#      scripts/buildbot-venv.sh (the Buildbot 4.3 venv the bbb-buildbot tests
+#      start masters from).
 #   2. cargo build --workspace --all-targets (one shared build).
 #   3. Rust tests: cargo nextest run (or cargo test without nextest); then the
 #      Python compatibility suite: pytest tests/python against target/debug/bbb.
@@ -83,6 +85,8 @@ scripts/services.sh >"$log_dir/services.log" 2>&1 &
 services_pid=$!
 scripts/pyenv.sh >"$log_dir/pyenv.log" 2>&1 &
 pyenv_pid=$!
+scripts/buildbot-venv.sh >"$log_dir/buildbot-venv.log" 2>&1 &
+buildbot_venv_pid=$!
 
 # Collect a background preparation job and show its log.
 finish_prep() { # finish_prep NAME PID
@@ -104,7 +108,7 @@ if ((lint_ok)); then
 fi
 if ((!lint_ok)); then
     # Fail fast, but leave no stray background jobs behind.
-    wait "$services_pid" "$pyenv_pid" 2>/dev/null || true
+    wait "$services_pid" "$pyenv_pid" "$buildbot_venv_pid" 2>/dev/null || true
     summary
     echo "test.sh: lint failed; build and tests were not run" >&2
     exit 1
@@ -113,16 +117,17 @@ fi
 # --- 2. one shared build ----------------------------------------------------------
 
 if ! run_step build cargo build --workspace --all-targets --locked; then
-    wait "$services_pid" "$pyenv_pid" 2>/dev/null || true
+    wait "$services_pid" "$pyenv_pid" "$buildbot_venv_pid" 2>/dev/null || true
     summary
     exit 1
 fi
 
 finish_prep services "$services_pid"
 finish_prep pyenv "$pyenv_pid"
-if [[ ${part_result[services]} != ok || ${part_result[pyenv]} != ok ]]; then
+finish_prep buildbot-venv "$buildbot_venv_pid"
+if [[ ${part_result[services]} != ok || ${part_result[pyenv]} != ok || ${part_result[buildbot-venv]} != ok ]]; then
     summary
-    echo "test.sh: services or Python venv not ready; tests were not run" >&2
+    echo "test.sh: services or Python venvs not ready; tests were not run" >&2
     exit 1
 fi
 

@@ -4,7 +4,9 @@
 //! writers are serial).
 
 use crate::error::{Result, StateError};
-use crate::model::{Change, Lease, MappingRow, NewSlot, Resolution, RowState, SlotClaim};
+use crate::model::{
+    Change, Lease, MappingRow, NewSlot, Resolution, RowState, SlotClaim, StartedBuild,
+};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
 
@@ -18,7 +20,7 @@ pub struct StateDb {
 }
 
 /// The columns [`row_from`] reads, in table order.
-const COLUMNS: &str = "id, task_id, run_id, state, build_request_id, build_id, master, deadline, \
+const COLUMNS: &str = "id, task_id, run_id, state, build_request_id, build_id, build_number, master, deadline, \
      created, updated, taken_until, resolution, resolved_at, leased_until, leased_by";
 
 /// The reclaim batch's selection (`$5` = now + window) and order.
@@ -33,6 +35,7 @@ fn row_from(r: &AnyRow) -> Result<MappingRow> {
         state: r.try_get::<String, _>("state")?.parse()?,
         build_request_id: r.try_get("build_request_id")?,
         build_id: r.try_get("build_id")?,
+        build_number: r.try_get("build_number")?,
         master: r.try_get("master")?,
         deadline: r.try_get("deadline")?,
         created: r.try_get("created")?,
@@ -48,7 +51,9 @@ fn row_from(r: &AnyRow) -> Result<MappingRow> {
     })
 }
 
-/// What a transition decides after reading the locked row.
+/// What a transition decides after reading the locked row (short-lived: one per
+/// transition, so the size of `Write` does not matter).
+#[allow(clippy::large_enum_variant)]
 enum Step {
     /// Write this row (every mutable column).
     Write(MappingRow),
@@ -408,14 +413,14 @@ impl StateDb {
     // ----- Buildbot listener -------------------------------------------------------------
 
     /// A build started for (task, run): [`RowState::Requested`] → [`RowState::Running`]
-    /// with the build id and the claim's `taken_until`. A duplicate keeps the first build
-    /// id and the later `taken_until` ([`Change::Unchanged`] if nothing moves). Refused
+    /// with the build's id and number (when the event knew them) and the claim's `taken_until`. A duplicate keeps the first build
+    /// id, the highest build number (a later build of the same run moves it) and the later `taken_until` ([`Change::Unchanged`] if nothing moves). Refused
     /// for a row with no build request, or one retrying or resolved.
     pub async fn mark_started(
         &self,
         task_id: &str,
         run_id: i64,
-        build_id: i64,
+        build: StartedBuild,
         taken_until: i64,
         now: i64,
     ) -> Result<Change> {
@@ -423,16 +428,24 @@ impl StateDb {
             .transition(task_id, run_id, |row| match row.state {
                 RowState::Requested => Step::Write(MappingRow {
                     state: RowState::Running,
-                    build_id: Some(build_id),
+                    build_id: row.build_id.or(build.build_id),
+                    build_number: row.build_number.max(build.number),
                     taken_until: Some(taken_until),
                     updated: now,
                     ..row.clone()
                 }),
                 RowState::Running => {
                     let newer = row.taken_until.is_none_or(|t| t < taken_until);
-                    if newer || row.build_id.is_none() {
+                    let later_build = build.number > row.build_number;
+                    if newer || later_build || (row.build_id.is_none() && build.build_id.is_some())
+                    {
                         Step::Write(MappingRow {
-                            build_id: row.build_id.or(Some(build_id)),
+                            build_id: if later_build {
+                                build.build_id.or(row.build_id)
+                            } else {
+                                row.build_id.or(build.build_id)
+                            },
+                            build_number: row.build_number.max(build.number),
                             taken_until: row.taken_until.max(Some(taken_until)),
                             updated: now,
                             ..row.clone()
@@ -758,7 +771,7 @@ impl StateDb {
         sqlx::query(
             "UPDATE mappings SET state = $2, build_request_id = $3, build_id = $4, \
              updated = $5, taken_until = $6, resolution = $7, resolved_at = $8, \
-             leased_until = $9, leased_by = $10 WHERE id = $1",
+             leased_until = $9, leased_by = $10, build_number = $11 WHERE id = $1",
         )
         .bind(row.id)
         .bind(row.state.as_str())
@@ -770,6 +783,7 @@ impl StateDb {
         .bind(row.resolved_at)
         .bind(row.leased_until)
         .bind(row.leased_by.clone())
+        .bind(row.build_number)
         .execute(&mut **tx)
         .await?;
         Ok(row)

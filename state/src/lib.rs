@@ -6,4 +6,6 @@ mod model;
 
 pub use db::{Backend, StateDb, mask_url};
 pub use error::{Result, StateError};
-pub use model::{Change, Lease, MappingRow, NewSlot, Resolution, RowState, SlotClaim};
+pub use model::{
+    Change, Lease, MappingRow, NewSlot, Resolution, RowState, SlotClaim, StartedBuild,
+};

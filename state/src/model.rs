@@ -130,8 +130,11 @@ pub struct MappingRow {
     pub state: RowState,
     /// Buildbot `buildrequests.id`, once injected (or carried over from an earlier run).
     pub build_request_id: Option<i64>,
-    /// Buildbot build id, once a build started.
+    /// Buildbot build id, once a build started (when the event knew it).
     pub build_id: Option<i64>,
+    /// The per-builder number of the build serving this run, once one started. A RETRY
+    /// event names its build by number, so it is applied only to the run that build served.
+    pub build_number: Option<i64>,
     /// The Buildbot master (or bridge instance) the row was inserted for.
     pub master: String,
     /// The task's deadline (ms); the same for every run of a task.
@@ -150,6 +153,15 @@ pub struct MappingRow {
     pub leased_until: i64,
     /// Who holds (or last held) the lease.
     pub leased_by: Option<String>,
+}
+
+/// The build that started for a run ([`crate::StateDb::mark_started`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StartedBuild {
+    /// Its build id (`builds.id`), when the event knew it.
+    pub build_id: Option<i64>,
+    /// Its per-builder build number, when the event knew it.
+    pub number: Option<i64>,
 }
 
 /// What to insert with [`crate::StateDb::claim_slot`].

@@ -3,7 +3,9 @@
 
 mod common;
 
-use bbb_state::{Change, Lease, MappingRow, Resolution, RowState, SlotClaim, StateDb, StateError};
+use bbb_state::{
+    Change, Lease, MappingRow, Resolution, RowState, SlotClaim, StartedBuild, StateDb, StateError,
+};
 use common::{TestDb, slot};
 use std::collections::BTreeSet;
 
@@ -43,7 +45,16 @@ async fn requested(db: &StateDb, task: &str, run: i64, brid: i64) -> MappingRow 
 async fn running(db: &StateDb, task: &str, run: i64, brid: i64, taken_until: i64) -> MappingRow {
     requested(db, task, run, brid).await;
     match db
-        .mark_started(task, run, brid * 10, taken_until, T0)
+        .mark_started(
+            task,
+            run,
+            StartedBuild {
+                build_id: Some(brid * 10),
+                number: None,
+            },
+            taken_until,
+            T0,
+        )
         .await
         .unwrap()
     {
@@ -232,9 +243,18 @@ async fn retry_carries_the_request_over(t: TestDb) {
 
     // The retried build starts and finishes on run 1.
     let c =
-        t.db.mark_started("t1", 1, 71, T0 + 2_400_000, T0 + 30)
-            .await
-            .unwrap();
+        t.db.mark_started(
+            "t1",
+            1,
+            StartedBuild {
+                build_id: Some(71),
+                number: None,
+            },
+            T0 + 2_400_000,
+            T0 + 30,
+        )
+        .await
+        .unwrap();
     assert!(
         matches!(c, Change::Applied(ref r) if r.state == RowState::Running && r.build_id == Some(71))
     );
@@ -376,14 +396,34 @@ async fn rerun_after_resolution_is_a_new_request(t: TestDb) {
 async fn started_and_taken_until(t: TestDb) {
     t.db.claim_slot(&slot("t1", 0, T0)).await.unwrap();
     assert!(matches!(
-        t.db.mark_started("t1", 0, 1, T0 + 100, T0).await.unwrap(),
+        t.db.mark_started(
+            "t1",
+            0,
+            StartedBuild {
+                build_id: Some(1),
+                number: None
+            },
+            T0 + 100,
+            T0
+        )
+        .await
+        .unwrap(),
         Change::Refused(_)
     ));
     t.db.set_build_request("t1", 0, 3, T0).await.unwrap();
     let c =
-        t.db.mark_started("t1", 0, 30, T0 + 1000, T0 + 1)
-            .await
-            .unwrap();
+        t.db.mark_started(
+            "t1",
+            0,
+            StartedBuild {
+                build_id: Some(30),
+                number: None,
+            },
+            T0 + 1000,
+            T0 + 1,
+        )
+        .await
+        .unwrap();
     let Change::Applied(r) = c else {
         panic!("started: {c:?}")
     };
@@ -393,16 +433,34 @@ async fn started_and_taken_until(t: TestDb) {
     );
     // A duplicate started event with an older claim changes nothing.
     assert_eq!(
-        t.db.mark_started("t1", 0, 31, T0 + 900, T0 + 2)
-            .await
-            .unwrap(),
+        t.db.mark_started(
+            "t1",
+            0,
+            StartedBuild {
+                build_id: Some(31),
+                number: None
+            },
+            T0 + 900,
+            T0 + 2
+        )
+        .await
+        .unwrap(),
         Change::Unchanged(r.clone())
     );
     // One with a later claim keeps the build id and moves takenUntil.
     let c =
-        t.db.mark_started("t1", 0, 31, T0 + 1100, T0 + 3)
-            .await
-            .unwrap();
+        t.db.mark_started(
+            "t1",
+            0,
+            StartedBuild {
+                build_id: Some(31),
+                number: None,
+            },
+            T0 + 1100,
+            T0 + 3,
+        )
+        .await
+        .unwrap();
     assert!(
         matches!(c, Change::Applied(ref r) if r.build_id == Some(30) && r.taken_until == Some(T0 + 1100))
     );
@@ -431,9 +489,18 @@ async fn started_and_taken_until(t: TestDb) {
         Change::Refused(_)
     ));
     assert!(matches!(
-        t.db.mark_started("t1", 0, 30, T0 + 9000, T0 + 8)
-            .await
-            .unwrap(),
+        t.db.mark_started(
+            "t1",
+            0,
+            StartedBuild {
+                build_id: Some(30),
+                number: None
+            },
+            T0 + 9000,
+            T0 + 8
+        )
+        .await
+        .unwrap(),
         Change::Refused(_)
     ));
 }

@@ -8,6 +8,7 @@ CREATE TABLE mappings (
         CHECK (state IN ('pending', 'requested', 'running', 'retrying', 'resolved')),
     build_request_id BIGINT,
     build_id         BIGINT,
+    build_number     BIGINT,
     master           TEXT NOT NULL,
     deadline         BIGINT NOT NULL,
     created          BIGINT NOT NULL,

@@ -2,6 +2,7 @@
 //! `BBB_*` environment overrides each role documents.
 
 use anyhow::Context;
+use bbb_listeners::BridgeConfig;
 use bbb_queue::QueueConfig;
 use bbb_workers::WorkerConfig;
 use serde::{Deserialize, Serialize};
@@ -9,6 +10,11 @@ use std::path::Path;
 
 /// Help for `bbb up`.
 pub const UP_HELP: &str = "\
+`bbb up` also runs the bridge (TC listener, Buildbot listener, reflector) on the task
+queue buildbot-bridge/buildbot-bridge against an in-memory sandbox Buildbot master with
+the builders linux.build, linux.test, win.build and win.test, and submits one demo task
+(skip it with --no-demo). A [bridge] section in --config may point it at a real master.
+
 Environment:
   BBB_DATA_DIR            data directory (default ./bbb-data)
   BBB_LISTEN              address:port of the queue API (default 127.0.0.1:8080)
@@ -25,6 +31,8 @@ pub struct FileConfig {
     pub auth: Option<toml::Table>,
     /// `[worker]`.
     pub worker: Option<toml::Table>,
+    /// `[bridge]`.
+    pub bridge: Option<toml::Table>,
 }
 
 /// What `bbb config --print` shows.
@@ -34,6 +42,8 @@ pub struct Printable {
     pub queue: QueueConfig,
     /// The worker section.
     pub worker: WorkerConfig,
+    /// The bridge section.
+    pub bridge: BridgeConfig,
 }
 
 impl FileConfig {
@@ -66,6 +76,26 @@ impl FileConfig {
         cfg.validate()
             .map_err(|e| anyhow::anyhow!("worker configuration: {e}"))?;
         Ok(cfg)
+    }
+
+    /// The bridge's configuration: file, then environment (not yet validated:
+    /// `bbb up` fills in the queue and the master).
+    pub fn bridge_config(&self) -> anyhow::Result<BridgeConfig> {
+        let table = self.bridge.clone().unwrap_or_default();
+        let mut cfg: BridgeConfig = toml::Value::Table(table)
+            .try_into()
+            .context("the [bridge] section")?;
+        cfg.apply_env().map_err(anyhow::Error::msg)?;
+        Ok(cfg)
+    }
+
+    /// Whether the file or the environment names the bridge's mapping database.
+    pub fn bridge_state_configured(&self) -> bool {
+        std::env::var_os("BBB_STATE_DATABASE_URL").is_some()
+            || self
+                .bridge
+                .as_ref()
+                .is_some_and(|b| b.get("state_database_url").is_some())
     }
 
     /// The worker's configuration without the completeness check (`bbb up` fills in the rest).

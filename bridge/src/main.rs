@@ -2,6 +2,8 @@
 //! this file only parses the command line and wires them together.
 
 mod config;
+mod demo;
+mod roles;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -16,7 +18,7 @@ use tokio_util::sync::CancellationToken;
     about = "bbb: a TaskCluster-compatible queue, native workers and a Buildbot bridge"
 )]
 struct Cli {
-    /// TOML configuration file (sections [queue], [auth], [worker]).
+    /// TOML configuration file (sections [queue], [auth], [worker], [bridge]).
     #[arg(long, global = true, env = "BBB_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -32,6 +34,9 @@ enum Command {
         /// Directory for the database, artifacts, task directories and the root token.
         #[arg(long, default_value = "bbb-data", env = "BBB_DATA_DIR")]
         data_dir: PathBuf,
+        /// Do not submit the demo bridged task.
+        #[arg(long)]
+        no_demo: bool,
     },
     /// Run the native queue (HTTP API, resolvers, event relay).
     #[command(after_help = bbb_queue::config::ENV_HELP)]
@@ -39,7 +44,20 @@ enum Command {
     /// Run a native worker against a queue.
     #[command(after_help = bbb_workers::WorkerConfig::ENV_HELP)]
     Worker,
-    /// Apply database migrations and exit.
+    /// Run the bridge: TC listener, Buildbot listener and reflector.
+    #[command(after_help = bbb_listeners::BridgeConfig::ENV_HELP)]
+    Bridge,
+    /// Run the bridge's TC listener alone (task-pending / task-exception -> build requests).
+    #[command(after_help = bbb_listeners::BridgeConfig::ENV_HELP)]
+    TcListener,
+    /// Run the bridge's Buildbot listener alone (build events -> claims and resolutions).
+    #[command(after_help = bbb_listeners::BridgeConfig::ENV_HELP)]
+    BbListener,
+    /// Run the bridge's reflector alone (periodic reclaims and repairs).
+    #[command(after_help = bbb_listeners::BridgeConfig::ENV_HELP)]
+    Reflector,
+    /// Apply database migrations and exit: the queue's database, and the bridge's
+    /// mapping database when BBB_STATE_DATABASE_URL (or [bridge] state_database_url) is set.
     #[command(after_help = bbb_queue::config::ENV_HELP)]
     Migrate,
     /// Run a benchmark program and print its figures.
@@ -102,6 +120,40 @@ async fn main() -> anyhow::Result<()> {
                 "migrations applied to {}",
                 bbb_queue::db::mask_url(&cfg.database_url)
             );
+            if file.bridge_state_configured() {
+                let bcfg = file.bridge_config()?;
+                let state = bbb_state::StateDb::connect(&bcfg.state_database_url, 1).await?;
+                state.migrate().await?;
+                println!(
+                    "migrations applied to {}",
+                    bbb_state::mask_url(&bcfg.state_database_url)
+                );
+            }
+        }
+        Command::Bridge => run_roles(&file, roles::RoleSet::ALL).await?,
+        Command::TcListener => {
+            let set = roles::RoleSet {
+                tc_listener: true,
+                bb_listener: false,
+                reflector: false,
+            };
+            run_roles(&file, set).await?
+        }
+        Command::BbListener => {
+            let set = roles::RoleSet {
+                tc_listener: false,
+                bb_listener: true,
+                reflector: false,
+            };
+            run_roles(&file, set).await?
+        }
+        Command::Reflector => {
+            let set = roles::RoleSet {
+                tc_listener: false,
+                bb_listener: false,
+                reflector: true,
+            };
+            run_roles(&file, set).await?
         }
         Command::Worker => {
             let cfg = file.worker_config()?;
@@ -114,7 +166,7 @@ async fn main() -> anyhow::Result<()> {
             });
             worker.run(stop).await?;
         }
-        Command::Up { data_dir } => up(file, data_dir).await?,
+        Command::Up { data_dir, no_demo } => up(file, data_dir, !no_demo).await?,
         Command::Bench(BenchCommand::Queue {
             backends,
             concurrency,
@@ -142,7 +194,8 @@ async fn main() -> anyhow::Result<()> {
                     "{}",
                     toml::to_string_pretty(&config::Printable {
                         queue: q,
-                        worker: w
+                        worker: w,
+                        bridge: file.bridge_config()?.masked(),
                     })?
                 );
             }
@@ -151,8 +204,31 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `bbb up`: the queue and one worker in this process.
-async fn up(file: FileConfig, data_dir: PathBuf) -> anyhow::Result<()> {
+/// `bbb bridge` and its single-role variants, until SIGINT/SIGTERM.
+async fn run_roles(file: &FileConfig, set: roles::RoleSet) -> anyhow::Result<()> {
+    let cfg = file.bridge_config()?;
+    cfg.validate().map_err(anyhow::Error::msg)?;
+    if cfg.amqp_url.is_none() && cfg.buildbot_kind != bbb_listeners::BuildbotKind::Sandbox {
+        anyhow::bail!(
+            "BBB_AMQP_URL is required: the bridge reads the queue's Pulse exchanges \
+             (and the masters' build events) from the broker"
+        );
+    }
+    let bus = bbb_pulse::Bus::connect(cfg.amqp_url.as_deref()).await?;
+    let master = roles::legacy_master(&cfg, &bus, None).await?;
+    let running = roles::start(&cfg, set, bus.clone(), master).await?;
+    if let Some(addr) = running.metrics_addr {
+        println!("bbb bridge running; metrics on http://{addr}/metrics");
+    }
+    shutdown_signal().await;
+    running.shutdown().await;
+    bus.close().await;
+    Ok(())
+}
+
+/// `bbb up`: the queue, one native worker and the bridge on a sandbox master,
+/// in this process.
+async fn up(file: FileConfig, data_dir: PathBuf, demo: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize()?;
@@ -201,6 +277,35 @@ async fn up(file: FileConfig, data_dir: PathBuf) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let worker_task = tokio::spawn(worker.run(stop.clone()));
 
+    let mut bcfg = file.bridge_config()?;
+    bcfg.queue_root_url = running.root_url.clone();
+    bcfg.queue_client_id = "root".into();
+    bcfg.queue_access_token = token.clone();
+    if !file.bridge_state_configured() {
+        bcfg.state_database_url = format!(
+            "sqlite://{}",
+            data_dir.join("bridge-state.sqlite").display()
+        );
+    }
+    if file
+        .bridge
+        .as_ref()
+        .is_none_or(|b| b.get("buildbot_kind").is_none())
+        && std::env::var_os("BBB_BUILDBOT_KIND").is_none()
+    {
+        bcfg.buildbot_kind = bbb_listeners::BuildbotKind::Sandbox;
+    }
+    if std::env::var_os("BBB_METRICS_LISTEN").is_none()
+        && file
+            .bridge
+            .as_ref()
+            .is_none_or(|b| b.get("metrics_listen").is_none())
+    {
+        bcfg.metrics_listen = "127.0.0.1:0".into();
+    }
+    let master = roles::legacy_master(&bcfg, &running.bus, None).await?;
+    let bridge = roles::start(&bcfg, roles::RoleSet::ALL, running.bus.clone(), master).await?;
+
     println!("bbb is up.");
     println!("  root URL:        {}", running.root_url);
     println!("  client id:       root");
@@ -209,6 +314,15 @@ async fn up(file: FileConfig, data_dir: PathBuf) -> anyhow::Result<()> {
         "  native worker:   task queue {} (worker {}/{})",
         wcfg.task_queue_id, wcfg.worker_group, wcfg.worker_id
     );
+    println!(
+        "  bridge:          task queue {} -> {:?} master (metrics: {})",
+        bcfg.task_queue_id,
+        bcfg.buildbot_kind,
+        bridge
+            .metrics_addr
+            .map(|a| format!("http://{a}/metrics"))
+            .unwrap_or_else(|| "off".into())
+    );
     println!("  data directory:  {}", data_dir.display());
     println!();
     println!(
@@ -216,7 +330,18 @@ async fn up(file: FileConfig, data_dir: PathBuf) -> anyhow::Result<()> {
         running.root_url
     );
     println!("Stop with Ctrl-C.");
+    let demo_task = demo.then(|| {
+        tokio::spawn(demo::bridged_task(
+            running.root_url.clone(),
+            token.clone(),
+            bcfg.task_queue_id.clone(),
+        ))
+    });
     shutdown_signal().await;
+    if let Some(t) = demo_task {
+        t.abort();
+    }
+    bridge.shutdown().await;
     stop.cancel();
     match worker_task.await {
         Ok(Err(e)) => tracing::error!(error = %e, "worker stopped with an error"),

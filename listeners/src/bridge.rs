@@ -89,6 +89,10 @@ pub enum BridgeError {
     /// The message cannot be handled, now or ever.
     #[error("bad message: {0}")]
     BadMessage(String),
+    /// The event came before the state it applies to (a build started before
+    /// its request's id was recorded): try again shortly.
+    #[error("not yet: {0}")]
+    NotYet(String),
 }
 
 impl BridgeError {
@@ -96,7 +100,7 @@ impl BridgeError {
     pub fn is_transient(&self) -> bool {
         match self {
             BridgeError::Queue(e) => e.is_transient(),
-            BridgeError::State(_) | BridgeError::Legacy(_) => true,
+            BridgeError::State(_) | BridgeError::Legacy(_) | BridgeError::NotYet(_) => true,
             BridgeError::BadMessage(_) => false,
         }
     }
@@ -556,6 +560,23 @@ impl Bridge {
         let mut outcome = "not-ours";
         for brid in event.build_request_ids() {
             let Some(row) = self.state.current_for_build_request(brid.0 as i64).await? else {
+                if let LegacyEvent::BuildStarted {
+                    task_id: Some(task_id),
+                    ..
+                } = event
+                    && self
+                        .state
+                        .rows_for_task(task_id)
+                        .await?
+                        .iter()
+                        .any(|r| r.state == RowState::Pending && r.build_request_id.is_none())
+                {
+                    // The master started the build before the injecting listener
+                    // recorded the request's id.
+                    return Err(BridgeError::NotYet(format!(
+                        "build request {brid} of task {task_id} is not recorded yet"
+                    )));
+                }
                 continue;
             };
             outcome = match event {

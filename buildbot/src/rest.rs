@@ -102,7 +102,8 @@ impl fmt::Debug for RestAuth {
 pub struct RestMasterConfig {
     /// The REST API's base URL, `http://host:8010/api/v2`. The master's own
     /// URL (`http://host:8010/`, its `buildbotURL`) is accepted too: `api/v2`
-    /// is appended to a URL whose path does not end with it.
+    /// is appended to a URL whose path does not end with it. Only `http`:
+    /// the crate's HTTP client is built without TLS.
     pub api_url: String,
     /// The force scheduler to submit through ([`DEFAULT_SCHEDULER`]). It
     /// must list every builder bbb submits to.
@@ -276,10 +277,19 @@ impl RestMaster {
                 reason: e.to_string(),
             })?;
         let api = api_base(&config.api_url);
-        url::Url::parse(&api).map_err(|e| LegacyError::InvalidUrl {
+        let parsed = url::Url::parse(&api).map_err(|e| LegacyError::InvalidUrl {
             url: mask_url(&api),
             reason: e.to_string(),
         })?;
+        if parsed.scheme() != "http" {
+            // The workspace builds reqwest 0.12 without a TLS backend.
+            return Err(LegacyError::InvalidUrl {
+                url: mask_url(&api),
+                reason: "only http:// is supported (this build has no TLS client); \
+                         reach an https master through a local proxy"
+                    .to_owned(),
+            });
+        }
         tracing::info!(api = %mask_url(&api), scheduler = %config.scheduler, "Buildbot REST adapter configured");
         Ok(RestMaster {
             inner: Arc::new(Inner {
@@ -499,7 +509,8 @@ impl RestMaster {
     }
 
     /// Builds matching the `buildrequestid` or `buildid` values (SQL `IN`),
-    /// with the `taskId` and `log_url` properties.
+    /// with the `taskId`, `log_url` and `buildnumber` properties (the last
+    /// one tells that the master has written the build's properties).
     async fn builds_where(&self, field: &str, ids: &[u64]) -> Result<Vec<RestBuild>> {
         let mut builds = Vec::new();
         for chunk in ids.chunks(IN_CHUNK) {
@@ -509,6 +520,7 @@ impl RestMaster {
                 ("order", "buildid".to_owned()),
                 ("property", "taskId".to_owned()),
                 ("property", "log_url".to_owned()),
+                ("property", "buildnumber".to_owned()),
             ]);
             if let Some(body) = self.get("/builds", &query).await? {
                 builds.extend(
@@ -923,6 +935,7 @@ impl RestPoller {
                     ("limit", BATCH.to_string()),
                     ("property", "taskId".to_owned()),
                     ("property", "log_url".to_owned()),
+                    ("property", "buildnumber".to_owned()),
                 ],
             )
             .await?;
@@ -964,7 +977,11 @@ impl RestPoller {
         let builder = self.master.builder_name(build.builder_id).await?;
         let master = self.master.master_name(build.master_id).await;
         let task_id = build.property_str("taskId");
-        if self.started_seen.insert(build.id) {
+        // The master writes a build's properties just after its row: report
+        // the start once they are there (`buildnumber` is always among them),
+        // or once the build is complete.
+        let ready = build.complete || !build.properties.is_empty();
+        if ready && self.started_seen.insert(build.id) {
             events.push(LegacyEvent::BuildStarted {
                 build_request_ids: request_ids.clone(),
                 builder: builder.clone(),
@@ -1084,6 +1101,13 @@ mod tests {
         assert_eq!(api_base("http://bb:8010/api/v2/"), "http://bb:8010/api/v2");
         assert_eq!(api_base("http://bb:8010/"), "http://bb:8010/api/v2");
         assert_eq!(api_base("http://bb:8010"), "http://bb:8010/api/v2");
+    }
+
+    #[test]
+    fn https_is_refused_up_front() {
+        let error = super::RestMaster::new(super::RestMasterConfig::new("https://bb/api/v2"))
+            .expect_err("no TLS client");
+        assert!(error.to_string().contains("only http://"), "{error}");
     }
 
     #[test]

@@ -128,8 +128,8 @@ struct WorkerProcess {
 /// `bbb-offline`, whose worker never connects, so its requests stay
 /// pending.
 ///
-/// Each process runs in its own session, so stopping it also ends the
-/// commands its builds started. [`stop`](Self::stop) (or dropping the value)
+/// Each process runs in its own session (`setsid`), so stopping it also ends
+/// the commands its builds started. [`stop`](Self::stop) (or dropping the value)
 /// ends every process, removes the directory, and drops the database and the
 /// vhost.
 #[derive(Debug)]
@@ -190,13 +190,47 @@ fn spawn_session(program: &Path, args: &[&str], log: &Path) -> Result<Child> {
         .spawn()?)
 }
 
-/// Sends `signal` to every process of the session led by `child`.
-fn signal_session(child: &Child, signal: &str) {
-    let _ = Command::new("pkill")
-        .args([&format!("-{signal}"), "-s", &child.id().to_string()])
+/// The processes of session `sid` (from `/proc/<pid>/stat`).
+fn session_members(sid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return vec![sid];
+    };
+    let mut pids: Vec<u32> = entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // "pid (comm) state ppid pgrp session ..."; comm may hold spaces.
+                    let rest = &stat[stat.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(3)?.parse::<u32>().ok()
+                })
+                == Some(sid)
+        })
+        .collect();
+    if !pids.contains(&sid) {
+        pids.push(sid);
+    }
+    pids
+}
+
+/// Sends `signal` (`TERM`, `KILL`) to the given processes (the shell's
+/// `kill`, so no other tool is needed).
+fn send_signal(signal: &str, pids: &[u32]) {
+    let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+    let _ = Command::new("sh")
+        .args([
+            "-c",
+            &format!("kill -{signal} {} 2>/dev/null", list.join(" ")),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
+}
+
+/// Sends `signal` to every process of the session led by `child`.
+fn signal_session(child: &Child, signal: &str) {
+    send_signal(signal, &session_members(child.id()));
 }
 
 /// Kills the session of `child` and reaps it.
@@ -208,9 +242,7 @@ fn kill_session(child: &mut Child) {
 
 /// Asks the master to shut down (SIGTERM), killing it after `grace`.
 fn stop_master(child: &mut Child, grace: Duration) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
+    send_signal("TERM", &[child.id()]);
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {

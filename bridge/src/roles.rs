@@ -104,7 +104,7 @@ pub async fn legacy_master(
             Arc::new(RestMaster::new(c)?)
         }
         BuildbotKind::Sandbox => {
-            let sc = sandbox.unwrap_or_else(SandboxConfig::accepting_any_builder);
+            let sc = sandbox.unwrap_or_default();
             Arc::new(SandboxMaster::start(sc).await)
         }
     })

@@ -136,6 +136,44 @@ async fn successful_build_is_reported_by_the_reporter() {
     spec.priority = 2;
     let brid = adapter.submit(&spec).await.unwrap();
 
+    // The request carries the priority, the buildset the exact reason and
+    // the source stamp.
+    let http = reqwest::Client::new();
+    let request: serde_json::Value = http
+        .get(format!("{}/buildrequests/{}", master.api_url, brid.0))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let request = &request["buildrequests"][0];
+    assert_eq!(request["priority"], json!(2));
+    let buildset: serde_json::Value = http
+        .get(format!(
+            "{}/buildsets/{}",
+            master.api_url, request["buildsetid"]
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let buildset = &buildset["buildsets"][0];
+    assert_eq!(
+        buildset["reason"],
+        json!("Created by BBB for task taskSuccess1")
+    );
+    let stamp = &buildset["sourcestamps"][0];
+    assert_eq!(stamp["branch"], json!("integration/mozilla-inbound"));
+    assert_eq!(stamp["revision"], json!("abcdef0123456789"));
+    assert_eq!(
+        stamp["repository"],
+        json!("https://hg.mozilla.org/integration/mozilla-inbound")
+    );
+    assert_eq!(stamp["project"], json!("mozilla-inbound"));
+
     let (started, _) = wait_for(&mut stream, WAIT, started_for(brid)).await;
     let LegacyEvent::BuildStarted {
         builder,
@@ -204,10 +242,19 @@ async fn failed_build_is_reported() {
     let adapter = full_adapter(&master).await;
     let mut stream = events(&adapter).await;
 
-    let brid = adapter
-        .submit(&scripted("taskFailure1", "bbb-mac", json!({"bb_exit": 2})))
-        .await
-        .unwrap();
+    let mut spec = scripted("taskFailure1", "bbb-mac", json!({"bb_exit": 2}));
+    spec.priority = -3;
+    let brid = adapter.submit(&spec).await.unwrap();
+    let request: serde_json::Value = reqwest::get(format!(
+        "{}/buildrequests/{}?field=priority",
+        master.api_url, brid.0
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(request["buildrequests"][0]["priority"], json!(-3));
     let (finished, _) = wait_for(&mut stream, WAIT, finished_for(brid)).await;
     assert!(matches!(
         finished,

@@ -56,8 +56,9 @@ enum Command {
     /// Run the bridge's reflector alone (periodic reclaims and repairs).
     #[command(after_help = bbb_listeners::BridgeConfig::ENV_HELP)]
     Reflector,
-    /// Apply database migrations and exit: the queue's database, and the bridge's
-    /// mapping database when BBB_STATE_DATABASE_URL (or [bridge] state_database_url) is set.
+    /// Apply database migrations and exit: the bridge's mapping database when
+    /// BBB_STATE_DATABASE_URL (or [bridge] state_database_url) is set, and the queue's
+    /// database when it is configured or the mapping database is not.
     #[command(after_help = bbb_queue::config::ENV_HELP)]
     Migrate,
     /// Run a benchmark program and print its figures.
@@ -114,12 +115,20 @@ async fn main() -> anyhow::Result<()> {
             running.shutdown().await;
         }
         Command::Migrate => {
-            let cfg = file.queue_config()?;
-            bbb_queue::server::open_db(&cfg).await?;
-            println!(
-                "migrations applied to {}",
-                bbb_queue::db::mask_url(&cfg.database_url)
-            );
+            let queue_configured = std::env::var_os("BBB_DATABASE_URL").is_some()
+                || file
+                    .queue
+                    .as_ref()
+                    .is_some_and(|q| q.get("database_url").is_some());
+            // On a bridge-only host, only the mapping DB is migrated.
+            if queue_configured || !file.bridge_state_configured() {
+                let cfg = file.queue_config()?;
+                bbb_queue::server::open_db(&cfg).await?;
+                println!(
+                    "migrations applied to {}",
+                    bbb_queue::db::mask_url(&cfg.database_url)
+                );
+            }
             if file.bridge_state_configured() {
                 let bcfg = file.bridge_config()?;
                 let state = bbb_state::StateDb::connect(&bcfg.state_database_url, 1).await?;
@@ -220,9 +229,16 @@ async fn run_roles(file: &FileConfig, set: roles::RoleSet) -> anyhow::Result<()>
     if let Some(addr) = running.metrics_addr {
         println!("bbb bridge running; metrics on http://{addr}/metrics");
     }
-    shutdown_signal().await;
+    let failed = running.failed.clone();
+    let role_failed = tokio::select! {
+        _ = shutdown_signal() => false,
+        _ = failed.cancelled() => true,
+    };
     running.shutdown().await;
     bus.close().await;
+    if role_failed {
+        anyhow::bail!("a bridge role stopped; exiting so the supervisor restarts the process");
+    }
     Ok(())
 }
 
@@ -337,7 +353,11 @@ async fn up(file: FileConfig, data_dir: PathBuf, demo: bool) -> anyhow::Result<(
             bcfg.task_queue_id.clone(),
         ))
     });
-    shutdown_signal().await;
+    let failed = bridge.failed.clone();
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        _ = failed.cancelled() => tracing::error!("a bridge role stopped; shutting down"),
+    }
     if let Some(t) = demo_task {
         t.abort();
     }

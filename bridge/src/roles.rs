@@ -98,7 +98,7 @@ pub async fn legacy_master(
                 };
             }
             if !bus.is_in_process() {
-                c.pulse = Some(pulse(&cfg.reporter_exchange, "buildbot-reporter"));
+                c.pulse = Some(pulse(&cfg.reporter_exchange, "buildbot-builds"));
             }
             c.poll = Some(poll);
             Arc::new(RestMaster::new(c)?)
@@ -114,6 +114,9 @@ pub async fn legacy_master(
 pub struct RunningBridge {
     /// Where `/metrics` listens, if it does.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Fires when a role stops on its own (an error it cannot recover from):
+    /// the process should then exit, so its supervisor restarts it.
+    pub failed: CancellationToken,
     cancel: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -165,6 +168,7 @@ pub async fn start(
     let metrics = Arc::new(Metrics::default());
     let bridge = Arc::new(Bridge::new(queue, state, master, settings, metrics));
     let cancel = CancellationToken::new();
+    let failed = CancellationToken::new();
     let mut tasks = Vec::new();
     if roles.tc_listener {
         let settings = TcListenerSettings {
@@ -172,18 +176,28 @@ pub async fn start(
             queue_prefix: cfg.queue_prefix.clone(),
             ..TcListenerSettings::default()
         };
-        let (b, c, bus) = (bridge.clone(), cancel.clone(), bus.clone());
+        let (b, c, f, bus) = (bridge.clone(), cancel.clone(), failed.clone(), bus.clone());
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = tc_listener::run(b, bus, settings, c).await {
-                tracing::error!(error = %e, "TC listener stopped");
+            let result = tc_listener::run(b, bus, settings, c.clone()).await;
+            if !c.is_cancelled() {
+                match result {
+                    Err(e) => tracing::error!(error = %e, "TC listener stopped"),
+                    Ok(()) => tracing::error!("TC listener stopped unexpectedly"),
+                }
+                f.cancel();
             }
         }));
     }
     if roles.bb_listener {
-        let (b, c) = (bridge.clone(), cancel.clone());
+        let (b, c, f) = (bridge.clone(), cancel.clone(), failed.clone());
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = bb_listener::run(b, BbListenerSettings::default(), c).await {
-                tracing::error!(error = %e, "Buildbot listener stopped");
+            let result = bb_listener::run(b, BbListenerSettings::default(), c.clone()).await;
+            if !c.is_cancelled() {
+                match result {
+                    Err(e) => tracing::error!(error = %e, "Buildbot listener stopped"),
+                    Ok(()) => tracing::error!("Buildbot listener stopped unexpectedly"),
+                }
+                f.cancel();
             }
         }));
     }
@@ -196,10 +210,15 @@ pub async fn start(
             ..ReflectorSettings::default()
         };
         let reflector = Arc::new(Reflector::new(bridge.clone(), settings));
-        let c = cancel.clone();
+        let (c, f) = (cancel.clone(), failed.clone());
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = reflector.run(c).await {
-                tracing::error!(error = %e, "reflector stopped");
+            let result = reflector.run(c.clone()).await;
+            if !c.is_cancelled() {
+                match result {
+                    Err(e) => tracing::error!(error = %e, "reflector stopped"),
+                    Ok(()) => tracing::error!("reflector stopped unexpectedly"),
+                }
+                f.cancel();
             }
         }));
     }
@@ -229,6 +248,7 @@ pub async fn start(
     );
     Ok(RunningBridge {
         metrics_addr,
+        failed,
         cancel,
         tasks,
     })

@@ -100,7 +100,16 @@ impl BridgeError {
     pub fn is_transient(&self) -> bool {
         match self {
             BridgeError::Queue(e) => e.is_transient(),
-            BridgeError::State(_) | BridgeError::Legacy(_) | BridgeError::NotYet(_) => true,
+            BridgeError::State(_) | BridgeError::NotYet(_) => true,
+            // Configuration and input errors do not heal by themselves.
+            BridgeError::Legacy(e) => !matches!(
+                e,
+                LegacyError::Invalid(_)
+                    | LegacyError::NoMasterUrl(_)
+                    | LegacyError::UnknownBuilder(_)
+                    | LegacyError::InvalidUrl { .. }
+                    | LegacyError::Json(_)
+            ),
             BridgeError::BadMessage(_) => false,
         }
     }
@@ -368,8 +377,13 @@ impl Bridge {
                     self.metrics.inc("bbb_bridge_build_requests_total", "");
                     (brid, "injected")
                 }
-                Err(LegacyError::UnknownBuilder(name)) => {
-                    let reason = format!("builder {name:?} does not exist on the Buildbot master");
+                Err(e @ (LegacyError::UnknownBuilder(_) | LegacyError::Invalid(_))) => {
+                    let reason = match e {
+                        LegacyError::UnknownBuilder(name) => {
+                            format!("builder {name:?} does not exist on the Buildbot master")
+                        }
+                        other => format!("the Buildbot master refused the build request: {other}"),
+                    };
                     let status = self.queue.status(task_id).await?;
                     self.state
                         .mark_resolved(task_id, row.run_id, Resolution::Exception, self.now())
@@ -636,7 +650,12 @@ impl Bridge {
         brid: BuildRequestId,
         build: StartedBuild,
     ) -> BridgeResult<Outcome> {
-        if row.state == RowState::Retrying {
+        // A later build of the request while the row's run still runs: the run's
+        // build ended RETRY (the request runs again) and that event is not
+        // applied yet. Recording the new build on this run would hide the RETRY.
+        let requeued = row.state == RowState::Running
+            && matches!((row.build_number, build.number), (Some(old), Some(new)) if new > old);
+        if row.state == RowState::Retrying || requeued {
             // The retried request started again before the next run's row existed.
             self.build_retried(&row, row.build_number).await?;
             match self.state.current_for_build_request(brid.0 as i64).await? {
@@ -646,6 +665,22 @@ impl Bridge {
         }
         if !matches!(row.state, RowState::Requested | RowState::Running) {
             return Ok("not-active");
+        }
+        if row.run_id > 0
+            && let Some(number) = build.number
+            && self
+                .state
+                .find_by_build_request(brid.0 as i64)
+                .await?
+                .iter()
+                .any(|r| r.run_id < row.run_id && r.build_number == Some(number))
+        {
+            // A late copy of the start of the build that served an earlier run
+            // (it ended RETRY): recording it on this run would let that build's
+            // RETRY retry this run too.
+            debug!(task.id = %row.task_id, run.id = row.run_id, build_request.id = brid.0,
+                   build.number = number, "start of an earlier run's build ignored");
+            return Ok("stale-build");
         }
         let task_id = row.task_id.clone();
         match self.queue.claim(&task_id, run_u32(&row)).await {

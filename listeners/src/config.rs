@@ -54,7 +54,8 @@ pub struct BridgeConfig {
     pub buildbot_user: Option<String>,
     /// Password for the master's REST API. Masked when printed.
     pub buildbot_password: Option<String>,
-    /// Exchange bbb's reporter plugin publishes to (`rest`).
+    /// Exchange bbb's reporter plugin publishes to (`rest`; the plugin's default).
+    /// The bridge consumes it from the durable queue `<queue_prefix>/buildbot-builds`.
     pub reporter_exchange: String,
     /// Scheduler DB URL, `mysql://user:password@host/db` (`schedulerdb`). Masked when printed.
     pub schedulerdb_url: Option<String>,
@@ -67,7 +68,8 @@ pub struct BridgeConfig {
     pub master_urls: BTreeMap<String, String>,
     /// Web URL of masters not in `master_urls`.
     pub default_master_url: Option<String>,
-    /// Exchange the masters publish build events to (`schedulerdb`).
+    /// Exchange the masters publish build events to (`schedulerdb`), consumed from
+    /// the durable queue `<queue_prefix>/buildbot-builds`.
     pub build_exchange: String,
     /// Accepted builders (`schedulerdb`); empty with no `builders_url`: any.
     pub builders: Vec<String>,
@@ -113,7 +115,7 @@ impl Default for BridgeConfig {
             buildbot_scheduler: "bbb".to_owned(),
             buildbot_user: None,
             buildbot_password: None,
-            reporter_exchange: "exchange/bbb/build".to_owned(),
+            reporter_exchange: "exchange/build".to_owned(),
             schedulerdb_url: None,
             selfserve_url: None,
             selfserve_user: "buildbot-bridge".to_owned(),
@@ -289,6 +291,9 @@ Environment (overrides the [bridge] section of --config):
         }
         c.amqp_url = c.amqp_url.as_deref().map(mask_secret_in_url);
         c.schedulerdb_url = c.schedulerdb_url.as_deref().map(mask_secret_in_url);
+        c.buildbot_url = c.buildbot_url.as_deref().map(mask_secret_in_url);
+        c.selfserve_url = c.selfserve_url.as_deref().map(mask_secret_in_url);
+        c.builders_url = c.builders_url.as_deref().map(mask_secret_in_url);
         c.state_database_url = mask_secret_in_url(&c.state_database_url);
         c
     }

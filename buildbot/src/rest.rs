@@ -281,13 +281,10 @@ impl RestMaster {
             url: mask_url(&api),
             reason: e.to_string(),
         })?;
-        if parsed.scheme() != "http" {
-            // The workspace builds reqwest 0.12 without a TLS backend.
+        if !matches!(parsed.scheme(), "http" | "https") {
             return Err(LegacyError::InvalidUrl {
                 url: mask_url(&api),
-                reason: "only http:// is supported (this build has no TLS client); \
-                         reach an https master through a local proxy"
-                    .to_owned(),
+                reason: "expected an http:// or https:// URL".to_owned(),
             });
         }
         tracing::info!(api = %mask_url(&api), scheduler = %config.scheduler, "Buildbot REST adapter configured");
@@ -1104,10 +1101,12 @@ mod tests {
     }
 
     #[test]
-    fn https_is_refused_up_front() {
-        let error = super::RestMaster::new(super::RestMasterConfig::new("https://bb/api/v2"))
-            .expect_err("no TLS client");
-        assert!(error.to_string().contains("only http://"), "{error}");
+    fn http_and_https_are_accepted_and_other_schemes_refused() {
+        super::RestMaster::new(super::RestMasterConfig::new("https://bb/api/v2")).unwrap();
+        super::RestMaster::new(super::RestMasterConfig::new("http://bb/api/v2")).unwrap();
+        let error = super::RestMaster::new(super::RestMasterConfig::new("ftp://bb/api/v2"))
+            .expect_err("not HTTP");
+        assert!(error.to_string().contains("http://"), "{error}");
     }
 
     #[test]

@@ -629,10 +629,13 @@ impl Bridge {
                 LegacyEvent::RequestCompleted {
                     results, claimed, ..
                 } => {
-                    if *claimed || *results != BuildResult::Cancelled {
+                    if *claimed {
                         self.build_finished(&row, *results, &BTreeMap::new(), None)
                             .await?
                     } else {
+                        // Completed without a build that ran it: cancelled before it
+                        // (re)started, whatever result the canceller wrote (0.8
+                        // self-serve writes FAILURE), as `request_state` says too.
                         self.cancelled_on_master(&row).await?
                     }
                 }
@@ -1124,6 +1127,42 @@ impl Bridge {
             }
             None => Ok("no-such-run"),
         }
+    }
+
+    /// Adopts pending runs of the bridge's task queue that no listener has seen
+    /// (their task-pending message was lost, or published before the bridge's
+    /// durable queues existed): every pending run older than `settle_ms` without
+    /// a mapping row goes through [`Bridge::task_pending`]. Returns how many
+    /// pending runs were looked at and how many were adopted.
+    pub async fn adopt_pending(&self, settle_ms: i64) -> BridgeResult<(u64, u64)> {
+        let pending = self
+            .queue
+            .list_pending(&self.settings.task_queue_id)
+            .await?;
+        let cutoff = self.now() - settle_ms;
+        let (mut seen, mut adopted) = (0, 0);
+        for (task_id, run_id, inserted) in pending {
+            seen += 1;
+            if inserted > cutoff || self.state.get(&task_id, i64::from(run_id)).await?.is_some() {
+                continue;
+            }
+            match self.task_pending(&task_id, run_id, None).await {
+                Ok(outcome) => {
+                    if matches!(
+                        outcome,
+                        "injected" | "recovered" | "reused" | "refused" | "carried-over"
+                    ) {
+                        adopted += 1;
+                        info!(task.id = %task_id, run.id = run_id, outcome, "adopted a pending run no listener had seen");
+                    }
+                }
+                Err(e) => {
+                    warn!(task.id = %task_id, run.id = run_id, error = %e, "cannot adopt pending run");
+                    self.metrics.error("reflector");
+                }
+            }
+        }
+        Ok((seen, adopted))
     }
 
     /// A row whose task passed its deadline: make sure its build does not go on,

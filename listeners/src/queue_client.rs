@@ -294,6 +294,35 @@ impl QueueClient {
         parse_status("reportException", &answer["status"])
     }
 
+    /// Every pending run of a task queue: `(taskId, runId, inserted ms)`, all pages.
+    pub async fn list_pending(&self, task_queue_id: &str) -> TcResult<Vec<(String, u32, i64)>> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .queue
+                .listPendingTasks(task_queue_id, token.as_deref(), Some("1000"))
+                .await
+                .map_err(|e| TcError::from_client("listPendingTasks", e))?;
+            for t in page["tasks"].as_array().into_iter().flatten() {
+                let (Some(task_id), Some(run_id)) = (t["taskId"].as_str(), t["runId"].as_u64())
+                else {
+                    continue;
+                };
+                let inserted = t["inserted"].as_str().and_then(parse_time_ms).unwrap_or(0);
+                out.push((
+                    task_id.to_owned(),
+                    u32::try_from(run_id).unwrap_or(u32::MAX),
+                    inserted,
+                ));
+            }
+            token = page["continuationToken"].as_str().map(str::to_owned);
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
     /// Cancels the task (its pending or running run resolves `exception/canceled`).
     pub async fn cancel(&self, task_id: &str) -> TcResult<TaskStatus> {
         let answer = self

@@ -58,6 +58,8 @@ pub struct PassReport {
     pub reconciled: u64,
     /// Of those, rows whose state changed or needed an action.
     pub repaired: u64,
+    /// Pending runs of the task queue without a row, adopted (their task-pending was lost).
+    pub adopted: u64,
     /// Resolved rows purged.
     pub purged: u64,
     /// Rows whose action failed (they are taken again next time).
@@ -132,6 +134,17 @@ impl Reflector {
         ] {
             self.run_phase(phase, &mut report).await;
         }
+        match self
+            .bridge
+            .adopt_pending(ms(self.settings.settle_time))
+            .await
+        {
+            Ok((_, adopted)) => report.adopted = adopted,
+            Err(e) => {
+                warn!(error = %e, "cannot list the task queue's pending runs");
+                report.errors += 1;
+            }
+        }
         let cutoff = self.bridge.now() - ms(self.settings.retention);
         loop {
             match self.bridge.state.purge_resolved_before(cutoff, 1000).await {
@@ -153,6 +166,7 @@ impl Reflector {
         for (action, n) in [
             ("deadline", report.past_deadline),
             ("redrive", report.redriven),
+            ("adopt", report.adopted),
             ("repair", report.repaired),
             ("purge", report.purged),
         ] {

@@ -179,13 +179,25 @@ Environment (overrides the [bridge] section of --config):
   BBB_BUILDBOT_URL          REST API base of a Buildbot 4 master (rest)
   BBB_BUILDBOT_SCHEDULER    force scheduler to submit through (rest; default bbb)
   BBB_BUILDBOT_USER, BBB_BUILDBOT_PASSWORD   basic auth for the REST API (rest)
+  BBB_REPORTER_EXCHANGE     exchange of bbb's reporter plugin (rest; default exchange/build)
   BBB_SCHEDULERDB_URL       mysql://user:password@host/db of a 0.8 scheduler DB (schedulerdb)
+  BBB_BUILD_EXCHANGE        exchange the masters publish build events to (schedulerdb; default exchange/build)
   BBB_SELFSERVE_URL         self-serve (buildapi) base URL for cancels and stops (schedulerdb)
+  BBB_SELFSERVE_USER        X-Remote-User sent to self-serve (default buildbot-bridge)
+  BBB_DEFAULT_MASTER_URL    web URL of the masters, for stop URLs without self-serve (schedulerdb)
   BBB_BUILDERS              comma-separated accepted builders (schedulerdb; default: any)
   BBB_BUILDERS_URL          URL of a builder list or allthethings.json (schedulerdb)
   BBB_RESTRICTED_BUILDERS   comma-separated regexes of builders needing a builder-name scope
   BBB_IGNORED_BUILDERS      comma-separated regexes of builders the bridge leaves alone
+  BBB_BRIDGE_WORKER_GROUP, BBB_BRIDGE_WORKER_ID   claim identity shared by every instance
+                            (default buildbot-bridge/buildbot-bridge)
+  BBB_EXCHANGE_PREFIX       prefix of the queue's exchanges (default exchange/taskcluster-queue/v1/)
+  BBB_QUEUE_PREFIX          prefix of the bridge's durable queues (default queue/bbb-bridge)
+  BBB_POLL_INTERVAL_S       seconds between DB/REST polls for missed Buildbot events (default 5)
   BBB_REFLECTOR_INTERVAL_S  seconds between reflector passes (default 60)
+  BBB_RECLAIM_WINDOW_S      reclaim runs whose claim expires within this (default 600)
+  BBB_RECHECK_INTERVAL_S    compare each active row with master and queue this often (default 300)
+  BBB_RETENTION_DAYS        keep resolved rows this long (default 7)
   BBB_METRICS_LISTEN        address:port of /metrics (default 127.0.0.1:9464; empty: off)";
 
     /// Applies the `BBB_*` environment overrides.
@@ -203,8 +215,35 @@ Environment (overrides the [bridge] section of --config):
                 *slot = v;
             }
         }
-        if let Some(v) = var("BBB_BUILDBOT_SCHEDULER") {
-            self.buildbot_scheduler = v;
+        let more: [(&str, &mut String); 8] = [
+            ("BBB_BUILDBOT_SCHEDULER", &mut self.buildbot_scheduler),
+            ("BBB_BRIDGE_WORKER_GROUP", &mut self.worker_group),
+            ("BBB_BRIDGE_WORKER_ID", &mut self.worker_id),
+            ("BBB_EXCHANGE_PREFIX", &mut self.exchange_prefix),
+            ("BBB_QUEUE_PREFIX", &mut self.queue_prefix),
+            ("BBB_BUILD_EXCHANGE", &mut self.build_exchange),
+            ("BBB_REPORTER_EXCHANGE", &mut self.reporter_exchange),
+            ("BBB_SELFSERVE_USER", &mut self.selfserve_user),
+        ];
+        for (name, slot) in more {
+            if let Some(v) = var(name) {
+                *slot = v;
+            }
+        }
+        if let Some(v) = var("BBB_DEFAULT_MASTER_URL") {
+            self.default_master_url = Some(v);
+        }
+        if let Some(v) = num("BBB_POLL_INTERVAL_S")? {
+            self.poll_interval_s = v;
+        }
+        if let Some(v) = num("BBB_RECLAIM_WINDOW_S")? {
+            self.reclaim_window_s = v;
+        }
+        if let Some(v) = num("BBB_RECHECK_INTERVAL_S")? {
+            self.recheck_interval_s = v;
+        }
+        if let Some(v) = num("BBB_RETENTION_DAYS")? {
+            self.retention_days = v;
         }
         let options: [(&str, &mut Option<String>); 8] = [
             ("BBB_AMQP_URL", &mut self.amqp_url),

@@ -1,5 +1,6 @@
 //! See the crate README.
 #![doc = include_str!("../README.md")]
 
+pub mod bridge;
 pub mod client;
 pub mod queue;

@@ -1,29 +1,73 @@
-//! Bridged tasks through every path a build can take: the native queue, the
-//! TC and Buildbot listeners, a 0.8 scheduler DB on MariaDB and the
-//! legacy-master simulator.
+//! The bridge's end-to-end scenarios: bridged tasks through every path a
+//! build can take, from the native queue through the TC and Buildbot
+//! listeners to a legacy master and back. Each scenario runs twice: against
+//! the 0.8 scheduler DB on MariaDB driven by the simulator
+//! (`<scenario>::simulator`), and against a real Buildbot 4.3 master through
+//! the REST adapter (`<scenario>::buildbot4`). See the crate README for the
+//! list and what each checks on each kind.
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
 
-use bbb_buildbot::simulator::SimBuilder;
-use bbb_buildbot::{BuildRequestId, CancelOutcome, LegacyMaster, RequestState, StopTarget};
+use bbb_buildbot::{BuildRequestId, BuildResult, RequestState};
+use bbb_reflector::{Reflector, ReflectorSettings};
 use bbb_state::{Resolution, RowState};
-use common::{Env, Options, payload};
-use mysql_async::prelude::FromRow;
-use serde_json::json;
+use common::{Env, MasterKind, Options, payload};
+use serde_json::{Value, json};
 
-fn slow_builder() -> SimBuilder {
-    let mut b = SimBuilder::new("linux64-build");
-    b.duration = Duration::from_secs(600);
-    b
+scenarios!(
+    a_successful_build_completes_the_task_with_its_artifacts,
+    build_results_map_to_task_resolutions,
+    a_retried_build_continues_on_the_same_build_request_in_the_next_run,
+    a_deadline_passing_before_the_build_starts_cancels_the_request,
+    cancelling_a_pending_task_cancels_its_build_request,
+    cancelling_a_running_task_stops_its_build,
+    cancelling_a_pending_request_on_the_buildbot_side_cancels_the_task,
+    stopping_a_running_build_on_the_buildbot_side_cancels_the_task,
+    an_invalid_payload_is_refused_with_a_readable_log,
+    a_restricted_builder_runs_only_with_the_scope,
+    an_unknown_builder_is_refused,
+    a_high_priority_task_gets_request_priority_1,
+    merged_requests_each_resolve_their_run,
+    duplicate_and_concurrent_deliveries_make_one_build_request,
+    the_reflector_catches_up_a_missed_build_start_and_cancel,
+    a_rerun_while_the_request_still_waits_reuses_it,
+    ignored_builders_are_left_alone,
+);
+
+/// `a` with the keys of `b` added.
+fn with(mut a: Value, b: Value) -> Value {
+    if let (Some(a), Value::Object(b)) = (a.as_object_mut(), b) {
+        a.extend(b);
+    }
+    a
 }
 
-#[tokio::test]
-async fn a_successful_build_completes_the_task_with_its_artifacts() {
-    let env = Env::start(Options::default()).await;
+/// Checks that a refused task is resolved `exception/malformed-payload`
+/// with `wanted` in its log, and that nothing reached the master.
+async fn assert_refused(env: &Env, task_id: &str, wanted: &str) {
+    env.wait_run(task_id, 0, "exception", Some("malformed-payload"))
+        .await;
+    let log = env
+        .artifact_text(task_id, 0, "public/logs/live_backing.log")
+        .await;
+    assert!(log.contains(wanted), "{wanted:?} not in {log}");
+    assert!(env.requests(task_id).await.is_empty());
+    assert!(env.state.rows_for_task(task_id).await.unwrap().is_empty());
+}
+
+async fn a_successful_build_completes_the_task_with_its_artifacts(kind: MasterKind) {
+    let env = Env::start(kind, Options::default()).await;
     let task_id = env
-        .create_task(payload("linux64-build", json!({"who": "me"})), json!({}))
+        .create_task(
+            payload(
+                kind.builder(),
+                with(json!({"who": "me"}), kind.script_success()),
+            ),
+            json!({}),
+        )
         .await;
     let status = env.wait_run(&task_id, 0, "completed", None).await;
     let row = env
@@ -32,54 +76,76 @@ async fn a_successful_build_completes_the_task_with_its_artifacts() {
     assert_eq!(row.resolution, Some(Resolution::Completed));
     let requests = env.requests(&task_id).await;
     assert_eq!(requests.len(), 1, "{requests:?}");
-    assert_eq!(
-        row.build_request_id,
-        Some(requests[0].build_request_id.0 as i64)
-    );
+    let brid = requests[0].build_request_id;
+    assert_eq!(row.build_request_id, Some(brid.0 as i64));
+    assert_eq!(requests[0].buildername, kind.builder());
     // submitted_at is the run's scheduled time, not the task's created time.
+    let scheduled = status.run(0).unwrap().scheduled / 1000;
+    assert_eq!(requests[0].submitted_at, scheduled);
+    if kind.stores_submitted_at() {
+        assert_eq!(env.request_submitted_at(brid).await, scheduled);
+    }
     assert_eq!(
-        requests[0].submitted_at,
-        status.run(0).unwrap().scheduled / 1000
+        env.request_reason(brid).await,
+        format!("Created by BBB for task {task_id}")
     );
-    let props: serde_json::Value = serde_json::from_str(
+    assert!(matches!(
+        env.request_state(brid).await,
+        RequestState::Complete {
+            results: BuildResult::Success,
+            ..
+        }
+    ));
+    let props: Value = serde_json::from_str(
         &env.artifact_text(&task_id, 0, "public/properties.json")
             .await,
     )
     .unwrap();
     assert_eq!(props["taskId"][0], json!(task_id));
     assert_eq!(props["who"][0], json!("me"));
-    let reason: Vec<(String, String)> = env
-        .sched_query(&format!(
-            "SELECT reason, external_idstring FROM buildsets WHERE external_idstring = 'taskId:{task_id}'"
-        ))
-        .await
-        .into_iter()
-        .map(<(String, String)>::from_row)
-        .collect();
-    assert_eq!(
-        reason,
-        vec![(
-            format!("Created by BBB for task {task_id}"),
-            format!("taskId:{task_id}")
-        )]
-    );
+    assert_eq!(props["product"][0], json!("firefox"));
+    let artifacts = env.artifacts(&task_id, 0).await;
+    if kind.has_log_url() {
+        let log = env
+            .artifact(&task_id, 0, "public/logs/live_backing.log.gz")
+            .await;
+        assert_eq!(log["storageType"], json!("reference"), "{log}");
+        let location = env
+            .artifact_location(&task_id, 0, "public/logs/live_backing.log.gz")
+            .await;
+        assert!(
+            location.ends_with(&format!("/logs/{}/0.txt.gz", kind.builder())),
+            "{location}"
+        );
+    } else {
+        assert!(
+            !artifacts.contains(&"public/logs/live_backing.log.gz".to_owned()),
+            "{artifacts:?}"
+        );
+    }
     env.stop().await;
 }
 
-#[tokio::test]
-async fn build_results_map_to_task_resolutions() {
-    let env = Env::start(Options::default()).await;
-    let cases = [
-        ("FAILURE", "failed", None),
-        ("WARNINGS", "failed", None),
-        ("EXCEPTION", "exception", Some("internal-error")),
-        ("SKIPPED", "exception", Some("resource-unavailable")),
+async fn build_results_map_to_task_resolutions(kind: MasterKind) {
+    let env = Env::start(kind, Options::default()).await;
+    let mut cases = vec![
+        (BuildResult::Failure, "failed", None),
+        (BuildResult::Warnings, "failed", None),
+        (BuildResult::Exception, "exception", Some("internal-error")),
     ];
+    if kind == MasterKind::Simulator {
+        // Buildbot 4's test builders cannot end a build SKIPPED.
+        cases.push((
+            BuildResult::Skipped,
+            "exception",
+            Some("resource-unavailable"),
+        ));
+    }
     let mut ids = Vec::new();
-    for (result, _, _) in cases {
+    for (result, _, _) in &cases {
         ids.push(
             env.create_task(
-                payload("linux64-build", json!({"sim_result": result})),
+                payload(kind.builder(), kind.script_result(*result)),
                 json!({}),
             )
             .await,
@@ -90,157 +156,122 @@ async fn build_results_map_to_task_resolutions() {
         let row = env
             .wait_row(task_id, 0, "resolved", |r| r.state == RowState::Resolved)
             .await;
-        assert!(row.resolution.is_some(), "{result}: {row:?}");
-        assert_eq!(env.requests(task_id).await.len(), 1, "{result}");
+        let wanted = match state {
+            "failed" => Resolution::Failed,
+            _ => Resolution::Exception,
+        };
+        assert_eq!(row.resolution, Some(wanted), "{result}");
+        let requests = env.requests(task_id).await;
+        assert_eq!(requests.len(), 1, "{result}");
+        let state = env.request_state(requests[0].build_request_id).await;
+        assert!(
+            matches!(state, RequestState::Complete { results, .. } if results == result),
+            "{result}: {state:?}"
+        );
+        assert!(
+            env.artifacts(task_id, 0)
+                .await
+                .contains(&"public/properties.json".to_owned()),
+            "{result}"
+        );
+        assert_eq!(env.status(task_id).await.runs.len(), 1, "{result}");
     }
     env.stop().await;
 }
 
-#[tokio::test]
-async fn a_retried_build_continues_on_the_same_build_request_in_the_next_run() {
-    let env = Env::start(Options::default()).await;
+async fn a_retried_build_continues_on_the_same_build_request_in_the_next_run(kind: MasterKind) {
+    let env = Env::start(kind, Options::default()).await;
     let task_id = env
         .create_task(
-            payload("linux64-build", json!({"sim_result": "RETRY,SUCCESS"})),
+            payload(kind.builder(), kind.script_retry_then_success()),
             json!({}),
         )
         .await;
+    env.cause_retry(&task_id).await;
     let status = env.wait_run(&task_id, 1, "completed", None).await;
     let run0 = status.run(0).unwrap();
     assert_eq!(run0.state, "exception");
     assert_eq!(run0.reason_resolved.as_deref(), Some("worker-shutdown"));
+    assert_eq!(status.runs.len(), 2);
     let requests = env.requests(&task_id).await;
     assert_eq!(
         requests.len(),
         1,
         "a RETRY never makes a second request: {requests:?}"
     );
+    let brid = requests[0].build_request_id;
     let rows = env.state.rows_for_task(&task_id).await.unwrap();
-    assert_eq!(rows.len(), 2);
+    assert_eq!(rows.len(), 2, "{rows:#?}");
     assert!(
         rows.iter()
-            .all(|r| r.build_request_id == Some(requests[0].build_request_id.0 as i64))
+            .all(|r| r.build_request_id == Some(brid.0 as i64)),
+        "{rows:#?}"
     );
-    env.wait_row(&task_id, 1, "completed", |r| {
-        r.resolution == Some(Resolution::Completed)
-    })
-    .await;
-    env.stop().await;
-}
-
-#[tokio::test]
-async fn invalid_restricted_and_unknown_builders_are_refused_with_a_readable_log() {
-    let env = Env::start(Options {
-        builder_list: Some(vec!["linux64-build".into(), "release-build".into()]),
-        restricted: vec!["release-.*".into()],
-        ..Default::default()
-    })
-    .await;
-    let no_product = env
-        .create_task(
-            json!({"buildername": "linux64-build", "properties": {}}),
-            json!({}),
-        )
+    let row1 = env
+        .wait_row(&task_id, 1, "completed", |r| {
+            r.resolution == Some(Resolution::Completed)
+        })
         .await;
-    let restricted = env
-        .create_task(payload("release-build", json!({})), json!({}))
-        .await;
-    let unknown = env
-        .create_task(payload("no-such-builder", json!({})), json!({}))
-        .await;
-    for (task_id, wanted) in [
-        (&no_product, "product"),
-        (&restricted, "buildbot-bridge:builder-name:release-build"),
-        (&unknown, "does not exist"),
-    ] {
-        env.wait_run(task_id, 0, "exception", Some("malformed-payload"))
-            .await;
-        let log = env
-            .artifact_text(task_id, 0, "public/logs/live_backing.log")
-            .await;
-        assert!(log.contains(wanted), "{log}");
-        assert!(env.requests(task_id).await.is_empty());
-        assert!(env.state.rows_for_task(task_id).await.unwrap().is_empty());
-    }
-    // With the scope, the restricted builder runs.
-    let allowed = env
-        .create_task(
-            payload("release-build", json!({})),
-            json!({"scopes": ["project:releng:buildbot-bridge:builder-name:release-*"]}),
-        )
-        .await;
-    env.wait_row(&allowed, 0, "requested", |r| r.build_request_id.is_some())
-        .await;
-    assert_eq!(env.requests(&allowed).await.len(), 1);
-    env.stop().await;
-}
-
-#[tokio::test]
-async fn ignored_builders_are_left_alone_and_high_priority_is_kept() {
-    let env = Env::start(Options {
-        builders: vec![],
-        ignored: vec!["ignored-.*".into()],
-        restricted: vec!["ignored-.*".into()],
-        ..Default::default()
-    })
-    .await;
-    let ignored = env
-        .create_task(payload("ignored-builder", json!({})), json!({}))
-        .await;
-    let high = env
-        .create_task(
-            payload("linux64-build", json!({})),
-            json!({"priority": "high"}),
-        )
-        .await;
-    let row = env
-        .wait_row(&high, 0, "requested", |r| r.build_request_id.is_some())
-        .await;
-    let priority: Vec<i64> = env
-        .sched_query(&format!(
-            "SELECT priority FROM buildrequests WHERE id = {}",
-            row.build_request_id.unwrap()
-        ))
-        .await
-        .into_iter()
-        .map(i64::from_row)
-        .collect();
-    assert_eq!(priority, vec![1]);
-    // The ignored task got no row, no request, no claim: still pending.
-    assert!(env.state.rows_for_task(&ignored).await.unwrap().is_empty());
-    assert!(env.requests(&ignored).await.is_empty());
-    assert_eq!(env.status(&ignored).await.run(0).unwrap().state, "pending");
+    let row0 = env.state.get(&task_id, 0).await.unwrap().unwrap();
+    assert_ne!(row0.build_number, row1.build_number, "{row0:?} {row1:?}");
+    let state = env.request_state(brid).await;
     assert!(
-        env.bridge.metrics.get(
-            "bbb_bridge_events_total",
-            "type=\"task-pending\",outcome=\"ignored\""
-        ) >= 1
+        matches!(&state, RequestState::Complete { results: BuildResult::Success, builds, .. } if builds.len() == 2),
+        "one request, two builds: {state:?}"
     );
     env.stop().await;
 }
 
-#[tokio::test]
-async fn cancelling_a_pending_task_cancels_its_build_request() {
-    let env = Env::start(Options {
-        builders: vec![],
-        ..Default::default()
-    })
-    .await;
+async fn a_deadline_passing_before_the_build_starts_cancels_the_request(kind: MasterKind) {
+    let env = Env::start(kind, Options::default()).await;
+    // Nothing runs the offline builder's requests: the build never starts.
+    let deadline = chrono::Utc::now() + chrono::Duration::minutes(10);
     let task_id = env
-        .create_task(payload("linux64-build", json!({})), json!({}))
+        .create_task(
+            payload(kind.offline_builder(), json!({})),
+            json!({"deadline": deadline.to_rfc3339()}),
+        )
+        .await;
+    let brid = env.wait_requested(&task_id, 0).await;
+    assert!(matches!(
+        env.request_state(brid).await,
+        RequestState::Pending { .. }
+    ));
+    // The deadline passes (the queue's clock moves 11 minutes on, which
+    // stays within the 15 minutes of clock skew its clients may have).
+    env.advance_clock(Duration::from_secs(11 * 60));
+    env.wait_run(&task_id, 0, "exception", Some("deadline-exceeded"))
         .await;
     let row = env
-        .wait_row(&task_id, 0, "requested", |r| r.build_request_id.is_some())
+        .wait_row(&task_id, 0, "resolved", |r| r.state == RowState::Resolved)
         .await;
+    assert_eq!(row.resolution, Some(Resolution::Exception));
+    env.wait_request(brid, "cancelled", |s| {
+        matches!(s, RequestState::Cancelled { .. })
+    })
+    .await;
+    assert_eq!(env.status(&task_id).await.runs.len(), 1);
+    env.stop().await;
+}
+
+async fn cancelling_a_pending_task_cancels_its_build_request(kind: MasterKind) {
+    let env = Env::start(kind, Options::default()).await;
+    let task_id = env
+        .create_task(payload(kind.offline_builder(), json!({})), json!({}))
+        .await;
+    let brid = env.wait_requested(&task_id, 0).await;
     env.client.cancelTask(&task_id).await.unwrap();
-    env.wait_row(&task_id, 0, "resolved", |r| r.state == RowState::Resolved)
+    let row = env
+        .wait_row(&task_id, 0, "resolved", |r| r.state == RowState::Resolved)
         .await;
-    let brid = BuildRequestId(row.build_request_id.unwrap() as u64);
-    assert!(matches!(
-        env.master.request_state(brid).await.unwrap(),
-        RequestState::Cancelled { .. }
-    ));
+    assert_eq!(row.resolution, Some(Resolution::Canceled));
+    env.wait_request(brid, "cancelled", |s| {
+        matches!(s, RequestState::Cancelled { .. })
+    })
+    .await;
     let status = env.status(&task_id).await;
+    assert_eq!(status.runs.len(), 1);
+    assert_eq!(status.run(0).unwrap().state, "exception");
     assert_eq!(
         status.run(0).unwrap().reason_resolved.as_deref(),
         Some("canceled")
@@ -248,34 +279,28 @@ async fn cancelling_a_pending_task_cancels_its_build_request() {
     env.stop().await;
 }
 
-#[tokio::test]
-async fn cancelling_a_running_task_stops_its_build() {
-    let env = Env::start(Options {
-        builders: vec![slow_builder()],
-        ..Default::default()
-    })
-    .await;
+async fn cancelling_a_running_task_stops_its_build(kind: MasterKind) {
+    let env = Env::start(kind, Options::default()).await;
     let task_id = env
-        .create_task(payload("linux64-build", json!({})), json!({}))
+        .create_task(payload(kind.builder(), kind.script_long_build()), json!({}))
         .await;
     env.wait_run(&task_id, 0, "running", None).await;
     let row = env
         .wait_row(&task_id, 0, "running", |r| r.state == RowState::Running)
         .await;
     assert!(row.taken_until.is_some());
-    env.client.cancelTask(&task_id).await.unwrap();
     let brid = BuildRequestId(row.build_request_id.unwrap() as u64);
-    let deadline = tokio::time::Instant::now() + common::WAIT;
-    loop {
-        if let RequestState::Complete { results, .. } =
-            env.master.request_state(brid).await.unwrap()
-        {
-            assert_eq!(results, bbb_buildbot::BuildResult::Cancelled);
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "build not stopped");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    env.client.cancelTask(&task_id).await.unwrap();
+    env.wait_request(brid, "its build stopped", |s| {
+        matches!(
+            s,
+            RequestState::Complete {
+                results: BuildResult::Cancelled,
+                ..
+            }
+        )
+    })
+    .await;
     let row = env
         .wait_row(&task_id, 0, "resolved", |r| r.state == RowState::Resolved)
         .await;
@@ -289,100 +314,255 @@ async fn cancelling_a_running_task_stops_its_build() {
     env.stop().await;
 }
 
-#[tokio::test]
-async fn cancelling_on_the_buildbot_side_cancels_the_task() {
-    let env = Env::start(Options {
-        builders: vec![],
-        ..Default::default()
-    })
-    .await;
-    // A pending request cancelled by a user on the Buildbot side.
+async fn cancelling_a_pending_request_on_the_buildbot_side_cancels_the_task(kind: MasterKind) {
+    let env = Env::start(kind, Options::default()).await;
     let task_id = env
-        .create_task(payload("linux64-build", json!({})), json!({}))
+        .create_task(payload(kind.offline_builder(), json!({})), json!({}))
         .await;
-    let row = env
-        .wait_row(&task_id, 0, "requested", |r| r.build_request_id.is_some())
+    let brid = env.wait_requested(&task_id, 0).await;
+    env.cancel_on_master(brid).await;
+    let status = env
+        .wait_run(&task_id, 0, "exception", Some("canceled"))
         .await;
-    let brid = BuildRequestId(row.build_request_id.unwrap() as u64);
-    assert_eq!(
-        env.master.cancel_request(brid).await.unwrap(),
-        CancelOutcome::Cancelled
-    );
-    env.wait_run(&task_id, 0, "exception", Some("canceled"))
-        .await;
-    env.wait_row(&task_id, 0, "resolved", |r| {
+    assert_eq!(status.runs.len(), 1);
+    env.wait_row(&task_id, 0, "resolved canceled", |r| {
         r.resolution == Some(Resolution::Canceled)
     })
     .await;
-    env.stop().await;
-}
-
-#[tokio::test]
-async fn stopping_a_running_build_on_the_buildbot_side_cancels_the_task() {
-    let env = Env::start(Options {
-        builders: vec![slow_builder()],
-        ..Default::default()
-    })
-    .await;
-    let task_id = env
-        .create_task(payload("linux64-build", json!({})), json!({}))
-        .await;
-    let row = env
-        .wait_row(&task_id, 0, "running", |r| r.state == RowState::Running)
-        .await;
-    let brid = BuildRequestId(row.build_request_id.unwrap() as u64);
-    env.master
-        .stop_build(StopTarget::Request(brid))
-        .await
-        .unwrap();
-    env.wait_run(&task_id, 0, "exception", Some("canceled"))
-        .await;
-    env.wait_row(&task_id, 0, "resolved", |r| {
-        r.resolution == Some(Resolution::Canceled)
-    })
-    .await;
-    env.stop().await;
-}
-
-#[tokio::test]
-async fn a_deadline_before_the_build_starts_cancels_the_request() {
-    let env = Env::start(Options {
-        builders: vec![],
-        ..Default::default()
-    })
-    .await;
-    let deadline = chrono::Utc::now() + chrono::Duration::seconds(3);
-    let task_id = env
-        .create_task(
-            payload("linux64-build", json!({})),
-            json!({"deadline": deadline.to_rfc3339()}),
-        )
-        .await;
-    let row = env
-        .wait_row(&task_id, 0, "requested", |r| r.build_request_id.is_some())
-        .await;
-    env.wait_run(&task_id, 0, "exception", Some("deadline-exceeded"))
-        .await;
-    env.wait_row(&task_id, 0, "resolved", |r| r.state == RowState::Resolved)
-        .await;
-    let brid = BuildRequestId(row.build_request_id.unwrap() as u64);
     assert!(matches!(
-        env.master.request_state(brid).await.unwrap(),
+        env.request_state(brid).await,
         RequestState::Cancelled { .. }
     ));
     env.stop().await;
 }
 
-#[tokio::test]
-async fn duplicate_and_concurrent_deliveries_make_one_build_request() {
-    let env = Env::start(Options {
-        builders: vec![],
-        listeners: false,
-        ..Default::default()
+async fn stopping_a_running_build_on_the_buildbot_side_cancels_the_task(kind: MasterKind) {
+    let env = Env::start(kind, Options::default()).await;
+    let task_id = env
+        .create_task(payload(kind.builder(), kind.script_long_build()), json!({}))
+        .await;
+    let row = env
+        .wait_row(&task_id, 0, "running", |r| r.state == RowState::Running)
+        .await;
+    let brid = BuildRequestId(row.build_request_id.unwrap() as u64);
+    env.stop_on_master(brid).await;
+    let status = env
+        .wait_run(&task_id, 0, "exception", Some("canceled"))
+        .await;
+    assert_eq!(status.runs.len(), 1);
+    env.wait_row(&task_id, 0, "resolved canceled", |r| {
+        r.resolution == Some(Resolution::Canceled)
     })
     .await;
+    env.wait_request(brid, "complete CANCELLED", |s| {
+        matches!(
+            s,
+            RequestState::Complete {
+                results: BuildResult::Cancelled,
+                ..
+            }
+        )
+    })
+    .await;
+    env.stop().await;
+}
+
+async fn an_invalid_payload_is_refused_with_a_readable_log(kind: MasterKind) {
+    let env = Env::start(kind, Options::default()).await;
+    let no_product = env
+        .create_task(
+            json!({"buildername": kind.builder(), "properties": {}}),
+            json!({}),
+        )
+        .await;
+    let no_builder = env
+        .create_task(json!({"properties": {"product": "firefox"}}), json!({}))
+        .await;
+    let bad_sourcestamp = env
+        .create_task(
+            with(
+                payload(kind.builder(), json!({})),
+                json!({"sourcestamp": {"branch": "integration/mozilla-inbound", "patch": "x"}}),
+            ),
+            json!({}),
+        )
+        .await;
+    assert_refused(&env, &no_product, "payload.properties.product is required").await;
+    assert_refused(&env, &no_builder, "payload.buildername is required").await;
+    assert_refused(&env, &bad_sourcestamp, "payload.sourcestamp.patch").await;
+    env.stop().await;
+}
+
+async fn a_restricted_builder_runs_only_with_the_scope(kind: MasterKind) {
+    let env = Env::start(
+        kind,
+        Options {
+            restricted: vec![kind.other_builder().to_owned()],
+            ..Default::default()
+        },
+    )
+    .await;
+    let refused = env
+        .create_task(
+            payload(kind.other_builder(), kind.script_success()),
+            json!({"scopes": ["project:releng:buildbot-bridge:builder-name:some-other-builder"]}),
+        )
+        .await;
+    assert_refused(
+        &env,
+        &refused,
+        &format!("buildbot-bridge:builder-name:{}", kind.other_builder()),
+    )
+    .await;
+    let allowed = env
+        .create_task(
+            payload(kind.other_builder(), kind.script_success()),
+            json!({"scopes": ["project:releng:buildbot-bridge:builder-name:*"]}),
+        )
+        .await;
+    env.wait_run(&allowed, 0, "completed", None).await;
+    let requests = env.requests(&allowed).await;
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].buildername, kind.other_builder());
+    // Other builders need no scope.
+    let free = env
+        .create_task(payload(kind.builder(), kind.script_success()), json!({}))
+        .await;
+    env.wait_run(&free, 0, "completed", None).await;
+    env.stop().await;
+}
+
+async fn an_unknown_builder_is_refused(kind: MasterKind) {
+    let env = Env::start(kind, Options::default()).await;
+    let unknown = env
+        .create_task(payload("no-such-builder", json!({})), json!({}))
+        .await;
+    assert_refused(&env, &unknown, "does not exist").await;
+    let builders = env
+        .master
+        .builders()
+        .await
+        .unwrap()
+        .expect("a builder list");
+    assert!(
+        builders.contains(&kind.builder().to_owned()),
+        "{builders:?}"
+    );
+    assert!(!builders.contains(&"no-such-builder".to_owned()));
+    env.stop().await;
+}
+
+async fn a_high_priority_task_gets_request_priority_1(kind: MasterKind) {
+    let env = Env::start(kind, Options::default()).await;
+    let high = env
+        .create_task(
+            payload(kind.offline_builder(), json!({})),
+            json!({"priority": "high"}),
+        )
+        .await;
+    let normal = env
+        .create_task(
+            payload(kind.offline_builder(), json!({})),
+            json!({"priority": "medium"}),
+        )
+        .await;
+    let high_brid = env.wait_requested(&high, 0).await;
+    let normal_brid = env.wait_requested(&normal, 0).await;
+    assert_eq!(env.request_priority(high_brid).await, 1);
+    assert_eq!(env.request_priority(normal_brid).await, 0);
+    env.stop().await;
+}
+
+async fn merged_requests_each_resolve_their_run(kind: MasterKind) {
+    let env = Env::start(kind, Options::default()).await;
+    match kind {
+        MasterKind::Simulator => {
+            // Two requests waiting on the same builder, merged into one build
+            // as a 0.8 master does.
+            let a = env
+                .create_task(payload(kind.offline_builder(), json!({})), json!({}))
+                .await;
+            let b = env
+                .create_task(payload(kind.offline_builder(), json!({})), json!({}))
+                .await;
+            let brids = [
+                env.wait_requested(&a, 0).await,
+                env.wait_requested(&b, 0).await,
+            ];
+            let number = env.sim_start_merged_build(&brids).await;
+            for task_id in [&a, &b] {
+                env.wait_run(task_id, 0, "running", None).await;
+                let row = env
+                    .wait_row(task_id, 0, "running", |r| r.state == RowState::Running)
+                    .await;
+                assert_eq!(row.build_number, Some(number as i64));
+            }
+            env.sim_finish_merged_build(&brids, BuildResult::Success)
+                .await;
+            for task_id in [&a, &b] {
+                env.wait_run(task_id, 0, "completed", None).await;
+                env.wait_row(task_id, 0, "completed", |r| {
+                    r.resolution == Some(Resolution::Completed)
+                })
+                .await;
+                assert_eq!(env.status(task_id).await.runs.len(), 1);
+                assert_eq!(env.requests(task_id).await.len(), 1);
+            }
+        }
+        MasterKind::Buildbot4 => {
+            // A Buildbot 4 build serves exactly one request, and bbb's master
+            // configuration turns collapsing off: two identical requests
+            // waiting together still get a build each.
+            env.stop_worker().await;
+            let a = env
+                .create_task(payload(kind.builder(), kind.script_success()), json!({}))
+                .await;
+            let b = env
+                .create_task(payload(kind.builder(), kind.script_success()), json!({}))
+                .await;
+            let brids = [
+                env.wait_requested(&a, 0).await,
+                env.wait_requested(&b, 0).await,
+            ];
+            env.start_worker().await;
+            let mut numbers = Vec::new();
+            for (task_id, brid) in [&a, &b].into_iter().zip(brids) {
+                env.wait_run(task_id, 0, "completed", None).await;
+                let row = env
+                    .wait_row(task_id, 0, "completed", |r| {
+                        r.resolution == Some(Resolution::Completed)
+                    })
+                    .await;
+                let state = env.request_state(brid).await;
+                let RequestState::Complete {
+                    results: BuildResult::Success,
+                    builds,
+                    ..
+                } = state
+                else {
+                    panic!("{state:?}");
+                };
+                assert_eq!(builds.len(), 1);
+                assert_eq!(row.build_number, Some(builds[0].number as i64));
+                numbers.push(builds[0].number);
+            }
+            assert_ne!(numbers[0], numbers[1], "one build per request");
+        }
+    }
+    env.stop().await;
+}
+
+async fn duplicate_and_concurrent_deliveries_make_one_build_request(kind: MasterKind) {
+    let env = Env::start(
+        kind,
+        Options {
+            listeners: false,
+            ..Default::default()
+        },
+    )
+    .await;
     let task_id = env
-        .create_task(payload("linux64-build", json!({})), json!({}))
+        .create_task(payload(kind.offline_builder(), json!({})), json!({}))
         .await;
     let mut handles = Vec::new();
     for _ in 0..8 {
@@ -402,33 +582,124 @@ async fn duplicate_and_concurrent_deliveries_make_one_build_request() {
         "{outcomes:?}"
     );
     assert_eq!(env.requests(&task_id).await.len(), 1);
-    // A late redelivery after resolution injects nothing either.
-    env.bridge.task_pending(&task_id, 0, None).await.unwrap();
+    // A late redelivery injects nothing either.
+    assert_eq!(
+        env.bridge.task_pending(&task_id, 0, None).await.unwrap(),
+        "duplicate"
+    );
     assert_eq!(env.requests(&task_id).await.len(), 1);
     env.stop().await;
 }
 
-#[tokio::test]
-async fn a_rerun_while_the_request_still_waits_reuses_it_and_a_later_rerun_gets_a_new_one() {
-    let env = Env::start(Options {
-        builders: vec![],
-        ..Default::default()
+async fn the_reflector_catches_up_a_missed_build_start_and_cancel(kind: MasterKind) {
+    // No listeners: the build's start and the task's cancellation are missed.
+    let env = Env::start(
+        kind,
+        Options {
+            listeners: false,
+            ..Default::default()
+        },
+    )
+    .await;
+    let reflector = Reflector::new(
+        env.bridge.clone(),
+        ReflectorSettings {
+            settle_time: Duration::ZERO,
+            recheck_interval: Duration::from_millis(1),
+            ..Default::default()
+        },
+    );
+    let task_id = env
+        .create_task(payload(kind.builder(), kind.script_long_build()), json!({}))
+        .await;
+    assert_eq!(
+        env.bridge.task_pending(&task_id, 0, None).await.unwrap(),
+        "injected"
+    );
+    let brid = env.wait_requested(&task_id, 0).await;
+    env.wait_request(brid, "a running build", |s| {
+        matches!(s, RequestState::Running { builds, .. } if builds.iter().any(|b| b.finish_time.is_none()))
     })
     .await;
+    assert_eq!(env.status(&task_id).await.run(0).unwrap().state, "pending");
+    let report = reflector.pass().await;
+    assert!(report.repaired >= 1, "{report:?}");
+    assert_eq!(report.errors, 0, "{report:?}");
+    let row = env.state.get(&task_id, 0).await.unwrap().unwrap();
+    assert_eq!(row.state, RowState::Running, "{row:?}");
+    assert!(row.build_number.is_some());
+    assert_eq!(env.status(&task_id).await.run(0).unwrap().state, "running");
+
+    env.client.cancelTask(&task_id).await.unwrap();
+    let report = reflector.pass().await;
+    assert_eq!(report.errors, 0, "{report:?}");
+    let row = env.state.get(&task_id, 0).await.unwrap().unwrap();
+    assert_eq!(row.state, RowState::Resolved, "{row:?}");
+    assert_eq!(row.resolution, Some(Resolution::Canceled));
+    env.wait_request(brid, "its build stopped", |s| {
+        matches!(
+            s,
+            RequestState::Complete {
+                results: BuildResult::Cancelled,
+                ..
+            }
+        )
+    })
+    .await;
+    env.stop().await;
+}
+
+async fn a_rerun_while_the_request_still_waits_reuses_it(kind: MasterKind) {
+    let env = Env::start(kind, Options::default()).await;
     let task_id = env
-        .create_task(payload("linux64-build", json!({})), json!({}))
+        .create_task(payload(kind.offline_builder(), json!({})), json!({}))
         .await;
-    env.wait_row(&task_id, 0, "requested", |r| r.build_request_id.is_some())
-        .await;
+    let brid0 = env.wait_requested(&task_id, 0).await;
     // Resolve run 0 behind the bridge's back, as an operator would; its request still waits.
     env.bridge.queue.claim(&task_id, 0).await.unwrap();
     env.bridge.queue.report_failed(&task_id, 0).await.unwrap();
     env.client.rerunTask(&task_id).await.unwrap();
-    let row1 = env
-        .wait_row(&task_id, 1, "requested", |r| r.build_request_id.is_some())
-        .await;
-    let row0 = env.state.get(&task_id, 0).await.unwrap().unwrap();
-    assert_eq!(row1.build_request_id, row0.build_request_id);
+    let brid1 = env.wait_requested(&task_id, 1).await;
+    assert_eq!(brid0, brid1);
     assert_eq!(env.requests(&task_id).await.len(), 1);
+    assert!(matches!(
+        env.request_state(brid1).await,
+        RequestState::Pending { .. }
+    ));
+    env.stop().await;
+}
+
+async fn ignored_builders_are_left_alone(kind: MasterKind) {
+    let env = Env::start(
+        kind,
+        Options {
+            ignored: vec!["ignored-.*".into()],
+            restricted: vec!["ignored-.*".into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    let ignored = env
+        .create_task(payload("ignored-builder", json!({})), json!({}))
+        .await;
+    // A task created after it is handled: the ignored one was seen first.
+    let handled = env
+        .create_task(payload(kind.offline_builder(), json!({})), json!({}))
+        .await;
+    env.wait_requested(&handled, 0).await;
+    let seen = |m: &bbb_listeners::Metrics| {
+        m.get(
+            "bbb_bridge_events_total",
+            "type=\"task-pending\",outcome=\"ignored\"",
+        )
+    };
+    common::eventually("the ignored task-pending", || async {
+        (seen(&env.bridge.metrics) >= 1).then_some(())
+    })
+    .await;
+    // No row, no request, no claim: still pending.
+    assert!(env.state.rows_for_task(&ignored).await.unwrap().is_empty());
+    assert!(env.requests(&ignored).await.is_empty());
+    assert_eq!(env.status(&ignored).await.run(0).unwrap().state, "pending");
     env.stop().await;
 }

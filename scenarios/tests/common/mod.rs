@@ -1,15 +1,30 @@
-//! A bridge on real parts for the tests: the native queue (SQLite, in-process
-//! bus), a 0.8 scheduler DB on MariaDB with the legacy-master simulator, and
-//! the mapping database on SQLite.
+//! The bridge on real parts, against either kind of legacy master.
+//!
+//! Every scenario gets its own native queue (SQLite, in-process bus), its own
+//! mapping database (SQLite) and its own master:
+//!
+//! - [`MasterKind::Simulator`]: a fresh 0.8 scheduler DB on MariaDB, the
+//!   scheduler-DB adapter (`SchedulerDb`, Pulse on the queue's bus plus DB
+//!   polling) and the legacy-master simulator playing the master;
+//! - [`MasterKind::Buildbot4`]: a real Buildbot 4.3 master and worker
+//!   (`BuildbotMaster`: its own MariaDB database and RabbitMQ vhost) and the
+//!   REST adapter (`RestMaster`, the reporter's messages on that vhost plus
+//!   REST polling).
+//!
+//! The bridge, its TC listener and its Buildbot listener run in-process.
+//! What differs between the kinds (builder names, how a build's outcome is
+//! scripted, how a RETRY happens, how a Buildbot user cancels or stops) is
+//! behind the helpers of [`MasterKind`] and [`Env`].
 #![allow(dead_code)]
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bbb_buildbot::simulator::{SimBuilder, Simulator, SimulatorConfig};
-use bbb_buildbot::testing::{TestDatabase, fresh_database};
+use bbb_buildbot::testing::{BuildbotMaster, BuildbotMasterOptions, TestDatabase, fresh_database};
 use bbb_buildbot::{
-    BuilderSource, LegacyMaster, PollOptions, PulseOptions, SchedulerDb, SchedulerDbConfig,
+    BuildRequestId, BuildResult, BuilderSource, LegacyMaster, PollOptions, PulseOptions,
+    RequestState, RestMaster, SchedulerDb, SchedulerDbConfig,
 };
 use bbb_listeners::bb_listener::{self, BbListenerSettings};
 use bbb_listeners::payload::BuilderRules;
@@ -17,53 +32,165 @@ use bbb_listeners::tc_listener::{self, TcListenerSettings};
 use bbb_listeners::{Bridge, BridgeSettings, Metrics, QueueClient, TaskStatus};
 use bbb_queue::testing::{TempDir, TestOptions, TestQueue};
 use bbb_state::{MappingRow, StateDb};
+use mysql_async::prelude::Queryable;
 use serde_json::{Value, json};
+use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-pub const WAIT: Duration = Duration::from_secs(60);
+/// How long any wait may take before the scenario fails. Generous: it only
+/// bounds a hang, on a loaded two-core machine running real masters.
+pub const WAIT: Duration = Duration::from_secs(120);
 
-/// What to start.
+/// Which legacy master a scenario runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MasterKind {
+    /// The 0.8 scheduler schema on MariaDB, driven by the simulator.
+    Simulator,
+    /// A real Buildbot 4.3 master behind the REST adapter.
+    Buildbot4,
+}
+
+impl MasterKind {
+    /// A builder whose builds run (scripted by the task's properties).
+    pub fn builder(self) -> &'static str {
+        match self {
+            MasterKind::Simulator => "linux64-build",
+            MasterKind::Buildbot4 => "bbb-linux",
+        }
+    }
+
+    /// Another builder whose builds run (for restricted builders).
+    pub fn other_builder(self) -> &'static str {
+        match self {
+            MasterKind::Simulator => "release-build",
+            MasterKind::Buildbot4 => "bbb-mac",
+        }
+    }
+
+    /// A builder the master knows but nothing ever runs: its requests stay
+    /// pending (no simulator slot / no connected worker).
+    pub fn offline_builder(self) -> &'static str {
+        match self {
+            MasterKind::Simulator => "offline-build",
+            MasterKind::Buildbot4 => "bbb-offline",
+        }
+    }
+
+    /// Whether finished builds come with a log URL (the simulator's
+    /// `log_uploaded` message has one; the test master's builds set no
+    /// `log_url` property).
+    pub fn has_log_url(self) -> bool {
+        self == MasterKind::Simulator
+    }
+
+    /// Whether the master records the run's scheduled time as the request's
+    /// own `submitted_at` (0.8: yes; Buildbot 4 stamps the time of the
+    /// `force` call and the adapter keeps the scheduled time in the
+    /// `bbb_submitted_at` property).
+    pub fn stores_submitted_at(self) -> bool {
+        self == MasterKind::Simulator
+    }
+
+    /// Properties scripting a build that ends SUCCESS quickly.
+    pub fn script_success(self) -> Value {
+        self.script_result(BuildResult::Success)
+    }
+
+    /// Properties scripting a build that ends with `result` quickly.
+    /// Buildbot 4's test builders map exit codes to SUCCESS, WARNINGS,
+    /// FAILURE, EXCEPTION and CANCELLED only.
+    pub fn script_result(self, result: BuildResult) -> Value {
+        match self {
+            MasterKind::Simulator => json!({"sim_result": result.name()}),
+            MasterKind::Buildbot4 => {
+                let code = match result {
+                    BuildResult::Success => 0,
+                    BuildResult::Warnings => 1,
+                    BuildResult::Failure => 2,
+                    BuildResult::Exception => 4,
+                    BuildResult::Cancelled => 6,
+                    other => panic!("a Buildbot 4 test build cannot end {other}"),
+                };
+                json!({"bb_exit": code})
+            }
+        }
+    }
+
+    /// Properties scripting a build that runs until stopped (ten minutes).
+    pub fn script_long_build(self) -> Value {
+        match self {
+            MasterKind::Simulator => json!({"sim_duration_ms": 600_000}),
+            MasterKind::Buildbot4 => json!({"bb_sleep": 600}),
+        }
+    }
+
+    /// Properties scripting a build that hits RETRY once, then passes:
+    /// the simulator scripts the RETRY itself; on Buildbot 4 the first
+    /// attempt sleeps until [`Env::cause_retry`] kills its worker.
+    pub fn script_retry_then_success(self) -> Value {
+        match self {
+            MasterKind::Simulator => json!({"sim_result": "RETRY,SUCCESS"}),
+            MasterKind::Buildbot4 => json!({"bb_sleep_first": 600}),
+        }
+    }
+}
+
+/// What to start besides the master.
 pub struct Options {
-    /// Builders the simulator serves (none: no simulator, requests stay pending).
-    pub builders: Vec<SimBuilder>,
-    /// Builder list the adapter accepts (`None`: any).
-    pub builder_list: Option<Vec<String>>,
     /// Restricted builder patterns.
     pub restricted: Vec<String>,
     /// Ignored builder patterns.
     pub ignored: Vec<String>,
     /// Run the TC and Buildbot listeners in the background.
     pub listeners: bool,
-    /// The queue's claim timeout.
-    pub claim_timeout_s: Option<u64>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
-            builders: vec![SimBuilder::new("linux64-build")],
-            builder_list: None,
             restricted: vec![],
             ignored: vec![],
             listeners: true,
-            claim_timeout_s: None,
         }
     }
 }
 
+/// The simulator kind's parts.
+struct SimParts {
+    db: TestDatabase,
+    sched: Arc<SchedulerDb>,
+    sim: Simulator,
+}
+
+/// The Buildbot 4 kind's parts.
+struct Bb4Parts {
+    master: Mutex<Option<BuildbotMaster>>,
+    api_url: String,
+}
+
+/// One scenario's world: queue, mapping DB, master, bridge and listeners.
 pub struct Env {
+    /// Which master this is.
+    pub kind: MasterKind,
+    /// The native queue.
     pub q: TestQueue,
+    /// A root client of the queue (creates and cancels tasks).
     pub client: taskcluster::Queue,
-    pub db: TestDatabase,
-    pub master: Arc<SchedulerDb>,
-    pub sim: Option<Simulator>,
+    /// The adapter the bridge uses.
+    pub master: Arc<dyn LegacyMaster>,
+    /// The mapping database.
     pub state: StateDb,
+    /// The bridge.
     pub bridge: Arc<Bridge>,
+    http: reqwest::Client,
+    sim: Option<SimParts>,
+    bb4: Option<Bb4Parts>,
     cancel: CancellationToken,
     handles: Vec<tokio::task::JoinHandle<()>>,
     _dir: TempDir,
 }
 
+/// Installs a test subscriber once (`RUST_LOG` controls it).
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -71,55 +198,98 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// Waits until `check` returns `Some`, failing with `what` after [`WAIT`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited {WAIT:?} for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 impl Env {
-    pub async fn start(opts: Options) -> Env {
+    /// Starts everything for `kind`.
+    pub async fn start(kind: MasterKind, opts: Options) -> Env {
         init_tracing();
-        let q = TestQueue::with(TestOptions {
-            claim_timeout_s: opts.claim_timeout_s,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        let q = TestQueue::with(TestOptions::default()).await.unwrap();
         let client =
             taskcluster::Queue::new(taskcluster::ClientBuilder::new(&q.root_url).credentials(
                 taskcluster::Credentials::new(&q.root_client_id, &q.root_access_token),
             ))
             .unwrap();
-        let db = fresh_database("bridge").await.unwrap();
         let bus = q.running.bus.clone();
-        let mut config = SchedulerDbConfig::new(&db.url);
-        config.pulse = Some(PulseOptions::new(bus.clone()));
-        config.poll = Some(PollOptions {
-            interval: Duration::from_millis(200),
-            lookback: Duration::from_secs(60),
-        });
-        if let Some(list) = &opts.builder_list {
-            config.builders = BuilderSource::List(list.clone());
-        }
-        let sim = if opts.builders.is_empty() {
-            None
-        } else {
-            Some(
-                Simulator::start(SimulatorConfig::new(
+        let (master, sim, bb4): (Arc<dyn LegacyMaster>, _, _) = match kind {
+            MasterKind::Simulator => {
+                let db = fresh_database("scenario").await.unwrap();
+                let mut config = SchedulerDbConfig::new(&db.url);
+                config.pulse = Some(PulseOptions::new(bus.clone()));
+                config.poll = Some(PollOptions {
+                    interval: Duration::from_millis(200),
+                    lookback: Duration::from_secs(60),
+                });
+                config.builders = BuilderSource::List(vec![
+                    kind.builder().to_owned(),
+                    kind.other_builder().to_owned(),
+                    kind.offline_builder().to_owned(),
+                ]);
+                let sim = Simulator::start(SimulatorConfig::new(
                     &db.url,
                     Some(bus.clone()),
-                    opts.builders.clone(),
+                    vec![
+                        SimBuilder::new(kind.builder()),
+                        SimBuilder::new(kind.other_builder()),
+                    ],
                 ))
                 .await
-                .unwrap(),
-            )
+                .unwrap();
+                config.default_master_url = Some(sim.web_url().to_owned());
+                let sched = Arc::new(SchedulerDb::new(config).unwrap());
+                (
+                    sched.clone() as Arc<dyn LegacyMaster>,
+                    Some(SimParts { db, sched, sim }),
+                    None,
+                )
+            }
+            MasterKind::Buildbot4 => {
+                let bb = BuildbotMaster::start(BuildbotMasterOptions::default())
+                    .await
+                    .expect("start a Buildbot 4.3 master");
+                eprintln!("Buildbot master started in {:?}", bb.startup);
+                let mut config = bb.rest_config();
+                config.pulse = Some(bb.pulse_options().await.expect("the reporter's vhost"));
+                let rest = RestMaster::new(config).unwrap();
+                let api_url = bb.api_url.clone();
+                (
+                    Arc::new(rest) as Arc<dyn LegacyMaster>,
+                    None,
+                    Some(Bb4Parts {
+                        master: Mutex::new(Some(bb)),
+                        api_url,
+                    }),
+                )
+            }
         };
-        if let Some(sim) = &sim {
-            config.default_master_url = Some(sim.web_url().to_owned());
-        }
-        let master = Arc::new(SchedulerDb::new(config).unwrap());
-        let dir = TempDir::new("bbb-bridge-test");
+        let dir = TempDir::new("bbb-scenario");
         let state = StateDb::connect(&format!("sqlite://{}/state.sqlite", dir.0.display()), 1)
             .await
             .unwrap();
         state.migrate().await.unwrap();
+        let master_name = match kind {
+            MasterKind::Simulator => "sim-master",
+            MasterKind::Buildbot4 => "bb4-master",
+        };
         let mut settings =
-            BridgeSettings::new(bbb_listeners::DEFAULT_TASK_QUEUE, "sim-master", "test-1");
+            BridgeSettings::new(bbb_listeners::DEFAULT_TASK_QUEUE, master_name, "test-1");
         settings.rules = BuilderRules::new(&opts.restricted, &opts.ignored).unwrap();
         let queue = QueueClient::new(
             &q.root_url,
@@ -133,7 +303,7 @@ impl Env {
         let bridge = Arc::new(Bridge::with_clock(
             queue,
             state.clone(),
-            master.clone() as Arc<dyn LegacyMaster>,
+            master.clone(),
             settings,
             Arc::new(Metrics::default()),
             Arc::new(move || clock.now_ms()),
@@ -157,18 +327,26 @@ impl Env {
             }));
         }
         Env {
+            kind,
             q,
             client,
-            db,
             master,
-            sim,
             state,
             bridge,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            sim,
+            bb4,
             cancel,
             handles,
             _dir: dir,
         }
     }
+
+    // ----- tasks ------------------------------------------------------------------------
 
     /// Creates a task on the bridge's queue; `extra` is merged into the definition.
     pub async fn create_task(&self, payload: Value, extra: Value) -> String {
@@ -194,6 +372,7 @@ impl Env {
         task_id
     }
 
+    /// The task's status.
     pub async fn status(&self, task_id: &str) -> TaskStatus {
         TaskStatus::from_json(&self.client.status(task_id).await.unwrap()["status"]).unwrap()
     }
@@ -257,8 +436,14 @@ impl Env {
         }
     }
 
-    pub async fn requests(&self, task_id: &str) -> Vec<bbb_buildbot::FoundRequest> {
-        self.master.find_requests_for_task(task_id).await.unwrap()
+    /// Waits until run `run_id`'s row records its build request, and returns it.
+    pub async fn wait_requested(&self, task_id: &str, run_id: i64) -> BuildRequestId {
+        let row = self
+            .wait_row(task_id, run_id, "with a build request", |r| {
+                r.build_request_id.is_some()
+            })
+            .await;
+        BuildRequestId(row.build_request_id.unwrap() as u64)
     }
 
     /// Names of the run's artifacts.
@@ -276,6 +461,37 @@ impl Env {
             .collect()
     }
 
+    /// The run's artifact `name` as the queue lists it (storage type, URL...).
+    pub async fn artifact(&self, task_id: &str, run_id: u32, name: &str) -> Value {
+        let list = self
+            .client
+            .listArtifacts(task_id, &run_id.to_string(), None, None)
+            .await
+            .unwrap();
+        list["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == json!(name))
+            .cloned()
+            .unwrap_or_else(|| panic!("task {task_id} run {run_id} has no artifact {name}"))
+    }
+
+    /// Where the queue redirects a reader of an artifact (not followed).
+    pub async fn artifact_location(&self, task_id: &str, run_id: u32, name: &str) -> String {
+        let url = self
+            .client
+            .getArtifact_signed_url(task_id, &run_id.to_string(), name, Duration::from_secs(300))
+            .unwrap();
+        let response = self.http.get(url).send().await.unwrap();
+        assert!(
+            response.status().is_redirection(),
+            "{name}: {}",
+            response.status()
+        );
+        response.headers()["location"].to_str().unwrap().to_owned()
+    }
+
     /// The bytes of an artifact (following the redirect).
     pub async fn artifact_text(&self, task_id: &str, run_id: u32, name: &str) -> String {
         let url = self
@@ -285,25 +501,367 @@ impl Env {
         reqwest::get(url).await.unwrap().text().await.unwrap()
     }
 
-    /// A raw query on the scheduler DB.
-    pub async fn sched_query(&self, sql: &str) -> Vec<mysql_async::Row> {
-        use mysql_async::prelude::Queryable;
-        let mut conn = self.db.conn().await.unwrap();
+    /// The queue moves its clock forward (deadlines, claim expiry); the
+    /// bridge reads the same clock.
+    pub fn advance_clock(&self, by: Duration) {
+        self.q.clock.advance(by);
+    }
+
+    // ----- the master, through the adapter ----------------------------------------------
+
+    /// The requests the master holds for the task.
+    pub async fn requests(&self, task_id: &str) -> Vec<bbb_buildbot::FoundRequest> {
+        self.master.find_requests_for_task(task_id).await.unwrap()
+    }
+
+    /// The request's state on the master.
+    pub async fn request_state(&self, brid: BuildRequestId) -> RequestState {
+        self.master.request_state(brid).await.unwrap()
+    }
+
+    /// Waits until the request's state satisfies `pred`.
+    pub async fn wait_request(
+        &self,
+        brid: BuildRequestId,
+        what: &str,
+        pred: impl Fn(&RequestState) -> bool,
+    ) -> RequestState {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let state = self.request_state(brid).await;
+            if pred(&state) {
+                return state;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("request {brid}: waited {WAIT:?} for {what}; state {state:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // ----- the master, directly -----------------------------------------------------------
+
+    fn bb4(&self) -> &Bb4Parts {
+        self.bb4.as_ref().expect("a Buildbot 4 scenario")
+    }
+
+    fn sim(&self) -> &SimParts {
+        self.sim.as_ref().expect("a simulator scenario")
+    }
+
+    async fn rest_get(&self, path: &str) -> Value {
+        let url = format!("{}{path}", self.bb4().api_url);
+        let response = self.http.get(&url).send().await.unwrap();
+        assert!(response.status().is_success(), "GET {url}: {response:?}");
+        response.json().await.unwrap()
+    }
+
+    async fn rest_rpc(&self, path: &str, method: &str, params: Value) -> Value {
+        let url = format!("{}{path}", self.bb4().api_url);
+        let answer: Value = self
+            .http
+            .post(&url)
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(
+            answer.get("error").is_none_or(Value::is_null),
+            "{method} on {url}: {answer}"
+        );
+        answer
+    }
+
+    async fn sched_query<T: mysql_async::prelude::FromRow + Send + 'static>(
+        &self,
+        sql: &str,
+    ) -> Vec<T> {
+        let mut conn = self.sim().db.conn().await.unwrap();
         conn.query(sql).await.unwrap()
     }
 
+    async fn sched_exec(&self, sql: &str) {
+        let mut conn = self.sim().db.conn().await.unwrap();
+        conn.query_drop(sql).await.unwrap();
+    }
+
+    /// The reason of the request's buildset, as the master stored it.
+    pub async fn request_reason(&self, brid: BuildRequestId) -> String {
+        match self.kind {
+            MasterKind::Simulator => self
+                .sched_query::<String>(&format!(
+                    "SELECT bs.reason FROM buildsets bs JOIN buildrequests br \
+                     ON br.buildsetid = bs.id WHERE br.id = {}",
+                    brid.0
+                ))
+                .await
+                .pop()
+                .expect("the request's buildset"),
+            MasterKind::Buildbot4 => {
+                let request = self.rest_get(&format!("/buildrequests/{}", brid.0)).await;
+                let bsid = request["buildrequests"][0]["buildsetid"].as_u64().unwrap();
+                let buildset = self.rest_get(&format!("/buildsets/{bsid}")).await;
+                buildset["buildsets"][0]["reason"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            }
+        }
+    }
+
+    /// The request's priority, as the master stored it.
+    pub async fn request_priority(&self, brid: BuildRequestId) -> i64 {
+        match self.kind {
+            MasterKind::Simulator => self
+                .sched_query::<i64>(&format!(
+                    "SELECT priority FROM buildrequests WHERE id = {}",
+                    brid.0
+                ))
+                .await
+                .pop()
+                .expect("the request"),
+            MasterKind::Buildbot4 => {
+                let request = self.rest_get(&format!("/buildrequests/{}", brid.0)).await;
+                request["buildrequests"][0]["priority"].as_i64().unwrap()
+            }
+        }
+    }
+
+    /// The request's own `submitted_at` on the master (epoch seconds).
+    pub async fn request_submitted_at(&self, brid: BuildRequestId) -> i64 {
+        match self.kind {
+            MasterKind::Simulator => self
+                .sched_query::<i64>(&format!(
+                    "SELECT submitted_at FROM buildrequests WHERE id = {}",
+                    brid.0
+                ))
+                .await
+                .pop()
+                .expect("the request"),
+            MasterKind::Buildbot4 => {
+                let request = self.rest_get(&format!("/buildrequests/{}", brid.0)).await;
+                request["buildrequests"][0]["submitted_at"]
+                    .as_i64()
+                    .unwrap()
+            }
+        }
+    }
+
+    /// A Buildbot user cancels the pending request: on 0.8 through
+    /// self-serve (which completes it FAILURE without a build, as Mozilla's
+    /// selfserve-agent did), on Buildbot 4 with the web UI's `cancel` call.
+    pub async fn cancel_on_master(&self, brid: BuildRequestId) {
+        match self.kind {
+            MasterKind::Simulator => {
+                let url = format!(
+                    "{}/mozilla-inbound/request/{}",
+                    self.sim().sim.selfserve_url(),
+                    brid.0
+                );
+                let response = self
+                    .http
+                    .delete(&url)
+                    .header("X-Remote-User", "sheriff@example.com")
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status().as_u16(), 202, "DELETE {url}");
+            }
+            MasterKind::Buildbot4 => {
+                self.rest_rpc(
+                    &format!("/buildrequests/{}", brid.0),
+                    "cancel",
+                    json!({"reason": "cancelled by a sheriff"}),
+                )
+                .await;
+            }
+        }
+    }
+
+    /// A Buildbot user stops the running build of the request: on 0.8 the
+    /// web stop URL of the build, on Buildbot 4 the web UI's `stop` call.
+    pub async fn stop_on_master(&self, brid: BuildRequestId) {
+        match self.kind {
+            MasterKind::Simulator => {
+                let (builder, number): (String, u64) = self
+                    .sched_query::<(String, u64)>(&format!(
+                        "SELECT br.buildername, b.number FROM builds b JOIN buildrequests br \
+                         ON br.id = b.brid WHERE b.brid = {} AND b.finish_time IS NULL",
+                        brid.0
+                    ))
+                    .await
+                    .pop()
+                    .expect("a running build");
+                let url = format!(
+                    "{}/builders/{builder}/builds/{number}/stop",
+                    self.sim().sim.web_url()
+                );
+                let response = self.http.post(&url).send().await.unwrap();
+                assert!(response.status().is_redirection(), "POST {url}");
+            }
+            MasterKind::Buildbot4 => {
+                let builds = self
+                    .rest_get(&format!("/builds?buildrequestid={}&complete=false", brid.0))
+                    .await;
+                let id = builds["builds"][0]["buildid"]
+                    .as_u64()
+                    .expect("a running build");
+                self.rest_rpc(
+                    &format!("/builds/{id}"),
+                    "stop",
+                    json!({"reason": "stopped by a sheriff"}),
+                )
+                .await;
+            }
+        }
+    }
+
+    /// Makes the build of a task scripted with
+    /// [`MasterKind::script_retry_then_success`] end RETRY: the simulator
+    /// does it by itself; on Buildbot 4 the worker is killed once the build
+    /// is in its first-attempt sleep (the master then ends the build RETRY
+    /// and requeues its request), and started again.
+    pub async fn cause_retry(&self, task_id: &str) {
+        if self.kind != MasterKind::Buildbot4 {
+            return;
+        }
+        let mut guard = self.bb4().master.lock().await;
+        let bb = guard.as_mut().expect("the master runs");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !bb.first_attempt_started(0, task_id) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the build of {task_id} never reached its first-attempt sleep"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bb.kill_worker(0)
+            .await
+            .expect("kill and restart the worker");
+    }
+
+    /// Takes the Buildbot 4 master's worker away: requests of its builders
+    /// stay pending until [`start_worker`](Self::start_worker).
+    pub async fn stop_worker(&self) {
+        let mut guard = self.bb4().master.lock().await;
+        guard
+            .as_mut()
+            .expect("the master runs")
+            .stop_worker(0)
+            .await
+            .expect("stop the worker");
+    }
+
+    /// Brings the Buildbot 4 master's worker back.
+    pub async fn start_worker(&self) {
+        let mut guard = self.bb4().master.lock().await;
+        guard
+            .as_mut()
+            .expect("the master runs")
+            .start_worker(0)
+            .await
+            .expect("start the worker");
+    }
+
+    /// Does on the scheduler DB what a 0.8 master does when it merges
+    /// pending requests into one build (the simulator never merges): claims
+    /// them in one transaction and inserts one `builds` row per request,
+    /// all with the same build number. Returns that number.
+    pub async fn sim_start_merged_build(&self, brids: &[BuildRequestId]) -> u64 {
+        let ids: Vec<String> = brids.iter().map(|b| b.0.to_string()).collect();
+        let ids = ids.join(",");
+        // The builder is served by no simulator: its numbers start at 0.
+        let number = 0;
+        let now = chrono::Utc::now().timestamp();
+        let mut conn = self.sim().db.conn().await.unwrap();
+        let mut tx = conn
+            .start_transaction(mysql_async::TxOpts::default())
+            .await
+            .unwrap();
+        tx.query_drop(format!(
+            "UPDATE buildrequests SET claimed_at = {now}, claimed_by_name = 'sim-master', \
+             claimed_by_incarnation = 'merging' \
+             WHERE id IN ({ids}) AND complete = 0 AND (claimed_at IS NULL OR claimed_at = 0)"
+        ))
+        .await
+        .unwrap();
+        assert_eq!(
+            tx.affected_rows(),
+            brids.len() as u64,
+            "every request was pending"
+        );
+        for brid in brids {
+            tx.query_drop(format!(
+                "INSERT INTO builds (number, brid, start_time, finish_time) \
+                 VALUES ({number}, {}, {now}, NULL)",
+                brid.0
+            ))
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+        number
+    }
+
+    /// Finishes a merged build started by
+    /// [`sim_start_merged_build`](Self::sim_start_merged_build): sets its
+    /// `finish_time` and completes every request with `result` (and their
+    /// buildsets), as a 0.8 master does.
+    pub async fn sim_finish_merged_build(&self, brids: &[BuildRequestId], result: BuildResult) {
+        let ids: Vec<String> = brids.iter().map(|b| b.0.to_string()).collect();
+        let ids = ids.join(",");
+        let now = chrono::Utc::now().timestamp();
+        let mut conn = self.sim().db.conn().await.unwrap();
+        let mut tx = conn
+            .start_transaction(mysql_async::TxOpts::default())
+            .await
+            .unwrap();
+        tx.query_drop(format!(
+            "UPDATE builds SET finish_time = {now} WHERE brid IN ({ids})"
+        ))
+        .await
+        .unwrap();
+        tx.query_drop(format!(
+            "UPDATE buildrequests SET complete = 1, results = {}, complete_at = {now} \
+             WHERE id IN ({ids})",
+            result.code()
+        ))
+        .await
+        .unwrap();
+        tx.query_drop(format!(
+            "UPDATE buildsets SET complete = 1, results = {}, complete_at = {now} \
+             WHERE id IN (SELECT buildsetid FROM buildrequests WHERE id IN ({ids}))",
+            result.code()
+        ))
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    /// Stops the listeners, the master and the queue.
     pub async fn stop(self) {
         self.cancel.cancel();
         for h in self.handles {
             let _ = h.await;
         }
-        if let Some(sim) = self.sim {
-            sim.shutdown().await;
+        if let Some(parts) = self.sim {
+            parts.sim.shutdown().await;
+            drop(parts.sched);
+            let _ = parts.db.drop_database().await;
+        }
+        if let Some(parts) = self.bb4
+            && let Some(bb) = parts.master.into_inner()
+        {
+            bb.stop().await.expect("stop the Buildbot master");
         }
         self.q.stop().await;
     }
 }
 
+/// A valid payload for `builder`; `extra_props` are added to its properties.
 pub fn payload(builder: &str, extra_props: Value) -> Value {
     let mut props = json!({"product": "firefox"});
     if let (Some(p), Some(e)) = (props.as_object_mut(), extra_props.as_object()) {
@@ -319,10 +877,29 @@ pub fn payload(builder: &str, extra_props: Value) -> Value {
     })
 }
 
+/// A fresh taskId.
 pub fn slug() -> String {
     use base64::Engine;
     let mut bytes = *uuid::Uuid::new_v4().as_bytes();
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Runs each scenario `async fn name(kind: MasterKind)` once per kind:
+/// `scenarios!(name, ...)` makes the tests `name::simulator` and
+/// `name::buildbot4`.
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn simulator() {
+                super::$name(crate::common::MasterKind::Simulator).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn buildbot4() {
+                super::$name(crate::common::MasterKind::Buildbot4).await;
+            }
+        }
+    )*};
 }

@@ -609,7 +609,7 @@ async fn injection_latency(opts: &Options) -> anyhow::Result<Vec<StepResult>> {
 fn print_step(s: &StepResult) {
     let lat = &s.from_published;
     println!(
-        "{:>6} {:>9.1} {:>9.1} {:>7}/{:<6} {:>8.1} {:>8.1} {:>8.1}   {:>8.1} {:>8.1}",
+        "{:>6} {:>9.1} {:>9.1} {:>7}/{:<6} {:>8.1} {:>8.1} {:>8.1}   {:>8.1} {:>8.1} {:>6}",
         s.rate,
         s.achieved,
         s.injected_rate,
@@ -620,6 +620,7 @@ fn print_step(s: &StepResult) {
         ms(lat.last().copied().unwrap_or_default()),
         ms(pct(&s.from_created, 0.5)),
         ms(pct(&s.from_created, 0.99)),
+        load_average(),
     );
     if s.created < s.offered {
         println!("       ({} createTask calls failed)", s.offered - s.created);
@@ -925,11 +926,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
          the return of the master's submit (timed in a wrapper around the master); the mapping\n\
          row's update follows. 'answer50/99' start at createTask's answer instead, so they also\n\
          count the queue's outbox relay. 'achieved': createTask answers per second over the step;\n\
-         'injected': submits per second from the first message to the last submit.\n",
+         'injected': submits per second from the first message to the last submit;\n\
+         'load': the 1-minute load average after the step (other work on the machine).\n",
         opts.tasks_per_rate, opts.listener_concurrency
     );
     println!(
-        "{:>6} {:>9} {:>9} {:>14} {:>8} {:>8} {:>8}   {:>8} {:>8}",
+        "{:>6} {:>9} {:>9} {:>14} {:>8} {:>8} {:>8}   {:>8} {:>8} {:>6}",
         "rate",
         "achieved",
         "injected",
@@ -938,7 +940,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         "p99 ms",
         "max ms",
         "answer50",
-        "answer99"
+        "answer99",
+        "load"
     );
     let steps = injection_latency(&opts).await?;
     print_breakdown(&steps);

@@ -89,13 +89,17 @@ async fn a_successful_build_completes_the_task_with_its_artifacts(kind: MasterKi
         env.request_reason(brid).await,
         format!("Created by BBB for task {task_id}")
     );
-    assert!(matches!(
-        env.request_state(brid).await,
-        RequestState::Complete {
-            results: BuildResult::Success,
-            ..
-        }
-    ));
+    // The run resolves on the build's end; the request completes just after.
+    env.wait_request(brid, "complete SUCCESS", |s| {
+        matches!(
+            s,
+            RequestState::Complete {
+                results: BuildResult::Success,
+                ..
+            }
+        )
+    })
+    .await;
     let props: Value = serde_json::from_str(
         &env.artifact_text(&task_id, 0, "public/properties.json")
             .await,
@@ -163,11 +167,12 @@ async fn build_results_map_to_task_resolutions(kind: MasterKind) {
         assert_eq!(row.resolution, Some(wanted), "{result}");
         let requests = env.requests(task_id).await;
         assert_eq!(requests.len(), 1, "{result}");
-        let state = env.request_state(requests[0].build_request_id).await;
-        assert!(
-            matches!(state, RequestState::Complete { results, .. } if results == result),
-            "{result}: {state:?}"
-        );
+        env.wait_request(
+            requests[0].build_request_id,
+            result.name(),
+            |s| matches!(s, RequestState::Complete { results, .. } if *results == result),
+        )
+        .await;
         assert!(
             env.artifacts(task_id, 0)
                 .await
@@ -214,7 +219,11 @@ async fn a_retried_build_continues_on_the_same_build_request_in_the_next_run(kin
         .await;
     let row0 = env.state.get(&task_id, 0).await.unwrap().unwrap();
     assert_ne!(row0.build_number, row1.build_number, "{row0:?} {row1:?}");
-    let state = env.request_state(brid).await;
+    let state = env
+        .wait_request(brid, "complete SUCCESS", |s| {
+            matches!(s, RequestState::Complete { .. })
+        })
+        .await;
     assert!(
         matches!(&state, RequestState::Complete { results: BuildResult::Success, builds, .. } if builds.len() == 2),
         "one request, two builds: {state:?}"
@@ -533,7 +542,11 @@ async fn merged_requests_each_resolve_their_run(kind: MasterKind) {
                         r.resolution == Some(Resolution::Completed)
                     })
                     .await;
-                let state = env.request_state(brid).await;
+                let state = env
+                    .wait_request(brid, "complete", |s| {
+                        matches!(s, RequestState::Complete { .. })
+                    })
+                    .await;
                 let RequestState::Complete {
                     results: BuildResult::Success,
                     builds,

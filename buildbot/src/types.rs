@@ -163,17 +163,16 @@ pub struct BuildRequestSpec {
 }
 
 /// Maps a TaskCluster task priority to a build request priority. `high` maps
-/// to 1 as in Mozilla's bridge and `normal`/`medium` (and anything unknown)
-/// to 0; the other levels extend that order: `highest` 3, `very-high` 2,
-/// `low` -1, `very-low` -2, `lowest` -3.
+/// to 1 as in Mozilla's bridge, `very-high` to 2 and `highest` to 3; every
+/// other level (and anything unknown) maps to 0, Buildbot's default. The
+/// levels below `medium` do not go below 0 because `lowest` is the queue's
+/// default priority: a task that says nothing must not rank behind every
+/// request the masters' own schedulers make.
 pub fn priority_for_task(task_priority: &str) -> i32 {
     match task_priority {
         "highest" => 3,
         "very-high" => 2,
         "high" => 1,
-        "low" => -1,
-        "very-low" => -2,
-        "lowest" => -3,
         _ => 0,
     }
 }

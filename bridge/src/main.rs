@@ -93,6 +93,32 @@ enum BenchCommand {
         #[arg(long)]
         no_graph: bool,
     },
+    /// The bridge: task-pending → build-request-injected latency at rising task
+    /// rates, and reflector passes over running rows.
+    Bridge {
+        /// Legacy master: schedulerdb (MariaDB, a fresh database) or sandbox (in memory).
+        #[arg(long, default_value = "schedulerdb")]
+        master: String,
+        /// MariaDB server for the scheduler DB.
+        #[arg(
+            long,
+            env = "BBB_TEST_MYSQL_URL",
+            default_value = "mysql://root@127.0.0.1:3306/test"
+        )]
+        mysql_url: String,
+        /// Mapping DB: a postgres:// server URL (a fresh database is made); default SQLite.
+        #[arg(long)]
+        state_db: Option<String>,
+        /// Offered task rates per step (tasks/s).
+        #[arg(long, value_delimiter = ',', default_value = "50,100,200,400")]
+        rates: Vec<u32>,
+        /// Tasks per rate step.
+        #[arg(long, default_value_t = 1000)]
+        tasks: usize,
+        /// Running rows for the reflector passes (0 skips them).
+        #[arg(long, default_value_t = 10_000)]
+        rows: usize,
+    },
 }
 
 #[tokio::main]
@@ -191,6 +217,29 @@ async fn main() -> anyhow::Result<()> {
                 graph: !no_graph,
             };
             bbb_bench::queue::run(opts).await?;
+        }
+        Command::Bench(BenchCommand::Bridge {
+            master,
+            mysql_url,
+            state_db,
+            rates,
+            tasks,
+            rows,
+        }) => {
+            let opts = bbb_bench::bridge::Options {
+                master: match master.as_str() {
+                    "schedulerdb" => bbb_bench::bridge::MasterKind::SchedulerDb,
+                    "sandbox" => bbb_bench::bridge::MasterKind::Sandbox,
+                    other => anyhow::bail!("--master {other:?}: expected schedulerdb or sandbox"),
+                },
+                mysql_url,
+                state_db,
+                rates,
+                tasks_per_rate: tasks,
+                reflector_rows: rows,
+                ..bbb_bench::bridge::Options::default()
+            };
+            bbb_bench::bridge::run(opts).await?;
         }
         Command::Config { print } => {
             let q = file.queue_config()?.masked();

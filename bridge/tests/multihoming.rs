@@ -313,13 +313,11 @@ fn queue_client(root_url: &str, token: &str) -> taskcluster::Queue {
 
 fn task_definition(i: usize, script: Script, group: &str) -> Value {
     let now = chrono::Utc::now();
-    // A RETRY build lasts long enough for the bridge to have seen it start
-    // before its request runs again: when both builds of a request start
-    // before the first start is recorded, the bridge cannot tell which build
-    // served the run, and the RETRY goes unnoticed (the task completes in one
-    // run). Other builds are short.
+    // Builds are short, RETRY builds included: both builds of a retried
+    // request may start before any listener recorded the first start, and
+    // the bridge must still retry the run the RETRY'd build served.
     let duration_ms = match script {
-        Script::RetryThenSuccess => 3000 + (i * 37) % 1000,
+        Script::RetryThenSuccess => 100 + (i * 37) % 400,
         _ => 100 + (i * 37) % 900,
     };
     json!({

@@ -685,6 +685,12 @@ impl Bridge {
                    build.number = number, "start of an earlier run's build ignored");
             return Ok("stale-build");
         }
+        if self.absorbed_build(&row, build.number).await? {
+            // The start of an earlier build, applied after the start of a later one:
+            // the earlier build ended RETRY while this run was its run. Retry the run;
+            // the later build goes to the next run.
+            return Box::pin(self.build_retried(&row, build.number)).await;
+        }
         let task_id = row.task_id.clone();
         match self.queue.claim(&task_id, run_u32(&row)).await {
             Ok(taken_until) => {
@@ -699,6 +705,29 @@ impl Bridge {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Whether build `number` of a running row's request served this row's run
+    /// although the row records a later build: its start was applied after the
+    /// later build's (events race across listeners), so its RETRY was never seen
+    /// as this run's. True when no earlier run of the request accounts for the
+    /// build (every earlier row holding the request records an older build).
+    async fn absorbed_build(&self, row: &MappingRow, number: Option<i64>) -> BridgeResult<bool> {
+        let (Some(number), Some(current), Some(brid)) =
+            (number, row.build_number, row.build_request_id)
+        else {
+            return Ok(false);
+        };
+        if row.state != RowState::Running || number >= current {
+            return Ok(false);
+        }
+        Ok(self
+            .state
+            .find_by_build_request(brid)
+            .await?
+            .iter()
+            .filter(|r| r.run_id < row.run_id)
+            .all(|r| r.build_number.is_none_or(|b| b < number)))
     }
 
     /// The queue refused a claim or reclaim: find out why and settle the row.
@@ -749,8 +778,9 @@ impl Bridge {
         let Some(brid) = row.build_request_id else {
             return Ok("not-active");
         };
+        let absorbed = self.absorbed_build(row, build_number).await?;
         match row.state {
-            RowState::Running if row.build_number == build_number => {
+            RowState::Running if row.build_number == build_number || absorbed => {
                 let change = self
                     .state
                     .mark_retrying(task_id, row.run_id, self.now())
@@ -805,6 +835,18 @@ impl Bridge {
                     "bbb_bridge_resolutions_total",
                     "resolution=\"exception/worker-shutdown\"",
                 );
+                if absorbed
+                    && let Some(next_row) = self.state.get(task_id, i64::from(next.run_id)).await?
+                {
+                    // The row's recorded build is the retried request's next build: it
+                    // serves the next run.
+                    let later = StartedBuild {
+                        build_id: row.build_id,
+                        number: row.build_number,
+                    };
+                    Box::pin(self.build_started(next_row, BuildRequestId(brid as u64), later))
+                        .await?;
+                }
                 Ok("retried")
             }
             (Some(this), _) if is_resolved(this) => {
@@ -1053,6 +1095,15 @@ impl Bridge {
             return self.redrive(row).await;
         };
         let state = self.master.request_state(brid).await?;
+        if let RequestState::Pending { builds } | RequestState::Running { builds, .. } = &state {
+            for b in builds.iter().filter(|b| b.finish_time.is_some()) {
+                let number = i64::try_from(b.number).ok();
+                if self.absorbed_build(row, number).await? {
+                    // A RETRY'd build of this run that the row never recorded.
+                    return self.build_retried(row, number).await;
+                }
+            }
+        }
         match state {
             RequestState::Cancelled { .. } => self.cancelled_on_master(row).await,
             RequestState::Complete { results, .. } => {

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Create or update the Python virtualenv used by the compatibility tests.
+# Create or update a Python virtualenv of the tests:
 #
-# The venv lives in <cargo target dir>/pyenv (target/ is ignored by git) and
-# holds exactly the versions pinned in tests/python/requirements.txt. A stamp
-# file records the sha256 of the requirements that were installed; when it
-# matches, nothing is reinstalled and the script returns at once.
+#   scripts/pyenv.sh [NAME REQUIREMENTS]
+#
+# Without arguments, the compatibility suite's venv: <cargo target dir>/pyenv
+# (target/ is ignored by git) with exactly the versions pinned in
+# tests/python/requirements.txt. With arguments, <cargo target dir>/NAME with
+# the versions pinned in REQUIREMENTS (a path relative to the repository). A
+# stamp file records the sha256 of the requirements that were installed; when
+# it matches, nothing is reinstalled and the script returns at once.
 #
 # Prints the venv path on stdout (last line), progress on stderr.
 #
@@ -15,12 +19,13 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 target_dir="${CARGO_TARGET_DIR:-$repo/target}"
-venv="$target_dir/pyenv"
-requirements="$repo/tests/python/requirements.txt"
+name="${1:-pyenv}"
+requirements="$repo/${2:-tests/python/requirements.txt}"
+venv="$target_dir/$name"
 stamp="$venv/.requirements.sha256"
 python="${PYTHON:-python3}"
 
-log() { echo "pyenv: $*" >&2; }
+log() { echo "$name: $*" >&2; }
 
 want=$(sha256sum "$requirements" | cut -d' ' -f1)
 
@@ -35,12 +40,12 @@ if [[ ! -x "$venv/bin/python" ]]; then
     mkdir -p "$target_dir"
     if ! "$python" -m venv "$venv"; then
         rm -rf "$venv"
-        echo "pyenv: ERROR: '$python -m venv' failed; on Debian install python3-venv" >&2
+        echo "$name: ERROR: '$python -m venv' failed; on Debian install python3-venv" >&2
         exit 1
     fi
 fi
 
-log "installing tests/python/requirements.txt"
+log "installing ${requirements#"$repo"/}"
 rm -f "$stamp"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
     --no-input --require-virtualenv -r "$requirements"

@@ -38,9 +38,14 @@ async fn run(root_url: &str, token: &str, task_queue_id: &str) -> anyhow::Result
             "source": "https://github.com/bbb/bbb"
         }
     });
-    queue.createTask(&task_id, &def).await?;
+    let created: Value = queue.createTask(&task_id, &def).await?;
     println!("demo task {task_id} created on {task_queue_id} (builder linux.build)");
-    let mut last = String::new();
+    // The state createTask answered (pending), then each state the run goes through.
+    let mut last = created["status"]["state"]
+        .as_str()
+        .unwrap_or("pending")
+        .to_owned();
+    println!("demo task {task_id}: {last}");
     for _ in 0..600 {
         let status: Value = queue.status(&task_id).await?;
         let state = status["status"]["state"].as_str().unwrap_or("?").to_owned();

@@ -176,30 +176,31 @@ pub async fn start(
             queue_prefix: cfg.queue_prefix.clone(),
             ..TcListenerSettings::default()
         };
-        let (b, c, f, bus) = (bridge.clone(), cancel.clone(), failed.clone(), bus.clone());
-        tasks.push(tokio::spawn(async move {
-            let result = tc_listener::run(b, bus, settings, c.clone()).await;
-            if !c.is_cancelled() {
-                match result {
-                    Err(e) => tracing::error!(error = %e, "TC listener stopped"),
-                    Ok(()) => tracing::error!("TC listener stopped unexpectedly"),
-                }
-                f.cancel();
-            }
-        }));
+        // Subscribed before this function returns: nothing published after it is missed.
+        let handle = tc_listener::start(bridge.clone(), bus.clone(), settings, cancel.clone())
+            .await
+            .context("TC listener: subscribing to the queue's exchanges")?;
+        tasks.push(watch_role(
+            "TC listener",
+            handle,
+            cancel.clone(),
+            failed.clone(),
+        ));
     }
     if roles.bb_listener {
-        let (b, c, f) = (bridge.clone(), cancel.clone(), failed.clone());
-        tasks.push(tokio::spawn(async move {
-            let result = bb_listener::run(b, BbListenerSettings::default(), c.clone()).await;
-            if !c.is_cancelled() {
-                match result {
-                    Err(e) => tracing::error!(error = %e, "Buildbot listener stopped"),
-                    Ok(()) => tracing::error!("Buildbot listener stopped unexpectedly"),
-                }
-                f.cancel();
-            }
-        }));
+        let handle = bb_listener::start(
+            bridge.clone(),
+            BbListenerSettings::default(),
+            cancel.clone(),
+        )
+        .await
+        .context("Buildbot listener: opening the master's event stream")?;
+        tasks.push(watch_role(
+            "Buildbot listener",
+            handle,
+            cancel.clone(),
+            failed.clone(),
+        ));
     }
     if roles.reflector {
         let settings = ReflectorSettings {
@@ -251,6 +252,26 @@ pub async fn start(
         failed,
         cancel,
         tasks,
+    })
+}
+
+/// Watches a role's task: if it ends while the bridge is not shutting down,
+/// the role stopped on its own and `failed` fires.
+fn watch_role(
+    name: &'static str,
+    handle: tokio::task::JoinHandle<()>,
+    cancel: CancellationToken,
+    failed: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let result = handle.await;
+        if !cancel.is_cancelled() {
+            match result {
+                Err(e) => tracing::error!(error = %e, "{name} stopped"),
+                Ok(()) => tracing::error!("{name} stopped unexpectedly"),
+            }
+            failed.cancel();
+        }
     })
 }
 

@@ -60,31 +60,44 @@ pub async fn run(
     settings: BbListenerSettings,
     cancel: CancellationToken,
 ) -> Result<(), LegacyError> {
-    let events = bridge.master.events().await?;
-    let workers = settings.workers.max(1);
-    let mut senders = Vec::with_capacity(workers);
-    let mut handles = Vec::with_capacity(workers);
-    for _ in 0..workers {
-        let (tx, rx) = mpsc::channel::<LegacyEvent>(256);
-        senders.push(tx);
-        handles.push(tokio::spawn(worker(bridge.clone(), settings.clone(), rx)));
-    }
-    let mut events = std::pin::pin!(events.take_until(cancel.cancelled_owned()));
-    while let Some(event) = events.next().await {
-        let shard = event
-            .build_request_ids()
-            .first()
-            .map(|b| (b.0 as usize) % workers)
-            .unwrap_or(0);
-        if senders[shard].send(event).await.is_err() {
-            break;
-        }
-    }
-    drop(senders);
-    for handle in handles {
-        let _ = handle.await;
-    }
+    let _ = start(bridge, settings, cancel).await?.await;
     Ok(())
+}
+
+/// Opens the master's event stream (so no event from now on is missed), then
+/// applies its events in the background until `cancel` fires or the stream
+/// ends.
+pub async fn start(
+    bridge: Arc<Bridge>,
+    settings: BbListenerSettings,
+    cancel: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, LegacyError> {
+    let events = bridge.master.events().await?;
+    Ok(tokio::spawn(async move {
+        let workers = settings.workers.max(1);
+        let mut senders = Vec::with_capacity(workers);
+        let mut handles = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (tx, rx) = mpsc::channel::<LegacyEvent>(256);
+            senders.push(tx);
+            handles.push(tokio::spawn(worker(bridge.clone(), settings.clone(), rx)));
+        }
+        let mut events = std::pin::pin!(events.take_until(cancel.cancelled_owned()));
+        while let Some(event) = events.next().await {
+            let shard = event
+                .build_request_ids()
+                .first()
+                .map(|b| (b.0 as usize) % workers)
+                .unwrap_or(0);
+            if senders[shard].send(event).await.is_err() {
+                break;
+            }
+        }
+        drop(senders);
+        for handle in handles {
+            let _ = handle.await;
+        }
+    }))
 }
 
 async fn worker(

@@ -56,6 +56,19 @@ pub async fn run(
     settings: TcListenerSettings,
     cancel: CancellationToken,
 ) -> Result<(), BusError> {
+    let _ = start(bridge, bus, settings, cancel).await?.await;
+    Ok(())
+}
+
+/// Subscribes to both durable queues (so every message published from now on
+/// is kept for the bridge), then handles their messages in the background
+/// until `cancel` fires. The handle ends when both loops have.
+pub async fn start(
+    bridge: Arc<Bridge>,
+    bus: Bus,
+    settings: TcListenerSettings,
+    cancel: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, BusError> {
     let pattern = routing_pattern(&bridge.settings.task_queue_id);
     let prefetch = u16::try_from(settings.concurrency.max(1)).unwrap_or(u16::MAX);
     let mut loops = Vec::new();
@@ -78,10 +91,11 @@ pub async fn run(
                 .await;
         }));
     }
-    for handle in loops {
-        let _ = handle.await;
-    }
-    Ok(())
+    Ok(tokio::spawn(async move {
+        for handle in loops {
+            let _ = handle.await;
+        }
+    }))
 }
 
 /// Handles one delivery: ack on success, put back after a delay on a

@@ -50,8 +50,21 @@ def up(tmp_path):
             return False
 
     wait_for(ping, 60, "bbb up to answer ping")
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+
+    def bridge_ready():
+        # /metrics answers once the bridge has subscribed to the queue's
+        # exchanges; a task created before that is only adopted by the
+        # reflector's next pass.
+        try:
+            return requests.get(metrics_url, timeout=2).ok
+        except requests.ConnectionError:
+            assert proc.poll() is None, log_path.read_text()
+            return False
+
+    wait_for(bridge_ready, 60, "the bridge's /metrics to answer")
     queue = taskcluster.Queue({"rootUrl": root_url, "credentials": {"clientId": "root", "accessToken": token}})
-    yield queue, log_path, f"http://127.0.0.1:{metrics_port}/metrics"
+    yield queue, log_path, metrics_url
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(timeout=30)

@@ -138,7 +138,7 @@ pub async fn start(
     bus: Bus,
     master: Arc<dyn LegacyMaster>,
 ) -> anyhow::Result<RunningBridge> {
-    cfg.validate_common()?;
+    cfg.validate().map_err(anyhow::Error::msg)?;
     let max = if cfg.state_database_url.starts_with("sqlite:") {
         1
     } else {
@@ -296,15 +296,4 @@ async fn metrics_handler(
         )],
         bridge.metrics.render(&rows),
     )
-}
-
-/// Checks shared by every entry point.
-trait ValidateCommon {
-    fn validate_common(&self) -> anyhow::Result<()>;
-}
-
-impl ValidateCommon for BridgeConfig {
-    fn validate_common(&self) -> anyhow::Result<()> {
-        self.validate().map_err(anyhow::Error::msg)
-    }
 }

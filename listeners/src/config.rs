@@ -159,10 +159,6 @@ fn list(v: &str) -> Vec<String> {
         .collect()
 }
 
-fn mask_secret_in_url(url: &str) -> String {
-    bbb_buildbot::mask_url(url)
-}
-
 impl BridgeConfig {
     /// The environment overrides, for `--help`.
     pub const ENV_HELP: &'static str = "\
@@ -328,12 +324,12 @@ Environment (overrides the [bridge] section of --config):
         if c.buildbot_password.is_some() {
             c.buildbot_password = Some("***".to_owned());
         }
-        c.amqp_url = c.amqp_url.as_deref().map(mask_secret_in_url);
-        c.schedulerdb_url = c.schedulerdb_url.as_deref().map(mask_secret_in_url);
-        c.buildbot_url = c.buildbot_url.as_deref().map(mask_secret_in_url);
-        c.selfserve_url = c.selfserve_url.as_deref().map(mask_secret_in_url);
-        c.builders_url = c.builders_url.as_deref().map(mask_secret_in_url);
-        c.state_database_url = mask_secret_in_url(&c.state_database_url);
+        c.amqp_url = c.amqp_url.as_deref().map(bbb_buildbot::mask_url);
+        c.schedulerdb_url = c.schedulerdb_url.as_deref().map(bbb_buildbot::mask_url);
+        c.buildbot_url = c.buildbot_url.as_deref().map(bbb_buildbot::mask_url);
+        c.selfserve_url = c.selfserve_url.as_deref().map(bbb_buildbot::mask_url);
+        c.builders_url = c.builders_url.as_deref().map(bbb_buildbot::mask_url);
+        c.state_database_url = bbb_buildbot::mask_url(&c.state_database_url);
         c
     }
 }

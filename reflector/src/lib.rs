@@ -68,6 +68,21 @@ pub struct PassReport {
     pub elapsed: Duration,
 }
 
+impl PassReport {
+    /// Whether the pass changed anything or met an error (a pass that only
+    /// found every row in step did not).
+    pub fn did_something(&self) -> bool {
+        self.past_deadline
+            + self.reclaimed
+            + self.redriven
+            + self.repaired
+            + self.adopted
+            + self.purged
+            + self.errors
+            > 0
+    }
+}
+
 /// The reflector: periodic, batched reconciliation, safe with any number of
 /// instances (rows are leased in batches; see `bbb_state`'s lease protocol).
 pub struct Reflector {
@@ -178,13 +193,7 @@ impl Reflector {
                 );
             }
         }
-        if report
-            != (PassReport {
-                elapsed: report.elapsed,
-                reconciled: report.reconciled,
-                ..PassReport::default()
-            })
-        {
+        if report.did_something() {
             info!(?report, "reflector pass");
         }
         report
@@ -231,8 +240,7 @@ impl Reflector {
                 return;
             }
             let full = rows.len() as i64 >= self.settings.batch_size;
-            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-            let results: Vec<BridgeResult<Outcome>> = futures::stream::iter(rows)
+            let results: Vec<(i64, BridgeResult<Outcome>)> = futures::stream::iter(rows)
                 .map(|row| async move {
                     let bridge = &self.bridge;
                     let action = async {
@@ -249,12 +257,16 @@ impl Reflector {
                               error = %e, "reflector action failed");
                         bridge.metrics.error("reflector");
                     }
-                    result
+                    (row.id, result)
                 })
                 .buffer_unordered(self.settings.concurrency.max(1))
                 .collect()
                 .await;
-            for result in results {
+            let mut done = Vec::new();
+            for (id, result) in results {
+                if result.is_ok() {
+                    done.push(id);
+                }
                 match (phase, result) {
                     (_, Err(_)) => report.errors += 1,
                     (Phase::Deadline, Ok(_)) => report.past_deadline += 1,
@@ -269,17 +281,11 @@ impl Reflector {
                 }
             }
             if matches!(phase, Phase::Reclaim | Phase::Deadline | Phase::Redrive) {
-                // Reclaimed rows moved their takenUntil; the others are settled or
-                // will be retried next pass: hand the leases back.
-                if let Err(e) = self.bridge.state.release_leases(&ids, &owner).await {
+                // Reclaimed rows moved their takenUntil and the others are settled:
+                // hand their leases back. A row whose action failed keeps its lease,
+                // so it is tried again next pass rather than at once.
+                if let Err(e) = self.bridge.state.release_leases(&done, &owner).await {
                     warn!(error = %e, "cannot release leases");
-                }
-                if phase == Phase::Reclaim || phase == Phase::Redrive {
-                    // Rows that failed would be taken again at once: stop here.
-                    if !full {
-                        return;
-                    }
-                    continue;
                 }
             }
             if !full {

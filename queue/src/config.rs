@@ -181,6 +181,9 @@ pub struct QueueConfig {
     pub blob: BlobConfig,
     /// How often expired tasks and artifacts are removed, in seconds.
     pub expire_interval_s: u64,
+    /// Most concurrent createTask, claimWork and report* calls combined into one
+    /// transaction (`BBB_COMMIT_BATCH`); 1 gives each call its own transaction.
+    pub commit_batch: usize,
     /// Clients and roles.
     pub auth: AuthSection,
 }
@@ -202,6 +205,7 @@ impl Default for QueueConfig {
             blob_dir: PathBuf::from("bbb-artifacts"),
             blob: BlobConfig::default(),
             expire_interval_s: 3600,
+            commit_batch: 64,
             auth: AuthSection::default(),
         }
     }
@@ -217,6 +221,7 @@ pub const ENV_HELP: &str = "\
   BBB_CLAIM_TIMEOUT_S       claim timeout in seconds (default 1200)
   BBB_DEADLINE_DELAY_S      delay after a deadline before resolving, seconds (default 60)
   BBB_RESOLVER_INTERVAL_MS  idle poll interval of background resolvers (default 1000)
+  BBB_COMMIT_BATCH          most concurrent create/claim/report calls per transaction (default 64; 1: one each)
   BBB_BLOB_KIND             store of `s3` artifacts: local (default, under blob_dir) or s3
   BBB_BLOB_S3_ENDPOINT      S3-compatible endpoint URL, e.g. http://127.0.0.1:9000
   BBB_BLOB_S3_BUCKET        bucket of the artifacts
@@ -264,6 +269,9 @@ impl QueueConfig {
         }
         if let Some(v) = num("BBB_RESOLVER_INTERVAL_MS")? {
             self.resolver_interval_ms = v;
+        }
+        if let Some(v) = num("BBB_COMMIT_BATCH")? {
+            self.commit_batch = v;
         }
         fn flag(name: &str) -> Result<Option<bool>, String> {
             var(name)

@@ -3,7 +3,7 @@
 //! causes (the outbox) and the work it hands to background resolvers.
 
 use crate::config::QueueConfig;
-use crate::db::{Backend, Db, TASK_COLUMNS, task_from_row};
+use crate::db::{Db, TASK_COLUMNS, task_from_row};
 use crate::error::{QueueError, Result};
 use crate::events::Events;
 use crate::model::Task;
@@ -90,6 +90,8 @@ pub struct Queue {
     pub events: Events,
     /// Client id and access token the queue issues task credentials with.
     pub issuer: Arc<(String, String)>,
+    /// Calls waiting to be committed together.
+    pub batches: Arc<crate::batch::Batches>,
 }
 
 /// A transaction plus the side effects to announce once it commits.
@@ -99,6 +101,7 @@ pub struct Txn {
     woke: BTreeMap<String, usize>,
     outbox: Vec<Message>,
     resolved: bool,
+    deferred: Option<crate::writes::Writes>,
 }
 
 impl Queue {
@@ -109,7 +112,18 @@ impl Queue {
             woke: BTreeMap::new(),
             outbox: Vec::new(),
             resolved: false,
+            deferred: None,
         })
+    }
+
+    /// Begin a batched operation: task saves, `pending` changes and resolutions
+    /// are held back and written at commit, one multi-row statement per kind.
+    /// The operation must load everything it needs before it changes anything
+    /// (what it saved is not visible to its own queries until commit).
+    pub async fn batch_txn(&self) -> Result<Txn> {
+        let mut t = self.txn().await?;
+        t.deferred = Some(crate::writes::Writes::default());
+        Ok(t)
     }
 
     /// Commit and announce: wake claims on queues that got pending work, the outbox
@@ -117,41 +131,15 @@ impl Queue {
     pub async fn commit(&self, mut t: Txn) -> Result<()> {
         let messages = std::mem::take(&mut t.outbox);
         let wrote_outbox = !messages.is_empty();
-        for chunk in messages.chunks(200) {
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|i| {
-                    format!(
-                        "(${}, ${}, ${}, ${})",
-                        4 * i + 1,
-                        4 * i + 2,
-                        4 * i + 3,
-                        4 * i + 4
-                    )
-                })
-                .collect();
-            let sql = format!(
-                "INSERT INTO outbox (exchange, routing_key, cc, payload) VALUES {}",
-                rows.join(", ")
-            );
-            let mut q = sqlx::query(&sql);
-            for m in chunk {
-                q = q
-                    .bind(m.exchange.clone())
-                    .bind(m.routing_key.clone())
-                    .bind(serde_json::to_string(&m.cc)?)
-                    .bind(serde_json::to_string(&m.payload)?);
-            }
-            q.execute(&mut *t.tx).await?;
-        }
-        if self.db.backend == Backend::Postgres {
-            for (q, n) in &t.woke {
-                sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(crate::db::PENDING_CHANNEL)
-                    .bind(format!("{}\n{n}\n{q}", self.signals.instance))
-                    .execute(&mut *t.tx)
-                    .await?;
-            }
-        }
+        crate::writes::write(
+            &mut t.tx,
+            self.db.backend,
+            t.deferred.take(),
+            &messages,
+            &t.woke,
+            &self.signals.instance,
+        )
+        .await?;
         t.tx.commit().await?;
         for (q, n) in &t.woke {
             self.signals.wake_queue(q, *n);
@@ -202,8 +190,11 @@ impl Queue {
 
     /// Write a task's mutable state back.
     pub async fn save_task(&self, t: &mut Txn, task: &Task) -> Result<()> {
-        let state = task.state().to_string();
-        let open = matches!(state.as_str(), "unscheduled" | "pending" | "running") as i64;
+        if let Some(w) = &mut t.deferred {
+            w.saves.insert(task.task_id.clone(), task.clone());
+            return Ok(());
+        }
+        let crate::writes::SavedState { state, open, runs } = crate::writes::SavedState::of(task)?;
         sqlx::query(
             "UPDATE tasks SET state = $2, open = $3, taken_until = $4, retries_left = $5, \
              runs = $6, ever_resolved = $7 WHERE task_id = $1",
@@ -213,7 +204,7 @@ impl Queue {
         .bind(open)
         .bind(task.taken_until)
         .bind(task.retries_left)
-        .bind(serde_json::to_string(&task.runs)?)
+        .bind(runs)
         .bind(task.ever_resolved as i64)
         .execute(&mut *t.tx)
         .await?;
@@ -229,27 +220,33 @@ impl Queue {
 
     /// Add a pending row for the task's last run, so claimWork finds it.
     pub async fn enqueue_pending(&self, t: &mut Txn, task: &Task) -> Result<()> {
-        let run = task
-            .last_run()
-            .ok_or_else(|| QueueError::Internal("no run to enqueue".into()))?;
+        let row = crate::writes::PendingRow::of(task)?;
+        *t.woke.entry(task.def.task_queue_id.clone()).or_default() += 1;
+        if let Some(w) = &mut t.deferred {
+            w.enqueued.push(row);
+            return Ok(());
+        }
         sqlx::query(
             "INSERT INTO pending (task_id, run_id, task_queue_id, priority, inserted, deadline) \
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
         )
-        .bind(&task.task_id)
-        .bind(run.run_id)
-        .bind(&task.def.task_queue_id)
-        .bind(crate::model::priority_rank(&task.def.priority))
-        .bind(run.scheduled)
-        .bind(task.deadline)
+        .bind(row.task_id)
+        .bind(row.run_id)
+        .bind(row.task_queue_id)
+        .bind(row.priority)
+        .bind(row.inserted)
+        .bind(row.deadline)
         .execute(&mut *t.tx)
         .await?;
-        *t.woke.entry(task.def.task_queue_id.clone()).or_default() += 1;
         Ok(())
     }
 
     /// Remove a run's pending row (it was cancelled or resolved by a resolver).
     pub async fn dequeue_pending(&self, t: &mut Txn, task_id: &str, run_id: i64) -> Result<()> {
+        if let Some(w) = &mut t.deferred {
+            w.dequeued.push((task_id.to_string(), run_id));
+            return Ok(());
+        }
         sqlx::query("DELETE FROM pending WHERE task_id = $1 AND run_id = $2")
             .bind(task_id)
             .bind(run_id)
@@ -264,6 +261,15 @@ impl Queue {
     pub async fn record_resolution(&self, t: &mut Txn, task: &mut Task) -> Result<()> {
         task.ever_resolved = true;
         let resolution = task.state().to_string();
+        t.resolved = true;
+        if let Some(w) = &mut t.deferred {
+            w.resolutions.push((
+                task.task_id.clone(),
+                task.def.task_group_id.clone(),
+                resolution,
+            ));
+            return Ok(());
+        }
         sqlx::query(
             "INSERT INTO resolutions (task_id, task_group_id, resolution) VALUES ($1, $2, $3)",
         )
@@ -272,7 +278,6 @@ impl Queue {
         .bind(resolution)
         .execute(&mut *t.tx)
         .await?;
-        t.resolved = true;
         Ok(())
     }
 

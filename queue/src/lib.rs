@@ -2,6 +2,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod api;
+pub mod batch;
 pub mod blob;
 pub mod config;
 pub mod core;
@@ -17,6 +18,7 @@ pub mod sigv4;
 pub mod testing;
 pub mod time;
 pub mod validate;
+pub mod writes;
 
 pub use config::QueueConfig;
 pub use core::Queue;

@@ -15,6 +15,12 @@ use tokio::sync::watch;
 /// How many items one pass takes.
 const BATCH: i64 = 500;
 
+/// After a pass that found less than a full batch, the dependency resolver and the
+/// outbox relay wait this long before the next one, so that under load each pass
+/// takes the work of many commits (a pass costs a few round trips however little
+/// it finds). An idle loop still answers the first new work at once.
+const GATHER: Duration = Duration::from_millis(10);
+
 /// How many expired `s3` artifacts one expiry pass hands out at a time.
 pub const EXPIRED_BLOB_BATCH: i64 = 1000;
 
@@ -287,7 +293,7 @@ impl Queue {
             "SELECT id, exchange, routing_key, cc, payload FROM outbox ORDER BY id LIMIT $1{}",
             self.db.skip_locked()
         );
-        let rows = sqlx::query(&sql).bind(500i64).fetch_all(&mut *t.tx).await?;
+        let rows = sqlx::query(&sql).bind(BATCH).fetch_all(&mut *t.tx).await?;
         if rows.is_empty() {
             return Ok(0);
         }
@@ -354,7 +360,13 @@ impl Queue {
             loop {
                 let notified = q.signals.resolutions.notified();
                 match q.resolve_dependencies_once().await {
-                    Ok(n) if n > 0 => continue,
+                    Ok(n) if n as i64 >= BATCH => continue,
+                    Ok(n) if n > 0 => {
+                        tokio::select! {
+                            _ = tokio::time::sleep(GATHER) => continue,
+                            _ = s.changed() => return,
+                        }
+                    }
                     Ok(_) => {}
                     Err(e) => tracing::error!(error = %e, "dependency resolver failed"),
                 }
@@ -380,6 +392,12 @@ impl Queue {
                 match pass {
                     Ok(n) if n > 0 => {
                         backoff = Duration::from_millis(100);
+                        if (n as i64) < BATCH {
+                            tokio::select! {
+                                _ = tokio::time::sleep(GATHER) => {}
+                                _ = s.changed() => return,
+                            }
+                        }
                         continue;
                     }
                     Ok(_) => {}

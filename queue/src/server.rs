@@ -171,6 +171,7 @@ pub async fn start(cfg: QueueConfig, clock: Clock) -> anyhow::Result<Running> {
         cfg: Arc::new(cfg),
         signals: Arc::new(Signals::default()),
         issuer: Arc::new((ISSUER_CLIENT_ID.to_string(), secret)),
+        batches: Arc::default(),
     };
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();

@@ -37,6 +37,28 @@ impl Queue {
         worker_id: &str,
         count: i64,
     ) -> Result<Vec<Value>> {
+        if self.batching() {
+            return self
+                .submit(crate::batch::ClaimCall {
+                    task_queue_id: task_queue_id.to_string(),
+                    worker_group: worker_group.to_string(),
+                    worker_id: worker_id.to_string(),
+                    count,
+                })
+                .await;
+        }
+        self.claim_pending_alone(task_queue_id, worker_group, worker_id, count)
+            .await
+    }
+
+    /// [`Queue::claim_pending`] in a transaction of its own.
+    pub(crate) async fn claim_pending_alone(
+        &self,
+        task_queue_id: &str,
+        worker_group: &str,
+        worker_id: &str,
+        count: i64,
+    ) -> Result<Vec<Value>> {
         self.retrying(|| self.claim_pending_once(task_queue_id, worker_group, worker_id, count))
             .await
     }
@@ -94,7 +116,7 @@ impl Queue {
     }
 
     /// pending → running for the last run of `task`, within `t`; returns the claim object.
-    async fn start_run(
+    pub(crate) async fn start_run(
         &self,
         t: &mut Txn,
         task: &mut Task,
@@ -265,38 +287,86 @@ impl Queue {
         run_id: i64,
         how: Resolution<'_>,
     ) -> Result<Value> {
+        let reason = match how {
+            Resolution::Exception(r) => EXCEPTION_REASONS.iter().find(|x| **x == r).copied(),
+            _ => Some(""),
+        };
+        if let Some(reason) = reason
+            && self.batching()
+        {
+            let how = match how {
+                Resolution::Exception(_) => Resolution::Exception(reason),
+                Resolution::Completed => Resolution::Completed,
+                Resolution::Failed => Resolution::Failed,
+            };
+            return self
+                .submit(crate::batch::ResolveCall {
+                    task_id: task_id.to_string(),
+                    run_id,
+                    how,
+                })
+                .await;
+        }
+        self.resolve_run_alone(task_id, run_id, how).await
+    }
+
+    /// [`Queue::resolve_run`] in a transaction of its own.
+    pub(crate) async fn resolve_run_alone(
+        &self,
+        task_id: &str,
+        run_id: i64,
+        how: Resolution<'_>,
+    ) -> Result<Value> {
         self.retrying(|| async {
             let now = self.clock.now_ms();
             let mut t = self.txn().await?;
             let mut task = self.existing(&mut t, task_id).await?;
-            let (state, reason) = match how {
-                Resolution::Completed => ("completed", "completed"),
-                Resolution::Failed => ("failed", "failed"),
-                Resolution::Exception(r) => ("exception", r),
-            };
-            let n = task.runs.len();
-            let run = task.runs.get_mut(run_id as usize).ok_or_else(|| {
-                QueueError::NotFound(format!("Run {run_id} of task {task_id} not found"))
-            })?;
-            if run.state == state && run.reason_resolved.as_deref() == Some(reason) {
-                return Ok(json!({"status": task.status()}));
-            }
-            if run_id as usize + 1 != n || run.state != "running" {
-                return Err(QueueError::Conflict(format!(
-                    "Run {run_id} of task {task_id} is {} and can't be resolved {state}/{reason}",
-                    run.state
-                )));
-            }
-            run.state = state.into();
-            run.reason_resolved = Some(reason.into());
-            run.resolved = Some(now);
-            task.taken_until = None;
-            self.emit_resolution_with_retry(&mut t, &mut task, run_id, now)
+            let reply = self
+                .apply_resolution(&mut t, &mut task, run_id, how, now)
                 .await?;
             self.commit(t).await?;
-            Ok(json!({"status": task.status()}))
+            Ok(reply)
         })
         .await
+    }
+
+    /// Resolve run `run_id` of the locked `task` within `t`. Refuses (404, 409)
+    /// before changing anything; a repeat of the same resolution answers again
+    /// without changes.
+    pub(crate) async fn apply_resolution(
+        &self,
+        t: &mut Txn,
+        task: &mut Task,
+        run_id: i64,
+        how: Resolution<'_>,
+        now: i64,
+    ) -> Result<Value> {
+        let task_id = task.task_id.clone();
+        let (state, reason) = match how {
+            Resolution::Completed => ("completed", "completed"),
+            Resolution::Failed => ("failed", "failed"),
+            Resolution::Exception(r) => ("exception", r),
+        };
+        let n = task.runs.len();
+        let run = task.runs.get_mut(run_id as usize).ok_or_else(|| {
+            QueueError::NotFound(format!("Run {run_id} of task {task_id} not found"))
+        })?;
+        if run.state == state && run.reason_resolved.as_deref() == Some(reason) {
+            return Ok(json!({"status": task.status()}));
+        }
+        if run_id as usize + 1 != n || run.state != "running" {
+            return Err(QueueError::Conflict(format!(
+                "Run {run_id} of task {task_id} is {} and can't be resolved {state}/{reason}",
+                run.state
+            )));
+        }
+        run.state = state.into();
+        run.reason_resolved = Some(reason.into());
+        run.resolved = Some(now);
+        task.taken_until = None;
+        self.emit_resolution_with_retry(t, task, run_id, now)
+            .await?;
+        Ok(json!({"status": task.status()}))
     }
 
     /// After the last run was resolved: add a retry run when the reason calls for one
@@ -339,7 +409,7 @@ impl Queue {
     }
 
     /// Record that a worker was active, with its most recent tasks.
-    async fn touch_worker(
+    pub(crate) async fn touch_worker(
         &self,
         t: &mut Txn,
         task_queue_id: &str,

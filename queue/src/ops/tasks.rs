@@ -21,17 +21,48 @@ fn refuse_past_deadline(task: &Task, action: &str, now: i64) -> Result<()> {
     Ok(())
 }
 
+/// A new task from its definition, with run 0 pending when `scheduled`.
+pub(crate) fn new_task(task_id: &str, def: &TaskDef, scheduled: bool, now: i64) -> Task {
+    let mut task = Task {
+        task_id: task_id.to_string(),
+        def: def.clone(),
+        deadline: parse_ms(&def.deadline).unwrap_or(now),
+        expires: parse_ms(&def.expires).unwrap_or(now),
+        retries_left: def.retries,
+        runs: vec![],
+        taken_until: None,
+        ever_resolved: false,
+    };
+    if scheduled {
+        task.runs.push(Run::pending(0, "scheduled", now));
+    }
+    task
+}
+
 /// Most runs a task may have (`rerunTask` refuses beyond).
 pub const MAX_RUNS: usize = 50;
 /// A task group outlives its last task's `expires` by at least this (upstream: 1 h).
-const GROUP_EXPIRY_MARGIN_MS: i64 = 3_600_000;
+pub(crate) const GROUP_EXPIRY_MARGIN_MS: i64 = 3_600_000;
 /// ...and at most this much more, so its row is rewritten rarely.
-const GROUP_EXPIRY_SLACK_MS: i64 = 24 * 3_600_000;
+pub(crate) const GROUP_EXPIRY_SLACK_MS: i64 = 24 * 3_600_000;
 
 impl Queue {
     /// `createTask`: store the task (idempotently), track its dependencies and
     /// schedule it at once when nothing blocks it. Returns `{status}`.
     pub async fn create_task(&self, task_id: &str, def: &TaskDef) -> Result<Value> {
+        if def.dependencies.is_empty() && self.batching() {
+            return self
+                .submit(crate::batch::CreateCall {
+                    task_id: task_id.to_string(),
+                    def: def.clone(),
+                })
+                .await;
+        }
+        self.create_task_alone(task_id, def).await
+    }
+
+    /// [`Queue::create_task`] in a transaction of its own.
+    pub(crate) async fn create_task_alone(&self, task_id: &str, def: &TaskDef) -> Result<Value> {
         self.retrying(|| self.create_task_once(task_id, def)).await
     }
 
@@ -151,41 +182,11 @@ impl Queue {
             .count() as i64;
 
         // Insert, or compare with what is there.
-        let mut task = Task {
-            task_id: task_id.to_string(),
-            def: def.clone(),
-            deadline,
-            expires,
-            retries_left: def.retries,
-            runs: vec![],
-            taken_until: None,
-            ever_resolved: false,
-        };
-        if unsatisfied == 0 {
-            task.runs.push(Run::pending(0, "scheduled", now));
-        }
-        let inserted = sqlx::query(
-            "INSERT INTO tasks (task_id, task_group_id, scheduler_id, project_id, task_queue_id, priority, \
-             deadline, expires, retries_left, state, open, taken_until, ever_resolved, deps_unsatisfied, \
-             definition, runs) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, NULL, 0, $11, $12, $13) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(task_id)
-        .bind(&def.task_group_id)
-        .bind(&def.scheduler_id)
-        .bind(&def.project_id)
-        .bind(&def.task_queue_id)
-        .bind(crate::model::priority_rank(&def.priority))
-        .bind(deadline)
-        .bind(expires)
-        .bind(def.retries)
-        .bind(task.state().to_string())
-        .bind(unsatisfied)
-        .bind(serde_json::to_string(def)?)
-        .bind(serde_json::to_string(&task.runs)?)
-        .execute(&mut *t.tx)
-        .await?
-        .rows_affected();
+        let task = new_task(task_id, def, unsatisfied == 0, now);
+        let inserted = self
+            .insert_tasks(&mut t, &[(&task, unsatisfied)])
+            .await?
+            .len();
 
         if inserted == 0 {
             let existing = self
@@ -347,6 +348,67 @@ impl Queue {
         self.emit(t, self.events.task_resolved(task, run_id))
             .await?;
         Ok(true)
+    }
+
+    /// Insert `(task, deps_unsatisfied)` rows, skipping task ids already stored;
+    /// returns the ids inserted.
+    pub(crate) async fn insert_tasks(
+        &self,
+        t: &mut Txn,
+        tasks: &[(&Task, i64)],
+    ) -> Result<std::collections::HashSet<String>> {
+        let mut inserted = std::collections::HashSet::new();
+        for chunk in tasks.chunks(100) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|r| {
+                    let p = |c: usize| format!("${}", r * 13 + c);
+                    format!(
+                        "({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, 1, NULL, 0, {}, {}, {})",
+                        p(1),
+                        p(2),
+                        p(3),
+                        p(4),
+                        p(5),
+                        p(6),
+                        p(7),
+                        p(8),
+                        p(9),
+                        p(10),
+                        p(11),
+                        p(12),
+                        p(13)
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO tasks (task_id, task_group_id, scheduler_id, project_id, task_queue_id, priority, \
+                 deadline, expires, retries_left, state, open, taken_until, ever_resolved, deps_unsatisfied, \
+                 definition, runs) VALUES {} ON CONFLICT DO NOTHING RETURNING task_id",
+                rows.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for (task, unsatisfied) in chunk {
+                let def = &task.def;
+                q = q
+                    .bind(task.task_id.clone())
+                    .bind(def.task_group_id.clone())
+                    .bind(def.scheduler_id.clone())
+                    .bind(def.project_id.clone())
+                    .bind(def.task_queue_id.clone())
+                    .bind(crate::model::priority_rank(&def.priority))
+                    .bind(task.deadline)
+                    .bind(task.expires)
+                    .bind(def.retries)
+                    .bind(task.state().to_string())
+                    .bind(*unsatisfied)
+                    .bind(serde_json::to_string(def)?)
+                    .bind(serde_json::to_string(&task.runs)?);
+            }
+            for row in q.fetch_all(&mut *t.tx).await? {
+                inserted.insert(row.try_get::<String, _>("task_id")?);
+            }
+        }
+        Ok(inserted)
     }
 
     /// Load and lock a task, or 404.

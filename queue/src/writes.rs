@@ -1,0 +1,333 @@
+//! The writes a transaction makes at commit: the rows a batched transaction held
+//! back (task saves, `pending` changes, resolutions), its outbox messages and
+//! the `NOTIFY` of newly pending work.
+//!
+//! Each kind is written with multi-row statements. On PostgreSQL they all go in
+//! one statement (data-modifying `WITH` parts, the notifications as its
+//! `SELECT`), so committing a batch costs one round trip plus the `COMMIT`; on
+//! SQLite, which has no data-modifying `WITH`, each part is its own statement.
+
+use crate::db::Backend;
+use crate::error::{QueueError, Result};
+use crate::model::Task;
+use bbb_pulse::Message;
+use sqlx::any::AnyArguments;
+use sqlx::query::Query;
+use sqlx::{Any, Transaction};
+use std::collections::BTreeMap;
+
+/// Row writes a batched transaction holds back until commit.
+#[derive(Default)]
+pub struct Writes {
+    /// Tasks to save, by id (the last save of a task wins).
+    pub saves: BTreeMap<String, Task>,
+    /// Runs to add to `pending`.
+    pub enqueued: Vec<PendingRow>,
+    /// Runs to remove from `pending`.
+    pub dequeued: Vec<(String, i64)>,
+    /// `(task_id, task_group_id, resolution)` for the dependency resolver.
+    pub resolutions: Vec<(String, String, String)>,
+}
+
+/// One row of `pending`.
+pub struct PendingRow {
+    /// The task.
+    pub task_id: String,
+    /// Its run.
+    pub run_id: i64,
+    /// Where workers claim it.
+    pub task_queue_id: String,
+    /// [`crate::model::priority_rank`] of the task.
+    pub priority: i64,
+    /// When the run became pending (FIFO order within a priority).
+    pub inserted: i64,
+    /// The task's deadline.
+    pub deadline: i64,
+}
+
+impl PendingRow {
+    /// The row for the last run of `task`.
+    pub fn of(task: &Task) -> Result<PendingRow> {
+        let run = task
+            .last_run()
+            .ok_or_else(|| QueueError::Internal("no run to enqueue".into()))?;
+        Ok(PendingRow {
+            task_id: task.task_id.clone(),
+            run_id: run.run_id,
+            task_queue_id: task.def.task_queue_id.clone(),
+            priority: crate::model::priority_rank(&task.def.priority),
+            inserted: run.scheduled,
+            deadline: task.deadline,
+        })
+    }
+}
+
+/// The column values a task save writes besides its id.
+pub struct SavedState {
+    /// `state`.
+    pub state: String,
+    /// `open` (1 while unscheduled, pending or running).
+    pub open: i64,
+    /// `runs` as JSON.
+    pub runs: String,
+}
+
+impl SavedState {
+    /// What `task` stores.
+    pub fn of(task: &Task) -> Result<SavedState> {
+        let state = task.state().to_string();
+        let open = matches!(state.as_str(), "unscheduled" | "pending" | "running") as i64;
+        Ok(SavedState {
+            state,
+            open,
+            runs: serde_json::to_string(&task.runs)?,
+        })
+    }
+}
+
+/// A bound value.
+enum Arg {
+    Text(String),
+    Int(i64),
+    MaybeInt(Option<i64>),
+}
+
+/// SQL text with its arguments, numbered as they are added.
+#[derive(Default)]
+struct Sql {
+    text: String,
+    args: Vec<Arg>,
+}
+
+impl Sql {
+    fn arg(&mut self, a: Arg) -> String {
+        self.args.push(a);
+        format!("${}", self.args.len())
+    }
+
+    fn text(&mut self, s: impl Into<String>) -> String {
+        self.arg(Arg::Text(s.into()))
+    }
+
+    fn int(&mut self, i: i64) -> String {
+        self.arg(Arg::Int(i))
+    }
+
+    fn query(&self) -> Query<'_, Any, AnyArguments<'_>> {
+        let mut q = sqlx::query(&self.text);
+        for a in &self.args {
+            q = match a {
+                Arg::Text(s) => q.bind(s.as_str()),
+                Arg::Int(i) => q.bind(*i),
+                Arg::MaybeInt(i) => q.bind(*i),
+            };
+        }
+        q
+    }
+}
+
+/// Statements under construction: one combined statement (PostgreSQL) or one
+/// statement per part (SQLite).
+struct Parts {
+    combine: bool,
+    cur: Sql,
+    ctes: Vec<String>,
+    done: Vec<Sql>,
+}
+
+impl Parts {
+    /// The statement the next part binds its arguments into.
+    fn sql(&mut self) -> &mut Sql {
+        &mut self.cur
+    }
+
+    /// End a part whose SQL is `fragment`.
+    fn end(&mut self, fragment: String) {
+        if self.combine {
+            self.ctes.push(fragment);
+        } else {
+            let args = std::mem::take(&mut self.cur.args);
+            self.done.push(Sql {
+                text: fragment,
+                args,
+            });
+        }
+    }
+
+    /// The statements, the last one selecting `tail` (PostgreSQL only).
+    fn finish(mut self, tail: Option<String>) -> Vec<Sql> {
+        if self.combine {
+            if self.ctes.is_empty() && tail.is_none() {
+                return vec![];
+            }
+            let mut text = String::new();
+            if !self.ctes.is_empty() {
+                let parts: Vec<String> = self
+                    .ctes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| format!("w{i} AS ({f})"))
+                    .collect();
+                text = format!("WITH {} ", parts.join(", "));
+            }
+            text.push_str(&format!(
+                "SELECT {}",
+                tail.unwrap_or_else(|| "1".to_string())
+            ));
+            self.cur.text = text;
+            self.done.push(self.cur);
+        }
+        self.done
+    }
+}
+
+/// Rows per statement part (at most 7 arguments each).
+const ROWS: usize = 200;
+
+/// `(...), (...)`: one tuple per item, each made by `row`.
+fn tuples<T>(
+    sql: &mut Sql,
+    items: &[T],
+    row: impl Fn(&mut Sql, &T) -> Result<Vec<String>>,
+) -> Result<String> {
+    let mut out = Vec::with_capacity(items.len());
+    for it in items {
+        out.push(format!("({})", row(sql, it)?.join(", ")));
+    }
+    Ok(out.join(", "))
+}
+
+/// Write everything `t` holds back, plus `outbox` and the notifications of
+/// `woke` (task queue → newly pending runs, PostgreSQL only), within `tx`.
+pub async fn write(
+    tx: &mut Transaction<'static, Any>,
+    backend: Backend,
+    writes: Option<Writes>,
+    outbox: &[Message],
+    woke: &BTreeMap<String, usize>,
+    instance: &str,
+) -> Result<()> {
+    let pg = backend == Backend::Postgres;
+    // Many rows (a big resolver pass) are written in several statements.
+    let small = writes.as_ref().is_none_or(|w| {
+        w.saves.len() <= ROWS
+            && w.enqueued.len() <= ROWS
+            && w.dequeued.len() <= ROWS
+            && w.resolutions.len() <= ROWS
+    }) && outbox.len() <= ROWS;
+    let mut parts = Parts {
+        combine: pg && small,
+        cur: Sql::default(),
+        ctes: Vec::new(),
+        done: Vec::new(),
+    };
+    if let Some(w) = writes {
+        let saves: Vec<&Task> = w.saves.values().collect();
+        for chunk in saves.chunks(ROWS) {
+            let sql = parts.sql();
+            let values = tuples(sql, chunk, |sql, task| {
+                let st = SavedState::of(task)?;
+                Ok(vec![
+                    sql.text(task.task_id.clone()),
+                    sql.text(st.state),
+                    sql.int(st.open),
+                    sql.arg(Arg::MaybeInt(task.taken_until)),
+                    sql.int(task.retries_left),
+                    sql.text(st.runs),
+                    sql.int(task.ever_resolved as i64),
+                ])
+            })?;
+            parts.end(format!(
+                "UPDATE tasks SET state = v.column2, open = v.column3, taken_until = v.column4, \
+                 retries_left = v.column5, runs = v.column6, ever_resolved = v.column7 \
+                 FROM (VALUES {values}) AS v WHERE tasks.task_id = v.column1"
+            ));
+        }
+        for chunk in w.dequeued.chunks(ROWS) {
+            let sql = parts.sql();
+            let values = tuples(sql, chunk, |sql, (task_id, run_id)| {
+                Ok(vec![sql.text(task_id.clone()), sql.int(*run_id)])
+            })?;
+            parts.end(format!(
+                "DELETE FROM pending WHERE (task_id, run_id) IN (VALUES {values})"
+            ));
+        }
+        for chunk in w.enqueued.chunks(ROWS) {
+            let sql = parts.sql();
+            let values = tuples(sql, chunk, |sql, p| {
+                Ok(vec![
+                    sql.text(p.task_id.clone()),
+                    sql.int(p.run_id),
+                    sql.text(p.task_queue_id.clone()),
+                    sql.int(p.priority),
+                    sql.int(p.inserted),
+                    sql.int(p.deadline),
+                ])
+            })?;
+            parts.end(format!(
+                "INSERT INTO pending (task_id, run_id, task_queue_id, priority, inserted, deadline) \
+                 VALUES {values} ON CONFLICT DO NOTHING"
+            ));
+        }
+        for chunk in w.resolutions.chunks(ROWS) {
+            let sql = parts.sql();
+            let values = tuples(sql, chunk, |sql, (task_id, group, resolution)| {
+                Ok(vec![
+                    sql.text(task_id.clone()),
+                    sql.text(group.clone()),
+                    sql.text(resolution.clone()),
+                ])
+            })?;
+            parts.end(format!(
+                "INSERT INTO resolutions (task_id, task_group_id, resolution) VALUES {values}"
+            ));
+        }
+    }
+    for chunk in outbox.chunks(ROWS) {
+        let sql = parts.sql();
+        let values = tuples(sql, chunk, |sql, m| {
+            Ok(vec![
+                sql.text(m.exchange.clone()),
+                sql.text(m.routing_key.clone()),
+                sql.text(serde_json::to_string(&m.cc)?),
+                sql.text(serde_json::to_string(&m.payload)?),
+            ])
+        })?;
+        parts.end(format!(
+            "INSERT INTO outbox (exchange, routing_key, cc, payload) VALUES {values}"
+        ));
+    }
+    let mut statements = if pg && !woke.is_empty() {
+        // Announce newly pending work to the other processes on the database.
+        let combined = parts.combine;
+        let notify = |sql: &mut Sql| -> String {
+            woke.iter()
+                .map(|(q, n)| {
+                    format!(
+                        "pg_notify({}, {})",
+                        sql.text(crate::db::PENDING_CHANNEL),
+                        sql.text(format!("{instance}\n{n}\n{q}"))
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if combined {
+            let tail = notify(parts.sql());
+            parts.finish(Some(tail))
+        } else {
+            let mut done = parts.finish(None);
+            let mut sql = Sql::default();
+            let calls = notify(&mut sql);
+            sql.text = format!("SELECT {calls}");
+            done.push(sql);
+            done
+        }
+    } else {
+        parts.finish(None)
+    };
+    for s in statements.iter_mut() {
+        s.query().execute(&mut **tx).await?;
+    }
+    Ok(())
+}

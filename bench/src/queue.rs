@@ -2,7 +2,7 @@
 //! latency, and the drain of a 10,000-task graph, on SQLite and PostgreSQL.
 
 use crate::client::{Api, Creds};
-use bbb_queue::testing::{TempDir, fresh_pg_database};
+use bbb_queue::testing::{TempDir, fresh_pg_database, test_pg_url};
 use bbb_queue::{Clock, QueueConfig};
 use futures::future::join_all;
 use serde_json::{Value, json};
@@ -23,16 +23,22 @@ pub struct Options {
     pub wake_samples: usize,
     /// Tasks in the drained graph (rounded to the graph's shape; 10,000 by default).
     pub graph: bool,
+    /// The queue's `commit_batch` (most concurrent calls per transaction).
+    pub commit_batch: usize,
+    /// Also measure lifecycles with one transaction per call, for comparison.
+    pub compare_unbatched: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             backends: vec!["sqlite".into(), "postgres".into()],
-            concurrency: 16,
+            concurrency: 64,
             seconds: 10,
             wake_samples: 200,
             graph: true,
+            commit_batch: QueueConfig::default().commit_batch,
+            compare_unbatched: true,
         }
     }
 }
@@ -66,7 +72,7 @@ struct Server {
     _dir: TempDir,
 }
 
-async fn server(backend: &str, opts: &Options) -> anyhow::Result<Server> {
+async fn server(backend: &str, opts: &Options, commit_batch: usize) -> anyhow::Result<Server> {
     let dir = TempDir::new("bbb-bench");
     let url = if backend == "postgres" {
         fresh_pg_database("bbb_bench").await?
@@ -81,6 +87,7 @@ async fn server(backend: &str, opts: &Options) -> anyhow::Result<Server> {
         root_access_token: Some(token.clone()),
         blob_dir: dir.0.join("blobs"),
         resolver_interval_ms: 200,
+        commit_batch,
         ..QueueConfig::default()
     };
     let running = bbb_queue::start(cfg, Clock::system()).await?;
@@ -313,7 +320,11 @@ async fn graph_drain(
 
     let drained = Instant::now();
     let done = Arc::new(AtomicUsize::new(0));
+    // The drain ends when the last task is reported; the other workers are then
+    // waiting in claimWork long polls, which are dropped rather than waited out.
+    let finished = Arc::new(tokio::sync::Notify::new());
     let loops = (0..concurrency).map(|w| {
+        let finished = finished.clone();
         let (api, root, done, final_id) = (s.api.clone(), s.root.clone(), done.clone(), final_id.clone());
         async move {
             loop {
@@ -338,13 +349,20 @@ async fn graph_drain(
                 let n = done.fetch_add(claims.len(), Ordering::Relaxed) + claims.len();
                 if claims.iter().any(|c| c["status"]["taskId"] == final_id.as_str()) || n >= total {
                     done.store(total, Ordering::Relaxed);
+                    finished.notify_one();
                     return Ok(());
                 }
             }
         }
     });
-    for r in join_all(loops).await {
-        r?;
+    let all = join_all(loops);
+    tokio::select! {
+        results = all => {
+            for r in results {
+                r?;
+            }
+        }
+        _ = finished.notified() => {}
     }
     Ok((total, create_time, drained.elapsed()))
 }
@@ -352,16 +370,23 @@ async fn graph_drain(
 /// Run the benchmark and print its figures.
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     println!(
-        "bbb queue benchmark: {} cores, concurrency {}, {} s per throughput run",
+        "bbb queue benchmark: {} cores, concurrency {}, {} s per throughput run, commit_batch {}",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
         opts.concurrency,
-        opts.seconds
+        opts.seconds,
+        opts.commit_batch
     );
     for backend in &opts.backends {
         println!("\n== {backend} ==");
-        let s = server(backend, &opts).await?;
+        if backend == "postgres" {
+            println!(
+                "server:                      {}",
+                bbb_queue::db::mask_url(&test_pg_url())
+            );
+        }
+        let s = server(backend, &opts, opts.commit_batch).await?;
         let raw = raw_commits(&s.url, opts.concurrency, opts.seconds).await?;
         let (life, [create, claim, complete]) =
             lifecycle(&s, opts.concurrency, opts.seconds).await?;
@@ -371,6 +396,15 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             "  mean call latency:         createTask {create:.1} ms, claimWork {claim:.1} ms, reportCompleted {complete:.1} ms"
         );
         println!("lifecycle / raw commits:     {:>9.2}", life / raw);
+        if opts.compare_unbatched && opts.commit_batch > 1 {
+            let alone = server(backend, &opts, 1).await?;
+            let (one, _) = lifecycle(&alone, opts.concurrency, opts.seconds).await?;
+            alone.running.shutdown().await;
+            println!(
+                "  one transaction per call: {one:>9.0} tasks/s (batched: {:.1}x)",
+                life / one
+            );
+        }
         let wake = wake_latency(&s, opts.wake_samples).await?;
         println!(
             "claimWork wake-up latency:   p50 {:.1} ms, p99 {:.1} ms ({} samples)",

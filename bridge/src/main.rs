@@ -86,8 +86,8 @@ enum BenchCommand {
         /// Backends to measure (sqlite, postgres).
         #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
         backends: Vec<String>,
-        /// Concurrent loops.
-        #[arg(long, default_value_t = 16)]
+        /// Concurrent loops (workers, each creating, claiming and completing tasks).
+        #[arg(long, default_value_t = 64)]
         concurrency: usize,
         /// Seconds per throughput measurement.
         #[arg(long, default_value_t = 10)]
@@ -98,6 +98,12 @@ enum BenchCommand {
         /// Skip the 10,000-task graph.
         #[arg(long)]
         no_graph: bool,
+        /// Most concurrent calls the queue commits in one transaction.
+        #[arg(long, default_value_t = 64)]
+        commit_batch: usize,
+        /// Skip the lifecycle measurement with one transaction per call.
+        #[arg(long)]
+        no_compare: bool,
     },
     /// The bridge: task-pending → build-request-injected latency at rising task
     /// rates, and reflector passes over running rows.
@@ -214,6 +220,8 @@ async fn main() -> anyhow::Result<()> {
             seconds,
             wake_samples,
             no_graph,
+            commit_batch,
+            no_compare,
         }) => {
             let opts = bbb_bench::queue::Options {
                 backends,
@@ -221,6 +229,8 @@ async fn main() -> anyhow::Result<()> {
                 seconds,
                 wake_samples,
                 graph: !no_graph,
+                commit_batch,
+                compare_unbatched: !no_compare,
             };
             bbb_bench::queue::run(opts).await?;
         }

@@ -160,7 +160,7 @@ impl Queue {
 
     /// Load and lock (PostgreSQL) the tasks `ids`, in id order so concurrent
     /// batches lock rows in the same order.
-    async fn load_tasks_for_update(
+    pub(crate) async fn load_tasks_for_update(
         &self,
         t: &mut crate::core::Txn,
         ids: &[&str],

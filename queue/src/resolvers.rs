@@ -34,7 +34,8 @@ impl Queue {
 
     async fn resolve_dependencies_pass(&self) -> Result<usize> {
         let now = self.clock.now_ms();
-        let mut t = self.txn().await?;
+        // Task saves and new pending runs are written together at commit.
+        let mut t = self.batch_txn().await?;
         let sql = format!(
             "SELECT id, task_id, task_group_id, resolution FROM resolutions ORDER BY id LIMIT $1{}",
             self.db.skip_locked()
@@ -88,22 +89,39 @@ impl Queue {
                     .or_default() += 1;
             }
         }
-        // Dependents in key order, so concurrent resolvers lock rows in the same order.
-        for (dependent, k) in newly_satisfied {
-            let left: i64 = sqlx::query(
-                "UPDATE tasks SET deps_unsatisfied = deps_unsatisfied - $2 WHERE task_id = $1 RETURNING deps_unsatisfied",
-            )
-            .bind(&dependent)
-            .bind(k)
-            .fetch_one(&mut *t.tx)
-            .await?
-            .try_get("deps_unsatisfied")?;
-            if left <= 0
-                && let Some(mut task) = self.load_task_for_update(&mut t, &dependent).await?
+        // Count the satisfied edges off each dependent in one statement per chunk,
+        // then schedule those with nothing left to wait for.
+        let dependents: Vec<(String, i64)> = newly_satisfied.into_iter().collect();
+        let mut ready: Vec<String> = Vec::new();
+        for chunk in dependents.chunks(200) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+                .collect();
+            let sql = format!(
+                "UPDATE tasks SET deps_unsatisfied = tasks.deps_unsatisfied - v.column2 \
+                 FROM (VALUES {}) AS v WHERE tasks.task_id = v.column1 \
+                 RETURNING tasks.task_id, tasks.deps_unsatisfied",
+                values.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for (dependent, k) in chunk {
+                q = q.bind(dependent.as_str()).bind(*k);
+            }
+            for row in q.fetch_all(&mut *t.tx).await? {
+                if row.try_get::<i64, _>("deps_unsatisfied")? <= 0 {
+                    ready.push(row.try_get("task_id")?);
+                }
+            }
+        }
+        let ready_ids: Vec<&str> = ready.iter().map(String::as_str).collect();
+        let mut tasks = self.load_tasks_for_update(&mut t, &ready_ids).await?;
+        ready.sort();
+        for id in &ready {
+            if let Some(task) = tasks.get_mut(id)
                 && task.runs.is_empty()
                 && task.deadline > now
             {
-                self.start_first_run(&mut t, &mut task, now).await?;
+                self.start_first_run(&mut t, task, now).await?;
             }
         }
         for group in groups {

@@ -129,9 +129,15 @@ impl Queue {
         if R::combiner(&self.batches).push(Call { req, reply }) {
             let q = self.clone();
             tokio::spawn(async move {
+                use futures::FutureExt;
                 let max = q.cfg.commit_batch.max(1);
                 while let Some(calls) = R::combiner(&q.batches).next(max) {
-                    q.run_batch(calls).await;
+                    // A panic fails only its own batch's calls (their answers are
+                    // dropped); the leader goes on with the next batch.
+                    let run = std::panic::AssertUnwindSafe(q.run_batch(calls));
+                    if run.catch_unwind().await.is_err() {
+                        tracing::error!("a batched transaction panicked; its calls failed");
+                    }
                 }
             });
         }
@@ -298,6 +304,17 @@ async fn create_batch(q: &Queue, calls: &[CreateCall]) -> Result<Vec<Outcome<Val
                 .bind(needed + GROUP_EXPIRY_SLACK_MS);
         }
         query.execute(&mut *t.tx).await?;
+    }
+    // A group created meanwhile by another transaction may have another
+    // schedulerId: its calls go the one-call way, which answers 409.
+    let mut lost: HashSet<&str> = HashSet::new();
+    for (gid, (sid, _)) in &new_groups {
+        if q.group_scheduler_id(&mut t, gid).await? != *sid {
+            lost.insert(gid);
+        }
+    }
+    if !lost.is_empty() {
+        taken.retain(|(_, task)| !lost.contains(task.def.task_group_id.as_str()));
     }
     for (gid, (needed, _)) in longer {
         sqlx::query(

@@ -57,6 +57,8 @@ pub struct TestOptions {
     pub amqp_url: Option<String>,
     /// Claim timeout in seconds (default 1200).
     pub claim_timeout_s: Option<u64>,
+    /// Most calls per transaction (default: the queue's default, 64).
+    pub commit_batch: Option<usize>,
     /// Extra clients.
     pub clients: Vec<ClientConfig>,
     /// The blob store of `s3` artifacts (default: local disk in the test's directory).
@@ -102,6 +104,9 @@ impl TestQueue {
             blob_dir: dir.0.join("blobs"),
             ..QueueConfig::default()
         };
+        if let Some(n) = opts.commit_batch {
+            cfg.commit_batch = n;
+        }
         cfg.auth.clients = opts.clients.clone();
         if let Some(b) = &opts.blob {
             cfg.blob = b.clone();

@@ -121,6 +121,15 @@ impl Queue {
                 .bind(expires + GROUP_EXPIRY_MARGIN_MS + GROUP_EXPIRY_SLACK_MS)
                 .execute(&mut *t.tx)
                 .await?;
+                // Another transaction may have created the group meanwhile, with
+                // another schedulerId: the group as stored decides.
+                let sid = self.group_scheduler_id(&mut t, &def.task_group_id).await?;
+                if sid != def.scheduler_id {
+                    return Err(QueueError::Conflict(format!(
+                        "Task group {} already has schedulerId {sid}, not {}: every task in a group must have the same schedulerId",
+                        def.task_group_id, def.scheduler_id
+                    )));
+                }
             }
         }
 
@@ -409,6 +418,17 @@ impl Queue {
             }
         }
         Ok(inserted)
+    }
+
+    /// The stored schedulerId of a task group (which must exist), read with a
+    /// share lock (PostgreSQL) so it can't change before this transaction ends.
+    pub(crate) async fn group_scheduler_id(&self, t: &mut Txn, group: &str) -> Result<String> {
+        let sql = format!(
+            "SELECT scheduler_id FROM task_groups WHERE task_group_id = $1{}",
+            self.db.for_share()
+        );
+        let row = sqlx::query(&sql).bind(group).fetch_one(&mut *t.tx).await?;
+        Ok(row.try_get("scheduler_id")?)
     }
 
     /// Load and lock a task, or 404.

@@ -19,7 +19,7 @@ const BATCH: i64 = 500;
 /// outbox relay wait this long before the next one, so that under load each pass
 /// takes the work of many commits (a pass costs a few round trips however little
 /// it finds). An idle loop still answers the first new work at once.
-const GATHER: Duration = Duration::from_millis(10);
+const GATHER: Duration = Duration::from_millis(25);
 
 /// How many expired `s3` artifacts one expiry pass hands out at a time.
 pub const EXPIRED_BLOB_BATCH: i64 = 1000;

@@ -179,13 +179,14 @@ impl Queue {
         sorted.dedup();
         let mut out = HashMap::with_capacity(sorted.len());
         for chunk in sorted.chunks(500) {
+            let chunk = crate::db::padded(chunk);
             let sql = format!(
                 "SELECT {TASK_COLUMNS} FROM tasks WHERE task_id IN ({}) ORDER BY task_id{}",
                 placeholders(1, chunk.len()),
                 self.db.for_update()
             );
             let mut q = sqlx::query(&sql);
-            for id in chunk {
+            for id in &chunk {
                 q = q.bind(*id);
             }
             for row in q.fetch_all(&mut *t.tx).await? {
@@ -237,12 +238,13 @@ async fn create_batch(q: &Queue, calls: &[CreateCall]) -> Result<Vec<Outcome<Val
     };
     let mut groups: HashMap<String, (String, bool, i64)> = HashMap::new();
     for chunk in group_ids.chunks(500) {
+        let chunk = crate::db::padded(chunk);
         let sql = format!(
             "SELECT task_group_id, scheduler_id, sealed, expires FROM task_groups WHERE task_group_id IN ({})",
             placeholders(1, chunk.len())
         );
         let mut query = sqlx::query(&sql);
-        for g in chunk {
+        for g in &chunk {
             query = query.bind(*g);
         }
         for row in query.fetch_all(&mut *t.tx).await? {

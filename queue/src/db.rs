@@ -95,3 +95,14 @@ pub fn task_from_row(row: &AnyRow) -> Result<Task> {
         expires: row.try_get("expires")?,
     })
 }
+
+/// `items` padded, by repeating the first, to the next power of two: for
+/// `IN (...)` lists, where repeats change nothing, so a few statement texts
+/// serve every list length and stay in the prepared-statement caches.
+pub fn padded<T: Clone>(items: &[T]) -> Vec<T> {
+    let mut v = items.to_vec();
+    if let Some(first) = items.first() {
+        v.resize(items.len().next_power_of_two(), first.clone());
+    }
+    v
+}

@@ -64,6 +64,7 @@ impl Queue {
         let resolved: Vec<String> = resolved.into_iter().collect();
         for chunk in resolved.chunks(400) {
             let done: Vec<&String> = chunk.iter().filter(|id| completed.contains(*id)).collect();
+            let (chunk, done) = (crate::db::padded(chunk), crate::db::padded(&done));
             let mut sql = format!(
                 "UPDATE task_dependencies SET satisfied = 1 WHERE satisfied = 0 \
                  AND dependent_task_id <> required_task_id AND required_task_id IN ({}) AND (requires = 'all-resolved'",
@@ -77,10 +78,10 @@ impl Queue {
             }
             sql.push_str(") RETURNING dependent_task_id");
             let mut q = sqlx::query(&sql);
-            for id in chunk {
+            for id in &chunk {
                 q = q.bind(id.as_str());
             }
-            for id in done {
+            for id in &done {
                 q = q.bind(id.as_str());
             }
             for dep in q.fetch_all(&mut *t.tx).await? {
@@ -94,7 +95,9 @@ impl Queue {
         let dependents: Vec<(String, i64)> = newly_satisfied.into_iter().collect();
         let mut ready: Vec<String> = Vec::new();
         for chunk in dependents.chunks(200) {
-            let values: Vec<String> = (0..chunk.len())
+            // Padded with ('', 0) rows, which match no task.
+            let n = chunk.len().next_power_of_two();
+            let values: Vec<String> = (0..n)
                 .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
                 .collect();
             let sql = format!(
@@ -106,6 +109,9 @@ impl Queue {
             let mut q = sqlx::query(&sql);
             for (dependent, k) in chunk {
                 q = q.bind(dependent.as_str()).bind(*k);
+            }
+            for _ in chunk.len()..n {
+                q = q.bind("").bind(0i64);
             }
             for row in q.fetch_all(&mut *t.tx).await? {
                 if row.try_get::<i64, _>("deps_unsatisfied")? <= 0 {
@@ -146,6 +152,7 @@ impl Queue {
                     .await?;
             }
         }
+        let ids = crate::db::padded(&ids);
         let sql = format!(
             "DELETE FROM resolutions WHERE id IN ({})",
             placeholders(1, ids.len())
@@ -337,6 +344,7 @@ impl Queue {
             bus.publish(&batch).await.map_err(|e| {
                 crate::error::QueueError::Internal(format!("publishing events: {e}"))
             })?;
+            let ids = crate::db::padded(&ids);
             let sql = format!(
                 "DELETE FROM outbox WHERE id IN ({})",
                 placeholders(1, ids.len())

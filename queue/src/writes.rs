@@ -185,16 +185,29 @@ impl Parts {
 const ROWS: usize = 200;
 
 /// `(...), (...)`: one tuple per item, each made by `row`.
+/// The tuples are padded with `pad` rows (which the statement ignores) up to the
+/// next power of two, so a few statement texts serve every batch size and stay
+/// in the connections' prepared-statement caches.
 fn tuples<T>(
     sql: &mut Sql,
     items: &[T],
     row: impl Fn(&mut Sql, &T) -> Result<Vec<String>>,
+    pad: impl Fn(&mut Sql) -> Vec<String>,
 ) -> Result<String> {
-    let mut out = Vec::with_capacity(items.len());
+    let n = items.len().next_power_of_two();
+    let mut out = Vec::with_capacity(n);
     for it in items {
         out.push(format!("({})", row(sql, it)?.join(", ")));
     }
+    while out.len() < n {
+        out.push(format!("({})", pad(sql).join(", ")));
+    }
     Ok(out.join(", "))
+}
+
+/// `n` padding columns of empty text.
+fn blanks(sql: &mut Sql, n: usize) -> Vec<String> {
+    (0..n).map(|_| sql.text("")).collect()
 }
 
 /// Write everything `t` holds back, plus `outbox` and the notifications of
@@ -225,18 +238,34 @@ pub async fn write(
         let saves: Vec<&Task> = w.saves.values().collect();
         for chunk in saves.chunks(ROWS) {
             let sql = parts.sql();
-            let values = tuples(sql, chunk, |sql, task| {
-                let st = SavedState::of(task)?;
-                Ok(vec![
-                    sql.text(task.task_id.clone()),
-                    sql.text(st.state),
-                    sql.int(st.open),
-                    sql.arg(Arg::MaybeInt(task.taken_until)),
-                    sql.int(task.retries_left),
-                    sql.text(st.runs),
-                    sql.int(task.ever_resolved as i64),
-                ])
-            })?;
+            let values = tuples(
+                sql,
+                chunk,
+                |sql, task| {
+                    let st = SavedState::of(task)?;
+                    Ok(vec![
+                        sql.text(task.task_id.clone()),
+                        sql.text(st.state),
+                        sql.int(st.open),
+                        sql.arg(Arg::MaybeInt(task.taken_until)),
+                        sql.int(task.retries_left),
+                        sql.text(st.runs),
+                        sql.int(task.ever_resolved as i64),
+                    ])
+                },
+                |sql| {
+                    // No task has an empty id: the row updates nothing.
+                    vec![
+                        sql.text(""),
+                        sql.text(""),
+                        sql.int(0),
+                        sql.arg(Arg::MaybeInt(None)),
+                        sql.int(0),
+                        sql.text(""),
+                        sql.int(0),
+                    ]
+                },
+            )?;
             parts.end(format!(
                 "UPDATE tasks SET state = v.column2, open = v.column3, taken_until = v.column4, \
                  retries_left = v.column5, runs = v.column6, ever_resolved = v.column7 \
@@ -245,56 +274,85 @@ pub async fn write(
         }
         for chunk in w.dequeued.chunks(ROWS) {
             let sql = parts.sql();
-            let values = tuples(sql, chunk, |sql, (task_id, run_id)| {
-                Ok(vec![sql.text(task_id.clone()), sql.int(*run_id)])
-            })?;
+            let values = tuples(
+                sql,
+                chunk,
+                |sql, (task_id, run_id)| Ok(vec![sql.text(task_id.clone()), sql.int(*run_id)]),
+                |sql| vec![sql.text(""), sql.int(-1)],
+            )?;
             parts.end(format!(
                 "DELETE FROM pending WHERE (task_id, run_id) IN (VALUES {values})"
             ));
         }
         for chunk in w.enqueued.chunks(ROWS) {
             let sql = parts.sql();
-            let values = tuples(sql, chunk, |sql, p| {
-                Ok(vec![
-                    sql.text(p.task_id.clone()),
-                    sql.int(p.run_id),
-                    sql.text(p.task_queue_id.clone()),
-                    sql.int(p.priority),
-                    sql.int(p.inserted),
-                    sql.int(p.deadline),
-                ])
-            })?;
+            let values = tuples(
+                sql,
+                chunk,
+                |sql, p| {
+                    Ok(vec![
+                        sql.text(p.task_id.clone()),
+                        sql.int(p.run_id),
+                        sql.text(p.task_queue_id.clone()),
+                        sql.int(p.priority),
+                        sql.int(p.inserted),
+                        sql.int(p.deadline),
+                    ])
+                },
+                |sql| {
+                    vec![
+                        sql.text(""),
+                        sql.int(-1),
+                        sql.text(""),
+                        sql.int(0),
+                        sql.int(0),
+                        sql.int(0),
+                    ]
+                },
+            )?;
             parts.end(format!(
                 "INSERT INTO pending (task_id, run_id, task_queue_id, priority, inserted, deadline) \
-                 VALUES {values} ON CONFLICT DO NOTHING"
+                 SELECT * FROM (VALUES {values}) AS v WHERE v.column1 <> '' ON CONFLICT DO NOTHING"
             ));
         }
         for chunk in w.resolutions.chunks(ROWS) {
             let sql = parts.sql();
-            let values = tuples(sql, chunk, |sql, (task_id, group, resolution)| {
-                Ok(vec![
-                    sql.text(task_id.clone()),
-                    sql.text(group.clone()),
-                    sql.text(resolution.clone()),
-                ])
-            })?;
+            let values = tuples(
+                sql,
+                chunk,
+                |sql, (task_id, group, resolution)| {
+                    Ok(vec![
+                        sql.text(task_id.clone()),
+                        sql.text(group.clone()),
+                        sql.text(resolution.clone()),
+                    ])
+                },
+                |sql| blanks(sql, 3),
+            )?;
             parts.end(format!(
-                "INSERT INTO resolutions (task_id, task_group_id, resolution) VALUES {values}"
+                "INSERT INTO resolutions (task_id, task_group_id, resolution) \
+                 SELECT * FROM (VALUES {values}) AS v WHERE v.column1 <> ''"
             ));
         }
     }
     for chunk in outbox.chunks(ROWS) {
         let sql = parts.sql();
-        let values = tuples(sql, chunk, |sql, m| {
-            Ok(vec![
-                sql.text(m.exchange.clone()),
-                sql.text(m.routing_key.clone()),
-                sql.text(serde_json::to_string(&m.cc)?),
-                sql.text(serde_json::to_string(&m.payload)?),
-            ])
-        })?;
+        let values = tuples(
+            sql,
+            chunk,
+            |sql, m| {
+                Ok(vec![
+                    sql.text(m.exchange.clone()),
+                    sql.text(m.routing_key.clone()),
+                    sql.text(serde_json::to_string(&m.cc)?),
+                    sql.text(serde_json::to_string(&m.payload)?),
+                ])
+            },
+            |sql| blanks(sql, 4),
+        )?;
         parts.end(format!(
-            "INSERT INTO outbox (exchange, routing_key, cc, payload) VALUES {values}"
+            "INSERT INTO outbox (exchange, routing_key, cc, payload) \
+             SELECT * FROM (VALUES {values}) AS v WHERE v.column1 <> ''"
         ));
     }
     let mut statements = if pg && !woke.is_empty() {

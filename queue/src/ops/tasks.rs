@@ -368,31 +368,22 @@ impl Queue {
     ) -> Result<std::collections::HashSet<String>> {
         let mut inserted = std::collections::HashSet::new();
         for chunk in tasks.chunks(100) {
-            let rows: Vec<String> = (0..chunk.len())
+            // Padded with empty rows (filtered out) to a power of two, so a few
+            // statement texts serve every batch size.
+            let n = chunk.len().next_power_of_two();
+            let rows: Vec<String> = (0..n)
                 .map(|r| {
-                    let p = |c: usize| format!("${}", r * 13 + c);
-                    format!(
-                        "({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, 1, NULL, 0, {}, {}, {})",
-                        p(1),
-                        p(2),
-                        p(3),
-                        p(4),
-                        p(5),
-                        p(6),
-                        p(7),
-                        p(8),
-                        p(9),
-                        p(10),
-                        p(11),
-                        p(12),
-                        p(13)
-                    )
+                    let p: Vec<String> = (1..=13).map(|c| format!("${}", r * 13 + c)).collect();
+                    format!("({})", p.join(", "))
                 })
                 .collect();
             let sql = format!(
                 "INSERT INTO tasks (task_id, task_group_id, scheduler_id, project_id, task_queue_id, priority, \
                  deadline, expires, retries_left, state, open, taken_until, ever_resolved, deps_unsatisfied, \
-                 definition, runs) VALUES {} ON CONFLICT DO NOTHING RETURNING task_id",
+                 definition, runs) SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, \
+                 v.column7, v.column8, v.column9, v.column10, 1, CAST(NULL AS BIGINT), 0, v.column11, \
+                 v.column12, v.column13 FROM (VALUES {}) AS v WHERE v.column1 <> '' \
+                 ON CONFLICT DO NOTHING RETURNING task_id",
                 rows.join(", ")
             );
             let mut q = sqlx::query(&sql);
@@ -412,6 +403,22 @@ impl Queue {
                     .bind(*unsatisfied)
                     .bind(serde_json::to_string(def)?)
                     .bind(serde_json::to_string(&task.runs)?);
+            }
+            for _ in chunk.len()..n {
+                q = q
+                    .bind("")
+                    .bind("")
+                    .bind("")
+                    .bind("")
+                    .bind("")
+                    .bind(0i64)
+                    .bind(0i64)
+                    .bind(0i64)
+                    .bind(0i64)
+                    .bind("")
+                    .bind(0i64)
+                    .bind("")
+                    .bind("");
             }
             for row in q.fetch_all(&mut *t.tx).await? {
                 inserted.insert(row.try_get::<String, _>("task_id")?);

@@ -263,7 +263,7 @@ async fn create_batch(q: &Queue, calls: &[CreateCall]) -> Result<Vec<Outcome<Val
     // pushed further; anything unusual is answered alone.
     let mut seen = HashSet::new();
     let mut new_groups: BTreeMap<&str, (&str, i64)> = BTreeMap::new();
-    let mut longer: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+    let mut longer: BTreeMap<&str, i64> = BTreeMap::new();
     let mut taken: Vec<(usize, Task)> = Vec::new();
     for (i, c) in calls.iter().enumerate() {
         if !seen.insert(c.task_id.as_str()) {
@@ -276,8 +276,8 @@ async fn create_batch(q: &Queue, calls: &[CreateCall]) -> Result<Vec<Outcome<Val
             Some((sid, sealed, _)) if *sid != c.def.scheduler_id || *sealed => continue,
             Some((_, _, expires)) => {
                 if *expires < needed {
-                    let e = longer.entry(gid).or_insert((needed, needed));
-                    e.0 = e.0.max(needed);
+                    let e = longer.entry(gid).or_insert(needed);
+                    *e = (*e).max(needed);
                 }
             }
             None => {
@@ -321,7 +321,7 @@ async fn create_batch(q: &Queue, calls: &[CreateCall]) -> Result<Vec<Outcome<Val
     if !lost.is_empty() {
         taken.retain(|(_, task)| !lost.contains(task.def.task_group_id.as_str()));
     }
-    for (gid, (needed, _)) in longer {
+    for (gid, needed) in longer {
         sqlx::query(
             "UPDATE task_groups SET expires = $3 WHERE task_group_id = $1 AND expires < $2",
         )
@@ -351,6 +351,15 @@ async fn create_batch(q: &Queue, calls: &[CreateCall]) -> Result<Vec<Outcome<Val
     }
     q.commit(t).await?;
     Ok(out)
+}
+
+/// `calls` in a transaction of their own, for the one-call path.
+pub(crate) async fn claim_alone(q: &Queue, calls: &[ClaimCall]) -> Result<Vec<Value>> {
+    let mut out = claim_batch(q, calls).await?;
+    match out.pop() {
+        Some(Outcome::Done(r)) => r,
+        _ => Err(QueueError::Internal("a claim got no answer".into())),
+    }
 }
 
 /// A `claimWork` attempt (one pass; the handler long-polls around it).

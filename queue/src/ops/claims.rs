@@ -27,6 +27,20 @@ pub enum Resolution<'a> {
     Exception(&'a str),
 }
 
+impl Resolution<'_> {
+    /// The same resolution with its reason from [`EXCEPTION_REASONS`] (`None` for
+    /// a reason not there), so it can wait in a batch.
+    pub fn to_static(self) -> Option<Resolution<'static>> {
+        Some(match self {
+            Resolution::Completed => Resolution::Completed,
+            Resolution::Failed => Resolution::Failed,
+            Resolution::Exception(r) => {
+                Resolution::Exception(EXCEPTION_REASONS.iter().find(|x| **x == r)?)
+            }
+        })
+    }
+}
+
 impl Queue {
     /// Claim up to `count` pending runs of `task_queue_id`, highest priority first
     /// then oldest. Returns the claim objects (possibly none): the caller long-polls.
@@ -51,7 +65,7 @@ impl Queue {
             .await
     }
 
-    /// [`Queue::claim_pending`] in a transaction of its own.
+    /// [`Queue::claim_pending`] in a transaction of its own: a batch of one call.
     pub(crate) async fn claim_pending_alone(
         &self,
         task_queue_id: &str,
@@ -59,60 +73,14 @@ impl Queue {
         worker_id: &str,
         count: i64,
     ) -> Result<Vec<Value>> {
-        self.retrying(|| self.claim_pending_once(task_queue_id, worker_group, worker_id, count))
+        let call = [crate::batch::ClaimCall {
+            task_queue_id: task_queue_id.to_string(),
+            worker_group: worker_group.to_string(),
+            worker_id: worker_id.to_string(),
+            count,
+        }];
+        self.retrying(|| crate::batch::claim_alone(self, &call))
             .await
-    }
-
-    async fn claim_pending_once(
-        &self,
-        task_queue_id: &str,
-        worker_group: &str,
-        worker_id: &str,
-        count: i64,
-    ) -> Result<Vec<Value>> {
-        let now = self.clock.now_ms();
-        let mut t = self.txn().await?;
-        let sql = format!(
-            "DELETE FROM pending WHERE (task_id, run_id) IN (SELECT task_id, run_id FROM pending \
-             WHERE task_queue_id = $1 AND deadline > $2 ORDER BY priority DESC, inserted, task_id \
-             LIMIT $3{}) RETURNING task_id, run_id",
-            self.db.skip_locked()
-        );
-        let rows = sqlx::query(&sql)
-            .bind(task_queue_id)
-            .bind(now)
-            .bind(count)
-            .fetch_all(&mut *t.tx)
-            .await?;
-        let mut picked: Vec<(String, i64)> = rows
-            .iter()
-            .map(|r| Ok((r.try_get("task_id")?, r.try_get("run_id")?)))
-            .collect::<Result<_>>()?;
-        picked.sort();
-        let mut claims = Vec::with_capacity(picked.len());
-        for (task_id, run_id) in picked {
-            let Some(mut task) = self.load_task_for_update(&mut t, &task_id).await? else {
-                continue;
-            };
-            let is_current = task
-                .last_run()
-                .is_some_and(|r| r.run_id == run_id && r.state == "pending");
-            if !is_current {
-                continue;
-            }
-            claims.push(
-                self.start_run(&mut t, &mut task, worker_group, worker_id, now)
-                    .await?,
-            );
-        }
-        let ids: Vec<String> = claims
-            .iter()
-            .filter_map(|c| c["status"]["taskId"].as_str().map(String::from))
-            .collect();
-        self.touch_worker(&mut t, task_queue_id, worker_group, worker_id, &ids, now)
-            .await?;
-        self.commit(t).await?;
-        Ok(claims)
     }
 
     /// pending → running for the last run of `task`, within `t`; returns the claim object.
@@ -287,18 +255,9 @@ impl Queue {
         run_id: i64,
         how: Resolution<'_>,
     ) -> Result<Value> {
-        let reason = match how {
-            Resolution::Exception(r) => EXCEPTION_REASONS.iter().find(|x| **x == r).copied(),
-            _ => Some(""),
-        };
-        if let Some(reason) = reason
+        if let Some(how) = how.to_static()
             && self.batching()
         {
-            let how = match how {
-                Resolution::Exception(_) => Resolution::Exception(reason),
-                Resolution::Completed => Resolution::Completed,
-                Resolution::Failed => Resolution::Failed,
-            };
             return self
                 .submit(crate::batch::ResolveCall {
                     task_id: task_id.to_string(),

@@ -530,6 +530,19 @@ impl RestMaster {
         Ok(builds)
     }
 
+    /// Every property of one build, as `name: [value, source]`. The build
+    /// lists fetch only the few properties polling needs; a finished build's
+    /// event carries them all (the bridge attaches them as
+    /// `public/properties.json`).
+    async fn build_properties(&self, build: u64) -> Result<serde_json::Map<String, Value>> {
+        Ok(self
+            .get(&format!("/builds/{build}/properties"), &[])
+            .await?
+            .and_then(|body| rows(&body, "properties").into_iter().next())
+            .and_then(|props| props.as_object().cloned())
+            .unwrap_or_default())
+    }
+
     async fn request_row(&self, id: BuildRequestId) -> Result<Option<Value>> {
         Ok(self
             .get(&format!("/buildrequests/{}", id.0), &[])
@@ -993,6 +1006,14 @@ impl RestPoller {
             self.open.insert(build.id);
             return Ok(());
         }
+        // Fetched before the build counts as seen: a failed fetch fails this
+        // poll, and the next one reports the build again.
+        let mut properties = self.master.build_properties(build.id).await?;
+        for (name, value) in &build.properties {
+            properties
+                .entry(name.clone())
+                .or_insert_with(|| value.clone());
+        }
         self.open.remove(&build.id);
         self.finished_seen.insert(build.id);
         let results = results_or(build.results, BuildResult::Exception);
@@ -1004,11 +1025,7 @@ impl RestPoller {
             results,
             master,
             task_id,
-            properties: build
-                .properties
-                .iter()
-                .map(|(name, value)| (name.clone(), value.clone()))
-                .collect(),
+            properties: properties.into_iter().collect(),
             log_url: build.property_str("log_url"),
             source: EventSource::RestPoll,
         });

@@ -617,6 +617,18 @@ async fn rest_polling_reports_everything_without_the_bus() {
         ),
         "{finished:?}"
     );
+    // A polled finished build carries all its properties, not only the few
+    // the build lists fetch.
+    let LegacyEvent::BuildFinished { properties, .. } = &finished else {
+        unreachable!()
+    };
+    assert_eq!(
+        properties["taskId"][0],
+        json!("taskPoll1"),
+        "{properties:?}"
+    );
+    assert_eq!(properties["bb_sleep"][0], json!(1), "{properties:?}");
+    assert!(properties.contains_key("buildername"), "{properties:?}");
     let (completed, _) = wait_for(&mut stream, WAIT, completed_for(brid)).await;
     assert_eq!(
         completed,

@@ -3,4 +3,5 @@
 
 pub mod bridge;
 pub mod client;
+pub mod cpu;
 pub mod queue;

@@ -2,6 +2,7 @@
 //! latency, and the drain of a 10,000-task graph, on SQLite and PostgreSQL.
 
 use crate::client::{Api, Creds};
+use crate::cpu::{CpuSample, per_op_us};
 use bbb_queue::testing::{TempDir, fresh_pg_database, test_pg_url};
 use bbb_queue::{Clock, QueueConfig};
 use futures::future::join_all;
@@ -105,8 +106,13 @@ async fn server(backend: &str, opts: &Options, commit_batch: usize) -> anyhow::R
     })
 }
 
-/// Raw single-row commits per second at `concurrency` on the database at `url`.
-async fn raw_commits(url: &str, concurrency: usize, seconds: u64) -> anyhow::Result<f64> {
+/// Raw single-row commits per second at `concurrency` on the database at `url`,
+/// and the CPU they used.
+async fn raw_commits(
+    url: &str,
+    concurrency: usize,
+    seconds: u64,
+) -> anyhow::Result<(f64, (Duration, Duration))> {
     let db = bbb_queue::db::Db::connect(url, concurrency as u32 + 2).await?;
     sqlx::query("CREATE TABLE IF NOT EXISTS bench_raw (id TEXT PRIMARY KEY, v TEXT NOT NULL)")
         .execute(&db.pool)
@@ -131,10 +137,14 @@ async fn raw_commits(url: &str, concurrency: usize, seconds: u64) -> anyhow::Res
         }
     });
     let started = Instant::now();
+    let cpu = CpuSample::now();
     for r in join_all(loops).await {
         r?;
     }
-    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+    Ok((
+        done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64(),
+        CpuSample::now().since(&cpu),
+    ))
 }
 
 /// Time spent in each call of the lifecycle, summed over all loops (µs).
@@ -151,13 +161,20 @@ impl PhaseTimes {
     }
 }
 
-/// Lifecycles (create → claimWork → reportCompleted) per second, and the mean
-/// latency of each call (ms).
-async fn lifecycle(
-    s: &Server,
-    concurrency: usize,
-    seconds: u64,
-) -> anyhow::Result<(f64, [f64; 3])> {
+/// What one lifecycle measurement gives.
+struct Lifecycles {
+    /// Lifecycles per second.
+    rate: f64,
+    /// How many were done.
+    count: f64,
+    /// Mean latency of createTask, claimWork and reportCompleted (ms).
+    latency_ms: [f64; 3],
+    /// CPU used while they ran: (this process, PostgreSQL).
+    cpu: (Duration, Duration),
+}
+
+/// Lifecycles (create → claimWork → reportCompleted) at `concurrency`.
+async fn lifecycle(s: &Server, concurrency: usize, seconds: u64) -> anyhow::Result<Lifecycles> {
     let group = bbb_queue::validate::slugid();
     let times = Arc::new(PhaseTimes::default());
     let done = Arc::new(AtomicUsize::new(0));
@@ -188,15 +205,19 @@ async fn lifecycle(
         }
     });
     let started = Instant::now();
+    let cpu = CpuSample::now();
     for r in join_all(loops).await {
         r?;
     }
+    let cpu = CpuSample::now().since(&cpu);
     let n = done.load(Ordering::Relaxed).max(1) as f64;
     let ms = |slot: &std::sync::atomic::AtomicU64| slot.load(Ordering::Relaxed) as f64 / 1000.0 / n;
-    Ok((
-        n / started.elapsed().as_secs_f64(),
-        [ms(&times.create), ms(&times.claim), ms(&times.complete)],
-    ))
+    Ok(Lifecycles {
+        rate: n / started.elapsed().as_secs_f64(),
+        count: n,
+        latency_ms: [ms(&times.create), ms(&times.claim), ms(&times.complete)],
+        cpu,
+    })
 }
 
 /// Wake-up latency samples (ms): createTask sent → waiting claimWork returns it.
@@ -367,6 +388,39 @@ async fn graph_drain(
     Ok((total, create_time, drained.elapsed()))
 }
 
+/// Prints the CPU cost of a raw commit and of a lifecycle, and what that cost
+/// allows on this machine: the lifecycle rate at which the cores are busy,
+/// and the cost per lifecycle that half the raw-commit rate would need.
+fn print_cpu(backend: &str, raw_rate: f64, raw_us: (f64, f64), life_us: (f64, f64)) {
+    if raw_us.0 + raw_us.1 + life_us.0 + life_us.1 == 0.0 {
+        return; // no /proc
+    }
+    let db = if backend == "postgres" {
+        "PostgreSQL"
+    } else {
+        "(in process)"
+    };
+    println!(
+        "CPU per raw commit:          bbb {:.0} µs, {db} {:.0} µs",
+        raw_us.0, raw_us.1
+    );
+    println!(
+        "CPU per lifecycle:           bbb {:.0} µs (queue server and benchmark client), {db} {:.0} µs",
+        life_us.0, life_us.1
+    );
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as f64;
+    let total = life_us.0 + life_us.1;
+    if total > 0.0 {
+        println!(
+            "  {cores:.0} cores at that cost:     {:>9.0} lifecycles/s at most; half the raw rate needs {:.0} µs or less",
+            cores * 1e6 / total,
+            cores * 1e6 / (raw_rate / 2.0)
+        );
+    }
+}
+
 /// Run the benchmark and print its figures.
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     println!(
@@ -387,18 +441,27 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             );
         }
         let s = server(backend, &opts, opts.commit_batch).await?;
-        let raw = raw_commits(&s.url, opts.concurrency, opts.seconds).await?;
-        let (life, [create, claim, complete]) =
-            lifecycle(&s, opts.concurrency, opts.seconds).await?;
+        let (raw, raw_cpu) = raw_commits(&s.url, opts.concurrency, opts.seconds).await?;
+        let measured = lifecycle(&s, opts.concurrency, opts.seconds).await?;
+        let life = measured.rate;
+        let [create, claim, complete] = measured.latency_ms;
         println!("raw single-row commits:      {raw:>9.0} /s");
         println!("task lifecycles (3 calls):   {life:>9.0} tasks/s");
         println!(
             "  mean call latency:         createTask {create:.1} ms, claimWork {claim:.1} ms, reportCompleted {complete:.1} ms"
         );
         println!("lifecycle / raw commits:     {:>9.2}", life / raw);
+        print_cpu(
+            backend,
+            raw,
+            per_op_us(raw_cpu, raw * opts.seconds as f64),
+            per_op_us(measured.cpu, measured.count),
+        );
         if opts.compare_unbatched && opts.commit_batch > 1 {
             let alone = server(backend, &opts, 1).await?;
-            let (one, _) = lifecycle(&alone, opts.concurrency, opts.seconds).await?;
+            let one = lifecycle(&alone, opts.concurrency, opts.seconds)
+                .await?
+                .rate;
             alone.running.shutdown().await;
             println!(
                 "  one transaction per call: {one:>9.0} tasks/s (batched: {:.1}x)",

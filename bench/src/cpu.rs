@@ -63,6 +63,15 @@ pub fn per_op_us(used: (Duration, Duration), ops: f64) -> (f64, f64) {
     )
 }
 
+/// CPU time the calling thread has used (zero where `/proc` is missing).
+pub fn thread_cpu() -> Duration {
+    ticks(
+        ticks_of("/proc/thread-self/stat")
+            .map(|(_, t)| t)
+            .unwrap_or(0),
+    )
+}
+
 fn ticks(n: u64) -> Duration {
     Duration::from_millis(n * 1000 / TICKS_PER_SECOND)
 }

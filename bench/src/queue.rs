@@ -169,18 +169,61 @@ struct Lifecycles {
     count: f64,
     /// Mean latency of createTask, claimWork and reportCompleted (ms).
     latency_ms: [f64; 3],
-    /// CPU used while they ran: (this process, PostgreSQL).
+    /// CPU used while they ran: (bbb's process less the client's thread,
+    /// PostgreSQL).
     cpu: (Duration, Duration),
+    /// CPU the client's thread used.
+    client_cpu: Duration,
 }
 
-/// Lifecycles (create → claimWork → reportCompleted) at `concurrency`.
+/// Lifecycles (create → claimWork → reportCompleted) at `concurrency`. The
+/// client runs on a thread of its own (a single-threaded runtime with its own
+/// HTTP connections), so its CPU time is told apart from the server's.
 async fn lifecycle(s: &Server, concurrency: usize, seconds: u64) -> anyhow::Result<Lifecycles> {
+    let (root_url, root) = (s.running.root_url.clone(), s.root.clone());
+    let cpu = CpuSample::now();
+    let started = Instant::now();
+    let client = std::thread::Builder::new()
+        .name("bench-client".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let before = crate::cpu::thread_cpu();
+            let out = runtime.block_on(lifecycle_client(&root_url, root, concurrency, seconds));
+            anyhow::Ok((out?, crate::cpu::thread_cpu().saturating_sub(before)))
+        })?;
+    let joined = tokio::task::spawn_blocking(move || client.join()).await?;
+    let ((n, times), client_cpu) =
+        joined.map_err(|_| anyhow::anyhow!("the benchmark client panicked"))??;
+    let elapsed = started.elapsed();
+    let (own, postgres) = CpuSample::now().since(&cpu);
+    let n = n.max(1) as f64;
+    let ms = |slot: &std::sync::atomic::AtomicU64| slot.load(Ordering::Relaxed) as f64 / 1000.0 / n;
+    Ok(Lifecycles {
+        rate: n / elapsed.as_secs_f64(),
+        count: n,
+        latency_ms: [ms(&times.create), ms(&times.claim), ms(&times.complete)],
+        cpu: (own.saturating_sub(client_cpu), postgres),
+        client_cpu,
+    })
+}
+
+/// The client side of [`lifecycle`]: how many lifecycles it did, and the
+/// time spent in each call.
+async fn lifecycle_client(
+    root_url: &str,
+    root: Creds,
+    concurrency: usize,
+    seconds: u64,
+) -> anyhow::Result<(usize, Arc<PhaseTimes>)> {
+    let api = Api::new(root_url)?;
     let group = bbb_queue::validate::slugid();
     let times = Arc::new(PhaseTimes::default());
     let done = Arc::new(AtomicUsize::new(0));
     let stop = Instant::now() + Duration::from_secs(seconds);
     let loops = (0..concurrency).map(|w| {
-        let (api, root, done, group, times) = (s.api.clone(), s.root.clone(), done.clone(), group.clone(), times.clone());
+        let (api, root, done, group, times) = (api.clone(), root.clone(), done.clone(), group.clone(), times.clone());
         async move {
             while Instant::now() < stop {
                 let id = bbb_queue::validate::slugid();
@@ -204,20 +247,10 @@ async fn lifecycle(s: &Server, concurrency: usize, seconds: u64) -> anyhow::Resu
             anyhow::Ok(())
         }
     });
-    let started = Instant::now();
-    let cpu = CpuSample::now();
     for r in join_all(loops).await {
         r?;
     }
-    let cpu = CpuSample::now().since(&cpu);
-    let n = done.load(Ordering::Relaxed).max(1) as f64;
-    let ms = |slot: &std::sync::atomic::AtomicU64| slot.load(Ordering::Relaxed) as f64 / 1000.0 / n;
-    Ok(Lifecycles {
-        rate: n / started.elapsed().as_secs_f64(),
-        count: n,
-        latency_ms: [ms(&times.create), ms(&times.claim), ms(&times.complete)],
-        cpu,
-    })
+    Ok((done.load(Ordering::Relaxed), times))
 }
 
 /// Wake-up latency samples (ms): createTask sent → waiting claimWork returns it.
@@ -391,27 +424,38 @@ async fn graph_drain(
 /// Prints the CPU cost of a raw commit and of a lifecycle, and what that cost
 /// allows on this machine: the lifecycle rate at which the cores are busy,
 /// and the cost per lifecycle that half the raw-commit rate would need.
-fn print_cpu(backend: &str, raw_rate: f64, raw_us: (f64, f64), life_us: (f64, f64)) {
+fn print_cpu(
+    backend: &str,
+    raw_rate: f64,
+    raw_us: (f64, f64),
+    life_us: (f64, f64),
+    client_us: f64,
+) {
     if raw_us.0 + raw_us.1 + life_us.0 + life_us.1 == 0.0 {
         return; // no /proc
     }
-    let db = if backend == "postgres" {
-        "PostgreSQL"
-    } else {
-        "(in process)"
+    let postgres = backend == "postgres";
+    let db = |us: f64| {
+        if postgres {
+            format!(", PostgreSQL {us:.0} µs")
+        } else {
+            String::new()
+        }
     };
     println!(
-        "CPU per raw commit:          bbb {:.0} µs, {db} {:.0} µs",
-        raw_us.0, raw_us.1
+        "CPU per raw commit:          bbb {:.0} µs{}",
+        raw_us.0,
+        db(raw_us.1)
     );
     println!(
-        "CPU per lifecycle:           bbb {:.0} µs (queue server and benchmark client), {db} {:.0} µs",
-        life_us.0, life_us.1
+        "CPU per lifecycle:           queue server {:.0} µs{}, benchmark client {client_us:.0} µs",
+        life_us.0,
+        db(life_us.1)
     );
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1) as f64;
-    let total = life_us.0 + life_us.1;
+    let total = life_us.0 + life_us.1 + client_us;
     if total > 0.0 {
         println!(
             "  {cores:.0} cores at that cost:     {:>9.0} lifecycles/s at most; half the raw rate needs {:.0} µs or less",
@@ -456,6 +500,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             raw,
             per_op_us(raw_cpu, raw * opts.seconds as f64),
             per_op_us(measured.cpu, measured.count),
+            measured.client_cpu.as_secs_f64() * 1e6 / measured.count,
         );
         if opts.compare_unbatched && opts.commit_batch > 1 {
             let alone = server(backend, &opts, 1).await?;

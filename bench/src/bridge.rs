@@ -6,15 +6,15 @@
 //! PostgreSQL) and a legacy master (a 0.8 scheduler DB on MariaDB, or the
 //! in-memory sandbox master). See the crate README for what each figure means.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_trait::async_trait;
 use bbb_buildbot::{
-    BuildRequestId, BuildRequestSpec, CancelOutcome, FoundRequest, LegacyEventStream, LegacyMaster,
-    RequestState, SchedulerDb, SchedulerDbConfig, StopOutcome, StopTarget,
+    BuildId, BuildRequestId, BuildRequestSpec, CancelOutcome, FoundRequest, LegacyEventStream,
+    LegacyMaster, RequestState, SchedulerDb, SchedulerDbConfig, StopOutcome, StopTarget,
 };
 use bbb_listeners::tc_listener::{self, TcListenerSettings};
 use bbb_listeners::{Bridge, BridgeSettings, DEFAULT_TASK_QUEUE, Metrics, QueueClient};
@@ -191,6 +191,13 @@ impl LegacyMaster for TimedMaster {
 
     async fn stop_build(&self, target: StopTarget) -> bbb_buildbot::Result<StopOutcome> {
         self.inner.stop_build(target).await
+    }
+
+    async fn build_properties(
+        &self,
+        build: BuildId,
+    ) -> bbb_buildbot::Result<Option<BTreeMap<String, Value>>> {
+        self.inner.build_properties(build).await
     }
 
     async fn events(&self) -> bbb_buildbot::Result<LegacyEventStream> {

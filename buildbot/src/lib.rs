@@ -94,6 +94,18 @@ pub trait LegacyMaster: Send + Sync {
     /// request). The build then finishes CANCELLED.
     async fn stop_build(&self, target: StopTarget) -> Result<StopOutcome>;
 
+    /// Every property of a finished build, as `name: [value, source]`, for
+    /// a build-finished that arrived without them (a request-completed event,
+    /// or a finish the reflector catches up). `None` where the master keeps
+    /// none to ask for: Buildbot 0.8's properties travel only in its build
+    /// messages.
+    async fn build_properties(
+        &self,
+        _build: BuildId,
+    ) -> Result<Option<std::collections::BTreeMap<String, serde_json::Value>>> {
+        Ok(None)
+    }
+
     /// Starts the adapter's event sources and returns their merged stream.
     /// Dropping the stream stops the sources. Each call starts new sources,
     /// so call it once per consumer.

@@ -534,13 +534,20 @@ impl RestMaster {
     /// lists fetch only the few properties polling needs; a finished build's
     /// event carries them all (the bridge attaches them as
     /// `public/properties.json`).
-    async fn build_properties(&self, build: u64) -> Result<serde_json::Map<String, Value>> {
+    async fn all_build_properties(
+        &self,
+        build: u64,
+    ) -> Result<Option<serde_json::Map<String, Value>>> {
         Ok(self
             .get(&format!("/builds/{build}/properties"), &[])
             .await?
-            .and_then(|body| rows(&body, "properties").into_iter().next())
-            .and_then(|props| props.as_object().cloned())
-            .unwrap_or_default())
+            .map(|body| {
+                rows(&body, "properties")
+                    .into_iter()
+                    .next()
+                    .and_then(|props| props.as_object().cloned())
+                    .unwrap_or_default()
+            }))
     }
 
     async fn request_row(&self, id: BuildRequestId) -> Result<Option<Value>> {
@@ -835,6 +842,16 @@ impl LegacyMaster for RestMaster {
         ))
     }
 
+    async fn build_properties(
+        &self,
+        build: BuildId,
+    ) -> Result<Option<std::collections::BTreeMap<String, Value>>> {
+        Ok(self
+            .all_build_properties(build.0)
+            .await?
+            .map(|props| props.into_iter().collect()))
+    }
+
     async fn events(&self) -> Result<LegacyEventStream> {
         let (tx, rx) = mpsc::channel(1024);
         let mut tasks = Vec::new();
@@ -1008,7 +1025,11 @@ impl RestPoller {
         }
         // Fetched before the build counts as seen: a failed fetch fails this
         // poll, and the next one reports the build again.
-        let mut properties = self.master.build_properties(build.id).await?;
+        let mut properties = self
+            .master
+            .all_build_properties(build.id)
+            .await?
+            .unwrap_or_default();
         for (name, value) in &build.properties {
             properties
                 .entry(name.clone())

@@ -908,6 +908,19 @@ impl Bridge {
             Some(_) => {}
             None => return Ok("no-such-run"),
         }
+        // A request-completed event, or a finish the reflector caught up,
+        // carries no properties: ask the master for its build's.
+        let fetched = if properties.is_empty() {
+            self.finished_build_properties(brid).await
+        } else {
+            None
+        };
+        let properties = fetched.as_ref().unwrap_or(properties);
+        let fetched_log_url = properties
+            .get("log_url")
+            .and_then(|p| p.get(0))
+            .and_then(Value::as_str);
+        let log_url = log_url.or(fetched_log_url);
         self.attach_artifacts(task_id, run_id, status.expires, properties, log_url)
             .await;
         let (call, resolution, label) = match results {
@@ -996,6 +1009,35 @@ impl Bridge {
         info!(task.id = task_id, run.id = row.run_id, build_request.id = ?row.build_request_id,
               "cancelled on the Buildbot side; task cancelled");
         Ok("cancelled-by-master")
+    }
+
+    /// The properties of the request's last finished build, where the master
+    /// can tell. A failure is logged and gives `None`: the run's resolution
+    /// does not wait for its properties.
+    async fn finished_build_properties(
+        &self,
+        brid: BuildRequestId,
+    ) -> Option<BTreeMap<String, Value>> {
+        let builds = match self.master.request_state(brid).await {
+            Ok(
+                RequestState::Complete { builds, .. }
+                | RequestState::Running { builds, .. }
+                | RequestState::Pending { builds },
+            ) => builds,
+            Ok(_) => return None,
+            Err(e) => {
+                warn!(build_request.id = brid.0, error = %e, "cannot read the request's builds for their properties");
+                return None;
+            }
+        };
+        let build = builds.iter().rev().find(|b| b.finish_time.is_some())?;
+        match self.master.build_properties(build.build_id).await {
+            Ok(properties) => properties,
+            Err(e) => {
+                warn!(build_request.id = brid.0, build.id = build.build_id.0, error = %e, "cannot read the build's properties");
+                None
+            }
+        }
     }
 
     /// Attaches `public/properties.json` (every build property as

@@ -253,6 +253,8 @@ struct BuildRecord {
     start_time: i64,
     finish_time: Option<i64>,
     results: Option<BuildResult>,
+    /// The finished build's properties (what its build-finished event carried).
+    properties: Option<BTreeMap<String, Value>>,
 }
 
 impl BuildRecord {
@@ -731,6 +733,19 @@ impl LegacyMaster for SandboxMaster {
     /// [`SandboxConfig::event_capacity`] events behind loses the oldest ones
     /// (a warning is logged), like any at-least-once source: reconcile with
     /// `request_state`. After [`SandboxMaster::shutdown`] the stream is empty.
+    async fn build_properties(
+        &self,
+        build: BuildId,
+    ) -> bbb_buildbot::Result<Option<BTreeMap<String, Value>>> {
+        let state = self.shared.lock();
+        Ok(state
+            .requests
+            .values()
+            .flat_map(|request| &request.builds)
+            .find(|record| record.build_id == build.0)
+            .and_then(|record| record.properties.clone()))
+    }
+
     async fn events(&self) -> bbb_buildbot::Result<LegacyEventStream> {
         let receiver = self
             .shared
@@ -910,6 +925,7 @@ fn start_build(
         start_time: now,
         finish_time: None,
         results: None,
+        properties: None,
     });
     let task_id = request.task_id.clone();
     let stop = Arc::new(Notify::new());
@@ -979,6 +995,7 @@ fn finish_build(shared: &Shared, build_id: u64) {
     let Some(request) = state.requests.get_mut(&entry.brid) else {
         return;
     };
+    let properties = build_properties(shared, request, &entry, &log_url);
     if let Some(record) = request
         .builds
         .iter_mut()
@@ -986,8 +1003,8 @@ fn finish_build(shared: &Shared, build_id: u64) {
     {
         record.finish_time = Some(now);
         record.results = Some(results);
+        record.properties = Some(properties.clone());
     }
-    let properties = build_properties(shared, request, &entry, &log_url);
     let task_id = request.task_id.clone();
     let requeue = results == BuildResult::Retry && request.status != Status::Pending;
     let mut queue_key = None;

@@ -33,6 +33,7 @@ scenarios!(
     merged_requests_each_resolve_their_run,
     duplicate_and_concurrent_deliveries_make_one_build_request,
     the_reflector_catches_up_a_missed_build_start_and_cancel,
+    the_reflector_catches_up_a_missed_finish_with_its_properties,
     a_rerun_while_the_request_still_waits_reuses_it,
     ignored_builders_are_left_alone,
 );
@@ -659,6 +660,75 @@ async fn the_reflector_catches_up_a_missed_build_start_and_cancel(kind: MasterKi
         )
     })
     .await;
+    env.stop().await;
+}
+
+async fn the_reflector_catches_up_a_missed_finish_with_its_properties(kind: MasterKind) {
+    // No listeners: the build's start and finish are both missed.
+    let env = Env::start(
+        kind,
+        Options {
+            listeners: false,
+            ..Default::default()
+        },
+    )
+    .await;
+    let reflector = Reflector::new(
+        env.bridge.clone(),
+        ReflectorSettings {
+            settle_time: Duration::ZERO,
+            recheck_interval: Duration::from_millis(1),
+            ..Default::default()
+        },
+    );
+    let task_id = env
+        .create_task(
+            payload(
+                kind.builder(),
+                with(json!({"who": "me"}), kind.script_success()),
+            ),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        env.bridge.task_pending(&task_id, 0, None).await.unwrap(),
+        "injected"
+    );
+    let brid = env.wait_requested(&task_id, 0).await;
+    env.wait_request(brid, "complete SUCCESS", |s| {
+        matches!(
+            s,
+            RequestState::Complete {
+                results: BuildResult::Success,
+                ..
+            }
+        )
+    })
+    .await;
+    assert_eq!(env.status(&task_id).await.run(0).unwrap().state, "pending");
+    let report = reflector.pass().await;
+    assert!(report.repaired >= 1, "{report:?}");
+    assert_eq!(report.errors, 0, "{report:?}");
+    let row = env.state.get(&task_id, 0).await.unwrap().unwrap();
+    assert_eq!(row.state, RowState::Resolved, "{row:?}");
+    assert_eq!(row.resolution, Some(Resolution::Completed));
+    assert_eq!(
+        env.status(&task_id).await.run(0).unwrap().state,
+        "completed"
+    );
+    let props: Value = serde_json::from_str(
+        &env.artifact_text(&task_id, 0, "public/properties.json")
+            .await,
+    )
+    .unwrap();
+    if kind.serves_build_properties() {
+        assert_eq!(props["taskId"][0], json!(task_id), "{props}");
+        assert_eq!(props["who"][0], json!("me"), "{props}");
+        assert!(props["buildnumber"][0].is_u64(), "{props}");
+    } else {
+        // A 0.8 master's properties travel only in its build messages.
+        assert_eq!(props, json!({}));
+    }
     env.stop().await;
 }
 

@@ -233,6 +233,13 @@ async fn a_request_runs_to_success() -> anyhow::Result<()> {
     assert_eq!(properties["master"], json!(["sandbox-master", "Build"]));
     assert_eq!(properties["request_ids"], json!([[1], "postrun.py"]));
     assert_eq!(properties["log_url"], json!([expected_log, "postrun.py"]));
+    // The master answers for a finished build's properties too (the bridge
+    // asks when a finish reaches it without them); a build it never ran has none.
+    assert_eq!(
+        master.build_properties(BuildId(1)).await?.as_ref(),
+        Some(properties)
+    );
+    assert_eq!(master.build_properties(BuildId(99)).await?, None);
 
     assert_eq!(
         master.request_state(brid).await?,

@@ -76,6 +76,12 @@ impl MasterKind {
         }
     }
 
+    /// Whether the master answers for a finished build's properties
+    /// (Buildbot 4's REST API does; a 0.8 scheduler database keeps none).
+    pub fn serves_build_properties(self) -> bool {
+        self == MasterKind::Buildbot4
+    }
+
     /// Whether finished builds come with a log URL (the simulator's
     /// `log_uploaded` message has one; the test master's builds set no
     /// `log_url` property).

@@ -1023,13 +1023,17 @@ impl RestPoller {
             self.open.insert(build.id);
             return Ok(());
         }
-        // Fetched before the build counts as seen: a failed fetch fails this
-        // poll, and the next one reports the build again.
-        let mut properties = self
-            .master
-            .all_build_properties(build.id)
-            .await?
-            .unwrap_or_default();
+        // All the properties of a bridged build (one with a `taskId`; the
+        // others concern no task). Fetched before the build counts as seen: a
+        // failed fetch fails this poll, and the next one reports it again.
+        let mut properties = if task_id.is_some() {
+            self.master
+                .all_build_properties(build.id)
+                .await?
+                .unwrap_or_default()
+        } else {
+            serde_json::Map::new()
+        };
         for (name, value) in &build.properties {
             properties
                 .entry(name.clone())

@@ -46,6 +46,55 @@ fn with(mut a: Value, b: Value) -> Value {
     a
 }
 
+/// An environment without listeners (every Buildbot event is missed) and a
+/// reflector that compares every active row at each pass.
+async fn unlistened(kind: MasterKind) -> (Env, Reflector) {
+    let env = Env::start(
+        kind,
+        Options {
+            listeners: false,
+            ..Default::default()
+        },
+    )
+    .await;
+    let reflector = Reflector::new(
+        env.bridge.clone(),
+        ReflectorSettings {
+            settle_time: Duration::ZERO,
+            recheck_interval: Duration::from_millis(1),
+            ..Default::default()
+        },
+    );
+    (env, reflector)
+}
+
+/// Creates a task for `kind.builder()` with `properties` and injects its
+/// request as the TC listener would; returns the task and its request.
+async fn inject_by_hand(
+    env: &Env,
+    kind: MasterKind,
+    properties: Value,
+) -> (String, BuildRequestId) {
+    let task_id = env
+        .create_task(payload(kind.builder(), properties), json!({}))
+        .await;
+    assert_eq!(
+        env.bridge.task_pending(&task_id, 0, None).await.unwrap(),
+        "injected"
+    );
+    let brid = env.wait_requested(&task_id, 0).await;
+    (task_id, brid)
+}
+
+/// Run 0's `public/properties.json`.
+async fn properties_json(env: &Env, task_id: &str) -> Value {
+    serde_json::from_str(
+        &env.artifact_text(task_id, 0, "public/properties.json")
+            .await,
+    )
+    .unwrap()
+}
+
 /// Checks that a refused task is resolved `exception/malformed-payload`
 /// with `wanted` in its log, and that nothing reached the master.
 async fn assert_refused(env: &Env, task_id: &str, wanted: &str) {
@@ -91,21 +140,8 @@ async fn a_successful_build_completes_the_task_with_its_artifacts(kind: MasterKi
         format!("Created by BBB for task {task_id}")
     );
     // The run resolves on the build's end; the request completes just after.
-    env.wait_request(brid, "complete SUCCESS", |s| {
-        matches!(
-            s,
-            RequestState::Complete {
-                results: BuildResult::Success,
-                ..
-            }
-        )
-    })
-    .await;
-    let props: Value = serde_json::from_str(
-        &env.artifact_text(&task_id, 0, "public/properties.json")
-            .await,
-    )
-    .unwrap();
+    env.wait_complete(brid, BuildResult::Success).await;
+    let props = properties_json(&env, &task_id).await;
     assert_eq!(props["taskId"][0], json!(task_id));
     assert_eq!(props["who"][0], json!("me"));
     assert_eq!(props["product"][0], json!("firefox"));
@@ -168,12 +204,8 @@ async fn build_results_map_to_task_resolutions(kind: MasterKind) {
         assert_eq!(row.resolution, Some(wanted), "{result}");
         let requests = env.requests(task_id).await;
         assert_eq!(requests.len(), 1, "{result}");
-        env.wait_request(
-            requests[0].build_request_id,
-            result.name(),
-            |s| matches!(s, RequestState::Complete { results, .. } if *results == result),
-        )
-        .await;
+        env.wait_complete(requests[0].build_request_id, result)
+            .await;
         assert!(
             env.artifacts(task_id, 0)
                 .await
@@ -301,16 +333,7 @@ async fn cancelling_a_running_task_stops_its_build(kind: MasterKind) {
     assert!(row.taken_until.is_some());
     let brid = BuildRequestId(row.build_request_id.unwrap() as u64);
     env.client.cancelTask(&task_id).await.unwrap();
-    env.wait_request(brid, "its build stopped", |s| {
-        matches!(
-            s,
-            RequestState::Complete {
-                results: BuildResult::Cancelled,
-                ..
-            }
-        )
-    })
-    .await;
+    env.wait_complete(brid, BuildResult::Cancelled).await;
     let row = env
         .wait_row(&task_id, 0, "resolved", |r| r.state == RowState::Resolved)
         .await;
@@ -364,16 +387,7 @@ async fn stopping_a_running_build_on_the_buildbot_side_cancels_the_task(kind: Ma
         r.resolution == Some(Resolution::Canceled)
     })
     .await;
-    env.wait_request(brid, "complete CANCELLED", |s| {
-        matches!(
-            s,
-            RequestState::Complete {
-                results: BuildResult::Cancelled,
-                ..
-            }
-        )
-    })
-    .await;
+    env.wait_complete(brid, BuildResult::Cancelled).await;
     env.stop().await;
 }
 
@@ -607,30 +621,8 @@ async fn duplicate_and_concurrent_deliveries_make_one_build_request(kind: Master
 
 async fn the_reflector_catches_up_a_missed_build_start_and_cancel(kind: MasterKind) {
     // No listeners: the build's start and the task's cancellation are missed.
-    let env = Env::start(
-        kind,
-        Options {
-            listeners: false,
-            ..Default::default()
-        },
-    )
-    .await;
-    let reflector = Reflector::new(
-        env.bridge.clone(),
-        ReflectorSettings {
-            settle_time: Duration::ZERO,
-            recheck_interval: Duration::from_millis(1),
-            ..Default::default()
-        },
-    );
-    let task_id = env
-        .create_task(payload(kind.builder(), kind.script_long_build()), json!({}))
-        .await;
-    assert_eq!(
-        env.bridge.task_pending(&task_id, 0, None).await.unwrap(),
-        "injected"
-    );
-    let brid = env.wait_requested(&task_id, 0).await;
+    let (env, reflector) = unlistened(kind).await;
+    let (task_id, brid) = inject_by_hand(&env, kind, kind.script_long_build()).await;
     env.wait_request(brid, "a running build", |s| {
         matches!(s, RequestState::Running { builds, .. } if builds.iter().any(|b| b.finish_time.is_none()))
     })
@@ -650,61 +642,16 @@ async fn the_reflector_catches_up_a_missed_build_start_and_cancel(kind: MasterKi
     let row = env.state.get(&task_id, 0).await.unwrap().unwrap();
     assert_eq!(row.state, RowState::Resolved, "{row:?}");
     assert_eq!(row.resolution, Some(Resolution::Canceled));
-    env.wait_request(brid, "its build stopped", |s| {
-        matches!(
-            s,
-            RequestState::Complete {
-                results: BuildResult::Cancelled,
-                ..
-            }
-        )
-    })
-    .await;
+    env.wait_complete(brid, BuildResult::Cancelled).await;
     env.stop().await;
 }
 
 async fn the_reflector_catches_up_a_missed_finish_with_its_properties(kind: MasterKind) {
     // No listeners: the build's start and finish are both missed.
-    let env = Env::start(
-        kind,
-        Options {
-            listeners: false,
-            ..Default::default()
-        },
-    )
-    .await;
-    let reflector = Reflector::new(
-        env.bridge.clone(),
-        ReflectorSettings {
-            settle_time: Duration::ZERO,
-            recheck_interval: Duration::from_millis(1),
-            ..Default::default()
-        },
-    );
-    let task_id = env
-        .create_task(
-            payload(
-                kind.builder(),
-                with(json!({"who": "me"}), kind.script_success()),
-            ),
-            json!({}),
-        )
-        .await;
-    assert_eq!(
-        env.bridge.task_pending(&task_id, 0, None).await.unwrap(),
-        "injected"
-    );
-    let brid = env.wait_requested(&task_id, 0).await;
-    env.wait_request(brid, "complete SUCCESS", |s| {
-        matches!(
-            s,
-            RequestState::Complete {
-                results: BuildResult::Success,
-                ..
-            }
-        )
-    })
-    .await;
+    let (env, reflector) = unlistened(kind).await;
+    let script = with(json!({"who": "me"}), kind.script_success());
+    let (task_id, brid) = inject_by_hand(&env, kind, script).await;
+    env.wait_complete(brid, BuildResult::Success).await;
     assert_eq!(env.status(&task_id).await.run(0).unwrap().state, "pending");
     let report = reflector.pass().await;
     assert!(report.repaired >= 1, "{report:?}");
@@ -716,11 +663,7 @@ async fn the_reflector_catches_up_a_missed_finish_with_its_properties(kind: Mast
         env.status(&task_id).await.run(0).unwrap().state,
         "completed"
     );
-    let props: Value = serde_json::from_str(
-        &env.artifact_text(&task_id, 0, "public/properties.json")
-            .await,
-    )
-    .unwrap();
+    let props = properties_json(&env, &task_id).await;
     if kind.serves_build_properties() {
         assert_eq!(props["taskId"][0], json!(task_id), "{props}");
         assert_eq!(props["who"][0], json!("me"), "{props}");

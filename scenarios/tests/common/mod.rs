@@ -545,6 +545,16 @@ impl Env {
         }
     }
 
+    /// Waits until the request is complete with `results`.
+    pub async fn wait_complete(&self, brid: BuildRequestId, results: BuildResult) -> RequestState {
+        self.wait_request(
+            brid,
+            &format!("complete {}", results.name()),
+            |s| matches!(s, RequestState::Complete { results: r, .. } if *r == results),
+        )
+        .await
+    }
+
     // ----- the master, directly -----------------------------------------------------------
 
     fn bb4(&self) -> &Bb4Parts {

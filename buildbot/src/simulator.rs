@@ -24,7 +24,8 @@
 //! else from its [`SimBuilder`]: `sim_result` is a result name or code, or a
 //! comma-separated list (or JSON list) used one per attempt, the last one
 //! repeating (`"RETRY,SUCCESS"` retries once, then passes);
-//! `sim_duration_ms` is the run time in milliseconds.
+//! `sim_duration_ms` is the run time in milliseconds, one value or a list
+//! per attempt in the same way (`"100,600000"`).
 //!
 //! **Web.** It serves, on [`Simulator::web_url`]:
 //! - the 0.8 stop URL `POST /builders/<builder>/builds/<n>/stop`: the build
@@ -366,7 +367,10 @@ struct StartedBuild {
     stop: oneshot::Receiver<()>,
 }
 
-fn script_result(value: &Value, attempt: usize) -> Option<BuildResult> {
+/// The item of a per-attempt script for `attempt`: a script is one value, a
+/// comma-separated list or a JSON list, one item per attempt, the last one
+/// repeating.
+fn script_item(value: &Value, attempt: usize) -> Option<String> {
     let items: Vec<String> = match value {
         Value::Array(items) => items
             .iter()
@@ -376,14 +380,15 @@ fn script_result(value: &Value, attempt: usize) -> Option<BuildResult> {
         Value::Number(n) => vec![n.to_string()],
         _ => return None,
     };
-    let item = items.get(attempt).or(items.last())?;
-    BuildResult::parse(item)
+    items.get(attempt).or(items.last()).cloned()
 }
 
-fn script_duration(value: &Value) -> Option<Duration> {
-    let ms = value
-        .as_u64()
-        .or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()))?;
+fn script_result(value: &Value, attempt: usize) -> Option<BuildResult> {
+    BuildResult::parse(&script_item(value, attempt)?)
+}
+
+fn script_duration(value: &Value, attempt: usize) -> Option<Duration> {
+    let ms = script_item(value, attempt)?.trim().parse().ok()?;
     Some(Duration::from_millis(ms))
 }
 
@@ -456,7 +461,7 @@ async fn claim_and_start(
         };
         match name.as_str() {
             "sim_result" => result = script_result(&value, attempt),
-            "sim_duration_ms" => duration = script_duration(&value),
+            "sim_duration_ms" => duration = script_duration(&value, attempt),
             _ => {}
         }
         props.push((name, value, source));
@@ -782,8 +787,17 @@ mod tests {
         );
         assert_eq!(script_result(&json!(4), 0), Some(BuildResult::Exception));
         assert_eq!(
-            script_duration(&json!("250")),
+            script_duration(&json!("250"), 0),
             Some(Duration::from_millis(250))
+        );
+        let durations = json!("100,600000");
+        assert_eq!(
+            script_duration(&durations, 0),
+            Some(Duration::from_millis(100))
+        );
+        assert_eq!(
+            script_duration(&durations, 3),
+            Some(Duration::from_millis(600_000))
         );
     }
 }

@@ -748,6 +748,9 @@ impl Bridge {
         };
         match status.run(run_u32(row)) {
             Some(run) if is_resolved(run) => {
+                if let Some(outcome) = self.carried_on(row, brid).await? {
+                    return Ok(outcome);
+                }
                 self.stop_work(brid).await?;
                 self.state
                     .mark_resolved(&row.task_id, row.run_id, resolution_of(run), self.now())
@@ -758,6 +761,38 @@ impl Bridge {
             // the reflector looks again.
             _ => Ok("claim-refused"),
         }
+    }
+
+    /// Whether the request `brid` has moved on from `row`'s run to a later run
+    /// of the task since `row` was read: the run was retried (a RETRY the
+    /// bridge reported, or is reporting now) or rerun on the request that still
+    /// waited. Callers holding an old copy of the row (a reflector batch, a
+    /// late duplicate of a build's start) must then leave the request alone:
+    /// stopping it would cancel the run it serves now. A row caught retrying
+    /// is carried over to its next run here; `None` if the request still
+    /// serves `row`'s run.
+    async fn carried_on(
+        &self,
+        row: &MappingRow,
+        brid: BuildRequestId,
+    ) -> BridgeResult<Option<Outcome>> {
+        let fresh = self.state.get(&row.task_id, row.run_id).await?;
+        if let Some(fresh) = &fresh {
+            if fresh.state == RowState::Retrying {
+                return Box::pin(self.build_retried(fresh, fresh.build_number))
+                    .await
+                    .map(Some);
+            }
+            if fresh.resolution == Some(Resolution::CarriedOver) {
+                return Ok(Some("carried-on"));
+            }
+        }
+        let moved = self
+            .state
+            .current_for_build_request(brid.0 as i64)
+            .await?
+            .is_some_and(|current| current.task_id == row.task_id && current.run_id > row.run_id);
+        Ok(moved.then_some("carried-on"))
     }
 
     /// The build ended RETRY (or its request was requeued): Buildbot runs the

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bbb_buildbot::{BuildRequestId, BuildResult, RequestState};
 use bbb_reflector::{Reflector, ReflectorSettings};
-use bbb_state::{Resolution, RowState};
+use bbb_state::{Resolution, RowState, StartedBuild};
 use common::{Env, MasterKind, Options, payload};
 use serde_json::{Value, json};
 
@@ -21,6 +21,7 @@ scenarios!(
     a_successful_build_completes_the_task_with_its_artifacts,
     build_results_map_to_task_resolutions,
     a_retried_build_continues_on_the_same_build_request_in_the_next_run,
+    a_stale_view_of_a_retried_run_leaves_its_next_build_alone,
     a_deadline_passing_before_the_build_starts_cancels_the_request,
     cancelling_a_pending_task_cancels_its_build_request,
     cancelling_a_running_task_stops_its_build,
@@ -261,6 +262,86 @@ async fn a_retried_build_continues_on_the_same_build_request_in_the_next_run(kin
         matches!(&state, RequestState::Complete { results: BuildResult::Success, builds, .. } if builds.len() == 2),
         "one request, two builds: {state:?}"
     );
+    env.stop().await;
+}
+
+/// The race behind a retried build's next run being cancelled under load:
+/// an action holding a copy of run 0's row read before the RETRY was
+/// applied (the reflector's reclaim batch, a late duplicate of the first
+/// build's start) finds run 0 resolved in the queue and settles it. The
+/// request now serves run 1: nothing may stop or cancel it. Driven step by
+/// step, without listeners, so the interleaving is the same every time.
+async fn a_stale_view_of_a_retried_run_leaves_its_next_build_alone(kind: MasterKind) {
+    let (env, reflector) = unlistened(kind).await;
+    let (task_id, brid) = inject_by_hand(&env, kind, kind.script_retry_then_long_build()).await;
+    env.cause_retry(&task_id).await;
+    let state = env
+        .wait_request(brid, "its first build ended RETRY", |s| {
+            matches!(s, RequestState::Pending { builds } | RequestState::Running { builds, .. }
+                if builds.first().is_some_and(|b| b.finish_time.is_some()))
+        })
+        .await;
+    let (RequestState::Pending { builds } | RequestState::Running { builds, .. }) = state else {
+        unreachable!()
+    };
+    let first = StartedBuild {
+        build_id: Some(builds[0].build_id.0 as i64),
+        number: Some(builds[0].number as i64),
+    };
+
+    // The Buildbot listener applies the first build's start, then its RETRY.
+    let row0 = env.state.get(&task_id, 0).await.unwrap().unwrap();
+    assert_eq!(
+        env.bridge.build_started(row0, brid, first).await.unwrap(),
+        "claimed"
+    );
+    let stale = env.state.get(&task_id, 0).await.unwrap().unwrap();
+    assert_eq!(stale.state, RowState::Running, "{stale:?}");
+    assert_eq!(
+        env.bridge
+            .build_retried(&stale, stale.build_number)
+            .await
+            .unwrap(),
+        "retried"
+    );
+
+    // Actions still holding the row as it was before the RETRY.
+    let outcomes = [
+        env.bridge.reclaim(&stale).await.unwrap(),
+        env.bridge
+            .build_started(stale.clone(), brid, first)
+            .await
+            .unwrap(),
+        env.bridge.reconcile(&stale).await.unwrap(),
+    ];
+    let state = env.request_state(brid).await;
+    assert!(
+        matches!(
+            state,
+            RequestState::Pending { .. } | RequestState::Running { .. }
+        ),
+        "the retried request was stopped or cancelled ({outcomes:?}): {state:?}"
+    );
+    let status = env.status(&task_id).await;
+    let run1 = status.run(1).expect("run 1 exists");
+    assert_eq!(run1.state, "pending", "{outcomes:?}: {status:#?}");
+    let row1 = env.state.get(&task_id, 1).await.unwrap().unwrap();
+    assert_eq!(row1.state, RowState::Requested, "{row1:?}");
+    assert_eq!(row1.build_request_id, Some(brid.0 as i64));
+
+    // The next build starts and the reflector gives it run 1.
+    env.wait_request(brid, "its next build running", |s| {
+        matches!(s, RequestState::Running { builds, .. }
+            if builds.len() == 2 && builds[1].finish_time.is_none())
+    })
+    .await;
+    let report = reflector.pass().await;
+    assert_eq!(report.errors, 0, "{report:?}");
+    assert_eq!(env.status(&task_id).await.run(1).unwrap().state, "running");
+    let row1 = env.state.get(&task_id, 1).await.unwrap().unwrap();
+    assert_eq!(row1.state, RowState::Running, "{row1:?}");
+    assert_ne!(row1.build_number, stale.build_number, "{row1:?}");
+    assert_eq!(env.requests(&task_id).await.len(), 1);
     env.stop().await;
 }
 

@@ -139,6 +139,18 @@ impl MasterKind {
             MasterKind::Buildbot4 => json!({"bb_sleep_first": 600}),
         }
     }
+
+    /// Properties scripting a build that hits RETRY once, then runs until
+    /// stopped (ten minutes): the retried request's next build is still
+    /// running when the scenario looks at it.
+    pub fn script_retry_then_long_build(self) -> Value {
+        match self {
+            MasterKind::Simulator => {
+                json!({"sim_result": "RETRY,SUCCESS", "sim_duration_ms": "100,600000"})
+            }
+            MasterKind::Buildbot4 => json!({"bb_sleep_first": 600, "bb_sleep": 600}),
+        }
+    }
 }
 
 /// What to start besides the master.

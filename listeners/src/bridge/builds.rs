@@ -1,0 +1,570 @@
+//! The Buildbot listener's actions on build events: a build started (claim
+//! the run), ended RETRY (the next run carries on with the same request),
+//! finished (artifacts, then the resolution), or was cancelled on the
+//! Buildbot side.
+
+use std::collections::BTreeMap;
+
+use bbb_buildbot::{BuildRequestId, BuildResult, LegacyEvent, RequestState};
+use bbb_state::{MappingRow, Resolution, RowState, StartedBuild};
+use serde_json::Value;
+use tracing::{debug, info, warn};
+
+use super::{Bridge, BridgeError, BridgeResult, Outcome, is_resolved, resolution_of, run_u32};
+
+impl Bridge {
+    /// Applies one event from the legacy master. Events about requests the
+    /// bridge did not inject are ignored.
+    pub async fn legacy_event(&self, event: &LegacyEvent) -> BridgeResult<Outcome> {
+        let mut outcome = "not-ours";
+        for brid in event.build_request_ids() {
+            let Some(row) = self.state.current_for_build_request(brid.0 as i64).await? else {
+                if let LegacyEvent::BuildStarted {
+                    task_id: Some(task_id),
+                    ..
+                } = event
+                    && self
+                        .state
+                        .rows_for_task(task_id)
+                        .await?
+                        .iter()
+                        .any(|r| r.state == RowState::Pending && r.build_request_id.is_none())
+                {
+                    // The master started the build before the injecting listener
+                    // recorded the request's id.
+                    return Err(BridgeError::NotYet(format!(
+                        "build request {brid} of task {task_id} is not recorded yet"
+                    )));
+                }
+                continue;
+            };
+            outcome = match event {
+                LegacyEvent::BuildStarted {
+                    build_ids,
+                    build_number,
+                    ..
+                } => {
+                    let build = StartedBuild {
+                        build_id: build_ids.first().map(|b| b.0 as i64),
+                        number: i64::try_from(*build_number).ok(),
+                    };
+                    self.build_started(row, brid, build).await?
+                }
+                LegacyEvent::BuildFinished {
+                    results: BuildResult::Retry,
+                    build_number,
+                    ..
+                } => {
+                    self.build_retried(&row, i64::try_from(*build_number).ok())
+                        .await?
+                }
+                // The build's own RETRY event (above) names the build, so it is the
+                // one acted on; a requeue alone cannot tell which run's build it was.
+                // The reflector catches up if the RETRY event is lost.
+                LegacyEvent::RequestRequeued { .. } => "requeue-noted",
+                LegacyEvent::BuildFinished {
+                    results,
+                    properties,
+                    log_url,
+                    ..
+                } => {
+                    self.build_finished(&row, *results, properties, log_url.as_deref())
+                        .await?
+                }
+                LegacyEvent::RequestCompleted {
+                    results, claimed, ..
+                } => {
+                    if *claimed {
+                        self.build_finished(&row, *results, &BTreeMap::new(), None)
+                            .await?
+                    } else {
+                        // Completed without a build that ran it: cancelled before it
+                        // (re)started, whatever result the canceller wrote (0.8
+                        // self-serve writes FAILURE), as `request_state` says too.
+                        self.cancelled_on_master(&row).await?
+                    }
+                }
+            };
+        }
+        Ok(outcome)
+    }
+
+    /// A build started for a request: claim the run (idempotent for the shared
+    /// worker identity) and record `takenUntil`. If the run was resolved in the
+    /// queue meanwhile (cancelled, deadline), the build is stopped instead.
+    pub async fn build_started(
+        &self,
+        mut row: MappingRow,
+        brid: BuildRequestId,
+        build: StartedBuild,
+    ) -> BridgeResult<Outcome> {
+        // A later build of the request while the row's run still runs: the run's
+        // build ended RETRY (the request runs again) and that event is not
+        // applied yet. Recording the new build on this run would hide the RETRY.
+        let requeued = row.state == RowState::Running
+            && matches!((row.build_number, build.number), (Some(old), Some(new)) if new > old);
+        if row.state == RowState::Retrying || requeued {
+            // The retried request started again before the next run's row existed.
+            self.build_retried(&row, row.build_number).await?;
+            match self.state.current_for_build_request(brid.0 as i64).await? {
+                Some(next) if next.run_id != row.run_id => row = next,
+                _ => return Ok("retry-pending"),
+            }
+        }
+        if !matches!(row.state, RowState::Requested | RowState::Running) {
+            return Ok("not-active");
+        }
+        if row.run_id > 0
+            && let Some(number) = build.number
+            && self
+                .state
+                .find_by_build_request(brid.0 as i64)
+                .await?
+                .iter()
+                .any(|r| r.run_id < row.run_id && r.build_number == Some(number))
+        {
+            // A late copy of the start of the build that served an earlier run
+            // (it ended RETRY): recording it on this run would let that build's
+            // RETRY retry this run too.
+            debug!(task.id = %row.task_id, run.id = row.run_id, build_request.id = brid.0,
+                   build.number = number, "start of an earlier run's build ignored");
+            return Ok("stale-build");
+        }
+        if self.absorbed_build(&row, build.number).await? {
+            // The start of an earlier build, applied after the start of a later one:
+            // the earlier build ended RETRY while this run was its run. Retry the run;
+            // the later build goes to the next run.
+            return Box::pin(self.build_retried(&row, build.number)).await;
+        }
+        let task_id = row.task_id.clone();
+        match self.queue.claim(&task_id, run_u32(&row)).await {
+            Ok(taken_until) => {
+                self.state
+                    .mark_started(&task_id, row.run_id, build, taken_until, self.now())
+                    .await?;
+                debug!(task.id = %task_id, run.id = row.run_id, build_request.id = brid.0, "run claimed");
+                Ok("claimed")
+            }
+            Err(e) if e.is_conflict() || e.is_not_found() => {
+                self.settle_with_queue(&row, brid).await
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether build `number` of a running row's request served this row's run
+    /// although the row records a later build: its start was applied after the
+    /// later build's (events race across listeners), so its RETRY was never seen
+    /// as this run's. True when no earlier run of the request accounts for the
+    /// build (every earlier row holding the request records an older build).
+    pub(super) async fn absorbed_build(
+        &self,
+        row: &MappingRow,
+        number: Option<i64>,
+    ) -> BridgeResult<bool> {
+        let (Some(number), Some(current), Some(brid)) =
+            (number, row.build_number, row.build_request_id)
+        else {
+            return Ok(false);
+        };
+        if row.state != RowState::Running || number >= current {
+            return Ok(false);
+        }
+        Ok(self
+            .state
+            .find_by_build_request(brid)
+            .await?
+            .iter()
+            .filter(|r| r.run_id < row.run_id)
+            .all(|r| r.build_number.is_none_or(|b| b < number)))
+    }
+
+    /// The queue refused a claim or reclaim: find out why and settle the row.
+    /// A resolved run's build is stopped; a vanished task's rows are forgotten.
+    pub(super) async fn settle_with_queue(
+        &self,
+        row: &MappingRow,
+        brid: BuildRequestId,
+    ) -> BridgeResult<Outcome> {
+        let status = match self.queue.status(&row.task_id).await {
+            Ok(status) => status,
+            Err(e) if e.is_not_found() => {
+                self.stop_work(brid).await?;
+                self.state.forget_task(&row.task_id).await?;
+                return Ok("task-gone");
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match status.run(run_u32(row)) {
+            Some(run) if is_resolved(run) => {
+                if let Some(outcome) = self.carried_on(row, brid).await? {
+                    return Ok(outcome);
+                }
+                self.stop_work(brid).await?;
+                self.state
+                    .mark_resolved(&row.task_id, row.run_id, resolution_of(run), self.now())
+                    .await?;
+                Ok("stopped")
+            }
+            // Running under another identity or still pending: nothing safe to do now;
+            // the reflector looks again.
+            _ => Ok("claim-refused"),
+        }
+    }
+
+    /// Whether the request `brid` has moved on from `row`'s run to a later run
+    /// of the task since `row` was read: the run was retried (a RETRY the
+    /// bridge reported, or is reporting now) or rerun on the request that still
+    /// waited. Callers holding an old copy of the row (a reflector batch, a
+    /// late duplicate of a build's start) must then leave the request alone:
+    /// stopping it would cancel the run it serves now. A row caught retrying
+    /// is carried over to its next run here; `None` if the request still
+    /// serves `row`'s run.
+    pub(super) async fn carried_on(
+        &self,
+        row: &MappingRow,
+        brid: BuildRequestId,
+    ) -> BridgeResult<Option<Outcome>> {
+        let fresh = self.state.get(&row.task_id, row.run_id).await?;
+        if let Some(fresh) = &fresh {
+            if fresh.state == RowState::Retrying {
+                return Box::pin(self.build_retried(fresh, fresh.build_number))
+                    .await
+                    .map(Some);
+            }
+            if fresh.resolution == Some(Resolution::CarriedOver) {
+                return Ok(Some("carried-on"));
+            }
+        }
+        let moved = self
+            .state
+            .current_for_build_request(brid.0 as i64)
+            .await?
+            .is_some_and(|current| current.task_id == row.task_id && current.run_id > row.run_id);
+        Ok(moved.then_some("carried-on"))
+    }
+
+    /// The build ended RETRY (or its request was requeued): Buildbot runs the
+    /// same request again. The row is marked retrying first, then the run is
+    /// resolved `exception/worker-shutdown`, so the queue makes the next run
+    /// itself, and that run is given the same request.
+    ///
+    /// `build_number` names the build that ended RETRY: only the run that build
+    /// served is retried (a late copy of the event must not retry the next run,
+    /// which holds the same request).
+    pub async fn build_retried(
+        &self,
+        row: &MappingRow,
+        build_number: Option<i64>,
+    ) -> BridgeResult<Outcome> {
+        let task_id = row.task_id.as_str();
+        let run_id = run_u32(row);
+        let Some(brid) = row.build_request_id else {
+            return Ok("not-active");
+        };
+        let absorbed = self.absorbed_build(row, build_number).await?;
+        match row.state {
+            RowState::Running if row.build_number == build_number || absorbed => {
+                let change = self
+                    .state
+                    .mark_retrying(task_id, row.run_id, self.now())
+                    .await?;
+                if !change.holds() {
+                    return Ok("not-active");
+                }
+            }
+            RowState::Retrying => {}
+            _ => return Ok("not-active"),
+        }
+        // Make sure the run is ours and running (the started event may be lost).
+        match self.queue.claim(task_id, run_id).await {
+            Ok(_) => {}
+            Err(e) if e.is_conflict() || e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        let status = match self
+            .queue
+            .report_exception(task_id, run_id, "worker-shutdown")
+            .await
+        {
+            Ok(status) => status,
+            Err(e) if e.is_conflict() => self.queue.status(task_id).await?,
+            Err(e) if e.is_not_found() => {
+                self.stop_work(BuildRequestId(brid as u64)).await?;
+                self.state.forget_task(task_id).await?;
+                return Ok("task-gone");
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let now = self.now();
+        let this = status.run(run_id);
+        let next = status.runs.iter().find(|r| r.run_id > run_id);
+        match (this, next) {
+            (Some(this), Some(next))
+                if this.reason_resolved.as_deref() == Some("worker-shutdown") =>
+            {
+                let change = self
+                    .state
+                    .reuse_for_rerun(task_id, i64::from(next.run_id), brid, now)
+                    .await?;
+                info!(
+                    task.id = task_id,
+                    run.id = run_id,
+                    next_run.id = next.run_id,
+                    build_request.id = brid,
+                    ?change,
+                    "build retried; next run carries on"
+                );
+                self.metrics.inc(
+                    "bbb_bridge_resolutions_total",
+                    "resolution=\"exception/worker-shutdown\"",
+                );
+                if absorbed
+                    && let Some(next_row) = self.state.get(task_id, i64::from(next.run_id)).await?
+                {
+                    // The row's recorded build is the retried request's next build: it
+                    // serves the next run.
+                    let later = StartedBuild {
+                        build_id: row.build_id,
+                        number: row.build_number,
+                    };
+                    Box::pin(self.build_started(next_row, BuildRequestId(brid as u64), later))
+                        .await?;
+                }
+                Ok("retried")
+            }
+            (Some(this), _) if is_resolved(this) => {
+                // No retry left (or the run was resolved otherwise): the request's
+                // next build has no run to serve; stop it.
+                self.stop_work(BuildRequestId(brid as u64)).await?;
+                self.state
+                    .mark_resolved(task_id, row.run_id, resolution_of(this), now)
+                    .await?;
+                Ok("retries-exhausted")
+            }
+            _ => Ok("retry-pending"),
+        }
+    }
+
+    /// The build finished (or the request completed) with a final result:
+    /// attach `public/properties.json` and the log, then resolve the run.
+    /// CANCELLED cancels the task only if its run is still pending or running
+    /// (the bridge itself stops builds only of runs already resolved).
+    pub async fn build_finished(
+        &self,
+        row: &MappingRow,
+        results: BuildResult,
+        properties: &BTreeMap<String, Value>,
+        log_url: Option<&str>,
+    ) -> BridgeResult<Outcome> {
+        if !row.state.is_active() {
+            return Ok("already-resolved");
+        }
+        if results == BuildResult::Retry {
+            return self.build_retried(row, row.build_number).await;
+        }
+        if results == BuildResult::Cancelled {
+            return self.cancelled_on_master(row).await;
+        }
+        let task_id = row.task_id.as_str();
+        let run_id = run_u32(row);
+        let brid = BuildRequestId(row.build_request_id.unwrap_or_default() as u64);
+        let status = match self.queue.status(task_id).await {
+            Ok(status) => status,
+            Err(e) if e.is_not_found() => {
+                self.state.forget_task(task_id).await?;
+                return Ok("task-gone");
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match status.run(run_id) {
+            Some(run) if is_resolved(run) => {
+                self.state
+                    .mark_resolved(task_id, row.run_id, resolution_of(run), self.now())
+                    .await?;
+                return Ok("already-resolved");
+            }
+            Some(run) if run.state == "pending" => match self.queue.claim(task_id, run_id).await {
+                Ok(_) => {}
+                Err(e) if e.is_conflict() => return self.settle_with_queue(row, brid).await,
+                Err(e) => return Err(e.into()),
+            },
+            Some(_) => {}
+            None => return Ok("no-such-run"),
+        }
+        // A request-completed event, or a finish the reflector caught up,
+        // carries no properties: ask the master for its build's.
+        let fetched = if properties.is_empty() {
+            self.finished_build_properties(brid).await
+        } else {
+            None
+        };
+        let properties = fetched.as_ref().unwrap_or(properties);
+        let fetched_log_url = properties
+            .get("log_url")
+            .and_then(|p| p.get(0))
+            .and_then(Value::as_str);
+        let log_url = log_url.or(fetched_log_url);
+        self.attach_artifacts(task_id, run_id, status.expires, properties, log_url)
+            .await;
+        let (call, resolution, label) = match results {
+            BuildResult::Success => (
+                self.queue.report_completed(task_id, run_id).await,
+                Resolution::Completed,
+                "completed",
+            ),
+            BuildResult::Warnings | BuildResult::Failure => (
+                self.queue.report_failed(task_id, run_id).await,
+                Resolution::Failed,
+                "failed",
+            ),
+            BuildResult::Exception => (
+                self.queue
+                    .report_exception(task_id, run_id, "internal-error")
+                    .await,
+                Resolution::Exception,
+                "exception/internal-error",
+            ),
+            // The build did not do its work: nothing to report as completed or
+            // failed, and nothing a retry would change.
+            BuildResult::Skipped => (
+                self.queue
+                    .report_exception(task_id, run_id, "resource-unavailable")
+                    .await,
+                Resolution::Exception,
+                "exception/resource-unavailable",
+            ),
+            BuildResult::Retry | BuildResult::Cancelled => unreachable!("handled above"),
+        };
+        match call {
+            Ok(_) => {}
+            Err(e) if e.is_conflict() => return self.settle_with_queue(row, brid).await,
+            Err(e) => return Err(e.into()),
+        }
+        self.state
+            .mark_resolved(task_id, row.run_id, resolution, self.now())
+            .await?;
+        self.metrics.inc(
+            "bbb_bridge_resolutions_total",
+            format!("resolution=\"{label}\""),
+        );
+        info!(task.id = task_id, run.id = run_id, build_request.id = brid.0, result = %results, "run resolved {label}");
+        Ok("resolved")
+    }
+
+    /// A request was cancelled on the Buildbot side (or its build ended
+    /// CANCELLED): cancel the task if its run is still pending or running;
+    /// if the run is already resolved, the bridge asked for it, and only the
+    /// row is settled.
+    pub async fn cancelled_on_master(&self, row: &MappingRow) -> BridgeResult<Outcome> {
+        if !row.state.is_active() {
+            return Ok("already-resolved");
+        }
+        let task_id = row.task_id.as_str();
+        let status = match self.queue.status(task_id).await {
+            Ok(status) => status,
+            Err(e) if e.is_not_found() => {
+                self.state.forget_task(task_id).await?;
+                return Ok("task-gone");
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let run = status.run(run_u32(row));
+        if let Some(run) = run
+            && is_resolved(run)
+        {
+            self.state
+                .mark_resolved(task_id, row.run_id, resolution_of(run), self.now())
+                .await?;
+            return Ok("already-resolved");
+        }
+        match self.queue.cancel(task_id).await {
+            Ok(_) => {}
+            Err(e) if e.is_conflict() => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.state
+            .mark_resolved(task_id, row.run_id, Resolution::Canceled, self.now())
+            .await?;
+        self.metrics.inc(
+            "bbb_bridge_resolutions_total",
+            "resolution=\"exception/canceled\"",
+        );
+        info!(task.id = task_id, run.id = row.run_id, build_request.id = ?row.build_request_id,
+              "cancelled on the Buildbot side; task cancelled");
+        Ok("cancelled-by-master")
+    }
+
+    /// The properties of the request's last finished build, where the master
+    /// can tell. A failure is logged and gives `None`: the run's resolution
+    /// does not wait for its properties.
+    pub(super) async fn finished_build_properties(
+        &self,
+        brid: BuildRequestId,
+    ) -> Option<BTreeMap<String, Value>> {
+        let builds = match self.master.request_state(brid).await {
+            Ok(
+                RequestState::Complete { builds, .. }
+                | RequestState::Running { builds, .. }
+                | RequestState::Pending { builds },
+            ) => builds,
+            Ok(_) => return None,
+            Err(e) => {
+                warn!(build_request.id = brid.0, error = %e, "cannot read the request's builds for their properties");
+                return None;
+            }
+        };
+        let build = builds.iter().rev().find(|b| b.finish_time.is_some())?;
+        match self.master.build_properties(build.build_id).await {
+            Ok(properties) => properties,
+            Err(e) => {
+                warn!(build_request.id = brid.0, build.id = build.build_id.0, error = %e, "cannot read the build's properties");
+                None
+            }
+        }
+    }
+
+    /// Attaches `public/properties.json` (every build property as
+    /// `name: [value, source]`) and, when the build uploaded one, a reference
+    /// to its log. A failure is logged: it must not keep the run unresolved.
+    pub(super) async fn attach_artifacts(
+        &self,
+        task_id: &str,
+        run_id: u32,
+        expires: i64,
+        properties: &BTreeMap<String, Value>,
+        log_url: Option<&str>,
+    ) {
+        let body = serde_json::to_vec_pretty(properties).unwrap_or_else(|_| b"{}".to_vec());
+        if let Err(e) = self
+            .queue
+            .upload_artifact(
+                task_id,
+                run_id,
+                "public/properties.json",
+                "application/json",
+                expires,
+                body,
+            )
+            .await
+        {
+            warn!(task.id = task_id, run.id = run_id, error = %e, "cannot attach properties.json");
+        }
+        if let Some(url) = log_url.filter(|u| {
+            reqwest::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+        }) && let Err(e) = self
+            .queue
+            .reference_artifact(
+                task_id,
+                run_id,
+                "public/logs/live_backing.log.gz",
+                url,
+                "application/gzip",
+                expires,
+            )
+            .await
+        {
+            warn!(task.id = task_id, run.id = run_id, error = %e, "cannot attach the log reference");
+        }
+    }
+}

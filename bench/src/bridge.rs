@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_trait::async_trait;
+use bbb_bridge::{Bridge, BridgeSettings, DEFAULT_TASK_QUEUE, Metrics, QueueClient};
 use bbb_buildbot::{
     BuildId, BuildRequestId, BuildRequestSpec, CancelOutcome, FoundRequest, LegacyEventStream,
     LegacyMaster, RequestState, SchedulerDb, SchedulerDbConfig, StopOutcome, StopTarget,
 };
 use bbb_listeners::tc_listener::{self, TcListenerSettings};
-use bbb_listeners::{Bridge, BridgeSettings, DEFAULT_TASK_QUEUE, Metrics, QueueClient};
 use bbb_queue::testing::TempDir;
 use bbb_queue::{Clock, QueueConfig};
 use bbb_reflector::{PassReport, Reflector, ReflectorSettings};

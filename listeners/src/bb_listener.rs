@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::bridge::Bridge;
+use bbb_bridge::Bridge;
 
 /// How the Buildbot listener works.
 #[derive(Clone, Debug)]

@@ -1,17 +1,4 @@
 #![doc = include_str!("../README.md")]
 
 pub mod bb_listener;
-mod bridge;
-mod config;
-mod metrics;
-pub mod payload;
-pub mod queue_client;
 pub mod tc_listener;
-
-pub use crate::bridge::{
-    Bridge, BridgeError, BridgeResult, BridgeSettings, Clock, DEFAULT_TASK_QUEUE, Outcome,
-    system_clock,
-};
-pub use crate::config::{BridgeConfig, BuildbotKind};
-pub use crate::metrics::Metrics;
-pub use crate::queue_client::{QueueClient, RunInfo, TaskStatus, TcError};

@@ -11,8 +11,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
-use crate::bridge::{Bridge, BridgeError, BridgeResult, Outcome};
-use crate::queue_client::TaskStatus;
+use bbb_bridge::{Bridge, BridgeError, BridgeResult, Outcome, TaskStatus};
 
 /// Where the TC listener reads from.
 #[derive(Clone, Debug)]

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bbb_listeners::{Bridge, BridgeResult, Outcome};
+use bbb_bridge::{Bridge, BridgeResult, Outcome};
 use bbb_state::{Lease, MappingRow, RowState};
 use futures::StreamExt;
 use tokio::sync::Mutex;

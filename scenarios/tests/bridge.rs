@@ -794,7 +794,7 @@ async fn ignored_builders_are_left_alone(kind: MasterKind) {
         .create_task(payload(kind.offline_builder(), json!({})), json!({}))
         .await;
     env.wait_requested(&handled, 0).await;
-    let seen = |m: &bbb_listeners::Metrics| {
+    let seen = |m: &bbb_bridge::Metrics| {
         m.get(
             "bbb_bridge_events_total",
             "type=\"task-pending\",outcome=\"ignored\"",

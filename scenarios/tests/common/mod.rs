@@ -20,6 +20,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bbb_bridge::payload::BuilderRules;
+use bbb_bridge::{Bridge, BridgeSettings, Metrics, QueueClient, TaskStatus};
 use bbb_buildbot::simulator::{SimBuilder, Simulator, SimulatorConfig};
 use bbb_buildbot::testing::{BuildbotMaster, BuildbotMasterOptions, TestDatabase, fresh_database};
 use bbb_buildbot::{
@@ -27,9 +29,7 @@ use bbb_buildbot::{
     RequestState, RestMaster, SchedulerDb, SchedulerDbConfig,
 };
 use bbb_listeners::bb_listener::{self, BbListenerSettings};
-use bbb_listeners::payload::BuilderRules;
 use bbb_listeners::tc_listener::{self, TcListenerSettings};
-use bbb_listeners::{Bridge, BridgeSettings, Metrics, QueueClient, TaskStatus};
 use bbb_queue::testing::{TempDir, TestOptions, TestQueue};
 use bbb_state::{MappingRow, StateDb};
 use mysql_async::prelude::Queryable;
@@ -307,7 +307,7 @@ impl Env {
             MasterKind::Buildbot4 => "bb4-master",
         };
         let mut settings =
-            BridgeSettings::new(bbb_listeners::DEFAULT_TASK_QUEUE, master_name, "test-1");
+            BridgeSettings::new(bbb_bridge::DEFAULT_TASK_QUEUE, master_name, "test-1");
         settings.rules = BuilderRules::new(&opts.restricted, &opts.ignored).unwrap();
         let queue = QueueClient::new(
             &q.root_url,
@@ -371,7 +371,7 @@ impl Env {
         let task_id = slug();
         let now = chrono::Utc::now();
         let mut def = json!({
-            "taskQueueId": bbb_listeners::DEFAULT_TASK_QUEUE,
+            "taskQueueId": bbb_bridge::DEFAULT_TASK_QUEUE,
             "schedulerId": "test",
             "taskGroupId": task_id,
             "created": now.to_rfc3339(),

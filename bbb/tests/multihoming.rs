@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use bbb_bridge::TaskStatus;
 use bbb_buildbot::simulator::{SimBuilder, Simulator, SimulatorConfig};
-use bbb_listeners::TaskStatus;
 use bbb_state::{RowState, StateDb};
 use mysql_async::prelude::Queryable;
 use nix::sys::signal::{Signal, kill};
@@ -321,7 +321,7 @@ fn task_definition(i: usize, script: Script, group: &str) -> Value {
         _ => 100 + (i * 37) % 900,
     };
     json!({
-        "taskQueueId": bbb_listeners::DEFAULT_TASK_QUEUE,
+        "taskQueueId": bbb_bridge::DEFAULT_TASK_QUEUE,
         "schedulerId": "multihoming",
         "taskGroupId": group,
         "created": now.to_rfc3339(),

@@ -51,16 +51,16 @@ enum Command {
     #[command(after_help = bbb_workers::WorkerConfig::ENV_HELP)]
     Worker,
     /// Run the bridge: TC listener, Buildbot listener and reflector.
-    #[command(after_help = bbb_listeners::BridgeConfig::ENV_HELP)]
+    #[command(after_help = bbb_bridge::BridgeConfig::ENV_HELP)]
     Bridge,
     /// Run the bridge's TC listener alone (task-pending / task-exception -> build requests).
-    #[command(after_help = bbb_listeners::BridgeConfig::ENV_HELP)]
+    #[command(after_help = bbb_bridge::BridgeConfig::ENV_HELP)]
     TcListener,
     /// Run the bridge's Buildbot listener alone (build events -> claims and resolutions).
-    #[command(after_help = bbb_listeners::BridgeConfig::ENV_HELP)]
+    #[command(after_help = bbb_bridge::BridgeConfig::ENV_HELP)]
     BbListener,
     /// Run the bridge's reflector alone (periodic reclaims and repairs).
-    #[command(after_help = bbb_listeners::BridgeConfig::ENV_HELP)]
+    #[command(after_help = bbb_bridge::BridgeConfig::ENV_HELP)]
     Reflector,
     /// Apply database migrations and exit: the bridge's mapping database when
     /// BBB_STATE_DATABASE_URL (or [bridge] state_database_url) is set, and the queue's
@@ -282,7 +282,7 @@ async fn main() -> anyhow::Result<()> {
 async fn run_roles(file: &FileConfig, set: roles::RoleSet) -> anyhow::Result<()> {
     let cfg = file.bridge_config()?;
     cfg.validate().map_err(anyhow::Error::msg)?;
-    if cfg.amqp_url.is_none() && cfg.buildbot_kind != bbb_listeners::BuildbotKind::Sandbox {
+    if cfg.amqp_url.is_none() && cfg.buildbot_kind != bbb_bridge::BuildbotKind::Sandbox {
         anyhow::bail!(
             "BBB_AMQP_URL is required: the bridge reads the queue's Pulse exchanges \
              (and the masters' build events) from the broker"
@@ -374,7 +374,7 @@ async fn up(file: FileConfig, data_dir: PathBuf, demo: bool) -> anyhow::Result<(
         .is_none_or(|b| b.get("buildbot_kind").is_none())
         && std::env::var_os("BBB_BUILDBOT_KIND").is_none()
     {
-        bcfg.buildbot_kind = bbb_listeners::BuildbotKind::Sandbox;
+        bcfg.buildbot_kind = bbb_bridge::BuildbotKind::Sandbox;
     }
     if std::env::var_os("BBB_METRICS_LISTEN").is_none()
         && file

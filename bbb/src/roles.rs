@@ -8,14 +8,14 @@ use anyhow::Context;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
+use bbb_bridge::payload::BuilderRules;
+use bbb_bridge::{Bridge, BridgeConfig, BridgeSettings, BuildbotKind, Metrics, QueueClient};
 use bbb_buildbot::{
     BuilderSource, LegacyMaster, PollOptions, PulseOptions, RestAuth, RestMaster, RestMasterConfig,
     SchedulerDb, SchedulerDbConfig,
 };
 use bbb_listeners::bb_listener::{self, BbListenerSettings};
-use bbb_listeners::payload::BuilderRules;
 use bbb_listeners::tc_listener::{self, TcListenerSettings};
-use bbb_listeners::{Bridge, BridgeConfig, BridgeSettings, BuildbotKind, Metrics, QueueClient};
 use bbb_pulse::Bus;
 use bbb_reflector::{Reflector, ReflectorSettings};
 use bbb_scenarios::{SandboxConfig, SandboxMaster};

@@ -1,0 +1,15 @@
+#![doc = include_str!("../README.md")]
+
+mod actions;
+mod config;
+mod metrics;
+pub mod payload;
+pub mod queue_client;
+
+pub use crate::actions::{
+    Bridge, BridgeError, BridgeResult, BridgeSettings, Clock, DEFAULT_TASK_QUEUE, Outcome,
+    system_clock,
+};
+pub use crate::config::{BridgeConfig, BuildbotKind};
+pub use crate::metrics::Metrics;
+pub use crate::queue_client::{QueueClient, RunInfo, TaskStatus, TcError};

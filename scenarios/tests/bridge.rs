@@ -22,6 +22,7 @@ scenarios!(
     build_results_map_to_task_resolutions,
     a_retried_build_continues_on_the_same_build_request_in_the_next_run,
     a_stale_view_of_a_retried_run_leaves_its_next_build_alone,
+    a_retry_seen_before_its_build_start_still_retries_the_run,
     a_deadline_passing_before_the_build_starts_cancels_the_request,
     cancelling_a_pending_task_cancels_its_build_request,
     cancelling_a_running_task_stops_its_build,
@@ -265,16 +266,10 @@ async fn a_retried_build_continues_on_the_same_build_request_in_the_next_run(kin
     env.stop().await;
 }
 
-/// The race behind a retried build's next run being cancelled under load:
-/// an action holding a copy of run 0's row read before the RETRY was
-/// applied (the reflector's reclaim batch, a late duplicate of the first
-/// build's start) finds run 0 resolved in the queue and settles it. The
-/// request now serves run 1: nothing may stop or cancel it. Driven step by
-/// step, without listeners, so the interleaving is the same every time.
-async fn a_stale_view_of_a_retried_run_leaves_its_next_build_alone(kind: MasterKind) {
-    let (env, reflector) = unlistened(kind).await;
-    let (task_id, brid) = inject_by_hand(&env, kind, kind.script_retry_then_long_build()).await;
-    env.cause_retry(&task_id).await;
+/// Makes the task's first build end RETRY ([`Env::cause_retry`]) and waits
+/// until the master shows it finished; returns that build.
+async fn first_build_retried(env: &Env, task_id: &str, brid: BuildRequestId) -> StartedBuild {
+    env.cause_retry(task_id).await;
     let state = env
         .wait_request(brid, "its first build ended RETRY", |s| {
             matches!(s, RequestState::Pending { builds } | RequestState::Running { builds, .. }
@@ -284,10 +279,45 @@ async fn a_stale_view_of_a_retried_run_leaves_its_next_build_alone(kind: MasterK
     let (RequestState::Pending { builds } | RequestState::Running { builds, .. }) = state else {
         unreachable!()
     };
-    let first = StartedBuild {
+    StartedBuild {
         build_id: Some(builds[0].build_id.0 as i64),
         number: Some(builds[0].number as i64),
-    };
+    }
+}
+
+/// Waits until the request's second build runs, lets one reflector pass give
+/// it run 1, and checks run 1 runs on it.
+async fn next_build_runs_run_1(
+    env: &Env,
+    reflector: &Reflector,
+    task_id: &str,
+    brid: BuildRequestId,
+    first: StartedBuild,
+) {
+    env.wait_request(brid, "its next build running", |s| {
+        matches!(s, RequestState::Running { builds, .. }
+            if builds.len() == 2 && builds[1].finish_time.is_none())
+    })
+    .await;
+    let report = reflector.pass().await;
+    assert_eq!(report.errors, 0, "{report:?}");
+    assert_eq!(env.status(task_id).await.run(1).unwrap().state, "running");
+    let row1 = env.state.get(task_id, 1).await.unwrap().unwrap();
+    assert_eq!(row1.state, RowState::Running, "{row1:?}");
+    assert_ne!(row1.build_number, first.number, "{row1:?}");
+    assert_eq!(env.requests(task_id).await.len(), 1);
+}
+
+/// The race behind a retried build's next run being cancelled under load:
+/// an action holding a copy of run 0's row read before the RETRY was
+/// applied (the reflector's reclaim batch, a late duplicate of the first
+/// build's start) finds run 0 resolved in the queue and settles it. The
+/// request now serves run 1: nothing may stop or cancel it. Driven step by
+/// step, without listeners, so the interleaving is the same every time.
+async fn a_stale_view_of_a_retried_run_leaves_its_next_build_alone(kind: MasterKind) {
+    let (env, reflector) = unlistened(kind).await;
+    let (task_id, brid) = inject_by_hand(&env, kind, kind.script_retry_then_long_build()).await;
+    let first = first_build_retried(&env, &task_id, brid).await;
 
     // The Buildbot listener applies the first build's start, then its RETRY.
     let row0 = env.state.get(&task_id, 0).await.unwrap().unwrap();
@@ -330,18 +360,53 @@ async fn a_stale_view_of_a_retried_run_leaves_its_next_build_alone(kind: MasterK
     assert_eq!(row1.build_request_id, Some(brid.0 as i64));
 
     // The next build starts and the reflector gives it run 1.
-    env.wait_request(brid, "its next build running", |s| {
-        matches!(s, RequestState::Running { builds, .. }
-            if builds.len() == 2 && builds[1].finish_time.is_none())
-    })
-    .await;
-    let report = reflector.pass().await;
-    assert_eq!(report.errors, 0, "{report:?}");
-    assert_eq!(env.status(&task_id).await.run(1).unwrap().state, "running");
+    next_build_runs_run_1(&env, &reflector, &task_id, brid, first).await;
+    env.stop().await;
+}
+
+/// Events race across listeners and sources: the first build's RETRY can be
+/// applied while run 0 is still `Requested` (its start not applied yet). The
+/// RETRY must still retry run 0 (the run the build served), and the late
+/// start and a late copy of the RETRY that follow must not touch run 1.
+async fn a_retry_seen_before_its_build_start_still_retries_the_run(kind: MasterKind) {
+    let (env, reflector) = unlistened(kind).await;
+    let (task_id, brid) = inject_by_hand(&env, kind, kind.script_retry_then_long_build()).await;
+    let first = first_build_retried(&env, &task_id, brid).await;
+    let row0 = env.state.get(&task_id, 0).await.unwrap().unwrap();
+    assert_eq!(row0.state, RowState::Requested, "{row0:?}");
+
+    // As the Buildbot listener on the RETRY.
+    assert_eq!(
+        env.bridge.build_retried(&row0, first.number).await.unwrap(),
+        "retried"
+    );
+    let status = env.status(&task_id).await;
+    let run0 = status.run(0).unwrap();
+    assert_eq!(
+        (run0.state.as_str(), run0.reason_resolved.as_deref()),
+        ("exception", Some("worker-shutdown")),
+        "{status:#?}"
+    );
+    assert_eq!(status.run(1).unwrap().state, "pending", "{status:#?}");
+    let row0 = env.state.get(&task_id, 0).await.unwrap().unwrap();
+    assert_eq!(row0.build_number, first.number, "{row0:?}");
+
+    // The late start, then a late copy of the RETRY, reach run 1's row (the
+    // request serves run 1 now).
     let row1 = env.state.get(&task_id, 1).await.unwrap().unwrap();
-    assert_eq!(row1.state, RowState::Running, "{row1:?}");
-    assert_ne!(row1.build_number, stale.build_number, "{row1:?}");
-    assert_eq!(env.requests(&task_id).await.len(), 1);
+    assert_eq!(row1.state, RowState::Requested, "{row1:?}");
+    assert_eq!(
+        env.bridge.build_started(row1, brid, first).await.unwrap(),
+        "stale-build"
+    );
+    let row1 = env.state.get(&task_id, 1).await.unwrap().unwrap();
+    assert_eq!(
+        env.bridge.build_retried(&row1, first.number).await.unwrap(),
+        "stale-build"
+    );
+    assert_eq!(env.status(&task_id).await.runs.len(), 2);
+
+    next_build_runs_run_1(&env, &reflector, &task_id, brid, first).await;
     env.stop().await;
 }
 

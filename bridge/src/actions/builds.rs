@@ -274,6 +274,11 @@ impl Bridge {
                 }
             }
             RowState::Retrying => {}
+            RowState::Requested if build_number.is_some() => {
+                return self
+                    .retried_before_started(row, BuildRequestId(brid as u64), build_number)
+                    .await;
+            }
             _ => return Ok("not-active"),
         }
         // Make sure the run is ours and running (the started event may be lost).
@@ -343,6 +348,54 @@ impl Bridge {
                 Ok("retries-exhausted")
             }
             _ => Ok("retry-pending"),
+        }
+    }
+
+    /// A build's RETRY applied before its start (events race across listeners
+    /// and sources): the row's run is still `Requested`. The build served this
+    /// run unless an earlier run of the request recorded it or a later build
+    /// (build numbers only grow): then the event is a late copy about an earlier
+    /// run and nothing is done. Otherwise the start is recorded first (the run
+    /// claimed, the build number kept), then the run is retried as usual.
+    async fn retried_before_started(
+        &self,
+        row: &MappingRow,
+        brid: BuildRequestId,
+        build_number: Option<i64>,
+    ) -> BridgeResult<Outcome> {
+        let Some(number) = build_number else {
+            return Ok("not-active");
+        };
+        let earlier = self
+            .state
+            .find_by_build_request(brid.0 as i64)
+            .await?
+            .into_iter()
+            .any(|r| r.run_id < row.run_id && r.build_number.is_some_and(|b| b >= number));
+        if earlier {
+            return Ok("stale-build");
+        }
+        let task_id = row.task_id.as_str();
+        match self.queue.claim(task_id, run_u32(row)).await {
+            Ok(taken_until) => {
+                let build = StartedBuild {
+                    build_id: None,
+                    number: Some(number),
+                };
+                self.state
+                    .mark_started(task_id, row.run_id, build, taken_until, self.now())
+                    .await?;
+            }
+            Err(e) if e.is_conflict() || e.is_not_found() => {
+                return self.settle_with_queue(row, brid).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        match self.state.get(task_id, row.run_id).await? {
+            Some(started) if started.state != RowState::Requested => {
+                Box::pin(self.build_retried(&started, build_number)).await
+            }
+            _ => Ok("not-active"),
         }
     }
 

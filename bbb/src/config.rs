@@ -89,6 +89,49 @@ impl FileConfig {
         Ok(cfg)
     }
 
+    /// `bbb up`'s embedded defaults as a layer below the file: every key the
+    /// file leaves out gets its value here, and the environment still
+    /// overrides both (it is applied when a section is read). The queue and
+    /// the bridge's mapping database on SQLite files, artifacts and task
+    /// directories in `data_dir`, the bridge on the sandbox master with
+    /// `/metrics` on a free port, the worker on the task queue `bbb/native`.
+    pub fn with_up_defaults(mut self, data_dir: &Path) -> FileConfig {
+        let sqlite = |name: &str| format!("sqlite://{}", data_dir.join(name).display());
+        let path = |name: &str| data_dir.join(name).display().to_string();
+        layer(
+            &mut self.queue,
+            [
+                ("database_url", sqlite("queue.sqlite")),
+                ("blob_dir", path("artifacts")),
+            ],
+        );
+        layer(
+            &mut self.worker,
+            [
+                ("task_queue_id", "bbb/native".to_owned()),
+                ("tasks_dir", path("tasks")),
+            ],
+        );
+        layer(
+            &mut self.bridge,
+            [
+                ("state_database_url", sqlite("bridge-state.sqlite")),
+                ("buildbot_kind", "sandbox".to_owned()),
+                ("metrics_listen", "127.0.0.1:0".to_owned()),
+            ],
+        );
+        self
+    }
+
+    /// Whether the file or the environment names the queue's database.
+    pub fn queue_database_configured(&self) -> bool {
+        std::env::var_os("BBB_DATABASE_URL").is_some()
+            || self
+                .queue
+                .as_ref()
+                .is_some_and(|q| q.get("database_url").is_some())
+    }
+
     /// Whether the file or the environment names the bridge's mapping database.
     pub fn bridge_state_configured(&self) -> bool {
         std::env::var_os("BBB_STATE_DATABASE_URL").is_some()
@@ -106,5 +149,41 @@ impl FileConfig {
             .context("the [worker] section")?;
         cfg.apply_env()?;
         Ok(cfg)
+    }
+}
+
+/// Sets each `(key, value)` of `defaults` in `section` where the key is absent.
+fn layer<const N: usize>(section: &mut Option<toml::Table>, defaults: [(&str, String); N]) {
+    let table = section.get_or_insert_with(toml::Table::new);
+    for (key, value) in defaults {
+        table
+            .entry(key)
+            .or_insert_with(|| toml::Value::String(value));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn up_defaults_fill_only_what_the_file_leaves_out() {
+        let file: FileConfig = toml::from_str(
+            "[queue]\ndatabase_url = \"postgres://db/queue\"\n[bridge]\nbuildbot_kind = \"rest\"\n",
+        )
+        .unwrap();
+        let file = file.with_up_defaults(Path::new("/data"));
+        let queue = file.queue.as_ref().unwrap();
+        assert_eq!(queue["database_url"].as_str(), Some("postgres://db/queue"));
+        assert_eq!(queue["blob_dir"].as_str(), Some("/data/artifacts"));
+        let bridge = file.bridge.as_ref().unwrap();
+        assert_eq!(bridge["buildbot_kind"].as_str(), Some("rest"));
+        assert_eq!(
+            bridge["state_database_url"].as_str(),
+            Some("sqlite:///data/bridge-state.sqlite")
+        );
+        let worker = file.worker.as_ref().unwrap();
+        assert_eq!(worker["task_queue_id"].as_str(), Some("bbb/native"));
+        assert_eq!(worker["tasks_dir"].as_str(), Some("/data/tasks"));
     }
 }

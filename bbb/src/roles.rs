@@ -40,6 +40,33 @@ impl RoleSet {
         bb_listener: true,
         reflector: true,
     };
+
+    /// The TC listener alone (`bbb tc-listener`).
+    pub fn only_tc_listener() -> RoleSet {
+        RoleSet {
+            tc_listener: true,
+            bb_listener: false,
+            reflector: false,
+        }
+    }
+
+    /// The Buildbot listener alone (`bbb bb-listener`).
+    pub fn only_bb_listener() -> RoleSet {
+        RoleSet {
+            tc_listener: false,
+            bb_listener: true,
+            reflector: false,
+        }
+    }
+
+    /// The reflector alone (`bbb reflector`).
+    pub fn only_reflector() -> RoleSet {
+        RoleSet {
+            tc_listener: false,
+            bb_listener: false,
+            reflector: true,
+        }
+    }
 }
 
 /// Builds the legacy master the configuration names. `sandbox` starts an

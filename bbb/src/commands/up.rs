@@ -1,0 +1,106 @@
+//! `bbb up`: the queue, one native worker and the bridge on a sandbox master,
+//! in this process, on embedded defaults ([`FileConfig::with_up_defaults`]).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::FileConfig;
+use crate::demo;
+use crate::roles::{self, RoleSet};
+
+/// Runs everything until SIGINT/SIGTERM, printing the root URL and
+/// credentials; `demo` follows one bridged task from pending to resolved.
+pub async fn run(file: FileConfig, data_dir: PathBuf, demo: bool) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let data_dir = data_dir.canonicalize()?;
+    let file = file.with_up_defaults(&data_dir);
+
+    let mut qcfg = file.queue_config()?;
+    let token = match &qcfg.root_access_token {
+        Some(t) => t.clone(),
+        None => kept_root_token(&data_dir)?,
+    };
+    qcfg.root_access_token = Some(token.clone());
+    let running = bbb_queue::start(qcfg, bbb_queue::Clock::system()).await?;
+
+    let mut wcfg = file.worker_config_unchecked()?;
+    wcfg.root_url = running.root_url.clone();
+    wcfg.client_id = "root".into();
+    wcfg.access_token = token.clone();
+    let worker = bbb_workers::Worker::new(wcfg.clone()).await?;
+    let stop = CancellationToken::new();
+    let worker_task = tokio::spawn(worker.run(stop.clone()));
+
+    let mut bcfg = file.bridge_config()?;
+    bcfg.queue_root_url = running.root_url.clone();
+    bcfg.queue_client_id = "root".into();
+    bcfg.queue_access_token = token.clone();
+    let master = roles::legacy_master(&bcfg, &running.bus, None).await?;
+    let bridge = roles::start(&bcfg, RoleSet::ALL, running.bus.clone(), master).await?;
+
+    println!("bbb is up.");
+    println!("  root URL:        {}", running.root_url);
+    println!("  client id:       root");
+    println!("  access token:    {token}");
+    println!(
+        "  native worker:   task queue {} (worker {}/{})",
+        wcfg.task_queue_id, wcfg.worker_group, wcfg.worker_id
+    );
+    println!(
+        "  bridge:          task queue {} -> {:?} master (metrics: {})",
+        bcfg.task_queue_id,
+        bcfg.buildbot_kind,
+        bridge
+            .metrics_addr
+            .map(|a| format!("http://{a}/metrics"))
+            .unwrap_or_else(|| "off".into())
+    );
+    println!("  data directory:  {}", data_dir.display());
+    println!();
+    println!(
+        "  export TASKCLUSTER_ROOT_URL={} TASKCLUSTER_CLIENT_ID=root TASKCLUSTER_ACCESS_TOKEN={token}",
+        running.root_url
+    );
+    println!("Stop with Ctrl-C.");
+    let demo_task = demo.then(|| {
+        tokio::spawn(demo::bridged_task(
+            running.root_url.clone(),
+            token.clone(),
+            bcfg.task_queue_id.clone(),
+        ))
+    });
+    let failed = bridge.failed.clone();
+    tokio::select! {
+        _ = super::shutdown_signal() => {}
+        _ = failed.cancelled() => tracing::error!("a bridge role stopped; shutting down"),
+    }
+    if let Some(t) = demo_task {
+        t.abort();
+    }
+    bridge.shutdown().await;
+    stop.cancel();
+    match worker_task.await {
+        Ok(Err(e)) => tracing::error!(error = %e, "worker stopped with an error"),
+        Err(e) => tracing::error!(error = %e, "worker task failed"),
+        Ok(Ok(())) => {}
+    }
+    running.shutdown().await;
+    Ok(())
+}
+
+/// The root client's access token kept in the data directory, made on the
+/// first start.
+fn kept_root_token(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("root-access-token");
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
+        _ => {
+            let t = bbb_queue::server::random_token();
+            std::fs::write(&path, &t).with_context(|| format!("writing {}", path.display()))?;
+            Ok(t)
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! `bbb worker`: a native worker until SIGINT/SIGTERM (a task that runs is
+//! finished or handed back first).
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::FileConfig;
+
+/// Runs the worker the configuration describes.
+pub async fn run(file: &FileConfig) -> anyhow::Result<()> {
+    let cfg = file.worker_config()?;
+    let worker = bbb_workers::Worker::new(cfg).await?;
+    let stop = CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        super::shutdown_signal().await;
+        on_signal.cancel();
+    });
+    worker.run(stop).await?;
+    Ok(())
+}

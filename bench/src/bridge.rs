@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_trait::async_trait;
-use bbb_bridge::{Bridge, BridgeSettings, DEFAULT_TASK_QUEUE, Metrics, QueueClient};
+use bbb_bridge::{Bridge, BridgeSettings, DEFAULT_TASK_QUEUE, Metrics, Outcome, QueueClient};
 use bbb_buildbot::{
     BuildId, BuildRequestId, BuildRequestSpec, CancelOutcome, FoundRequest, LegacyEventStream,
     LegacyMaster, RequestState, SchedulerDb, SchedulerDbConfig, StopOutcome, StopTarget,
@@ -739,7 +739,7 @@ async fn load_running_rows(env: &Arc<Env>, n: usize, concurrency: usize) -> anyh
         let env = env.clone();
         async move {
             let outcome = env.bridge.task_pending(&id, 0, None).await?;
-            anyhow::ensure!(outcome == "injected", "task {id}: {outcome}");
+            anyhow::ensure!(outcome == Outcome::Injected, "task {id}: {outcome}");
             Ok(())
         }
     })
@@ -793,7 +793,7 @@ async fn load_running_rows(env: &Arc<Env>, n: usize, concurrency: usize) -> anyh
                 .bridge
                 .build_started(row, brid, build.unwrap_or_default())
                 .await?;
-            anyhow::ensure!(outcome == "claimed", "task {id}: {outcome}");
+            anyhow::ensure!(outcome == Outcome::Claimed, "task {id}: {outcome}");
             Ok(())
         }
     })

@@ -3,6 +3,7 @@
 mod actions;
 mod config;
 mod metrics;
+mod outcome;
 pub mod payload;
 pub mod queue_client;
 

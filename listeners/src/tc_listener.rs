@@ -150,7 +150,7 @@ pub async fn handle_message(bridge: &Bridge, kind: &str, body: &Value) -> Bridge
         .and_then(|r| u32::try_from(r).ok())
         .ok_or_else(|| BridgeError::BadMessage("the message has no runId".to_owned()))?;
     if status.task_queue_id != bridge.settings.task_queue_id {
-        return Ok("other-queue");
+        return Ok(Outcome::OtherQueue);
     }
     match kind {
         "task-pending" => {

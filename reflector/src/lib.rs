@@ -274,7 +274,7 @@ impl Reflector {
                     (Phase::Redrive, Ok(_)) => report.redriven += 1,
                     (Phase::Walk(_), Ok(outcome)) => {
                         report.reconciled += 1;
-                        if outcome != "in-step" {
+                        if outcome != Outcome::InStep {
                             report.repaired += 1;
                         }
                     }

@@ -11,6 +11,7 @@ mod common;
 
 use std::time::Duration;
 
+use bbb_bridge::Outcome;
 use bbb_buildbot::{BuildRequestId, BuildResult, RequestState};
 use bbb_reflector::{Reflector, ReflectorSettings};
 use bbb_state::{Resolution, RowState, StartedBuild};
@@ -82,7 +83,7 @@ async fn inject_by_hand(
         .await;
     assert_eq!(
         env.bridge.task_pending(&task_id, 0, None).await.unwrap(),
-        "injected"
+        Outcome::Injected
     );
     let brid = env.wait_requested(&task_id, 0).await;
     (task_id, brid)
@@ -323,7 +324,7 @@ async fn a_stale_view_of_a_retried_run_leaves_its_next_build_alone(kind: MasterK
     let row0 = env.state.get(&task_id, 0).await.unwrap().unwrap();
     assert_eq!(
         env.bridge.build_started(row0, brid, first).await.unwrap(),
-        "claimed"
+        Outcome::Claimed
     );
     let stale = env.state.get(&task_id, 0).await.unwrap().unwrap();
     assert_eq!(stale.state, RowState::Running, "{stale:?}");
@@ -332,7 +333,7 @@ async fn a_stale_view_of_a_retried_run_leaves_its_next_build_alone(kind: MasterK
             .build_retried(&stale, stale.build_number)
             .await
             .unwrap(),
-        "retried"
+        Outcome::Retried
     );
 
     // Actions still holding the row as it was before the RETRY.
@@ -378,7 +379,7 @@ async fn a_retry_seen_before_its_build_start_still_retries_the_run(kind: MasterK
     // As the Buildbot listener on the RETRY.
     assert_eq!(
         env.bridge.build_retried(&row0, first.number).await.unwrap(),
-        "retried"
+        Outcome::Retried
     );
     let status = env.status(&task_id).await;
     let run0 = status.run(0).unwrap();
@@ -397,12 +398,12 @@ async fn a_retry_seen_before_its_build_start_still_retries_the_run(kind: MasterK
     assert_eq!(row1.state, RowState::Requested, "{row1:?}");
     assert_eq!(
         env.bridge.build_started(row1, brid, first).await.unwrap(),
-        "stale-build"
+        Outcome::StaleBuild
     );
     let row1 = env.state.get(&task_id, 1).await.unwrap().unwrap();
     assert_eq!(
         env.bridge.build_retried(&row1, first.number).await.unwrap(),
-        "stale-build"
+        Outcome::StaleBuild
     );
     assert_eq!(env.status(&task_id).await.runs.len(), 2);
 
@@ -751,7 +752,7 @@ async fn duplicate_and_concurrent_deliveries_make_one_build_request(kind: Master
         outcomes.push(h.await.unwrap().unwrap());
     }
     assert_eq!(
-        outcomes.iter().filter(|o| **o == "injected").count(),
+        outcomes.iter().filter(|o| **o == Outcome::Injected).count(),
         1,
         "{outcomes:?}"
     );
@@ -759,7 +760,7 @@ async fn duplicate_and_concurrent_deliveries_make_one_build_request(kind: Master
     // A late redelivery injects nothing either.
     assert_eq!(
         env.bridge.task_pending(&task_id, 0, None).await.unwrap(),
-        "duplicate"
+        Outcome::Duplicate
     );
     assert_eq!(env.requests(&task_id).await.len(), 1);
     env.stop().await;

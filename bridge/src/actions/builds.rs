@@ -16,7 +16,7 @@ impl Bridge {
     /// Applies one event from the legacy master. Events about requests the
     /// bridge did not inject are ignored.
     pub async fn legacy_event(&self, event: &LegacyEvent) -> BridgeResult<Outcome> {
-        let mut outcome = "not-ours";
+        let mut outcome = Outcome::NotOurs;
         for brid in event.build_request_ids() {
             let Some(row) = self.state.current_for_build_request(brid.0 as i64).await? else {
                 if let LegacyEvent::BuildStarted {
@@ -61,7 +61,7 @@ impl Bridge {
                 // The build's own RETRY event (above) names the build, so it is the
                 // one acted on; a requeue alone cannot tell which run's build it was.
                 // The reflector catches up if the RETRY event is lost.
-                LegacyEvent::RequestRequeued { .. } => "requeue-noted",
+                LegacyEvent::RequestRequeued { .. } => Outcome::RequeueNoted,
                 LegacyEvent::BuildFinished {
                     results,
                     properties,
@@ -108,11 +108,11 @@ impl Bridge {
             self.build_retried(&row, row.build_number).await?;
             match self.state.current_for_build_request(brid.0 as i64).await? {
                 Some(next) if next.run_id != row.run_id => row = next,
-                _ => return Ok("retry-pending"),
+                _ => return Ok(Outcome::RetryPending),
             }
         }
         if !matches!(row.state, RowState::Requested | RowState::Running) {
-            return Ok("not-active");
+            return Ok(Outcome::NotActive);
         }
         if row.run_id > 0
             && let Some(number) = build.number
@@ -128,7 +128,7 @@ impl Bridge {
             // RETRY retry this run too.
             debug!(task.id = %row.task_id, run.id = row.run_id, build_request.id = brid.0,
                    build.number = number, "start of an earlier run's build ignored");
-            return Ok("stale-build");
+            return Ok(Outcome::StaleBuild);
         }
         if self.absorbed_build(&row, build.number).await? {
             // The start of an earlier build, applied after the start of a later one:
@@ -143,7 +143,7 @@ impl Bridge {
                     .mark_started(&task_id, row.run_id, build, taken_until, self.now())
                     .await?;
                 debug!(task.id = %task_id, run.id = row.run_id, build_request.id = brid.0, "run claimed");
-                Ok("claimed")
+                Ok(Outcome::Claimed)
             }
             Err(e) if e.is_conflict() || e.is_not_found() => {
                 self.settle_with_queue(&row, brid).await
@@ -191,7 +191,7 @@ impl Bridge {
             Err(e) if e.is_not_found() => {
                 self.stop_work(brid).await?;
                 self.state.forget_task(&row.task_id).await?;
-                return Ok("task-gone");
+                return Ok(Outcome::TaskGone);
             }
             Err(e) => return Err(e.into()),
         };
@@ -204,11 +204,11 @@ impl Bridge {
                 self.state
                     .mark_resolved(&row.task_id, row.run_id, resolution_of(run), self.now())
                     .await?;
-                Ok("stopped")
+                Ok(Outcome::Stopped)
             }
             // Running under another identity or still pending: nothing safe to do now;
             // the reflector looks again.
-            _ => Ok("claim-refused"),
+            _ => Ok(Outcome::ClaimRefused),
         }
     }
 
@@ -233,7 +233,7 @@ impl Bridge {
                     .map(Some);
             }
             if fresh.resolution == Some(Resolution::CarriedOver) {
-                return Ok(Some("carried-on"));
+                return Ok(Some(Outcome::CarriedOn));
             }
         }
         let moved = self
@@ -241,7 +241,7 @@ impl Bridge {
             .current_for_build_request(brid.0 as i64)
             .await?
             .is_some_and(|current| current.task_id == row.task_id && current.run_id > row.run_id);
-        Ok(moved.then_some("carried-on"))
+        Ok(moved.then_some(Outcome::CarriedOn))
     }
 
     /// The build ended RETRY (or its request was requeued): Buildbot runs the
@@ -260,7 +260,7 @@ impl Bridge {
         let task_id = row.task_id.as_str();
         let run_id = run_u32(row);
         let Some(brid) = row.build_request_id else {
-            return Ok("not-active");
+            return Ok(Outcome::NotActive);
         };
         let absorbed = self.absorbed_build(row, build_number).await?;
         match row.state {
@@ -270,7 +270,7 @@ impl Bridge {
                     .mark_retrying(task_id, row.run_id, self.now())
                     .await?;
                 if !change.holds() {
-                    return Ok("not-active");
+                    return Ok(Outcome::NotActive);
                 }
             }
             RowState::Retrying => {}
@@ -279,7 +279,7 @@ impl Bridge {
                     .retried_before_started(row, BuildRequestId(brid as u64), build_number)
                     .await;
             }
-            _ => return Ok("not-active"),
+            _ => return Ok(Outcome::NotActive),
         }
         // Make sure the run is ours and running (the started event may be lost).
         match self.queue.claim(task_id, run_id).await {
@@ -297,7 +297,7 @@ impl Bridge {
             Err(e) if e.is_not_found() => {
                 self.stop_work(BuildRequestId(brid as u64)).await?;
                 self.state.forget_task(task_id).await?;
-                return Ok("task-gone");
+                return Ok(Outcome::TaskGone);
             }
             Err(e) => return Err(e.into()),
         };
@@ -336,7 +336,7 @@ impl Bridge {
                     Box::pin(self.build_started(next_row, BuildRequestId(brid as u64), later))
                         .await?;
                 }
-                Ok("retried")
+                Ok(Outcome::Retried)
             }
             (Some(this), _) if is_resolved(this) => {
                 // No retry left (or the run was resolved otherwise): the request's
@@ -345,9 +345,9 @@ impl Bridge {
                 self.state
                     .mark_resolved(task_id, row.run_id, resolution_of(this), now)
                     .await?;
-                Ok("retries-exhausted")
+                Ok(Outcome::RetriesExhausted)
             }
-            _ => Ok("retry-pending"),
+            _ => Ok(Outcome::RetryPending),
         }
     }
 
@@ -364,7 +364,7 @@ impl Bridge {
         build_number: Option<i64>,
     ) -> BridgeResult<Outcome> {
         let Some(number) = build_number else {
-            return Ok("not-active");
+            return Ok(Outcome::NotActive);
         };
         let earlier = self
             .state
@@ -373,7 +373,7 @@ impl Bridge {
             .into_iter()
             .any(|r| r.run_id < row.run_id && r.build_number.is_some_and(|b| b >= number));
         if earlier {
-            return Ok("stale-build");
+            return Ok(Outcome::StaleBuild);
         }
         let task_id = row.task_id.as_str();
         match self.queue.claim(task_id, run_u32(row)).await {
@@ -395,7 +395,7 @@ impl Bridge {
             Some(started) if started.state != RowState::Requested => {
                 Box::pin(self.build_retried(&started, build_number)).await
             }
-            _ => Ok("not-active"),
+            _ => Ok(Outcome::NotActive),
         }
     }
 
@@ -411,7 +411,7 @@ impl Bridge {
         log_url: Option<&str>,
     ) -> BridgeResult<Outcome> {
         if !row.state.is_active() {
-            return Ok("already-resolved");
+            return Ok(Outcome::AlreadyResolved);
         }
         if results == BuildResult::Retry {
             return self.build_retried(row, row.build_number).await;
@@ -426,7 +426,7 @@ impl Bridge {
             Ok(status) => status,
             Err(e) if e.is_not_found() => {
                 self.state.forget_task(task_id).await?;
-                return Ok("task-gone");
+                return Ok(Outcome::TaskGone);
             }
             Err(e) => return Err(e.into()),
         };
@@ -435,7 +435,7 @@ impl Bridge {
                 self.state
                     .mark_resolved(task_id, row.run_id, resolution_of(run), self.now())
                     .await?;
-                return Ok("already-resolved");
+                return Ok(Outcome::AlreadyResolved);
             }
             Some(run) if run.state == "pending" => match self.queue.claim(task_id, run_id).await {
                 Ok(_) => {}
@@ -443,7 +443,7 @@ impl Bridge {
                 Err(e) => return Err(e.into()),
             },
             Some(_) => {}
-            None => return Ok("no-such-run"),
+            None => return Ok(Outcome::NoSuchRun),
         }
         // A request-completed event, or a finish the reflector caught up,
         // carries no properties: ask the master for its build's.
@@ -502,7 +502,7 @@ impl Bridge {
             format!("resolution=\"{label}\""),
         );
         info!(task.id = task_id, run.id = run_id, build_request.id = brid.0, result = %results, "run resolved {label}");
-        Ok("resolved")
+        Ok(Outcome::Resolved)
     }
 
     /// A request was cancelled on the Buildbot side (or its build ended
@@ -511,14 +511,14 @@ impl Bridge {
     /// row is settled.
     pub async fn cancelled_on_master(&self, row: &MappingRow) -> BridgeResult<Outcome> {
         if !row.state.is_active() {
-            return Ok("already-resolved");
+            return Ok(Outcome::AlreadyResolved);
         }
         let task_id = row.task_id.as_str();
         let status = match self.queue.status(task_id).await {
             Ok(status) => status,
             Err(e) if e.is_not_found() => {
                 self.state.forget_task(task_id).await?;
-                return Ok("task-gone");
+                return Ok(Outcome::TaskGone);
             }
             Err(e) => return Err(e.into()),
         };
@@ -529,7 +529,7 @@ impl Bridge {
             self.state
                 .mark_resolved(task_id, row.run_id, resolution_of(run), self.now())
                 .await?;
-            return Ok("already-resolved");
+            return Ok(Outcome::AlreadyResolved);
         }
         match self.queue.cancel(task_id).await {
             Ok(_) => {}
@@ -545,7 +545,7 @@ impl Bridge {
         );
         info!(task.id = task_id, run.id = row.run_id, build_request.id = ?row.build_request_id,
               "cancelled on the Buildbot side; task cancelled");
-        Ok("cancelled-by-master")
+        Ok(Outcome::CancelledByMaster)
     }
 
     /// The properties of the request's last finished build, where the master

@@ -24,7 +24,7 @@ impl Bridge {
         let resolution = match reason {
             "canceled" => Resolution::Canceled,
             "deadline-exceeded" | "claim-expired" => Resolution::Exception,
-            _ => return Ok("nothing-to-do"),
+            _ => return Ok(Outcome::NothingToDo),
         };
         let now = self.now();
         let row = match self.state.get(task_id, i64::from(run_id)).await? {
@@ -48,14 +48,14 @@ impl Bridge {
                         self.state
                             .mark_resolved(task_id, row.run_id, resolution, now)
                             .await?;
-                        return Ok("blocked");
+                        return Ok(Outcome::Blocked);
                     }
                     other => other.row().clone(),
                 }
             }
         };
         if row.state == RowState::Resolved {
-            return Ok("already-resolved");
+            return Ok(Outcome::AlreadyResolved);
         }
         if let Some(brid) = row.build_request_id {
             self.stop_work(BuildRequestId(brid as u64)).await?;
@@ -65,7 +65,7 @@ impl Bridge {
             .await?;
         info!(task.id = task_id, run.id = run_id, reason, build_request.id = ?row.build_request_id,
               "build request cancelled or build stopped");
-        Ok("cancelled")
+        Ok(Outcome::Cancelled)
     }
 
     /// Makes sure nothing runs for `brid`: cancels it while it waits, stops its build

@@ -142,8 +142,7 @@ impl std::fmt::Debug for Bridge {
     }
 }
 
-/// What a handler did, for logs and metrics.
-pub type Outcome = &'static str;
+pub use crate::outcome::Outcome;
 
 fn resolution_of(run: &RunInfo) -> Resolution {
     match (run.state.as_str(), run.reason_resolved.as_deref()) {

@@ -24,7 +24,7 @@ impl Bridge {
     ) -> BridgeResult<Outcome> {
         let task = match self.queue.task(task_id).await {
             Ok(task) => task,
-            Err(e) if e.is_not_found() => return Ok("unknown-task"),
+            Err(e) if e.is_not_found() => return Ok(Outcome::UnknownTask),
             Err(e) => return Err(e.into()),
         };
         let queue_id = task
@@ -39,7 +39,7 @@ impl Bridge {
                 )
             });
         if queue_id != self.settings.task_queue_id {
-            return Ok("other-queue");
+            return Ok(Outcome::OtherQueue);
         }
         let status = match status.filter(|s| s.run(run_id).is_some()) {
             Some(status) => status,
@@ -60,7 +60,7 @@ impl Bridge {
                 builder = name,
                 "ignored builder"
             );
-            return Ok("ignored");
+            return Ok(Outcome::Ignored);
         }
         let parsed = match parse_payload(payload) {
             Ok(parsed) => parsed,
@@ -102,7 +102,7 @@ impl Bridge {
             SlotClaim::CarriedOver { row, .. } => {
                 info!(task.id = task_id, run.id = run_id, build_request.id = ?row.build_request_id,
                       "retry run carries on with the same build request");
-                Ok("carried-over")
+                Ok(Outcome::CarriedOver)
             }
             SlotClaim::Existing(row) => {
                 if row.state == RowState::Pending
@@ -113,7 +113,7 @@ impl Bridge {
                     // its owner died: finish it, recovering a request that was injected.
                     return self.inject(&row, &task, &run).await;
                 }
-                Ok("duplicate")
+                Ok(Outcome::Duplicate)
             }
             SlotClaim::New { row, previous } => {
                 if let Some(prev) = previous
@@ -136,7 +136,7 @@ impl Bridge {
                             build_request.id = brid,
                             "rerun reuses the build request that still waits"
                         );
-                        return Ok("reused");
+                        return Ok(Outcome::Reused);
                     }
                 }
                 let result = self.inject(&row, &task, &run).await;
@@ -188,11 +188,11 @@ impl Bridge {
                     && !used.contains(&(f.build_request_id.0 as i64))
             });
         let (brid, outcome) = match found {
-            Some(found) => (found.build_request_id, "recovered"),
+            Some(found) => (found.build_request_id, Outcome::Recovered),
             None => match self.master.submit(&spec).await {
                 Ok(brid) => {
                     self.metrics.inc("bbb_bridge_build_requests_total", "");
-                    (brid, "injected")
+                    (brid, Outcome::Injected)
                 }
                 Err(e @ (LegacyError::UnknownBuilder(_) | LegacyError::Invalid(_))) => {
                     let reason = match e {
@@ -226,7 +226,7 @@ impl Bridge {
                 warn!(task.id = task_id, run.id = run_id, build_request.id = brid.0,
                       row.state = %current.state, "injected request not needed; cancelling it");
                 self.cancel_or_stop(brid).await?;
-                Ok("lost-race")
+                Ok(Outcome::LostRace)
             }
             Change::NotFound => {
                 warn!(
@@ -235,7 +235,7 @@ impl Bridge {
                     "row vanished while injecting"
                 );
                 self.cancel_or_stop(brid).await?;
-                Ok("lost-race")
+                Ok(Outcome::LostRace)
             }
         }
     }
@@ -253,7 +253,7 @@ impl Bridge {
         warn!(task.id = task_id, run.id = run_id, reason, "refusing task");
         match self.queue.claim(task_id, run_id).await {
             Ok(_) => {}
-            Err(e) if e.is_conflict() || e.is_not_found() => return Ok("refused-already"),
+            Err(e) if e.is_conflict() || e.is_not_found() => return Ok(Outcome::RefusedAlready),
             Err(e) => return Err(e.into()),
         }
         let log = format!(
@@ -289,7 +289,7 @@ impl Bridge {
             "bbb_bridge_resolutions_total",
             "resolution=\"exception/malformed-payload\"",
         );
-        Ok("refused")
+        Ok(Outcome::Refused)
     }
 
     /// Cancels a request that waits, or stops its build if it already runs.

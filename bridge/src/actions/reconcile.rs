@@ -23,7 +23,7 @@ impl Bridge {
             Err(e) => return Err(e.into()),
         };
         let Some(run) = status.run(run_u32(row)) else {
-            return Ok("no-such-run");
+            return Ok(Outcome::NoSuchRun);
         };
         if run.state != "running" || status.deadline <= self.now() {
             self.metrics
@@ -37,7 +37,7 @@ impl Bridge {
                     .await?;
                 self.metrics
                     .inc("bbb_bridge_reclaims_total", "outcome=\"ok\"");
-                Ok("reclaimed")
+                Ok(Outcome::Reclaimed)
             }
             Err(e) if e.is_conflict() || e.is_not_found() => {
                 self.metrics
@@ -101,7 +101,7 @@ impl Bridge {
                 match self.queue.status(&row.task_id).await {
                     Ok(status) => match status.run(run_u32(row)) {
                         Some(run) if is_resolved(run) => self.settle_with_queue(row, brid).await,
-                        _ => Ok("in-step"),
+                        _ => Ok(Outcome::InStep),
                     },
                     Err(e) if e.is_not_found() => self.settle_with_queue(row, brid).await,
                     Err(e) => Err(e.into()),
@@ -111,7 +111,7 @@ impl Bridge {
                 warn!(task.id = %row.task_id, run.id = row.run_id, build_request.id = brid.0,
                       "the master does not know the row's build request");
                 self.metrics.error("reflector-unknown-request");
-                Ok("unknown-request")
+                Ok(Outcome::UnknownRequest)
             }
         }
     }
@@ -127,7 +127,7 @@ impl Bridge {
             (Ok(task), Ok(status)) => (task, status),
             (Err(e), _) | (_, Err(e)) if e.is_not_found() => {
                 self.state.forget_task(&row.task_id).await?;
-                return Ok("task-gone");
+                return Ok(Outcome::TaskGone);
             }
             (Err(e), _) | (_, Err(e)) => return Err(e.into()),
         };
@@ -142,9 +142,9 @@ impl Bridge {
                 self.state
                     .mark_resolved(&row.task_id, row.run_id, resolution, self.now())
                     .await?;
-                Ok("settled")
+                Ok(Outcome::Settled)
             }
-            None => Ok("no-such-run"),
+            None => Ok(Outcome::NoSuchRun),
         }
     }
 
@@ -167,12 +167,9 @@ impl Bridge {
             }
             match self.task_pending(&task_id, run_id, None).await {
                 Ok(outcome) => {
-                    if matches!(
-                        outcome,
-                        "injected" | "recovered" | "reused" | "refused" | "carried-over"
-                    ) {
+                    if outcome.took_the_run() {
                         adopted += 1;
-                        info!(task.id = %task_id, run.id = run_id, outcome, "adopted a pending run no listener had seen");
+                        info!(task.id = %task_id, run.id = run_id, %outcome, "adopted a pending run no listener had seen");
                     }
                 }
                 Err(e) => {
@@ -193,7 +190,7 @@ impl Bridge {
         self.state
             .mark_resolved(&row.task_id, row.run_id, Resolution::Exception, self.now())
             .await?;
-        Ok("deadline")
+        Ok(Outcome::Deadline)
     }
 
     /// Times one action for the metrics, counts errors, and returns its result.
@@ -204,7 +201,7 @@ impl Bridge {
         let start = Instant::now();
         let result = action.await;
         match &result {
-            Ok(outcome) => self.metrics.event(kind, outcome, start.elapsed()),
+            Ok(outcome) => self.metrics.event(kind, outcome.as_str(), start.elapsed()),
             Err(_) => {
                 self.metrics.event(kind, "error", start.elapsed());
             }

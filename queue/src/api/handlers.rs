@@ -92,7 +92,7 @@ pub async fn handle(api: &Api, call: &Call) -> Result<Reply> {
             Ok(Reply::Json(json!({})))
         }
         Route::Version => Ok(Reply::Json(json!({
-            "source": "https://github.com/bbb-project/bbb",
+            "source": q.cfg.source_url,
             "version": env!("CARGO_PKG_VERSION"),
             "commit": option_env!("BBB_GIT_COMMIT").unwrap_or("unknown"),
             "build": "cargo",

@@ -491,16 +491,21 @@ async fn claim_batch(q: &Queue, calls: &[ClaimCall]) -> Result<Vec<Outcome<Vec<V
         }
     }
     for (c, got) in calls.iter().zip(&claims) {
-        let ids: Vec<String> = got
+        let runs: Vec<(String, i64)> = got
             .iter()
-            .filter_map(|c| c["status"]["taskId"].as_str().map(String::from))
+            .filter_map(|c| {
+                Some((
+                    c["status"]["taskId"].as_str()?.to_string(),
+                    c["runId"].as_i64()?,
+                ))
+            })
             .collect();
         q.touch_worker(
             &mut t,
             &c.task_queue_id,
             &c.worker_group,
             &c.worker_id,
-            &ids,
+            &runs,
             now,
         )
         .await?;

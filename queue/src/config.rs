@@ -186,7 +186,13 @@ pub struct QueueConfig {
     pub commit_batch: usize,
     /// Clients and roles.
     pub auth: AuthSection,
+    /// The source code URL `__version__` reports (`BBB_SOURCE_URL`); default the
+    /// package's `repository` ([`DEFAULT_SOURCE_URL`]).
+    pub source_url: String,
 }
+
+/// Where the source of this build lives: the workspace's `repository` field.
+pub const DEFAULT_SOURCE_URL: &str = env!("CARGO_PKG_REPOSITORY");
 
 impl Default for QueueConfig {
     fn default() -> Self {
@@ -207,6 +213,7 @@ impl Default for QueueConfig {
             expire_interval_s: 3600,
             commit_batch: 64,
             auth: AuthSection::default(),
+            source_url: DEFAULT_SOURCE_URL.into(),
         }
     }
 }
@@ -222,6 +229,7 @@ pub const ENV_HELP: &str = "\
   BBB_DEADLINE_DELAY_S      delay after a deadline before resolving, seconds (default 60)
   BBB_RESOLVER_INTERVAL_MS  idle poll interval of background resolvers (default 1000)
   BBB_COMMIT_BATCH          most concurrent create/claim/report calls per transaction (default 64; 1: one each)
+  BBB_SOURCE_URL            source code URL __version__ reports (default the project's repository)
   BBB_BLOB_KIND             store of `s3` artifacts: local (default, under blob_dir) or s3
   BBB_BLOB_S3_ENDPOINT      S3-compatible endpoint URL, e.g. http://127.0.0.1:9000
   BBB_BLOB_S3_BUCKET        bucket of the artifacts
@@ -235,10 +243,17 @@ pub const ENV_HELP: &str = "\
 impl QueueConfig {
     /// Apply the `BBB_*` environment overrides.
     pub fn apply_env(&mut self) -> Result<(), String> {
-        fn var(name: &str) -> Option<String> {
-            std::env::var(name).ok().filter(|v| !v.is_empty())
-        }
-        fn num<T: std::str::FromStr>(name: &str) -> Result<Option<T>, String> {
+        self.apply_vars(|name| std::env::var(name).ok())
+    }
+
+    /// Apply the `BBB_*` overrides that `lookup` gives (the environment, for
+    /// [`QueueConfig::apply_env`]); empty values are ignored.
+    pub fn apply_vars(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<(), String> {
+        let var = |name: &str| lookup(name).filter(|v| !v.is_empty());
+        fn num<T: std::str::FromStr>(
+            var: &dyn Fn(&str) -> Option<String>,
+            name: &str,
+        ) -> Result<Option<T>, String> {
             var(name)
                 .map(|v| {
                     v.parse::<T>()
@@ -261,19 +276,22 @@ impl QueueConfig {
         if let Some(v) = var("BBB_ROOT_ACCESS_TOKEN") {
             self.root_access_token = Some(v);
         }
-        if let Some(v) = num("BBB_CLAIM_TIMEOUT_S")? {
+        if let Some(v) = num(&var, "BBB_CLAIM_TIMEOUT_S")? {
             self.claim_timeout_s = v;
         }
-        if let Some(v) = num("BBB_DEADLINE_DELAY_S")? {
+        if let Some(v) = num(&var, "BBB_DEADLINE_DELAY_S")? {
             self.deadline_delay_s = v;
         }
-        if let Some(v) = num("BBB_RESOLVER_INTERVAL_MS")? {
+        if let Some(v) = num(&var, "BBB_RESOLVER_INTERVAL_MS")? {
             self.resolver_interval_ms = v;
         }
-        if let Some(v) = num("BBB_COMMIT_BATCH")? {
+        if let Some(v) = num(&var, "BBB_COMMIT_BATCH")? {
             self.commit_batch = v;
         }
-        fn flag(name: &str) -> Result<Option<bool>, String> {
+        if let Some(v) = var("BBB_SOURCE_URL") {
+            self.source_url = v;
+        }
+        let flag = |name: &str| -> Result<Option<bool>, String> {
             var(name)
                 .map(|v| match v.to_ascii_lowercase().as_str() {
                     "1" | "true" | "yes" | "on" => Ok(true),
@@ -281,7 +299,7 @@ impl QueueConfig {
                     _ => Err(format!("{name}={v:?} is not true or false")),
                 })
                 .transpose()
-        }
+        };
         let b = &mut self.blob;
         if let Some(v) = var("BBB_BLOB_KIND") {
             b.kind = match v.as_str() {
@@ -363,5 +381,30 @@ mod tests {
             serde_json::from_value::<BlobConfig>(serde_json::json!({"kind": "gcs"})).is_err(),
             "unknown kinds are refused"
         );
+    }
+
+    #[test]
+    fn source_url_defaults_to_the_repository_and_may_be_overridden() {
+        let mut c = QueueConfig::default();
+        assert_eq!(c.source_url, "https://github.com/bbb-project/bbb");
+        assert_eq!(c.source_url, env!("CARGO_PKG_REPOSITORY"));
+        let from_file: QueueConfig =
+            serde_json::from_value(serde_json::json!({"source_url": "https://example.com/fork"}))
+                .unwrap();
+        assert_eq!(from_file.source_url, "https://example.com/fork");
+        c.apply_vars(|n| (n == "BBB_SOURCE_URL").then(String::new))
+            .unwrap();
+        assert_eq!(
+            c.source_url, DEFAULT_SOURCE_URL,
+            "an empty value is ignored"
+        );
+        c.apply_vars(|n| (n == "BBB_SOURCE_URL").then(|| "https://git.example.com/bbb".into()))
+            .unwrap();
+        assert_eq!(c.source_url, "https://git.example.com/bbb");
+        assert!(ENV_HELP.contains("BBB_SOURCE_URL"));
+        let err = c
+            .apply_vars(|n| (n == "BBB_COMMIT_BATCH").then(|| "many".into()))
+            .unwrap_err();
+        assert!(err.contains("BBB_COMMIT_BATCH"), "{err}");
     }
 }

@@ -46,16 +46,18 @@ impl Signals {
         m.entry(task_queue_id.to_string()).or_default().clone()
     }
 
-    /// Whether a throttled write keyed `key` is due (at most once a minute per process).
+    /// Whether a throttled write keyed `key` is due: none committed by this
+    /// process in the last minute ([`Signals::done`]).
     pub fn due(&self, key: &str, now: i64) -> bool {
+        let m = self.throttle.lock().unwrap_or_else(|e| e.into_inner());
+        !matches!(m.get(key), Some(last) if now - last < 60_000)
+    }
+
+    /// Record that the throttled write keyed `key` was committed at `now`.
+    pub fn done(&self, key: &str, now: i64) {
         let mut m = self.throttle.lock().unwrap_or_else(|e| e.into_inner());
-        match m.get(key) {
-            Some(last) if now - last < 60_000 => false,
-            _ => {
-                m.insert(key.to_string(), now);
-                true
-            }
-        }
+        let last = m.entry(key.to_string()).or_insert(now);
+        *last = (*last).max(now);
     }
 
     /// Wake claimWork calls waiting on `task_queue_id` for `new_runs` newly pending
@@ -102,6 +104,14 @@ pub struct Txn {
     outbox: Vec<Message>,
     resolved: bool,
     deferred: Option<crate::writes::Writes>,
+    throttled: Vec<(String, i64)>,
+}
+
+impl Txn {
+    /// The writes held back to the commit, in a batched transaction.
+    pub(crate) fn deferred_writes(&mut self) -> Option<&mut crate::writes::Writes> {
+        self.deferred.as_mut()
+    }
 }
 
 impl Queue {
@@ -113,6 +123,7 @@ impl Queue {
             outbox: Vec::new(),
             resolved: false,
             deferred: None,
+            throttled: Vec::new(),
         })
     }
 
@@ -141,6 +152,9 @@ impl Queue {
         )
         .await?;
         t.tx.commit().await?;
+        for (key, now) in &t.throttled {
+            self.signals.done(key, *now);
+        }
         for (q, n) in &t.woke {
             self.signals.wake_queue(q, *n);
         }
@@ -151,6 +165,17 @@ impl Queue {
             self.signals.resolutions.notify_one();
         }
         Ok(())
+    }
+
+    /// Whether `t` should make the throttled write keyed `key` (at most once a
+    /// minute per key and process, and once per transaction). It counts as made
+    /// only once `t` commits: a transaction that fails or is retried leaves it due.
+    pub fn throttled(&self, t: &mut Txn, key: String, now: i64) -> bool {
+        if !self.signals.due(&key, now) || t.throttled.iter().any(|(k, _)| *k == key) {
+            return false;
+        }
+        t.throttled.push((key, now));
+        true
     }
 
     /// Claim timeout in milliseconds.

@@ -1,7 +1,10 @@
 //! Errors: one enum for the queue's domain errors and one mapping to the
 //! TaskCluster error body `{code, message, requestInfo}` with the right status.
+//! Internal errors ([`QueueError::is_internal`]) never show their text to a
+//! client: the API logs it under an incident id and answers with that id.
 
 use axum::http::StatusCode;
+use bbb_sqlstore::ErrorClass;
 
 /// A queue error that becomes a TaskCluster API error response.
 #[derive(Debug, thiserror::Error)]
@@ -36,9 +39,27 @@ pub enum QueueError {
     /// 413 `InputTooLarge`.
     #[error("{0}")]
     TooLarge(String),
-    /// 500 `InternalServerError`.
+    /// 500 `InternalServerError`: the text is for the log only.
     #[error("internal error: {0}")]
     Internal(String),
+    /// 500 `InternalServerError`: a database statement failed. Classified once,
+    /// when it is converted, so callers decide on `class` (e.g. whether to run
+    /// the transaction again), never on the text, which is for the log only.
+    #[error("database: {source}{}", code_suffix(.source))]
+    Database {
+        /// What the failure means for the transaction.
+        class: ErrorClass,
+        /// The error the driver reported.
+        source: sqlx::Error,
+    },
+}
+
+/// ` [<code>]` for an error the engine reported with a code, for the log.
+fn code_suffix(e: &sqlx::Error) -> String {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .map(|c| format!(" [{c}]"))
+        .unwrap_or_default()
 }
 
 impl QueueError {
@@ -55,7 +76,7 @@ impl QueueError {
             QueueError::Conflict(_) => "RequestConflict",
             QueueError::Expired(_) => "ResourceExpired",
             QueueError::TooLarge(_) => "InputTooLarge",
-            QueueError::Internal(_) => "InternalServerError",
+            QueueError::Internal(_) | QueueError::Database { .. } => "InternalServerError",
         }
     }
 
@@ -72,24 +93,37 @@ impl QueueError {
             QueueError::Conflict(_) => StatusCode::CONFLICT,
             QueueError::Expired(_) => StatusCode::GONE,
             QueueError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            QueueError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            QueueError::Internal(_) | QueueError::Database { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
-    /// Whether the database said the transaction lost a race (deadlock or
-    /// serialization failure) and may simply be retried.
+    /// Whether this is the queue's own failure (500), whose text must not
+    /// reach the client.
+    pub fn is_internal(&self) -> bool {
+        matches!(self, QueueError::Internal(_) | QueueError::Database { .. })
+    }
+
+    /// Whether the database said the transaction lost a race (deadlock,
+    /// serialization failure, SQLite busy or locked) and may simply be retried.
     pub fn is_retryable_db(&self) -> bool {
-        matches!(self, QueueError::Internal(m) if m.contains("40P01") || m.contains("40001") || m.contains("database is locked"))
+        matches!(
+            self,
+            QueueError::Database {
+                class: ErrorClass::Retryable,
+                ..
+            }
+        )
     }
 }
 
 impl From<sqlx::Error> for QueueError {
-    fn from(e: sqlx::Error) -> Self {
-        let code = match &e {
-            sqlx::Error::Database(d) => d.code().map(|c| format!(" [{c}]")).unwrap_or_default(),
-            _ => String::new(),
-        };
-        QueueError::Internal(format!("database: {e}{code}"))
+    fn from(source: sqlx::Error) -> Self {
+        QueueError::Database {
+            class: ErrorClass::of(&source),
+            source,
+        }
     }
 }
 

@@ -257,6 +257,8 @@ impl Queue {
             "DELETE FROM tasks WHERE expires < $1",
             "DELETE FROM task_dependencies WHERE expires < $1",
             "DELETE FROM task_groups WHERE expires < $1",
+            "DELETE FROM worker_tasks WHERE (task_queue_id, worker_group, worker_id) IN \
+             (SELECT task_queue_id, worker_group, worker_id FROM workers WHERE expires < $1)",
             "DELETE FROM workers WHERE expires < $1",
             "DELETE FROM task_queues WHERE expires < $1",
         ] {

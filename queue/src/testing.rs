@@ -63,6 +63,8 @@ pub struct TestOptions {
     pub clients: Vec<ClientConfig>,
     /// The blob store of `s3` artifacts (default: local disk in the test's directory).
     pub blob: Option<BlobConfig>,
+    /// The source URL `__version__` reports (default: the queue's default).
+    pub source_url: Option<String>,
 }
 
 impl TestQueue {
@@ -110,6 +112,9 @@ impl TestQueue {
         cfg.auth.clients = opts.clients.clone();
         if let Some(b) = &opts.blob {
             cfg.blob = b.clone();
+        }
+        if let Some(u) = &opts.source_url {
+            cfg.source_url = u.clone();
         }
         let clock = Clock::system();
         let running = start(cfg, clock.clone()).await?;

@@ -1,6 +1,6 @@
 //! The writes a transaction makes at commit: the rows a batched transaction held
-//! back (task saves, `pending` changes, resolutions), its outbox messages and
-//! the `NOTIFY` of newly pending work.
+//! back (task saves, `pending` changes, resolutions, the runs workers claimed),
+//! its outbox messages and the `NOTIFY` of newly pending work.
 //!
 //! Each kind is written with multi-row statements. On PostgreSQL they all go in
 //! one statement (data-modifying `WITH` parts, the notifications as its
@@ -27,6 +27,22 @@ pub struct Writes {
     pub dequeued: Vec<(String, i64)>,
     /// `(task_id, task_group_id, resolution)` for the dependency resolver.
     pub resolutions: Vec<(String, String, String)>,
+    /// Runs workers claimed, for their records.
+    pub worker_tasks: Vec<WorkerTaskRow>,
+}
+
+/// One row of `worker_tasks`: a run a worker claimed.
+pub struct WorkerTaskRow {
+    /// The task queue the worker claimed from.
+    pub task_queue_id: String,
+    /// The worker's group.
+    pub worker_group: String,
+    /// The worker's id.
+    pub worker_id: String,
+    /// The task.
+    pub task_id: String,
+    /// The run claimed.
+    pub run_id: i64,
 }
 
 /// One row of `pending`.
@@ -227,6 +243,7 @@ pub async fn write(
             && w.enqueued.len() <= ROWS
             && w.dequeued.len() <= ROWS
             && w.resolutions.len() <= ROWS
+            && w.worker_tasks.len() <= ROWS
     }) && outbox.len() <= ROWS;
     let mut parts = Parts {
         combine: pg && small,
@@ -331,6 +348,32 @@ pub async fn write(
             )?;
             parts.end(format!(
                 "INSERT INTO resolutions (task_id, task_group_id, resolution) \
+                 SELECT * FROM (VALUES {values}) AS v WHERE v.column1 <> ''"
+            ));
+        }
+        for chunk in w.worker_tasks.chunks(ROWS) {
+            let sql = parts.sql();
+            let values = tuples(
+                sql,
+                chunk,
+                |sql, r| {
+                    Ok(vec![
+                        sql.text(r.task_queue_id.clone()),
+                        sql.text(r.worker_group.clone()),
+                        sql.text(r.worker_id.clone()),
+                        sql.text(r.task_id.clone()),
+                        sql.int(r.run_id),
+                    ])
+                },
+                |sql| {
+                    let mut pad = blanks(sql, 4);
+                    pad.push(sql.int(-1));
+                    pad
+                },
+            )?;
+            // Rows keep their order: the ids the table gives them are the claims' order.
+            parts.end(format!(
+                "INSERT INTO worker_tasks (task_queue_id, worker_group, worker_id, task_id, run_id) \
                  SELECT * FROM (VALUES {values}) AS v WHERE v.column1 <> ''"
             ));
         }

@@ -169,6 +169,35 @@ async fn raw(
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// `__version__` names the configured source URL (by default the workspace's
+/// `repository`) and the package's version.
+#[tokio::test]
+async fn version_names_the_source_and_the_version() {
+    for (source_url, want) in [
+        (None, "https://github.com/bbb-project/bbb"),
+        (
+            Some("https://git.example.com/ci/bbb"),
+            "https://git.example.com/ci/bbb",
+        ),
+    ] {
+        let q = TestQueue::with(TestOptions {
+            source_url: source_url.map(String::from),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let v: Value = reqwest::get(format!("{}/api/queue/v1/__version__", q.root_url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["source"], want, "{v}");
+        assert_eq!(v["version"], env!("CARGO_PKG_VERSION"), "{v}");
+        q.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn malformed_input_gets_upstream_errors() {
     let q = TestQueue::sqlite().await;

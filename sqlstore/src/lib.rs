@@ -1,6 +1,10 @@
 //! See the crate README.
 #![doc = include_str!("../README.md")]
 
+pub mod error;
+
+pub use error::ErrorClass;
+
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use std::time::Duration;

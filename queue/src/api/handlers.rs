@@ -92,7 +92,7 @@ pub async fn handle(api: &Api, call: &Call) -> Result<Reply> {
             Ok(Reply::Json(json!({})))
         }
         Route::Version => Ok(Reply::Json(json!({
-            "source": "https://github.com/bbb-project/bbb",
+            "source": q.cfg.source_url,
             "version": env!("CARGO_PKG_VERSION"),
             "commit": option_env!("BBB_GIT_COMMIT").unwrap_or("unknown"),
             "build": "cargo",
@@ -501,67 +501,52 @@ pub async fn handle(api: &Api, call: &Call) -> Result<Reply> {
         Route::ListWorkers(p, w) => {
             call.authorize(&s(format!("queue:list-workers:{p}/{w}")))?;
             let (limit, token) = call.paging()?;
-            let rows = sqlx::query(
-                "SELECT worker_group, worker_id, first_claim, last_date_active, quarantine_until, recent_tasks \
-                 FROM workers WHERE task_queue_id = $1 AND (worker_group || '/' || worker_id) > $2 \
-                 ORDER BY worker_group, worker_id LIMIT $3",
-            )
-            .bind(format!("{p}/{w}"))
-            .bind(token.unwrap_or_default())
-            .bind(limit)
-            .fetch_all(&q.db.pool)
-            .await?;
-            let mut items = Vec::new();
-            for r in &rows {
-                let recent: Vec<Value> =
-                    serde_json::from_str(&r.try_get::<String, _>("recent_tasks")?)?;
-                let mut v = json!({
-                    "workerGroup": r.try_get::<String, _>("worker_group")?,
-                    "workerId": r.try_get::<String, _>("worker_id")?,
-                    "firstClaim": fmt_ms(r.try_get("first_claim")?),
-                    "lastDateActive": fmt_ms(r.try_get("last_date_active")?),
-                });
-                if let Some(l) = recent.last() {
-                    v["latestTask"] = json!({"taskId": l["taskId"], "runId": 0});
-                }
-                if let Some(qu) = r.try_get::<Option<i64>, _>("quarantine_until")? {
-                    v["quarantineUntil"] = fmt_ms(qu).into();
-                }
-                items.push(v);
-            }
-            let (items, next) = page(items, limit, |v| {
-                format!(
-                    "{}/{}",
-                    v["workerGroup"].as_str().unwrap_or(""),
-                    v["workerId"].as_str().unwrap_or("")
-                )
+            let workers = q
+                .list_workers(&format!("{p}/{w}"), token.as_deref().unwrap_or(""), limit)
+                .await?;
+            let (workers, next) = page(workers, limit, |w| {
+                format!("{}/{}", w.worker_group, w.worker_id)
             });
+            let items: Vec<Value> = workers
+                .iter()
+                .map(|r| {
+                    let mut v = json!({
+                        "workerGroup": r.worker_group,
+                        "workerId": r.worker_id,
+                        "firstClaim": fmt_ms(r.first_claim),
+                        "lastDateActive": fmt_ms(r.last_date_active),
+                    });
+                    if let Some((task_id, run_id)) = r.recent_tasks.last() {
+                        v["latestTask"] = json!({"taskId": task_id, "runId": run_id});
+                    }
+                    if let Some(qu) = r.quarantine_until {
+                        v["quarantineUntil"] = fmt_ms(qu).into();
+                    }
+                    v
+                })
+                .collect();
             Ok(Reply::Json(with_token(json!({"workers": items}), next)))
         }
         Route::GetWorker(p, w, g, i) => {
             call.authorize(&s(format!("queue:get-worker:{p}/{w}/{g}/{i}")))?;
-            let r = sqlx::query(
-                "SELECT first_claim, last_date_active, expires, quarantine_until, recent_tasks FROM workers \
-                 WHERE task_queue_id = $1 AND worker_group = $2 AND worker_id = $3",
-            )
-            .bind(format!("{p}/{w}"))
-            .bind(g)
-            .bind(i)
-            .fetch_optional(&q.db.pool)
-            .await?
-            .ok_or_else(|| QueueError::NotFound(format!("Worker {g}/{i} not found in {p}/{w}")))?;
-            let recent: Vec<Value> =
-                serde_json::from_str(&r.try_get::<String, _>("recent_tasks")?)?;
+            let r = q.worker(&format!("{p}/{w}"), g, i).await?.ok_or_else(|| {
+                QueueError::NotFound(format!("Worker {g}/{i} not found in {p}/{w}"))
+            })?;
+            let recent: Vec<Value> = r
+                .recent_tasks
+                .iter()
+                .map(|(task_id, run_id)| json!({"taskId": task_id, "runId": run_id}))
+                .collect();
             let mut v = json!({
                 "provisionerId": p, "workerType": w, "taskQueueId": format!("{p}/{w}"),
                 "workerGroup": g, "workerId": i,
-                "recentTasks": recent.iter().map(|t| json!({"taskId": t["taskId"], "runId": 0})).collect::<Vec<_>>(),
-                "expires": fmt_ms(r.try_get("expires")?),
-                "firstClaim": fmt_ms(r.try_get("first_claim")?),
-                "lastDateActive": fmt_ms(r.try_get("last_date_active")?),
+                "recentTasks": recent,
+                "expires": fmt_ms(r.expires),
+                "firstClaim": fmt_ms(r.first_claim),
+                "lastDateActive": fmt_ms(r.last_date_active),
                 "actions": [],
             });
-            if let Some(qu) = r.try_get::<Option<i64>, _>("quarantine_until")? {
+            if let Some(qu) = r.quarantine_until {
                 v["quarantineUntil"] = fmt_ms(qu).into();
             }
             Ok(Reply::Json(v))

@@ -275,9 +275,7 @@ async fn dispatch(
             reply_response(reply)
         }
         Err(e) => {
-            if matches!(e, QueueError::Internal(_)) {
-                tracing::error!(method = name, error = %e, "request failed");
-            } else {
+            if !e.is_internal() {
                 tracing::debug!(method = name, code = e.code(), "request refused");
             }
             error_response(&e, name, params, call.body, &clock)
@@ -325,7 +323,9 @@ fn reply_response(reply: Reply) -> Response {
     }
 }
 
-/// The TaskCluster error body for `e`.
+/// The TaskCluster error body for `e`. An internal error's text stays out of
+/// the body: it is logged at ERROR with a new incident id (field `incident.id`),
+/// and the body's message gives only that id, as upstream does.
 pub fn error_response(
     e: &QueueError,
     method: &str,
@@ -335,8 +335,15 @@ pub fn error_response(
 ) -> Response {
     let time = fmt_ms(clock.now_ms());
     let status = e.status();
+    let text = if e.is_internal() {
+        let incident = uuid::Uuid::new_v4();
+        tracing::error!(incident.id = %incident, method, error = %e, "request failed");
+        format!("Internal Server Error, incidentId {incident}.")
+    } else {
+        e.to_string()
+    };
     let message = format!(
-        "{e}\n\n---\n\n* method:     {method}\n* errorCode:  {}\n* statusCode: {}\n* time:       {time}",
+        "{text}\n\n---\n\n* method:     {method}\n* errorCode:  {}\n* statusCode: {}\n* time:       {time}",
         e.code(),
         status.as_u16()
     );

@@ -5,7 +5,6 @@ use crate::error::{QueueError, Result};
 use crate::model::{Run, Task};
 use crate::time::fmt_ms;
 use serde_json::{Value, json};
-use sqlx::Row;
 
 /// Reasons `reportException` accepts.
 pub const EXCEPTION_REASONS: [&str; 5] = [
@@ -177,7 +176,7 @@ impl Queue {
                 self.dequeue_pending(&mut t, task_id, run_id).await?;
                 let claim = self.start_run(&mut t, &mut task, worker_group, worker_id, now).await?;
                 let tq = task.def.task_queue_id.clone();
-                self.touch_worker(&mut t, &tq, worker_group, worker_id, &[task_id.to_string()], now).await?;
+                self.touch_worker(&mut t, &tq, worker_group, worker_id, &[(task_id.to_string(), run_id)], now).await?;
                 self.commit(t).await?;
                 return Ok(claim);
             }
@@ -367,66 +366,9 @@ impl Queue {
         Ok(())
     }
 
-    /// Record that a worker was active, with its most recent tasks.
-    pub(crate) async fn touch_worker(
-        &self,
-        t: &mut Txn,
-        task_queue_id: &str,
-        worker_group: &str,
-        worker_id: &str,
-        task_ids: &[String],
-        now: i64,
-    ) -> Result<()> {
-        let expires = now + 24 * 3600 * 1000;
-        // Worker records are informational (deprecated upstream); write them at most
-        // once a minute per worker and process, like upstream's throttling.
-        if !self.signals.due(
-            &format!("{task_queue_id}\n{worker_group}\n{worker_id}"),
-            now,
-        ) {
-            return Ok(());
-        }
-        let row = sqlx::query(&format!(
-            "SELECT recent_tasks FROM workers WHERE task_queue_id = $1 AND worker_group = $2 AND worker_id = $3{}",
-            self.db.for_update()
-        ))
-        .bind(task_queue_id)
-        .bind(worker_group)
-        .bind(worker_id)
-        .fetch_optional(&mut *t.tx)
-        .await?;
-        match row {
-            Some(row) => {
-                if task_ids.is_empty() {
-                    sqlx::query("UPDATE workers SET last_date_active = $4, expires = $5 WHERE task_queue_id = $1 AND worker_group = $2 AND worker_id = $3 AND last_date_active < $6")
-                        .bind(task_queue_id).bind(worker_group).bind(worker_id).bind(now).bind(expires).bind(now - 60_000)
-                        .execute(&mut *t.tx).await?;
-                } else {
-                    let mut recent: Vec<Value> =
-                        serde_json::from_str(&row.try_get::<String, _>("recent_tasks")?)?;
-                    recent.extend(task_ids.iter().map(|id| json!({"taskId": id})));
-                    let skip = recent.len().saturating_sub(20);
-                    let recent: Vec<Value> = recent.into_iter().skip(skip).collect();
-                    sqlx::query("UPDATE workers SET last_date_active = $4, expires = $5, recent_tasks = $6 WHERE task_queue_id = $1 AND worker_group = $2 AND worker_id = $3")
-                        .bind(task_queue_id).bind(worker_group).bind(worker_id).bind(now).bind(expires)
-                        .bind(serde_json::to_string(&recent)?)
-                        .execute(&mut *t.tx).await?;
-                }
-            }
-            None => {
-                let recent: Vec<Value> = task_ids.iter().map(|id| json!({"taskId": id})).collect();
-                sqlx::query("INSERT INTO workers (task_queue_id, worker_group, worker_id, first_claim, last_date_active, expires, recent_tasks) VALUES ($1, $2, $3, $4, $4, $5, $6) ON CONFLICT DO NOTHING")
-                    .bind(task_queue_id).bind(worker_group).bind(worker_id).bind(now).bind(expires)
-                    .bind(serde_json::to_string(&recent)?)
-                    .execute(&mut *t.tx).await?;
-            }
-        }
-        self.touch_task_queue(t, task_queue_id, now).await
-    }
-
     /// Record that a task queue was used (created into or claimed from).
     pub async fn touch_task_queue(&self, t: &mut Txn, task_queue_id: &str, now: i64) -> Result<()> {
-        if !self.signals.due(task_queue_id, now) {
+        if !self.throttled(t, task_queue_id.to_string(), now) {
             return Ok(());
         }
         let expires = now + 5 * 24 * 3600 * 1000;

@@ -5,3 +5,4 @@ pub mod artifacts;
 pub mod claims;
 pub mod groups;
 pub mod tasks;
+pub mod workers;

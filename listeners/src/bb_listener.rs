@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use bbb_bridge::Bridge;
+use bbb_bridge::{ActionIds, Bridge};
 
 /// How the Buildbot listener works.
 #[derive(Clone, Debug)]
@@ -133,9 +133,13 @@ async fn worker(
 /// was applied.
 pub async fn apply(bridge: &Bridge, settings: &BbListenerSettings, event: &LegacyEvent) -> bool {
     let kind = event_kind(event);
+    let ids = ActionIds {
+        build_request_id: event.build_request_ids().first().map(|b| b.0),
+        ..ActionIds::default()
+    };
     let mut delay = settings.retry_delay;
     for attempt in 1..=settings.attempts.max(1) {
-        match bridge.timed(kind, bridge.legacy_event(event)).await {
+        match bridge.timed(kind, ids, bridge.legacy_event(event)).await {
             Ok(_) => return true,
             Err(e) => {
                 bridge.metrics.error("bb-listener");

@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
-use bbb_bridge::{Bridge, BridgeError, BridgeResult, Outcome, TaskStatus};
+use bbb_bridge::{ActionIds, Bridge, BridgeError, BridgeResult, Outcome, TaskStatus};
 
 /// Where the TC listener reads from.
 #[derive(Clone, Debug)]
@@ -107,8 +107,13 @@ pub async fn handle_delivery(
 ) {
     let result = match delivery.json::<Value>() {
         Ok(body) => {
+            let ids = ActionIds {
+                task_id: body.pointer("/status/taskId").and_then(Value::as_str),
+                run_id: body.get("runId").and_then(Value::as_i64),
+                build_request_id: None,
+            };
             bridge
-                .timed(kind, handle_message(bridge, kind, &body))
+                .timed(kind, ids, handle_message(bridge, kind, &body))
                 .await
         }
         Err(e) => Err(BridgeError::BadMessage(format!("not JSON: {e}"))),

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bbb_bridge::{Bridge, BridgeResult, Outcome};
+use bbb_bridge::{ActionIds, Bridge, BridgeResult, Outcome};
 use bbb_state::{Lease, MappingRow, RowState};
 use futures::StreamExt;
 use tokio::sync::Mutex;
@@ -251,7 +251,9 @@ impl Reflector {
                             Phase::Walk(_) => bridge.reconcile(&row).await,
                         }
                     };
-                    let result = bridge.timed(phase.name(), action).await;
+                    let result = bridge
+                        .timed(phase.name(), ActionIds::of_row(&row), action)
+                        .await;
                     if let Err(e) = &result {
                         warn!(phase = phase.name(), task.id = %row.task_id, run.id = row.run_id,
                               error = %e, "reflector action failed");

@@ -217,3 +217,72 @@ async fn a_run_cancelled_in_the_queue_has_its_build_stopped_by_a_pass() {
     assert_eq!(env.master.stats().stopped, 1);
     env.q.stop().await;
 }
+
+/// A log writer keeping every line in memory.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// The JSON lines written so far.
+    fn lines(&self) -> Vec<serde_json::Value> {
+        String::from_utf8(self.0.lock().unwrap().clone())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn every_action_runs_in_a_span_naming_its_task_run_and_build_request() {
+    let env = env(Duration::from_secs(600)).await;
+    let task_id = env.create_task().await;
+    env.reflector.pass().await;
+    let row = env
+        .pass_until(&task_id, "running", |r| r.state == RowState::Running)
+        .await;
+
+    // One pass reclaims the run, with JSON logs captured as `BBB_LOG_FORMAT=json` writes them.
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_env_filter("bbb_bridge=debug")
+        .with_writer(move || writer.clone())
+        .finish();
+    let report = {
+        let _guard = tracing::subscriber::set_default(subscriber);
+        env.reflector.pass().await
+    };
+    assert!(report.reclaimed >= 1, "{report:?}");
+    let lines = captured.lines();
+    let done = lines
+        .iter()
+        .find(|l| {
+            l["fields"]["message"] == "bridge action done" && l["span"]["action"] == "reclaim"
+        })
+        .unwrap_or_else(|| panic!("no reclaim action logged: {lines:#?}"));
+    assert_eq!(done["span"]["name"], "bridge_action", "{done}");
+    assert_eq!(done["span"]["task.id"], json!(task_id), "{done}");
+    assert_eq!(done["span"]["run.id"], json!(0), "{done}");
+    assert_eq!(
+        done["span"]["build_request.id"],
+        json!(row.build_request_id.unwrap()),
+        "{done}"
+    );
+    assert_eq!(done["fields"]["outcome"], "reclaimed", "{done}");
+    assert!(done["fields"]["duration_ms"].is_u64(), "{done}");
+    env.q.stop().await;
+}

@@ -14,8 +14,11 @@
 //! reflector).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bbb_buildbot::{LegacyError, LegacyMaster};
+use tracing::{Instrument, debug};
+
 use bbb_state::{MappingRow, Resolution, StateDb};
 
 mod builds;
@@ -195,5 +198,64 @@ impl Bridge {
     /// Now, in ms.
     pub fn now(&self) -> i64 {
         (self.clock)()
+    }
+}
+
+impl Bridge {
+    /// Runs one action inside a `bridge_action` span (the action's kind and the
+    /// ids of [`ActionIds`], so every log line it writes names its task, run
+    /// and build request), times it for the metrics, counts errors, and
+    /// returns its result. The span's `outcome` and `duration_ms` are
+    /// recorded when it ends, in a DEBUG event.
+    pub async fn timed<F>(&self, kind: &str, ids: ActionIds<'_>, action: F) -> BridgeResult<Outcome>
+    where
+        F: std::future::Future<Output = BridgeResult<Outcome>>,
+    {
+        let span = tracing::info_span!(
+            "bridge_action",
+            action = kind,
+            task.id = ids.task_id,
+            run.id = ids.run_id,
+            build_request.id = ids.build_request_id,
+        );
+        let start = Instant::now();
+        let result = action.instrument(span.clone()).await;
+        let elapsed = start.elapsed();
+        let outcome = match &result {
+            Ok(outcome) => outcome.as_str(),
+            Err(_) => "error",
+        };
+        self.metrics.event(kind, outcome, elapsed);
+        span.in_scope(|| {
+            debug!(
+                outcome,
+                duration_ms = elapsed.as_millis() as u64,
+                "bridge action done"
+            )
+        });
+        result
+    }
+}
+
+/// What a bridge action is about, for its span: whichever of the task, run
+/// and build request the caller knows.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ActionIds<'a> {
+    /// The task.
+    pub task_id: Option<&'a str>,
+    /// The run.
+    pub run_id: Option<i64>,
+    /// The build request.
+    pub build_request_id: Option<u64>,
+}
+
+impl<'a> ActionIds<'a> {
+    /// The ids of a mapping row.
+    pub fn of_row(row: &'a MappingRow) -> ActionIds<'a> {
+        ActionIds {
+            task_id: Some(&row.task_id),
+            run_id: Some(row.run_id),
+            build_request_id: row.build_request_id.and_then(|b| u64::try_from(b).ok()),
+        }
     }
 }

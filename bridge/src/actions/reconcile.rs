@@ -3,7 +3,6 @@
 //! unseen pending runs, and settling rows past their deadline.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use bbb_buildbot::{BuildRequestId, RequestState};
 use bbb_state::{MappingRow, Resolution, RowState, StartedBuild};
@@ -191,21 +190,5 @@ impl Bridge {
             .mark_resolved(&row.task_id, row.run_id, Resolution::Exception, self.now())
             .await?;
         Ok(Outcome::Deadline)
-    }
-
-    /// Times one action for the metrics, counts errors, and returns its result.
-    pub async fn timed<F>(&self, kind: &str, action: F) -> BridgeResult<Outcome>
-    where
-        F: std::future::Future<Output = BridgeResult<Outcome>>,
-    {
-        let start = Instant::now();
-        let result = action.await;
-        match &result {
-            Ok(outcome) => self.metrics.event(kind, outcome.as_str(), start.elapsed()),
-            Err(_) => {
-                self.metrics.event(kind, "error", start.elapsed());
-            }
-        }
-        result
     }
 }

@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::Mutex;
 
+use crate::common::{PollOptions, PulseOptions, buildset_reason, normalize_branch, now_secs};
 use crate::error::{LegacyError, Result, mask_url};
-use crate::events::{self, EventStream};
-use crate::scheduler_db::{PollOptions, PulseOptions, REASON_PREFIX, normalize_branch, now_secs};
+use crate::events::{EventSources, PollSource};
 use crate::types::{
     BuildId, BuildInfo, BuildRequestId, BuildRequestSpec, BuildResult, CancelOutcome, EventSource,
     FoundRequest, LegacyEvent, RequestState, StopOutcome, StopTarget,
@@ -596,7 +596,7 @@ impl LegacyMaster for RestMaster {
         let source = &spec.sourcestamp;
         let mut params = json!({
             "builderNames": [spec.buildername],
-            "reason": format!("{REASON_PREFIX}{}", spec.task_id),
+            "reason": buildset_reason(&spec.task_id),
             "priority": spec.priority,
             "branch": source.branch.as_deref().map(normalize_branch).unwrap_or_default(),
             "revision": source.revision.clone().unwrap_or_default(),
@@ -651,7 +651,7 @@ impl LegacyMaster for RestMaster {
     }
 
     async fn find_requests_for_task(&self, task_id: &str) -> Result<Vec<FoundRequest>> {
-        let reason = format!("{REASON_PREFIX}{task_id}");
+        let reason = buildset_reason(task_id);
         let Some(body) = self
             .get(
                 "/buildsets",
@@ -853,40 +853,15 @@ impl LegacyMaster for RestMaster {
     }
 
     async fn events(&self) -> Result<LegacyEventStream> {
-        let (tx, rx) = mpsc::channel(1024);
-        let mut tasks = Vec::new();
+        let mut sources = EventSources::new();
         if let Some(pulse) = &self.inner.config.pulse {
-            let bindings: Vec<bbb_pulse::Binding> = REPORTER_BINDINGS
-                .iter()
-                .map(|pattern| bbb_pulse::Binding::new(&pulse.exchange, *pattern))
-                .collect();
-            let consumer = pulse
-                .bus
-                .consume(&pulse.queue, &bindings, pulse.prefetch)
-                .await?;
-            tasks.push(tokio::spawn(events::run_pulse(consumer, tx.clone())));
+            sources.pulse(pulse, &REPORTER_BINDINGS).await?;
         }
-        if let Some(options) = self.inner.config.poll.clone() {
-            let poller = RestPoller::new(self.clone(), &options).await?;
-            tasks.push(tokio::spawn(run_poller(poller, options, tx.clone())));
+        if let Some(options) = &self.inner.config.poll {
+            let poller = RestPoller::new(self.clone(), options).await?;
+            sources.poll(poller, options.interval);
         }
-        Ok(Box::pin(EventStream::from_parts(rx, tasks)))
-    }
-}
-
-async fn run_poller(mut poller: RestPoller, options: PollOptions, tx: mpsc::Sender<LegacyEvent>) {
-    loop {
-        match poller.poll_once().await {
-            Ok(events) => {
-                for event in events {
-                    if tx.send(event).await.is_err() {
-                        return;
-                    }
-                }
-            }
-            Err(error) => tracing::warn!(%error, "polling the Buildbot REST API failed"),
-        }
-        tokio::time::sleep(options.interval).await;
+        Ok(Box::pin(sources.stream()))
     }
 }
 
@@ -949,7 +924,7 @@ impl RestPoller {
         })
     }
 
-    async fn poll_once(&mut self) -> Result<Vec<LegacyEvent>> {
+    async fn poll_all(&mut self) -> Result<Vec<LegacyEvent>> {
         let mut events = Vec::new();
         let floor = self.next_build_id.saturating_sub(ID_MARGIN).max(1);
         let body = self
@@ -1128,6 +1103,14 @@ impl RestPoller {
         let floor = self.completed_mark - TIME_MARGIN;
         self.completed_seen.retain(|_, at| *at >= floor);
         Ok(events)
+    }
+}
+
+impl PollSource for RestPoller {
+    const WHAT: &'static str = "the Buildbot REST API";
+
+    async fn poll_once(&mut self) -> Result<Vec<LegacyEvent>> {
+        self.poll_all().await
     }
 }
 

@@ -58,12 +58,13 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::common::now_secs;
 use crate::error::{LegacyError, Result};
 use crate::messages::{
     BuildSnapshot, DEFAULT_BUILD_EXCHANGE, MasterIdentity, finished_message, log_uploaded_message,
     started_message,
 };
-use crate::scheduler_db::{complete_buildset_if_done, now_secs, open_pool};
+use crate::scheduler_db::{complete_buildset_if_done, open_pool};
 use crate::types::{BuildRequestId, BuildResult};
 
 /// A builder the simulator serves, with its default script.

@@ -8,6 +8,7 @@ use anyhow::Context;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
+use bbb_buildbot::sandbox::{SandboxConfig, SandboxMaster};
 use bbb_buildbot::{
     BuilderSource, LegacyMaster, PollOptions, PulseOptions, RestAuth, RestMaster, RestMasterConfig,
     SchedulerDb, SchedulerDbConfig,
@@ -18,7 +19,6 @@ use bbb_listeners::tc_listener::{self, TcListenerSettings};
 use bbb_listeners::{Bridge, BridgeConfig, BridgeSettings, BuildbotKind, Metrics, QueueClient};
 use bbb_pulse::Bus;
 use bbb_reflector::{Reflector, ReflectorSettings};
-use bbb_scenarios::{SandboxConfig, SandboxMaster};
 use bbb_state::StateDb;
 use tokio_util::sync::CancellationToken;
 

@@ -6,6 +6,7 @@ mod error;
 mod events;
 pub mod messages;
 mod rest;
+pub mod sandbox;
 mod scheduler_db;
 pub mod schema;
 pub mod simulator;

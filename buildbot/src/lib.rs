@@ -9,6 +9,7 @@ mod rest;
 pub mod sandbox;
 mod scheduler_db;
 pub mod schema;
+pub mod script;
 pub mod simulator;
 pub mod testing;
 mod types;

@@ -4,21 +4,21 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use super::SandboxMaster;
-use super::config::{
-    MAX_PROPERTY_NAME_LEN, MAX_PROPERTY_VALUE_LEN, PROPERTY_SOURCE, SandboxBuilder,
-};
+use super::config::SandboxBuilder;
 use super::state::{
     BuildRecord, BuilderState, Request, Status, cancel_pending, request_stop, stop_request,
 };
+use crate::common::{buildset_reason, normalize_branch};
 use crate::error::{LegacyError, Result};
+use crate::scheduler_db::encode_properties;
 use crate::types::{
     BuildId, BuildRequestId, BuildRequestSpec, CancelOutcome, FoundRequest, RequestState,
-    StopOutcome, StopTarget,
+    SourceStamp, StopOutcome, StopTarget,
 };
 use crate::{LegacyEventStream, LegacyMaster};
 
@@ -33,7 +33,10 @@ impl LegacyMaster for SandboxMaster {
     }
 
     async fn submit(&self, spec: &BuildRequestSpec) -> Result<BuildRequestId> {
-        validate_properties(spec)?;
+        // Refuses what the 0.8 schema cannot hold, as the scheduler-DB
+        // adapter does, so the sandbox accepts no request a real master
+        // would not.
+        encode_properties(spec)?;
         let brid = {
             let mut state = self.shared.lock();
             if !state.builders.contains_key(&spec.buildername) {
@@ -57,7 +60,11 @@ impl LegacyMaster for SandboxMaster {
                 task_id: spec.task_id.clone(),
                 builder: spec.buildername.clone(),
                 properties,
-                sourcestamp: spec.sourcestamp.clone(),
+                sourcestamp: SourceStamp {
+                    branch: spec.sourcestamp.branch.as_deref().map(normalize_branch),
+                    ..spec.sourcestamp.clone()
+                },
+                reason: buildset_reason(&spec.task_id),
                 priority: spec.priority,
                 submitted_at: spec.submitted_at,
                 status: Status::Pending,
@@ -167,11 +174,6 @@ impl LegacyMaster for SandboxMaster {
         })
     }
 
-    /// A new subscriber that sees every event from now on, all with
-    /// [`EventSource::Pulse`]. A subscriber that falls more than
-    /// [`SandboxConfig::event_capacity`] events behind loses the oldest ones
-    /// (a warning is logged), like any at-least-once source: reconcile with
-    /// `request_state`. After [`SandboxMaster::shutdown`] the stream is empty.
     async fn build_properties(&self, build: BuildId) -> Result<Option<BTreeMap<String, Value>>> {
         let state = self.shared.lock();
         Ok(state
@@ -182,6 +184,13 @@ impl LegacyMaster for SandboxMaster {
             .and_then(|record| record.properties.clone()))
     }
 
+    /// A new subscriber that sees every event from now on, all with
+    /// [`EventSource::Pulse`](crate::EventSource::Pulse). A subscriber that
+    /// falls more than
+    /// [`SandboxConfig::event_capacity`](super::SandboxConfig::event_capacity)
+    /// events behind loses the oldest ones (a warning is logged), like any
+    /// at-least-once source: reconcile with `request_state`. After
+    /// [`SandboxMaster::shutdown`] the stream is empty.
     async fn events(&self) -> Result<LegacyEventStream> {
         let receiver = self
             .shared
@@ -206,32 +215,4 @@ impl LegacyMaster for SandboxMaster {
             },
         )))
     }
-}
-
-/// Refuses what the 0.8 schema cannot hold, as the scheduler-DB adapter
-/// does, so the sandbox does not accept requests a real master would not.
-fn validate_properties(spec: &BuildRequestSpec) -> Result<()> {
-    let task_id = Value::String(spec.task_id.clone());
-    let properties = spec
-        .properties
-        .iter()
-        .filter(|(name, _)| name.as_str() != "taskId")
-        .chain(std::iter::once((&"taskId".to_owned(), &task_id)))
-        .map(|(name, value)| (name.clone(), value.clone()))
-        .collect::<Vec<_>>();
-    for (name, value) in properties {
-        let text = serde_json::to_string(&json!([value, PROPERTY_SOURCE]))?;
-        let length = text.chars().count();
-        if length > MAX_PROPERTY_VALUE_LEN {
-            return Err(LegacyError::Invalid(format!(
-                "property {name:?} is {length} characters as JSON, the column holds {MAX_PROPERTY_VALUE_LEN}"
-            )));
-        }
-        if name.chars().count() > MAX_PROPERTY_NAME_LEN {
-            return Err(LegacyError::Invalid(format!(
-                "property name {name:?} is longer than {MAX_PROPERTY_NAME_LEN} characters"
-            )));
-        }
-    }
-    Ok(())
 }

@@ -4,30 +4,10 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::types::{BuildId, BuildRequestId, BuildResult};
-
-/// The source recorded for the request's own properties, as the
-/// scheduler-DB adapter writes them (`[value, "bbb"]`).
-pub const PROPERTY_SOURCE: &str = "bbb";
-
-/// Longest property value accepted, counted in characters of its JSON
-/// `[value, "bbb"]` form: the 0.8 schema's `property_value` column.
-pub const MAX_PROPERTY_VALUE_LEN: usize = 1024;
-
-/// Longest property name accepted (the 0.8 schema's `property_name` column).
-pub const MAX_PROPERTY_NAME_LEN: usize = 256;
-
-/// The longest scripted build duration; longer `sim_duration_ms` values are
-/// cut to it.
-pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
-
-/// The request property that scripts build results.
-pub const RESULT_PROPERTY: &str = "sim_result";
-
-/// The request property that scripts build durations, in milliseconds.
-pub const DURATION_PROPERTY: &str = "sim_duration_ms";
+use crate::common::now_secs;
+use crate::script::ScriptedBuilder;
+use crate::types::{BuildId, BuildRequestId};
 
 /// The wall clock the sandbox stamps its times with (epoch seconds):
 /// `claimed_at`, `start_time`, `finish_time` and `complete_at`. Build
@@ -39,12 +19,7 @@ pub struct Clock(Arc<dyn Fn() -> i64 + Send + Sync>);
 impl Clock {
     /// The system clock.
     pub fn system() -> Self {
-        Self(Arc::new(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX))
-                .unwrap_or(0)
-        }))
+        Self(Arc::new(now_secs))
     }
 
     /// A clock that reads `now` (epoch seconds) from a function.
@@ -75,82 +50,34 @@ impl fmt::Debug for Clock {
     }
 }
 
-/// A builder of the sandbox master, with its default script.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SandboxBuilder {
-    /// The builder's name.
-    pub name: String,
-    /// Builds it runs at once. A builder with 0 slots never starts a build.
-    pub slots: usize,
-    /// Results of successive attempts of a request (the last repeats) when
-    /// the request has no usable `sim_result` property. Empty means SUCCESS.
-    pub results: Vec<BuildResult>,
-    /// Run time of a build when the request has no usable `sim_duration_ms`
-    /// property.
-    pub duration: Duration,
-}
+/// A builder of the sandbox master, with its default script (as the
+/// simulator's: [`ScriptedBuilder::new`] gives 4 slots and builds that pass
+/// after 100 ms). A builder with 0 slots never starts a build.
+pub type SandboxBuilder = ScriptedBuilder;
 
-impl SandboxBuilder {
-    /// A builder with 4 slots whose builds pass after 100 ms (the
-    /// simulator's defaults).
-    pub fn new(name: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            slots: 4,
-            results: vec![BuildResult::Success],
-            duration: Duration::from_millis(100),
-        }
-    }
-
-    /// The same builder with `slots` slots.
-    pub fn with_slots(mut self, slots: usize) -> Self {
-        self.slots = slots;
-        self
-    }
-
-    /// The same builder with these default results (one per attempt, the
-    /// last repeating).
-    pub fn with_results(mut self, results: impl IntoIterator<Item = BuildResult>) -> Self {
-        self.results = results.into_iter().collect();
-        self
-    }
-
-    /// The same builder with this default build duration.
-    pub fn with_duration(mut self, duration: Duration) -> Self {
-        self.duration = duration;
-        self
-    }
-
-    pub(super) fn result_for(&self, attempt: usize) -> BuildResult {
-        self.results
-            .get(attempt)
-            .or(self.results.last())
-            .copied()
-            .unwrap_or(BuildResult::Success)
-    }
-}
-
-/// Configuration of a [`SandboxMaster`].
+/// Configuration of a [`SandboxMaster`](super::SandboxMaster).
 #[derive(Clone, Debug)]
 pub struct SandboxConfig {
     /// The master's name: `master` in events and
-    /// [`RequestState::Running`], `claimed_by_name` on a real master.
+    /// [`RequestState::Running`](crate::RequestState::Running),
+    /// `claimed_by_name` on a real master.
     pub master_name: String,
     /// The builders it serves. When a name appears twice, the first wins.
     pub builders: Vec<SandboxBuilder>,
-    /// Accept requests for any builder: [`LegacyMaster::builders`] answers
+    /// Accept requests for any builder:
+    /// [`LegacyMaster::builders`](crate::LegacyMaster::builders) answers
     /// `None`, and a builder not in [`builders`](Self::builders) is created
     /// on first use with [`SandboxBuilder::new`]'s defaults.
     pub accept_any_builder: bool,
     /// How many events each subscriber may fall behind before it loses the
-    /// oldest (see [`SandboxMaster::events`](LegacyMaster::events)). At
+    /// oldest (see [`SandboxMaster::events`](crate::LegacyMaster::events)). At
     /// least 1.
     pub event_capacity: usize,
     /// Base of the `log_url` of finished builds:
     /// `<base>/builders/<builder>/builds/<number>/log`. `None` gives
     /// `sandbox://<master_name>`, which names the log but cannot be fetched;
     /// set an `http://` base when something serves
-    /// [`SandboxMaster::build_log`] there.
+    /// [`SandboxMaster::build_log`](super::SandboxMaster::build_log) there.
     pub log_url_base: Option<String>,
     /// The wall clock for recorded times.
     pub clock: Clock,
@@ -195,7 +122,7 @@ impl SandboxConfig {
     }
 }
 
-/// Counters of a [`SandboxMaster`].
+/// Counters of a [`SandboxMaster`](super::SandboxMaster).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SandboxStats {
     /// Requests accepted by `submit`.

@@ -24,11 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
 
-pub use self::config::{
-    Clock, DURATION_PROPERTY, MAX_DURATION, MAX_PROPERTY_NAME_LEN, MAX_PROPERTY_VALUE_LEN,
-    PROPERTY_SOURCE, RESULT_PROPERTY, RunningBuild, SandboxBuilder, SandboxConfig, SandboxStats,
-};
-pub use self::scheduler::{script_duration, script_result};
+pub use self::config::{Clock, RunningBuild, SandboxBuilder, SandboxConfig, SandboxStats};
 use self::state::{
     BuilderState, Shared, State, Status, cancel_pending, encode_segment, stop_request,
 };
@@ -220,64 +216,5 @@ impl SandboxMaster {
 impl Drop for SandboxMaster {
     fn drop(&mut self) {
         self.close();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-    use std::time::Duration;
-
-    use super::scheduler::normalize_branch;
-    use super::state::encode_segment;
-    use super::*;
-    use crate::types::BuildResult;
-
-    #[test]
-    fn scripts_pick_per_attempt() {
-        let script = json!("RETRY, SUCCESS");
-        assert_eq!(script_result(&script, 0), Some(BuildResult::Retry));
-        assert_eq!(script_result(&script, 1), Some(BuildResult::Success));
-        assert_eq!(script_result(&script, 7), Some(BuildResult::Success));
-        assert_eq!(
-            script_result(&json!(["EXCEPTION", 2]), 1),
-            Some(BuildResult::Failure)
-        );
-        assert_eq!(script_result(&json!(6), 0), Some(BuildResult::Cancelled));
-        assert_eq!(script_result(&json!("bogus"), 0), None);
-        assert_eq!(script_result(&json!([]), 0), None);
-        assert_eq!(script_result(&json!(null), 0), None);
-        assert_eq!(script_result(&json!({"a": 1}), 0), None);
-    }
-
-    #[test]
-    fn durations_are_read_leniently() {
-        assert_eq!(
-            script_duration(&json!(250)),
-            Some(Duration::from_millis(250))
-        );
-        assert_eq!(
-            script_duration(&json!(" 40 ")),
-            Some(Duration::from_millis(40))
-        );
-        assert_eq!(script_duration(&json!(1.6)), Some(Duration::from_millis(2)));
-        assert_eq!(script_duration(&json!(-5)), None);
-        assert_eq!(script_duration(&json!("soon")), None);
-        assert_eq!(script_duration(&json!(true)), None);
-        assert_eq!(script_duration(&json!(1e300)), Some(MAX_DURATION));
-    }
-
-    #[test]
-    fn branches_and_segments() {
-        assert_eq!(
-            normalize_branch("https://hg.mozilla.org/integration/mozilla-inbound/"),
-            "integration/mozilla-inbound"
-        );
-        assert_eq!(normalize_branch("try/"), "try");
-        assert_eq!(normalize_branch("https://host"), "");
-        assert_eq!(
-            encode_segment("Linux x86-64 opt/é"),
-            "Linux%20x86-64%20opt%2F%C3%A9"
-        );
     }
 }

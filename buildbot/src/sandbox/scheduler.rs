@@ -2,15 +2,13 @@
 //! them for their scripted time and finishes them with their scripted
 //! result, sending the events a 0.8 master's messages carry.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 
-use super::config::{DURATION_PROPERTY, MAX_DURATION, PROPERTY_SOURCE, RESULT_PROPERTY};
-use super::state::{BuildRecord, Request, RunningEntry, Shared, StartedBuild, State, Status};
+use super::state::{BuildRecord, RunningEntry, Shared, StartedBuild, State, Status};
+use crate::messages::BuildSnapshot;
+use crate::scheduler_db::PROPERTY_SOURCE;
 use crate::types::{BuildId, BuildRequestId, BuildResult, EventSource, LegacyEvent};
 
 pub(super) async fn schedule_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
@@ -67,22 +65,21 @@ fn start_build(
     let builder_state = state.builders.get_mut(builder)?;
     let number = builder_state.next_number;
     builder_state.next_number += 1;
-    let default_result = builder_state.config.result_for(attempt);
-    let default_duration = builder_state.config.duration;
+    let config = &builder_state.config;
     let build_id = state.next_build_id;
     state.next_build_id += 1;
     let request = state.requests.get_mut(&brid)?;
-    let result = request
-        .properties
-        .get(RESULT_PROPERTY)
-        .and_then(|script| script_result(script, attempt))
-        .unwrap_or(default_result);
-    let duration = request
-        .properties
-        .get(DURATION_PROPERTY)
-        .and_then(script_duration)
-        .unwrap_or(default_duration)
-        .min(MAX_DURATION);
+    let (result, duration) = config.script(|name| request.properties.get(name), attempt);
+    let snapshot = BuildSnapshot::start(builder, number, &shared.master_name, now).serving(
+        BuildRequestId(brid),
+        request.submitted_at,
+        request
+            .properties
+            .iter()
+            .map(|(name, value)| (name.clone(), value.clone(), PROPERTY_SOURCE.to_owned())),
+        &request.sourcestamp,
+        &request.reason,
+    );
     request.status = Status::Running { claimed_at: now };
     request.builds.push(BuildRecord {
         build_id,
@@ -102,6 +99,7 @@ fn start_build(
             number,
             start_time: now,
             result,
+            snapshot,
             stop_requested: false,
             stop: stop.clone(),
         },
@@ -143,7 +141,7 @@ fn finish_build(shared: &Shared, build_id: u64) {
     if state.shut_down {
         return;
     }
-    let Some(entry) = state.running.remove(&build_id) else {
+    let Some(mut entry) = state.running.remove(&build_id) else {
         return;
     };
     let results = if entry.stop_requested {
@@ -160,7 +158,12 @@ fn finish_build(shared: &Shared, build_id: u64) {
     let Some(request) = state.requests.get_mut(&entry.brid) else {
         return;
     };
-    let properties = build_properties(shared, request, &entry, &log_url);
+    // What its `log_uploaded` message would carry (the build id standing
+    // for the status-DB id).
+    entry.snapshot.results = Some(results);
+    entry.snapshot.finish_time = Some(now as f64);
+    entry.snapshot.log_url = Some(log_url.clone());
+    let properties = entry.snapshot.finished_properties(build_id);
     if let Some(record) = request
         .builds
         .iter_mut()
@@ -215,101 +218,4 @@ fn finish_build(shared: &Shared, build_id: u64) {
         }
     });
     tracing::info!(build_request.id = entry.brid, builder = %entry.builder, build.number = entry.number, build.id = build_id, %results, "sandbox build finished");
-}
-
-/// The build's properties as `name -> [value, source]`, as a 0.8 master's
-/// `log_uploaded` message carries them: the request's (source `bbb`), the
-/// build's own and `postrun.py`'s.
-fn build_properties(
-    shared: &Shared,
-    request: &Request,
-    entry: &RunningEntry,
-    log_url: &str,
-) -> BTreeMap<String, Value> {
-    let mut properties: BTreeMap<String, Value> = request
-        .properties
-        .iter()
-        .map(|(name, value)| (name.clone(), json!([value, PROPERTY_SOURCE])))
-        .collect();
-    let stamp = &request.sourcestamp;
-    if let Some(branch) = &stamp.branch {
-        properties.insert(
-            "branch".to_owned(),
-            json!([normalize_branch(branch), "Build"]),
-        );
-    }
-    if let Some(revision) = &stamp.revision {
-        properties.insert("revision".to_owned(), json!([revision, "Build"]));
-    }
-    if !stamp.repository.is_empty() {
-        properties.insert("repository".to_owned(), json!([stamp.repository, "Build"]));
-    }
-    if !stamp.project.is_empty() {
-        properties.insert("project".to_owned(), json!([stamp.project, "Build"]));
-    }
-    properties.insert("buildername".to_owned(), json!([entry.builder, "Builder"]));
-    properties.insert("buildnumber".to_owned(), json!([entry.number, "Build"]));
-    properties.insert("master".to_owned(), json!([shared.master_name, "Build"]));
-    properties.insert(
-        "slavename".to_owned(),
-        json!([format!("{}-slave", entry.builder), "BuildSlave"]),
-    );
-    properties.insert(
-        "request_ids".to_owned(),
-        json!([[entry.brid], "postrun.py"]),
-    );
-    properties.insert(
-        "request_times".to_owned(),
-        json!([{ entry.brid.to_string(): request.submitted_at }, "postrun.py"]),
-    );
-    properties.insert("log_url".to_owned(), json!([log_url, "postrun.py"]));
-    properties
-}
-
-/// The branch as the scheduler-DB adapter stores it: no trailing `/`, and
-/// only the path of a URL.
-pub(super) fn normalize_branch(branch: &str) -> String {
-    let branch = branch.trim_end_matches('/');
-    if let Some((_, rest)) = branch.split_once("://") {
-        return rest
-            .split_once('/')
-            .map(|(_, path)| path.trim_matches('/').to_owned())
-            .unwrap_or_default();
-    }
-    branch.to_owned()
-}
-
-/// The scripted result of attempt `attempt` (0-based): a result name or
-/// code, or a comma-separated list or JSON list of them, the last repeating.
-/// `None` when the script cannot be read.
-pub fn script_result(script: &Value, attempt: usize) -> Option<BuildResult> {
-    let items: Vec<String> = match script {
-        Value::Array(items) => items
-            .iter()
-            .map(|item| {
-                item.as_str()
-                    .map_or_else(|| item.to_string(), str::to_owned)
-            })
-            .collect(),
-        Value::String(text) => text.split(',').map(str::to_owned).collect(),
-        Value::Number(number) => vec![number.to_string()],
-        _ => return None,
-    };
-    let item = items.get(attempt).or(items.last())?;
-    BuildResult::parse(item)
-}
-
-/// The scripted duration: milliseconds as a non-negative number or a string
-/// holding one, at most [`MAX_DURATION`]. `None` when it cannot be read.
-pub fn script_duration(script: &Value) -> Option<Duration> {
-    let millis = match script {
-        Value::Number(number) => number.as_f64()?,
-        Value::String(text) => text.trim().parse::<f64>().ok()?,
-        _ => return None,
-    };
-    if !millis.is_finite() || millis < 0.0 {
-        return None;
-    }
-    let limit = MAX_DURATION.as_millis() as f64;
-    Some(Duration::from_millis(millis.min(limit).round() as u64))
 }

@@ -10,6 +10,7 @@ use serde_json::Value;
 use tokio::sync::{Notify, broadcast, watch};
 
 use super::config::{Clock, SandboxBuilder, SandboxStats};
+use crate::messages::BuildSnapshot;
 use crate::types::{
     BuildId, BuildInfo, BuildRequestId, BuildResult, EventSource, LegacyEvent, SourceStamp,
 };
@@ -56,7 +57,10 @@ pub(super) struct Request {
     pub(super) task_id: String,
     pub(super) builder: String,
     pub(super) properties: BTreeMap<String, Value>,
+    /// As a scheduler DB stores it (the branch normalised).
     pub(super) sourcestamp: SourceStamp,
+    /// The buildset's reason.
+    pub(super) reason: String,
     pub(super) priority: i32,
     pub(super) submitted_at: i64,
     pub(super) status: Status,
@@ -98,6 +102,8 @@ pub(super) struct RunningEntry {
     pub(super) number: u64,
     pub(super) start_time: i64,
     pub(super) result: BuildResult,
+    /// The build as its messages would describe it.
+    pub(super) snapshot: BuildSnapshot,
     pub(super) stop_requested: bool,
     pub(super) stop: Arc<Notify>,
 }
@@ -218,4 +224,17 @@ pub(super) fn encode_segment(text: &str) -> String {
         }
     }
     encoded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::encode_segment;
+
+    #[test]
+    fn segments_are_percent_encoded() {
+        assert_eq!(
+            encode_segment("Linux x86-64 opt/é"),
+            "Linux%20x86-64%20opt%2F%C3%A9"
+        );
+    }
 }

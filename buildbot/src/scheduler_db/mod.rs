@@ -24,6 +24,8 @@ use crate::{LegacyEventStream, LegacyMaster};
 pub const PROPERTY_SOURCE: &str = "bbb";
 /// Longest `buildset_properties.property_value` (a `varchar(1024)`).
 pub const MAX_PROPERTY_VALUE_LEN: usize = 1024;
+/// Longest `buildset_properties.property_name` (a `varchar(256)`).
+pub const MAX_PROPERTY_NAME_LEN: usize = 256;
 /// The topic patterns the adapter binds its queue with on the masters'
 /// exchange: like Mozilla's bridge, it reads `started` and `log_uploaded`
 /// (only the latter names every request a finished build satisfied).
@@ -366,27 +368,7 @@ impl LegacyMaster for SchedulerDb {
         if !self.accepts_builder(&spec.buildername).await? {
             return Err(LegacyError::UnknownBuilder(spec.buildername.clone()));
         }
-        let mut properties = spec.properties.clone();
-        properties.insert(
-            "taskId".to_owned(),
-            serde_json::Value::String(spec.task_id.clone()),
-        );
-        let mut encoded = Vec::with_capacity(properties.len());
-        for (name, value) in &properties {
-            let text = serde_json::to_string(&serde_json::json!([value, PROPERTY_SOURCE]))?;
-            if text.chars().count() > MAX_PROPERTY_VALUE_LEN {
-                return Err(LegacyError::Invalid(format!(
-                    "property {name:?} is {} characters as JSON, the column holds {MAX_PROPERTY_VALUE_LEN}",
-                    text.chars().count()
-                )));
-            }
-            if name.chars().count() > 256 {
-                return Err(LegacyError::Invalid(format!(
-                    "property name {name:?} is longer than 256 characters"
-                )));
-            }
-            encoded.push((name.clone(), text));
-        }
+        let encoded = encode_properties(spec)?;
         let branch = spec.sourcestamp.branch.as_deref().map(normalize_branch);
 
         let mut conn = self.inner.pool.get_conn().await?;
@@ -590,6 +572,34 @@ impl LegacyMaster for SchedulerDb {
         }
         Ok(Box::pin(sources.stream()))
     }
+}
+
+/// The request's properties as `buildset_properties` rows: each name with
+/// its value as the JSON `[value, "bbb"]`, `taskId` set to the task's id.
+/// What the 0.8 schema cannot hold is refused before anything is written.
+pub(crate) fn encode_properties(spec: &BuildRequestSpec) -> Result<Vec<(String, String)>> {
+    let mut properties = spec.properties.clone();
+    properties.insert(
+        "taskId".to_owned(),
+        serde_json::Value::String(spec.task_id.clone()),
+    );
+    let mut encoded = Vec::with_capacity(properties.len());
+    for (name, value) in properties {
+        let text = serde_json::to_string(&serde_json::json!([value, PROPERTY_SOURCE]))?;
+        if text.chars().count() > MAX_PROPERTY_VALUE_LEN {
+            return Err(LegacyError::Invalid(format!(
+                "property {name:?} is {} characters as JSON, the column holds {MAX_PROPERTY_VALUE_LEN}",
+                text.chars().count()
+            )));
+        }
+        if name.chars().count() > MAX_PROPERTY_NAME_LEN {
+            return Err(LegacyError::Invalid(format!(
+                "property name {name:?} is longer than {MAX_PROPERTY_NAME_LEN} characters"
+            )));
+        }
+        encoded.push((name, text));
+    }
+    Ok(encoded)
 }
 
 /// Marks the request's buildset complete once none of its requests is

@@ -289,7 +289,7 @@ async fn run_roles(file: &FileConfig, set: roles::RoleSet) -> anyhow::Result<()>
         );
     }
     let bus = bbb_pulse::Bus::connect(cfg.amqp_url.as_deref()).await?;
-    let master = roles::legacy_master(&cfg, &bus, None).await?;
+    let master = roles::legacy_master(&cfg, &bus).await?;
     let running = roles::start(&cfg, set, bus.clone(), master).await?;
     if let Some(addr) = running.metrics_addr {
         println!("bbb bridge running; metrics on http://{addr}/metrics");
@@ -384,7 +384,7 @@ async fn up(file: FileConfig, data_dir: PathBuf, demo: bool) -> anyhow::Result<(
     {
         bcfg.metrics_listen = "127.0.0.1:0".into();
     }
-    let master = roles::legacy_master(&bcfg, &running.bus, None).await?;
+    let master = roles::legacy_master(&bcfg, &running.bus).await?;
     let bridge = roles::start(&bcfg, roles::RoleSet::ALL, running.bus.clone(), master).await?;
 
     println!("bbb is up.");

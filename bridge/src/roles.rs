@@ -43,12 +43,9 @@ impl RoleSet {
 }
 
 /// Builds the legacy master the configuration names. `sandbox` starts an
-/// in-memory master (`sandbox` overrides its configuration).
-pub async fn legacy_master(
-    cfg: &BridgeConfig,
-    bus: &Bus,
-    sandbox: Option<SandboxConfig>,
-) -> anyhow::Result<Arc<dyn LegacyMaster>> {
+/// in-memory master with the default configuration (builders `linux.build`,
+/// `linux.test`, `win.build` and `win.test`, master `sandbox-master`).
+pub async fn legacy_master(cfg: &BridgeConfig, bus: &Bus) -> anyhow::Result<Arc<dyn LegacyMaster>> {
     let poll = PollOptions {
         interval: Duration::from_secs_f64(cfg.poll_interval_s.max(0.05)),
         lookback: Duration::from_secs(3600),
@@ -103,10 +100,7 @@ pub async fn legacy_master(
             c.poll = Some(poll);
             Arc::new(RestMaster::new(c)?)
         }
-        BuildbotKind::Sandbox => {
-            let sc = sandbox.unwrap_or_default();
-            Arc::new(SandboxMaster::start(sc).await)
-        }
+        BuildbotKind::Sandbox => Arc::new(SandboxMaster::start(SandboxConfig::default()).await),
     })
 }
 

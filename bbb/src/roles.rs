@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::routing::get;
 use bbb_bridge::payload::BuilderRules;
 use bbb_bridge::{Bridge, BridgeConfig, BridgeSettings, BuildbotKind, Metrics, QueueClient};
+use bbb_buildbot::sandbox::{SandboxConfig, SandboxMaster};
 use bbb_buildbot::{
     BuilderSource, LegacyMaster, PollOptions, PulseOptions, RestAuth, RestMaster, RestMasterConfig,
     SchedulerDb, SchedulerDbConfig,
@@ -18,7 +19,6 @@ use bbb_listeners::bb_listener::{self, BbListenerSettings};
 use bbb_listeners::tc_listener::{self, TcListenerSettings};
 use bbb_pulse::Bus;
 use bbb_reflector::{Reflector, ReflectorSettings};
-use bbb_scenarios::{SandboxConfig, SandboxMaster};
 use bbb_state::StateDb;
 use tokio_util::sync::CancellationToken;
 
@@ -70,12 +70,9 @@ impl RoleSet {
 }
 
 /// Builds the legacy master the configuration names. `sandbox` starts an
-/// in-memory master (`sandbox` overrides its configuration).
-pub async fn legacy_master(
-    cfg: &BridgeConfig,
-    bus: &Bus,
-    sandbox: Option<SandboxConfig>,
-) -> anyhow::Result<Arc<dyn LegacyMaster>> {
+/// in-memory master with the default configuration (builders `linux.build`,
+/// `linux.test`, `win.build` and `win.test`, master `sandbox-master`).
+pub async fn legacy_master(cfg: &BridgeConfig, bus: &Bus) -> anyhow::Result<Arc<dyn LegacyMaster>> {
     let poll = PollOptions {
         interval: Duration::from_secs_f64(cfg.poll_interval_s.max(0.05)),
         lookback: Duration::from_secs(3600),
@@ -130,10 +127,7 @@ pub async fn legacy_master(
             c.poll = Some(poll);
             Arc::new(RestMaster::new(c)?)
         }
-        BuildbotKind::Sandbox => {
-            let sc = sandbox.unwrap_or_default();
-            Arc::new(SandboxMaster::start(sc).await)
-        }
+        BuildbotKind::Sandbox => Arc::new(SandboxMaster::start(SandboxConfig::default()).await),
     })
 }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use async_trait::async_trait;
 use bbb_bridge::{Bridge, BridgeSettings, DEFAULT_TASK_QUEUE, Metrics, Outcome, QueueClient};
+use bbb_buildbot::sandbox::{SandboxBuilder, SandboxConfig, SandboxMaster};
 use bbb_buildbot::{
     BuildId, BuildRequestId, BuildRequestSpec, CancelOutcome, FoundRequest, LegacyEventStream,
     LegacyMaster, RequestState, SchedulerDb, SchedulerDbConfig, StopOutcome, StopTarget,
@@ -21,7 +22,6 @@ use bbb_listeners::tc_listener::{self, TcListenerSettings};
 use bbb_queue::testing::TempDir;
 use bbb_queue::{Clock, QueueConfig};
 use bbb_reflector::{PassReport, Reflector, ReflectorSettings};
-use bbb_scenarios::{SandboxBuilder, SandboxConfig, SandboxMaster};
 use bbb_state::{StartedBuild, StateDb};
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;

@@ -1,26 +1,22 @@
-//! The adapter's event sources (Pulse and DB polling), merged into one stream.
+//! The merged event stream of an adapter: its sources (a Pulse consumer, a
+//! poller) feed one channel, and the stream stops them when it is dropped.
 
-use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures::Stream;
-use mysql_async::Pool;
-use mysql_async::prelude::Queryable;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::common::PulseOptions;
 use crate::error::Result;
 use crate::messages::parse_build_message;
-use crate::scheduler_db::{PollOptions, PulseOptions, now_secs};
-use crate::types::{BuildId, BuildRequestId, BuildResult, EventSource, LegacyEvent};
+use crate::types::LegacyEvent;
 
-/// How far below its watermark each poll looks again, to catch rows that
-/// committed late (auto-increment ids and second-resolution times are not
-/// commit-ordered). Seconds for times, rows for ids.
-const TIME_MARGIN: i64 = 5;
-const ID_MARGIN: u64 = 256;
-const BATCH: u64 = 5000;
+/// Events buffered between the sources and the consumer.
+const BUFFER: usize = 1024;
 
 /// The merged stream of [`LegacyEvent`]s of a [`SchedulerDb`](crate::SchedulerDb)
 /// or a [`RestMaster`](crate::RestMaster).
@@ -39,13 +35,6 @@ impl Stream for EventStream {
     }
 }
 
-impl EventStream {
-    /// A stream reading `rx`, fed by `tasks` (aborted when it is dropped).
-    pub(crate) fn from_parts(rx: mpsc::Receiver<LegacyEvent>, tasks: Vec<JoinHandle<()>>) -> Self {
-        EventStream { rx, tasks }
-    }
-}
-
 impl Drop for EventStream {
     fn drop(&mut self) {
         for task in &self.tasks {
@@ -54,34 +43,67 @@ impl Drop for EventStream {
     }
 }
 
-pub(crate) async fn start(
-    pool: Pool,
-    pulse: Option<PulseOptions>,
-    poll: Option<PollOptions>,
-) -> Result<EventStream> {
-    let (tx, rx) = mpsc::channel(1024);
-    let mut tasks = Vec::new();
-    if let Some(pulse) = pulse {
-        let bindings = [
-            bbb_pulse::Binding::new(&pulse.exchange, "build.*.*.started"),
-            bbb_pulse::Binding::new(&pulse.exchange, "build.*.*.log_uploaded"),
-        ];
+/// A source read by polling: each call reports what changed since the last
+/// one (and may report a change again: consumers are idempotent).
+pub(crate) trait PollSource: Send + 'static {
+    /// What is polled, for the warning logged when a poll fails.
+    const WHAT: &'static str;
+
+    /// One poll.
+    fn poll_once(&mut self) -> impl Future<Output = Result<Vec<LegacyEvent>>> + Send;
+}
+
+/// The sources of one [`EventStream`], started one by one.
+pub(crate) struct EventSources {
+    tx: mpsc::Sender<LegacyEvent>,
+    rx: mpsc::Receiver<LegacyEvent>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl EventSources {
+    /// No source yet.
+    pub(crate) fn new() -> Self {
+        let (tx, rx) = mpsc::channel(BUFFER);
+        EventSources {
+            tx,
+            rx,
+            tasks: Vec::new(),
+        }
+    }
+
+    /// Consumes `pulse.queue`, bound to `patterns` on `pulse.exchange`.
+    pub(crate) async fn pulse(&mut self, pulse: &PulseOptions, patterns: &[&str]) -> Result<()> {
+        let bindings: Vec<bbb_pulse::Binding> = patterns
+            .iter()
+            .map(|pattern| bbb_pulse::Binding::new(&pulse.exchange, *pattern))
+            .collect();
         let consumer = pulse
             .bus
             .consume(&pulse.queue, &bindings, pulse.prefetch)
             .await?;
-        tasks.push(tokio::spawn(run_pulse(consumer, tx.clone())));
+        self.tasks
+            .push(tokio::spawn(run_pulse(consumer, self.tx.clone())));
+        Ok(())
     }
-    if let Some(options) = poll {
-        let poller = Poller::new(pool, &options).await?;
-        tasks.push(tokio::spawn(run_poller(poller, options, tx.clone())));
+
+    /// Polls `poller` every `interval`.
+    pub(crate) fn poll(&mut self, poller: impl PollSource, interval: Duration) {
+        self.tasks
+            .push(tokio::spawn(run_poller(poller, interval, self.tx.clone())));
     }
-    Ok(EventStream { rx, tasks })
+
+    /// The merged stream.
+    pub(crate) fn stream(self) -> EventStream {
+        EventStream {
+            rx: self.rx,
+            tasks: self.tasks,
+        }
+    }
 }
 
 /// Pulse deliveries are acknowledged once their events are in the stream's
 /// buffer; a message that cannot be read is parked.
-pub(crate) async fn run_pulse(mut consumer: bbb_pulse::Consumer, tx: mpsc::Sender<LegacyEvent>) {
+async fn run_pulse(mut consumer: bbb_pulse::Consumer, tx: mpsc::Sender<LegacyEvent>) {
     while let Some(delivery) = consumer.next().await {
         match parse_build_message(&delivery.routing_key, &delivery.payload) {
             Ok(events) => {
@@ -106,7 +128,11 @@ pub(crate) async fn run_pulse(mut consumer: bbb_pulse::Consumer, tx: mpsc::Sende
     }
 }
 
-async fn run_poller(mut poller: Poller, options: PollOptions, tx: mpsc::Sender<LegacyEvent>) {
+async fn run_poller<P: PollSource>(
+    mut poller: P,
+    interval: Duration,
+    tx: mpsc::Sender<LegacyEvent>,
+) {
     loop {
         match poller.poll_once().await {
             Ok(events) => {
@@ -116,282 +142,8 @@ async fn run_poller(mut poller: Poller, options: PollOptions, tx: mpsc::Sender<L
                     }
                 }
             }
-            Err(error) => tracing::warn!(%error, "polling the scheduler DB failed"),
+            Err(error) => tracing::warn!(%error, "polling {} failed", P::WHAT),
         }
-        tokio::time::sleep(options.interval).await;
-    }
-}
-
-/// Remembers what was reported near a watermark.
-#[derive(Debug, Default)]
-struct Window {
-    mark: i64,
-    seen: HashMap<u64, i64>,
-}
-
-impl Window {
-    fn from(&self) -> i64 {
-        self.mark - TIME_MARGIN
-    }
-
-    fn advance(&mut self, to: i64) {
-        if to > self.mark {
-            self.mark = to;
-        }
-        let floor = self.from();
-        self.seen.retain(|_, time| *time >= floor);
-    }
-}
-
-enum Outcome {
-    Done(BuildResult),
-    Requeued,
-    Undetermined,
-}
-
-pub(crate) struct Poller {
-    pool: Pool,
-    last_build_id: u64,
-    started_seen: HashSet<u64>,
-    finished: Window,
-    completed: Window,
-}
-
-impl Poller {
-    pub(crate) async fn new(pool: Pool, options: &PollOptions) -> Result<Poller> {
-        let since = now_secs() - options.lookback.as_secs() as i64;
-        let mut conn = pool.get_conn().await?;
-        let last_build_id: Option<u64> = conn
-            .exec_first(
-                "SELECT COALESCE(MAX(id), 0) FROM builds WHERE start_time < ?",
-                (since,),
-            )
-            .await?;
-        drop(conn);
-        Ok(Poller {
-            pool,
-            last_build_id: last_build_id.unwrap_or(0),
-            started_seen: HashSet::new(),
-            finished: Window {
-                mark: since + TIME_MARGIN,
-                seen: HashMap::new(),
-            },
-            completed: Window {
-                mark: since + TIME_MARGIN,
-                seen: HashMap::new(),
-            },
-        })
-    }
-
-    pub(crate) async fn poll_once(&mut self) -> Result<Vec<LegacyEvent>> {
-        let mut events = self.poll_started().await?;
-        events.extend(self.poll_finished().await?);
-        events.extend(self.poll_completed().await?);
-        Ok(events)
-    }
-
-    async fn poll_started(&mut self) -> Result<Vec<LegacyEvent>> {
-        let floor = self.last_build_id.saturating_sub(ID_MARGIN);
-        let mut conn = self.pool.get_conn().await?;
-        let rows: Vec<(u64, u64, u64, String, Option<String>)> = conn
-            .exec(
-                "SELECT b.id, b.number, b.brid, br.buildername, br.claimed_by_name \
-                 FROM builds b JOIN buildrequests br ON br.id = b.brid \
-                 WHERE b.id > ? ORDER BY b.id LIMIT ?",
-                (floor, BATCH),
-            )
-            .await?;
-        drop(conn);
-        let mut groups: Vec<((String, u64), LegacyEvent)> = Vec::new();
-        for (id, number, brid, builder, master) in rows {
-            self.last_build_id = self.last_build_id.max(id);
-            if !self.started_seen.insert(id) {
-                continue;
-            }
-            let key = (builder.clone(), number);
-            match groups.iter_mut().find(|(k, _)| *k == key) {
-                Some((
-                    _,
-                    LegacyEvent::BuildStarted {
-                        build_request_ids,
-                        build_ids,
-                        ..
-                    },
-                )) => {
-                    build_request_ids.push(BuildRequestId(brid));
-                    build_ids.push(BuildId(id));
-                }
-                _ => groups.push((
-                    key,
-                    LegacyEvent::BuildStarted {
-                        build_request_ids: vec![BuildRequestId(brid)],
-                        builder,
-                        build_number: number,
-                        build_ids: vec![BuildId(id)],
-                        master,
-                        task_id: None,
-                        source: EventSource::DbPoll,
-                    },
-                )),
-            }
-        }
-        let floor = self.last_build_id.saturating_sub(ID_MARGIN);
-        self.started_seen.retain(|id| *id > floor);
-        Ok(groups.into_iter().map(|(_, event)| event).collect())
-    }
-
-    async fn poll_finished(&mut self) -> Result<Vec<LegacyEvent>> {
-        type Row = (
-            u64,
-            u64,
-            u64,
-            i64,
-            String,
-            Option<String>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<u64>,
-        );
-        let mut conn = self.pool.get_conn().await?;
-        let rows: Vec<Row> = conn
-            .exec(
-                "SELECT b.id, b.number, b.brid, b.finish_time, br.buildername, br.claimed_by_name, \
-                 br.complete, br.results, br.claimed_at, \
-                 (SELECT MAX(n.id) FROM builds n WHERE n.brid = b.brid) \
-                 FROM builds b JOIN buildrequests br ON br.id = b.brid \
-                 WHERE b.finish_time >= ? ORDER BY b.finish_time, b.id LIMIT ?",
-                (self.finished.from(), BATCH),
-            )
-            .await?;
-        drop(conn);
-
-        struct Group {
-            builder: String,
-            number: u64,
-            master: Option<String>,
-            rows: Vec<(u64, u64, i64, Outcome)>,
-        }
-        let mut groups: Vec<Group> = Vec::new();
-        for (id, number, brid, finish, builder, master, complete, results, claimed_at, newest) in
-            rows
-        {
-            if self.finished.seen.contains_key(&id) {
-                continue;
-            }
-            let claimed = claimed_at.unwrap_or(0) != 0;
-            let outcome = if newest.unwrap_or(id) > id || !claimed {
-                // Claimed again by a newer build, or back in the queue (and
-                // maybe cancelled there since): this build ended RETRY.
-                Outcome::Requeued
-            } else if complete.unwrap_or(0) != 0 {
-                Outcome::Done(
-                    results
-                        .and_then(BuildResult::from_code)
-                        .unwrap_or(BuildResult::Exception),
-                )
-            } else {
-                Outcome::Undetermined
-            };
-            match groups
-                .iter_mut()
-                .find(|g| g.builder == builder && g.number == number)
-            {
-                Some(group) => group.rows.push((id, brid, finish, outcome)),
-                None => groups.push(Group {
-                    builder,
-                    number,
-                    master,
-                    rows: vec![(id, brid, finish, outcome)],
-                }),
-            }
-        }
-
-        let mut events = Vec::new();
-        let mut deferred_floor: Option<i64> = None;
-        let mut highest = self.finished.mark;
-        for group in groups {
-            if group
-                .rows
-                .iter()
-                .any(|(_, _, _, outcome)| matches!(outcome, Outcome::Undetermined))
-            {
-                // The master set finish_time but has not completed or
-                // requeued the request yet: look again next time.
-                let earliest = group.rows.iter().map(|r| r.2).min().unwrap_or(highest);
-                deferred_floor = Some(deferred_floor.map_or(earliest, |f| f.min(earliest)));
-                continue;
-            }
-            let results = group
-                .rows
-                .iter()
-                .find_map(|(_, _, _, outcome)| match outcome {
-                    Outcome::Done(results) => Some(*results),
-                    _ => None,
-                })
-                .unwrap_or(BuildResult::Retry);
-            for (id, _, finish, _) in &group.rows {
-                self.finished.seen.insert(*id, *finish);
-                highest = highest.max(*finish);
-            }
-            events.push(LegacyEvent::BuildFinished {
-                build_request_ids: group.rows.iter().map(|r| BuildRequestId(r.1)).collect(),
-                builder: group.builder,
-                build_number: group.number,
-                build_ids: group.rows.iter().map(|r| BuildId(r.0)).collect(),
-                results,
-                master: group.master,
-                task_id: None,
-                properties: Default::default(),
-                log_url: None,
-                source: EventSource::DbPoll,
-            });
-            for (_, brid, _, outcome) in &group.rows {
-                if matches!(outcome, Outcome::Requeued) {
-                    events.push(LegacyEvent::RequestRequeued {
-                        build_request_id: BuildRequestId(*brid),
-                        source: EventSource::DbPoll,
-                    });
-                }
-            }
-        }
-        let mark = deferred_floor.map_or(highest, |floor| floor.min(highest));
-        self.finished.advance(mark);
-        Ok(events)
-    }
-
-    async fn poll_completed(&mut self) -> Result<Vec<LegacyEvent>> {
-        let mut conn = self.pool.get_conn().await?;
-        let rows: Vec<(u64, Option<i64>, Option<i64>, i64)> = conn
-            .exec(
-                "SELECT id, results, claimed_at, complete_at FROM buildrequests \
-                 WHERE complete = 1 AND complete_at >= ? ORDER BY complete_at, id LIMIT ?",
-                (self.completed.from(), BATCH),
-            )
-            .await?;
-        drop(conn);
-        let mut events = Vec::new();
-        let mut highest = self.completed.mark;
-        for (id, results, claimed_at, complete_at) in rows {
-            if self.completed.seen.contains_key(&id) {
-                continue;
-            }
-            self.completed.seen.insert(id, complete_at);
-            highest = highest.max(complete_at);
-            let claimed = claimed_at.unwrap_or(0) != 0;
-            let default = if claimed {
-                BuildResult::Exception
-            } else {
-                BuildResult::Cancelled
-            };
-            events.push(LegacyEvent::RequestCompleted {
-                build_request_id: BuildRequestId(id),
-                results: results.and_then(BuildResult::from_code).unwrap_or(default),
-                claimed,
-                source: EventSource::DbPoll,
-            });
-        }
-        self.completed.advance(highest);
-        Ok(events)
+        tokio::time::sleep(interval).await;
     }
 }

@@ -1,12 +1,15 @@
 #![doc = include_str!("../README.md")]
 
 mod builders;
+mod common;
 mod error;
 mod events;
 pub mod messages;
 mod rest;
+pub mod sandbox;
 mod scheduler_db;
 pub mod schema;
+pub mod script;
 pub mod simulator;
 pub mod testing;
 mod types;
@@ -17,13 +20,14 @@ use async_trait::async_trait;
 use futures::Stream;
 
 pub use crate::builders::BuilderSource;
+pub use crate::common::{PollOptions, PulseOptions};
 pub use crate::error::{LegacyError, Result, mask_url};
 pub use crate::events::EventStream;
 pub use crate::rest::{
     DEFAULT_PROPERTIES_PARAMETER, DEFAULT_SCHEDULER, REPORTER_BINDINGS, RestAuth, RestMaster,
     RestMasterConfig, SUBMITTED_AT_PROPERTY,
 };
-pub use crate::scheduler_db::{PollOptions, PulseOptions, SchedulerDb, SchedulerDbConfig};
+pub use crate::scheduler_db::{SchedulerDb, SchedulerDbConfig};
 pub use crate::types::{
     BuildId, BuildInfo, BuildRequestId, BuildRequestSpec, BuildResult, CancelOutcome, EventSource,
     FoundRequest, LegacyEvent, RequestState, SourceStamp, StopOutcome, StopTarget,

@@ -39,7 +39,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::types::{BuildId, BuildRequestId, BuildResult, EventSource, LegacyEvent};
+use crate::types::{BuildId, BuildRequestId, BuildResult, EventSource, LegacyEvent, SourceStamp};
 
 /// The exchange Mozilla's masters published build events to (the bridge's
 /// `bblistener.pulse_exchange`).
@@ -85,6 +85,78 @@ pub struct BuildSnapshot {
     pub reason: String,
     /// The uploaded log's URL (for `log_uploaded`).
     pub log_url: Option<String>,
+}
+
+impl BuildSnapshot {
+    /// A build starting on a 0.8 master, with the properties the master
+    /// gives every build: `buildername` (source `Builder`), `buildnumber`
+    /// and `master` (`Build`) and `slavename` (`BuildSlave`, the slave being
+    /// `<builder>-slave`). The builder's directory is its name.
+    pub fn start(builder: &str, number: u64, master: &str, start_time: i64) -> BuildSnapshot {
+        let slave = format!("{builder}-slave");
+        BuildSnapshot {
+            builder: builder.to_owned(),
+            dir: builder.to_owned(),
+            number,
+            properties: vec![
+                (
+                    "buildername".to_owned(),
+                    json!(builder),
+                    "Builder".to_owned(),
+                ),
+                ("buildnumber".to_owned(), json!(number), "Build".to_owned()),
+                ("master".to_owned(), json!(master), "Build".to_owned()),
+                (
+                    "slavename".to_owned(),
+                    json!(slave),
+                    "BuildSlave".to_owned(),
+                ),
+            ],
+            start_time: start_time as f64,
+            slave,
+            ..BuildSnapshot::default()
+        }
+    }
+
+    /// The same build serving request `id` (submitted at `submitted_at`),
+    /// with the request's properties as stored (name, value, source), those
+    /// of its source stamp (`branch` as stored, `revision`, `repository` and
+    /// `project` when set, source `Build`) and its buildset's reason.
+    pub fn serving(
+        mut self,
+        id: BuildRequestId,
+        submitted_at: i64,
+        properties: impl IntoIterator<Item = (String, Value, String)>,
+        sourcestamp: &SourceStamp,
+        reason: &str,
+    ) -> BuildSnapshot {
+        // The request's own first: where a name repeats, the master's value
+        // is the build's.
+        self.properties.splice(0..0, properties);
+        let stamp = [
+            ("branch", sourcestamp.branch.as_deref()),
+            ("revision", sourcestamp.revision.as_deref()),
+            ("repository", Some(sourcestamp.repository.as_str())),
+            ("project", Some(sourcestamp.project.as_str())),
+        ];
+        for (name, value) in stamp {
+            if let Some(value) = value.filter(|value| !value.is_empty()) {
+                self.properties
+                    .push((name.to_owned(), json!(value), "Build".to_owned()));
+            }
+        }
+        self.request_ids.push(id);
+        self.request_times.insert(id, submitted_at);
+        self.reason = reason.to_owned();
+        self
+    }
+
+    /// The finished build's properties as `name: [value, source]`: what
+    /// the adapter reads from its `log_uploaded` message (see
+    /// [`log_uploaded_message`]).
+    pub fn finished_properties(&self, statusdb_id: u64) -> BTreeMap<String, Value> {
+        properties_of(&as_dict(self, &postrun_properties(self, statusdb_id)))
+    }
 }
 
 /// The master identity carried in `_meta`.
@@ -192,14 +264,9 @@ pub fn finished_message(
     )
 }
 
-/// `build.<dir>.<n>.log_uploaded`, with the `postrun.py` properties
-/// `log_url`, `request_ids`, `request_times` and `statusdb_id`.
-pub fn log_uploaded_message(
-    exchange: &str,
-    build: &BuildSnapshot,
-    master: &MasterIdentity,
-    statusdb_id: u64,
-) -> bbb_pulse::Message {
+/// The properties `postrun.py` adds once the log is uploaded: `request_ids`,
+/// `request_times`, `statusdb_id` and `log_url`.
+fn postrun_properties(build: &BuildSnapshot, statusdb_id: u64) -> Vec<(String, Value, String)> {
     let source = "postrun.py".to_owned();
     let request_ids: Vec<u64> = build.request_ids.iter().map(|id| id.0).collect();
     let request_times: serde_json::Map<String, Value> = build
@@ -219,10 +286,21 @@ pub fn log_uploaded_message(
     if let Some(log_url) = &build.log_url {
         extra.push(("log_url".to_owned(), json!(log_url), source));
     }
+    extra
+}
+
+/// `build.<dir>.<n>.log_uploaded`, with the `postrun.py` properties
+/// `log_url`, `request_ids`, `request_times` and `statusdb_id`.
+pub fn log_uploaded_message(
+    exchange: &str,
+    build: &BuildSnapshot,
+    master: &MasterIdentity,
+    statusdb_id: u64,
+) -> bbb_pulse::Message {
     envelope(
         exchange,
         routing_key(&build.dir, build.number, "log_uploaded"),
-        json!({"build": as_dict(build, &extra)}),
+        json!({"build": as_dict(build, &postrun_properties(build, statusdb_id))}),
         master,
         statusdb_id.to_string(),
     )

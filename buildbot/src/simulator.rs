@@ -21,11 +21,12 @@
 //!    `request_times` and `log_url`).
 //!
 //! **Scripts.** A build's result and duration come from its properties,
-//! else from its [`SimBuilder`]: `sim_result` is a result name or code, or a
-//! comma-separated list (or JSON list) used one per attempt, the last one
-//! repeating (`"RETRY,SUCCESS"` retries once, then passes);
-//! `sim_duration_ms` is the run time in milliseconds, one value or a list
-//! per attempt in the same way (`"100,600000"`).
+//! else from its [`SimBuilder`], as the [`script`](crate::script) module
+//! says: `sim_result` is a result name or code, or a comma-separated list
+//! (or JSON list) used one per attempt, the last one repeating
+//! (`"RETRY,SUCCESS"` retries once, then passes); `sim_duration_ms` is the
+//! run time in milliseconds, one value or a list per attempt in the same way
+//! (`"100,600000"`).
 //!
 //! **Web.** It serves, on [`Simulator::web_url`]:
 //! - the 0.8 stop URL `POST /builders/<builder>/builds/<n>/stop`: the build
@@ -58,40 +59,19 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::common::now_secs;
 use crate::error::{LegacyError, Result};
 use crate::messages::{
     BuildSnapshot, DEFAULT_BUILD_EXCHANGE, MasterIdentity, finished_message, log_uploaded_message,
     started_message,
 };
-use crate::scheduler_db::{complete_buildset_if_done, now_secs, open_pool};
-use crate::types::{BuildRequestId, BuildResult};
+use crate::scheduler_db::{complete_buildset_if_done, open_pool};
+use crate::script::ScriptedBuilder;
+use crate::types::{BuildRequestId, BuildResult, SourceStamp};
 
-/// A builder the simulator serves, with its default script.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SimBuilder {
-    /// The builder's name (`buildrequests.buildername`); also its directory
-    /// name in routing keys.
-    pub name: String,
-    /// Builds it runs at once.
-    pub slots: usize,
-    /// Results of successive attempts of a request (the last repeats) when
-    /// the request has no `sim_result` property.
-    pub results: Vec<BuildResult>,
-    /// Run time when the request has no `sim_duration_ms` property.
-    pub duration: Duration,
-}
-
-impl SimBuilder {
-    /// A builder with 4 slots whose builds pass after 100 ms.
-    pub fn new(name: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            slots: 4,
-            results: vec![BuildResult::Success],
-            duration: Duration::from_millis(100),
-        }
-    }
-}
+/// A builder the simulator serves, with its default script: its name is
+/// `buildrequests.buildername` and its directory name in routing keys.
+pub type SimBuilder = ScriptedBuilder;
 
 /// Configuration of a [`Simulator`].
 #[derive(Clone, Debug)]
@@ -367,31 +347,6 @@ struct StartedBuild {
     stop: oneshot::Receiver<()>,
 }
 
-/// The item of a per-attempt script for `attempt`: a script is one value, a
-/// comma-separated list or a JSON list, one item per attempt, the last one
-/// repeating.
-fn script_item(value: &Value, attempt: usize) -> Option<String> {
-    let items: Vec<String> = match value {
-        Value::Array(items) => items
-            .iter()
-            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
-            .collect(),
-        Value::String(text) => text.split(',').map(str::to_owned).collect(),
-        Value::Number(n) => vec![n.to_string()],
-        _ => return None,
-    };
-    items.get(attempt).or(items.last()).cloned()
-}
-
-fn script_result(value: &Value, attempt: usize) -> Option<BuildResult> {
-    BuildResult::parse(&script_item(value, attempt)?)
-}
-
-fn script_duration(value: &Value, attempt: usize) -> Option<Duration> {
-    let ms = script_item(value, attempt)?.trim().parse().ok()?;
-    Some(Duration::from_millis(ms))
-}
-
 async fn claim_and_start(
     shared: &Arc<Shared>,
     builder: &SimBuilder,
@@ -442,63 +397,60 @@ async fn claim_and_start(
             (buildset_id,),
         )
         .await?;
-    let reason: Option<Option<String>> = tx
-        .exec_first("SELECT reason FROM buildsets WHERE id = ?", (buildset_id,))
+    type BuildsetRow = (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+    let buildset: Option<BuildsetRow> = tx
+        .exec_first(
+            "SELECT bs.reason, ss.branch, ss.revision, ss.repository, ss.project \
+             FROM buildsets bs LEFT JOIN sourcestamps ss ON ss.id = bs.sourcestampid \
+             WHERE bs.id = ?",
+            (buildset_id,),
+        )
         .await?;
     tx.commit().await?;
 
-    let mut props = Vec::new();
-    let mut result = None;
-    let mut duration = None;
-    let attempt = attempts.unwrap_or(0) as usize;
-    for (name, encoded) in properties {
-        let (value, source) = match serde_json::from_str::<Value>(&encoded) {
-            Ok(Value::Array(pair)) if pair.len() == 2 => (
-                pair[0].clone(),
-                pair[1].as_str().unwrap_or_default().to_owned(),
-            ),
-            _ => (Value::String(encoded), String::new()),
-        };
-        match name.as_str() {
-            "sim_result" => result = script_result(&value, attempt),
-            "sim_duration_ms" => duration = script_duration(&value, attempt),
-            _ => {}
-        }
-        props.push((name, value, source));
-    }
-    props.push((
-        "buildername".to_owned(),
-        json!(builder.name),
-        "Builder".to_owned(),
-    ));
-    props.push(("buildnumber".to_owned(), json!(number), "Build".to_owned()));
-    props.push((
-        "master".to_owned(),
-        json!(shared.master.name),
-        "Build".to_owned(),
-    ));
-    let result = result.unwrap_or_else(|| {
-        builder
-            .results
-            .get(attempt)
-            .or(builder.results.last())
-            .copied()
-            .unwrap_or(BuildResult::Success)
-    });
-    let snapshot = BuildSnapshot {
-        builder: builder.name.clone(),
-        dir: builder.name.clone(),
-        number,
-        properties: props,
-        request_ids: vec![BuildRequestId(brid)],
-        request_times: [(BuildRequestId(brid), submitted_at)].into_iter().collect(),
-        start_time: now as f64,
-        finish_time: None,
-        results: None,
-        slave: format!("{}-slave", builder.name),
-        reason: reason.flatten().unwrap_or_default(),
-        log_url: None,
+    let (reason, branch, revision, repository, project) = buildset.unwrap_or_default();
+    let sourcestamp = SourceStamp {
+        branch,
+        revision,
+        repository: repository.unwrap_or_default(),
+        project: project.unwrap_or_default(),
     };
+    let properties: Vec<(String, Value, String)> = properties
+        .into_iter()
+        .map(
+            |(name, encoded)| match serde_json::from_str::<Value>(&encoded) {
+                Ok(Value::Array(pair)) if pair.len() == 2 => (
+                    name,
+                    pair[0].clone(),
+                    pair[1].as_str().unwrap_or_default().to_owned(),
+                ),
+                _ => (name, Value::String(encoded), String::new()),
+            },
+        )
+        .collect();
+    let attempt = attempts.unwrap_or(0) as usize;
+    let (result, duration) = builder.script(
+        |name| {
+            properties
+                .iter()
+                .find(|(property, _, _)| property == name)
+                .map(|(_, value, _)| value)
+        },
+        attempt,
+    );
+    let snapshot = BuildSnapshot::start(&builder.name, number, &shared.master.name, now).serving(
+        BuildRequestId(brid),
+        submitted_at,
+        properties,
+        &sourcestamp,
+        &reason.unwrap_or_default(),
+    );
     let (stop_tx, stop_rx) = oneshot::channel();
     if let Ok(mut running) = shared.running.lock() {
         running.insert(
@@ -522,7 +474,7 @@ async fn claim_and_start(
         build_id,
         snapshot,
         result,
-        duration: duration.unwrap_or(builder.duration),
+        duration,
         stop: stop_rx,
     }))
 }
@@ -768,36 +720,5 @@ async fn selfserve_build_handler(
             tracing::warn!(build.id = id, %error, "self-serve stop failed");
             StatusCode::SERVICE_UNAVAILABLE.into_response()
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scripts_pick_per_attempt() {
-        let script = json!("RETRY,SUCCESS");
-        assert_eq!(script_result(&script, 0), Some(BuildResult::Retry));
-        assert_eq!(script_result(&script, 1), Some(BuildResult::Success));
-        assert_eq!(script_result(&script, 5), Some(BuildResult::Success));
-        assert_eq!(
-            script_result(&json!(["FAILURE"]), 0),
-            Some(BuildResult::Failure)
-        );
-        assert_eq!(script_result(&json!(4), 0), Some(BuildResult::Exception));
-        assert_eq!(
-            script_duration(&json!("250"), 0),
-            Some(Duration::from_millis(250))
-        );
-        let durations = json!("100,600000");
-        assert_eq!(
-            script_duration(&durations, 0),
-            Some(Duration::from_millis(100))
-        );
-        assert_eq!(
-            script_duration(&durations, 3),
-            Some(Duration::from_millis(600_000))
-        );
     }
 }

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bbb_bridge::{Bridge, BridgeSettings, DEFAULT_TASK_QUEUE, Metrics, QueueClient, TaskStatus};
+use bbb_buildbot::sandbox::{SandboxBuilder, SandboxConfig, SandboxMaster};
 use bbb_buildbot::{BuildRequestId, LegacyMaster, RequestState};
 use bbb_queue::testing::{TempDir, TestOptions, TestQueue};
 use bbb_reflector::{Reflector, ReflectorSettings};
-use bbb_scenarios::{SandboxBuilder, SandboxConfig, SandboxMaster};
 use bbb_state::{Resolution, RowState, StateDb};
 use serde_json::json;
 

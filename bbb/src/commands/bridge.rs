@@ -15,7 +15,7 @@ pub async fn run(file: &FileConfig, set: RoleSet) -> anyhow::Result<()> {
         );
     }
     let bus = bbb_pulse::Bus::connect(cfg.amqp_url.as_deref()).await?;
-    let master = roles::legacy_master(&cfg, &bus, None).await?;
+    let master = roles::legacy_master(&cfg, &bus).await?;
     let running = roles::start(&cfg, set, bus.clone(), master).await?;
     if let Some(addr) = running.metrics_addr {
         println!("bbb bridge running; metrics on http://{addr}/metrics");

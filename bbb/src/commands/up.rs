@@ -38,7 +38,7 @@ pub async fn run(file: FileConfig, data_dir: PathBuf, demo: bool) -> anyhow::Res
     bcfg.queue_root_url = running.root_url.clone();
     bcfg.queue_client_id = "root".into();
     bcfg.queue_access_token = token.clone();
-    let master = roles::legacy_master(&bcfg, &running.bus, None).await?;
+    let master = roles::legacy_master(&bcfg, &running.bus).await?;
     let bridge = roles::start(&bcfg, RoleSet::ALL, running.bus.clone(), master).await?;
 
     println!("bbb is up.");

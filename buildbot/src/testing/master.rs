@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::{TestDatabase, fresh_empty_database};
+use crate::common::{PollOptions, PulseOptions};
 use crate::error::{LegacyError, Result};
 use crate::rest::RestMasterConfig;
-use crate::scheduler_db::{PollOptions, PulseOptions};
 
 /// The master configuration the test masters run (`scripts/buildbot/master.cfg`).
 const MASTER_CFG: &str = include_str!("../../../scripts/buildbot/master.cfg");

@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
+use bbb_buildbot::sandbox::{Clock, SandboxBuilder, SandboxConfig, SandboxMaster, SandboxStats};
 use bbb_buildbot::{
     BuildId, BuildInfo, BuildRequestId, BuildRequestSpec, BuildResult, CancelOutcome, EventSource,
     LegacyError, LegacyEvent, LegacyEventStream, LegacyMaster, RequestState, SourceStamp,
     StopOutcome, StopTarget,
 };
-use bbb_scenarios::{Clock, SandboxBuilder, SandboxConfig, SandboxMaster, SandboxStats};
 use futures::StreamExt;
 use serde_json::{Value, json};
 

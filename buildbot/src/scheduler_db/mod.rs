@@ -1,77 +1,35 @@
-//! The Buildbot 0.8 scheduler-DB adapter.
+//! The Buildbot 0.8 scheduler-DB adapter, and its DB poller.
+
+mod poller;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Opts, Pool, TxOpts};
 
 use crate::builders::{BuilderCatalog, BuilderSource};
+use crate::common::{PollOptions, PulseOptions, buildset_reason, normalize_branch, now_secs};
 use crate::error::{LegacyError, Result, mask_url};
-use crate::events::{self, EventStream};
-use crate::messages::DEFAULT_BUILD_EXCHANGE;
+use crate::events::EventSources;
 use crate::types::{
     BuildId, BuildInfo, BuildRequestId, BuildRequestSpec, BuildResult, CancelOutcome, FoundRequest,
     RequestState, StopOutcome, StopTarget,
 };
 use crate::{LegacyEventStream, LegacyMaster};
 
-/// The reason text of every buildset bbb creates. Treeherder recognises
-/// bridged jobs by it and reads the task id from it: never change it.
-pub const REASON_PREFIX: &str = "Created by BBB for task ";
 /// The source written with every build property.
 pub const PROPERTY_SOURCE: &str = "bbb";
 /// Longest `buildset_properties.property_value` (a `varchar(1024)`).
 pub const MAX_PROPERTY_VALUE_LEN: usize = 1024;
-
-/// Events from Pulse: Mozilla's `exchange/build` messages.
-#[derive(Clone, Debug)]
-pub struct PulseOptions {
-    /// The bus the masters publish to.
-    pub bus: bbb_pulse::Bus,
-    /// The exchange ([`DEFAULT_BUILD_EXCHANGE`] unless the masters use another).
-    pub exchange: String,
-    /// The durable queue to consume from. Every bridge instance uses the same
-    /// name, so the instances share (compete for) the messages.
-    pub queue: String,
-    /// Deliveries held unsettled at once.
-    pub prefetch: u16,
-}
-
-impl PulseOptions {
-    /// Defaults: exchange `exchange/build`, queue `queue/bbb/buildbot-builds`,
-    /// prefetch 32.
-    pub fn new(bus: bbb_pulse::Bus) -> Self {
-        Self {
-            bus,
-            exchange: DEFAULT_BUILD_EXCHANGE.to_owned(),
-            queue: "queue/bbb/buildbot-builds".to_owned(),
-            prefetch: 32,
-        }
-    }
-}
-
-/// Events from polling the scheduler DB.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PollOptions {
-    /// Time between polls.
-    pub interval: Duration,
-    /// How far back the first poll looks: changes at most this old when the
-    /// stream starts are reported again, so a restarted consumer sees what
-    /// happened while it was down.
-    pub lookback: Duration,
-}
-
-impl Default for PollOptions {
-    fn default() -> Self {
-        Self {
-            interval: Duration::from_secs(5),
-            lookback: Duration::from_secs(3600),
-        }
-    }
-}
+/// Longest `buildset_properties.property_name` (a `varchar(256)`).
+pub const MAX_PROPERTY_NAME_LEN: usize = 256;
+/// The topic patterns the adapter binds its queue with on the masters'
+/// exchange: like Mozilla's bridge, it reads `started` and `log_uploaded`
+/// (only the latter names every request a finished build satisfied).
+pub const PULSE_BINDINGS: [&str; 2] = ["build.*.*.started", "build.*.*.log_uploaded"];
 
 /// Configuration of a [`SchedulerDb`].
 #[derive(Clone, Debug)]
@@ -131,13 +89,6 @@ struct Inner {
     http: reqwest::Client,
 }
 
-pub(crate) fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default()
-}
-
 /// Opens a pool on a MySQL URL, masking the URL in errors.
 pub(crate) fn open_pool(db_url: &str) -> Result<Pool> {
     let opts = Opts::from_url(db_url).map_err(|e| LegacyError::InvalidUrl {
@@ -145,18 +96,6 @@ pub(crate) fn open_pool(db_url: &str) -> Result<Pool> {
         reason: e.to_string(),
     })?;
     Ok(Pool::new(opts))
-}
-
-/// Mozilla's branch rule: strip trailing slashes; of a URL keep the path
-/// without its surrounding slashes.
-pub(crate) fn normalize_branch(branch: &str) -> String {
-    let branch = branch.trim_end_matches('/');
-    if branch.contains("://")
-        && let Ok(url) = url::Url::parse(branch)
-    {
-        return url.path().trim_matches('/').to_owned();
-    }
-    branch.to_owned()
 }
 
 /// Self-serve wants the short branch name: the last path component.
@@ -429,27 +368,7 @@ impl LegacyMaster for SchedulerDb {
         if !self.accepts_builder(&spec.buildername).await? {
             return Err(LegacyError::UnknownBuilder(spec.buildername.clone()));
         }
-        let mut properties = spec.properties.clone();
-        properties.insert(
-            "taskId".to_owned(),
-            serde_json::Value::String(spec.task_id.clone()),
-        );
-        let mut encoded = Vec::with_capacity(properties.len());
-        for (name, value) in &properties {
-            let text = serde_json::to_string(&serde_json::json!([value, PROPERTY_SOURCE]))?;
-            if text.chars().count() > MAX_PROPERTY_VALUE_LEN {
-                return Err(LegacyError::Invalid(format!(
-                    "property {name:?} is {} characters as JSON, the column holds {MAX_PROPERTY_VALUE_LEN}",
-                    text.chars().count()
-                )));
-            }
-            if name.chars().count() > 256 {
-                return Err(LegacyError::Invalid(format!(
-                    "property name {name:?} is longer than 256 characters"
-                )));
-            }
-            encoded.push((name.clone(), text));
-        }
+        let encoded = encode_properties(spec)?;
         let branch = spec.sourcestamp.branch.as_deref().map(normalize_branch);
 
         let mut conn = self.inner.pool.get_conn().await?;
@@ -471,7 +390,7 @@ impl LegacyMaster for SchedulerDb {
              VALUES (?, ?, ?, ?, 0)",
             (
                 format!("taskId:{}", spec.task_id),
-                format!("{REASON_PREFIX}{}", spec.task_id),
+                buildset_reason(&spec.task_id),
                 sourcestamp_id,
                 spec.submitted_at,
             ),
@@ -643,14 +562,44 @@ impl LegacyMaster for SchedulerDb {
     }
 
     async fn events(&self) -> Result<LegacyEventStream> {
-        let stream: EventStream = events::start(
-            self.inner.pool.clone(),
-            self.inner.config.pulse.clone(),
-            self.inner.config.poll.clone(),
-        )
-        .await?;
-        Ok(Box::pin(stream))
+        let mut sources = EventSources::new();
+        if let Some(pulse) = &self.inner.config.pulse {
+            sources.pulse(pulse, &PULSE_BINDINGS).await?;
+        }
+        if let Some(options) = &self.inner.config.poll {
+            let poller = poller::Poller::new(self.inner.pool.clone(), options).await?;
+            sources.poll(poller, options.interval);
+        }
+        Ok(Box::pin(sources.stream()))
     }
+}
+
+/// The request's properties as `buildset_properties` rows: each name with
+/// its value as the JSON `[value, "bbb"]`, `taskId` set to the task's id.
+/// What the 0.8 schema cannot hold is refused before anything is written.
+pub(crate) fn encode_properties(spec: &BuildRequestSpec) -> Result<Vec<(String, String)>> {
+    let mut properties = spec.properties.clone();
+    properties.insert(
+        "taskId".to_owned(),
+        serde_json::Value::String(spec.task_id.clone()),
+    );
+    let mut encoded = Vec::with_capacity(properties.len());
+    for (name, value) in properties {
+        let text = serde_json::to_string(&serde_json::json!([value, PROPERTY_SOURCE]))?;
+        if text.chars().count() > MAX_PROPERTY_VALUE_LEN {
+            return Err(LegacyError::Invalid(format!(
+                "property {name:?} is {} characters as JSON, the column holds {MAX_PROPERTY_VALUE_LEN}",
+                text.chars().count()
+            )));
+        }
+        if name.chars().count() > MAX_PROPERTY_NAME_LEN {
+            return Err(LegacyError::Invalid(format!(
+                "property name {name:?} is longer than {MAX_PROPERTY_NAME_LEN} characters"
+            )));
+        }
+        encoded.push((name, text));
+    }
+    Ok(encoded)
 }
 
 /// Marks the request's buildset complete once none of its requests is
@@ -688,18 +637,10 @@ pub(crate) async fn complete_buildset_if_done(
 
 #[cfg(test)]
 mod tests {
-    use super::{normalize_branch, short_branch};
+    use super::short_branch;
 
     #[test]
-    fn branches_are_normalized_like_mozilla() {
-        assert_eq!(
-            normalize_branch("https://hg.mozilla.org/integration/mozilla-inbound/"),
-            "integration/mozilla-inbound"
-        );
-        assert_eq!(
-            normalize_branch("releases/mozilla-beta/"),
-            "releases/mozilla-beta"
-        );
+    fn self_serve_takes_the_short_branch_name() {
         assert_eq!(
             short_branch("integration/mozilla-inbound"),
             "mozilla-inbound"

@@ -1,0 +1,220 @@
+//! The sandbox legacy master: a Buildbot 0.8 master played entirely in
+//! memory.
+//!
+//! [`SandboxMaster`] implements [`LegacyMaster`](crate::LegacyMaster)
+//! without a scheduler database, a message bus or a web server, so `bbb up`
+//! can run the bridge on a machine with nothing installed. It behaves like
+//! the [`Simulator`](crate::simulator::Simulator) observed through a
+//! [`SchedulerDb`](crate::SchedulerDb); see the crate README for the
+//! details.
+//!
+//! `config` holds what it is made of, `state` its in-memory scheduler DB,
+//! `scheduler` the task that starts and finishes builds, and `api` the
+//! `LegacyMaster` methods the bridge calls.
+
+mod api;
+mod config;
+mod scheduler;
+mod state;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::{Notify, broadcast, watch};
+use tokio::task::JoinHandle;
+
+pub use self::config::{Clock, RunningBuild, SandboxBuilder, SandboxConfig, SandboxStats};
+use self::state::{
+    BuilderState, Shared, State, Status, cancel_pending, encode_segment, stop_request,
+};
+use crate::types::{BuildId, BuildRequestId, CancelOutcome};
+
+/// The in-memory legacy master. Create it with [`SandboxMaster::start`]
+/// (inside a Tokio runtime); stop it with [`SandboxMaster::shutdown`], or
+/// drop it.
+pub struct SandboxMaster {
+    shared: Arc<Shared>,
+    scheduler: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl fmt::Debug for SandboxMaster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SandboxMaster")
+            .field("master", &self.shared.master_name)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SandboxMaster {
+    /// Starts the master's scheduler. It spawns Tokio tasks, so call it from
+    /// within a Tokio runtime.
+    pub async fn start(config: SandboxConfig) -> SandboxMaster {
+        let mut builders = HashMap::new();
+        let mut builder_names = Vec::new();
+        for builder in config.builders {
+            if !builders.contains_key(&builder.name) {
+                builder_names.push(builder.name.clone());
+                builders.insert(builder.name.clone(), BuilderState::new(builder));
+            }
+        }
+        let (events, _) = broadcast::channel(config.event_capacity.max(1));
+        let log_url_base = config
+            .log_url_base
+            .map(|base| base.trim_end_matches('/').to_owned())
+            .unwrap_or_else(|| format!("sandbox://{}", encode_segment(&config.master_name)));
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            master_name: config.master_name,
+            accept_any_builder: config.accept_any_builder,
+            builder_names,
+            log_url_base,
+            clock: config.clock,
+            state: Mutex::new(State {
+                next_brid: 1,
+                next_buildset: 1,
+                next_build_id: 1,
+                builders,
+                requests: HashMap::new(),
+                by_task: HashMap::new(),
+                running: HashMap::new(),
+                builds_by_number: HashMap::new(),
+                events: Some(events),
+                stats: SandboxStats::default(),
+                shut_down: false,
+            }),
+            wake: Notify::new(),
+            shutdown,
+        });
+        let scheduler = tokio::spawn(scheduler::schedule_loop(shared.clone(), shutdown_rx));
+        tracing::info!(master = %shared.master_name, builders = shared.builder_names.len(), accept_any_builder = shared.accept_any_builder, "sandbox legacy master started");
+        SandboxMaster {
+            shared,
+            scheduler: Mutex::new(Some(scheduler)),
+        }
+    }
+
+    /// The master's name.
+    pub fn master_name(&self) -> &str {
+        &self.shared.master_name
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> SandboxStats {
+        self.shared.lock().stats
+    }
+
+    /// Builds running now, oldest build id first.
+    pub fn running_builds(&self) -> Vec<RunningBuild> {
+        let state = self.shared.lock();
+        let mut builds: Vec<RunningBuild> = state
+            .running
+            .iter()
+            .map(|(build_id, entry)| RunningBuild {
+                build_request_id: BuildRequestId(entry.brid),
+                builder: entry.builder.clone(),
+                build_number: entry.number,
+                build_id: BuildId(*build_id),
+                start_time: entry.start_time,
+            })
+            .collect();
+        builds.sort_by_key(|build| build.build_id);
+        builds
+    }
+
+    /// A user cancelling the request on the Buildbot side (the master's web
+    /// page or self-serve): a pending request completes CANCELLED without a
+    /// build ([`CancelOutcome::Cancelled`]); a running one has its build
+    /// stopped, which then finishes CANCELLED ([`CancelOutcome::Requested`]);
+    /// a complete one is left alone ([`CancelOutcome::AlreadyComplete`]).
+    pub fn cancel_from_master(&self, id: BuildRequestId) -> CancelOutcome {
+        let mut state = self.shared.lock();
+        match state.requests.get(&id.0).map(|request| request.status) {
+            None => CancelOutcome::NotFound,
+            Some(Status::Complete { .. }) => CancelOutcome::AlreadyComplete,
+            Some(Status::Pending) => {
+                cancel_pending(&self.shared, &mut state, id.0);
+                tracing::info!(
+                    build_request.id = id.0,
+                    "sandbox request cancelled on the master"
+                );
+                CancelOutcome::Cancelled
+            }
+            Some(Status::Running { .. }) => {
+                let stopped = stop_request(&mut state, id.0);
+                tracing::info!(build_request.id = id.0, builds = ?stopped, "sandbox build stopped on the master");
+                CancelOutcome::Requested
+            }
+        }
+    }
+
+    /// The log of a build, by builder and build number: a short text saying
+    /// what ran and how it ended (`None` for an unknown build). Something
+    /// serving logs at [`SandboxConfig::log_url_base`] can answer with it.
+    pub fn build_log(&self, builder: &str, number: u64) -> Option<String> {
+        let state = self.shared.lock();
+        let brid = *state.builds_by_number.get(&(builder.to_owned(), number))?;
+        let request = state.requests.get(&brid)?;
+        let (attempt, build) = request
+            .builds
+            .iter()
+            .enumerate()
+            .find(|(_, build)| build.number == number)?;
+        let outcome = match build.results {
+            Some(results) => format!("finished {results}"),
+            None => "still running".to_owned(),
+        };
+        Some(format!(
+            "sandbox build {builder} #{number} (build id {}) on {}\n\
+             build request {brid}, task {}, attempt {}\n\
+             started at {}{}\n\
+             {outcome}\n",
+            build.build_id,
+            self.shared.master_name,
+            request.task_id,
+            attempt + 1,
+            build.start_time,
+            build
+                .finish_time
+                .map(|time| format!(", finished at {time}"))
+                .unwrap_or_default(),
+        ))
+    }
+
+    /// Stops the master: no build starts or finishes any more, and every
+    /// event stream ends once it has delivered what it buffered. Builds
+    /// still running are abandoned, as when a real master dies: their
+    /// requests stay claimed (`Running`). Requests can still be submitted,
+    /// cancelled and inspected, as in a scheduler DB whose master is down.
+    pub async fn shutdown(&self) {
+        self.close();
+        let scheduler = self
+            .scheduler
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(scheduler) = scheduler {
+            let _ = scheduler.await;
+        }
+    }
+
+    fn close(&self) {
+        {
+            let mut state = self.shared.lock();
+            if !state.shut_down {
+                state.shut_down = true;
+                state.events = None;
+                state.running.clear();
+                tracing::info!(master = %self.shared.master_name, "sandbox legacy master stopped");
+            }
+        }
+        self.shared.shutdown.send_replace(true);
+    }
+}
+
+impl Drop for SandboxMaster {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

@@ -609,7 +609,7 @@ async fn three_instances_of_each_role_survive_sigkill_with_one_build_request_per
         let runs: Vec<(&str, Option<&str>)> = status
             .runs
             .iter()
-            .map(|r| (r.state.as_str(), r.reason_resolved.as_deref()))
+            .map(|r| (r.state.as_str(), r.reason_resolved.map(|r| r.as_str())))
             .collect();
         if runs != script.expected_runs() {
             wrong.push(format!("task {i} {task_id} ({script:?}): runs {runs:?}"));

@@ -166,10 +166,13 @@ pub fn build_request_spec(
         buildername: payload.buildername.clone(),
         properties: payload.properties.clone(),
         sourcestamp: payload.sourcestamp.clone(),
+        // The queue validated the task's priority; a task without one (or
+        // from a queue that spells it otherwise) gets the default, `lowest`.
         priority: priority_for_task(
             task.get("priority")
                 .and_then(Value::as_str)
-                .unwrap_or("normal"),
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_default(),
         ),
         submitted_at: scheduled_ms.div_euclid(1000),
     }

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use bbb_tcvalues::{ExceptionReason, ReasonResolved, RunState, TaskState, UnknownValue};
 use serde_json::{Value, json};
 use taskcluster::{ClientBuilder, Credentials, Queue};
 
@@ -63,10 +64,10 @@ pub type TcResult<T> = std::result::Result<T, TcError>;
 pub struct RunInfo {
     /// The run id.
     pub run_id: u32,
-    /// `pending`, `running`, `completed`, `failed` or `exception`.
-    pub state: String,
+    /// Its state.
+    pub state: RunState,
     /// Why the run was resolved, if it was.
-    pub reason_resolved: Option<String>,
+    pub reason_resolved: Option<ReasonResolved>,
     /// When the run became pending (ms).
     pub scheduled: i64,
     /// The claim's `takenUntil` (ms), while running.
@@ -81,7 +82,7 @@ pub struct TaskStatus {
     /// The task queue, `provisionerId/workerType`.
     pub task_queue_id: String,
     /// The task's state (that of its last run, or `unscheduled`).
-    pub state: String,
+    pub state: TaskState,
     /// The task's deadline (ms).
     pub deadline: i64,
     /// The task's expiry (ms).
@@ -125,11 +126,14 @@ impl TaskStatus {
                     .get("state")
                     .and_then(Value::as_str)
                     .ok_or("a run has no state")?
-                    .to_owned(),
+                    .parse()
+                    .map_err(|e: UnknownValue| e.to_string())?,
                 reason_resolved: run
                     .get("reasonResolved")
                     .and_then(Value::as_str)
-                    .map(str::to_owned),
+                    .map(str::parse)
+                    .transpose()
+                    .map_err(|e: UnknownValue| e.to_string())?,
                 scheduled: run
                     .get("scheduled")
                     .and_then(Value::as_str)
@@ -144,7 +148,9 @@ impl TaskStatus {
         Ok(TaskStatus {
             task_id: str_field("taskId")?,
             task_queue_id,
-            state: str_field("state")?,
+            state: str_field("state")?
+                .parse()
+                .map_err(|e: UnknownValue| e.to_string())?,
             deadline: parse_time_ms(&str_field("deadline")?).ok_or("bad deadline")?,
             expires: parse_time_ms(&str_field("expires")?).ok_or("bad expires")?,
             runs,
@@ -284,7 +290,7 @@ impl QueueClient {
         &self,
         task_id: &str,
         run_id: u32,
-        reason: &str,
+        reason: ExceptionReason,
     ) -> TcResult<TaskStatus> {
         let answer = self
             .queue
@@ -462,11 +468,11 @@ mod tests {
         assert_eq!(status.task_queue_id, "buildbot-bridge/buildbot-bridge");
         assert_eq!(status.runs.len(), 2);
         assert_eq!(
-            status.run(0).unwrap().reason_resolved.as_deref(),
+            status.run(0).unwrap().reason_resolved.map(|r| r.as_str()),
             Some("worker-shutdown")
         );
         let run1 = status.run(1).unwrap();
-        assert_eq!(run1.state, "running");
+        assert_eq!(run1.state.as_str(), "running");
         assert_eq!(run1.taken_until, Some(run1.scheduled + 20 * 60 * 1000));
         assert_eq!(format_time_ms(run1.scheduled), "2026-11-28T10:05:00.000Z");
     }

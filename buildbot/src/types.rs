@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use bbb_tcvalues::Priority;
 use serde::{Deserialize, Serialize};
 
 /// A build request id: `buildrequests.id` in a 0.8 scheduler DB (a "brid").
@@ -168,12 +169,12 @@ pub struct BuildRequestSpec {
 /// levels below `medium` do not go below 0 because `lowest` is the queue's
 /// default priority: a task that says nothing must not rank behind every
 /// request the masters' own schedulers make.
-pub fn priority_for_task(task_priority: &str) -> i32 {
+pub fn priority_for_task(task_priority: Priority) -> i32 {
     match task_priority {
-        "highest" => 3,
-        "very-high" => 2,
-        "high" => 1,
-        _ => 0,
+        Priority::Highest => 3,
+        Priority::VeryHigh => 2,
+        Priority::High => 1,
+        Priority::Medium | Priority::Low | Priority::VeryLow | Priority::Lowest => 0,
     }
 }
 

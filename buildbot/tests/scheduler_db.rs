@@ -27,7 +27,7 @@ async fn submit_writes_the_rows_mozilla_masters_expect() {
         "fQ3nBhLXRgKMLkL0nHh0Pw",
         "Linux x86-64 mozilla-inbound build",
     );
-    spec.priority = bbb_buildbot::priority_for_task("high");
+    spec.priority = bbb_buildbot::priority_for_task(bbb_tcvalues::Priority::High);
     spec.properties
         .insert("nested".to_owned(), serde_json::json!({"a": [1, 2]}));
     let brid = master.submit(&spec).await.unwrap();

@@ -163,12 +163,9 @@ pub async fn handle_message(bridge: &Bridge, kind: &str, body: &Value) -> Bridge
             bridge.task_pending(&task_id, run_id, Some(status)).await
         }
         "task-exception" => {
-            let reason = status
-                .run(run_id)
-                .and_then(|r| r.reason_resolved.clone())
-                .unwrap_or_default();
+            let reason = status.run(run_id).and_then(|r| r.reason_resolved);
             bridge
-                .task_exception(&status.task_id, run_id, &reason, status.deadline)
+                .task_exception(&status.task_id, run_id, reason, status.deadline)
                 .await
         }
         other => Err(BridgeError::BadMessage(format!("unexpected kind {other}"))),

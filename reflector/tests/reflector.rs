@@ -150,7 +150,10 @@ async fn a_task_whose_messages_were_all_lost_is_adopted_run_reclaimed_and_resolv
     let row = env
         .pass_until(&task_id, "running", |r| r.state == RowState::Running)
         .await;
-    assert_eq!(env.status(&task_id).await.run(0).unwrap().state, "running");
+    assert_eq!(
+        env.status(&task_id).await.run(0).unwrap().state.as_str(),
+        "running"
+    );
     let first_claim = row.taken_until.unwrap();
 
     // Within the reclaim window (claim timeout 300 s < window 600 s): reclaimed.
@@ -166,7 +169,7 @@ async fn a_task_whose_messages_were_all_lost_is_adopted_run_reclaimed_and_resolv
         .await;
     assert_eq!(row.resolution, Some(Resolution::Completed));
     assert_eq!(
-        env.status(&task_id).await.run(0).unwrap().state,
+        env.status(&task_id).await.run(0).unwrap().state.as_str(),
         "completed"
     );
     assert!(matches!(

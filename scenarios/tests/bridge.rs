@@ -231,8 +231,11 @@ async fn a_retried_build_continues_on_the_same_build_request_in_the_next_run(kin
     env.cause_retry(&task_id).await;
     let status = env.wait_run(&task_id, 1, "completed", None).await;
     let run0 = status.run(0).unwrap();
-    assert_eq!(run0.state, "exception");
-    assert_eq!(run0.reason_resolved.as_deref(), Some("worker-shutdown"));
+    assert_eq!(run0.state.as_str(), "exception");
+    assert_eq!(
+        run0.reason_resolved.map(|r| r.as_str()),
+        Some("worker-shutdown")
+    );
     assert_eq!(status.runs.len(), 2);
     let requests = env.requests(&task_id).await;
     assert_eq!(
@@ -302,7 +305,10 @@ async fn next_build_runs_run_1(
     .await;
     let report = reflector.pass().await;
     assert_eq!(report.errors, 0, "{report:?}");
-    assert_eq!(env.status(task_id).await.run(1).unwrap().state, "running");
+    assert_eq!(
+        env.status(task_id).await.run(1).unwrap().state.as_str(),
+        "running"
+    );
     let row1 = env.state.get(task_id, 1).await.unwrap().unwrap();
     assert_eq!(row1.state, RowState::Running, "{row1:?}");
     assert_ne!(row1.build_number, first.number, "{row1:?}");
@@ -355,7 +361,7 @@ async fn a_stale_view_of_a_retried_run_leaves_its_next_build_alone(kind: MasterK
     );
     let status = env.status(&task_id).await;
     let run1 = status.run(1).expect("run 1 exists");
-    assert_eq!(run1.state, "pending", "{outcomes:?}: {status:#?}");
+    assert_eq!(run1.state.as_str(), "pending", "{outcomes:?}: {status:#?}");
     let row1 = env.state.get(&task_id, 1).await.unwrap().unwrap();
     assert_eq!(row1.state, RowState::Requested, "{row1:?}");
     assert_eq!(row1.build_request_id, Some(brid.0 as i64));
@@ -384,11 +390,18 @@ async fn a_retry_seen_before_its_build_start_still_retries_the_run(kind: MasterK
     let status = env.status(&task_id).await;
     let run0 = status.run(0).unwrap();
     assert_eq!(
-        (run0.state.as_str(), run0.reason_resolved.as_deref()),
+        (
+            run0.state.as_str(),
+            run0.reason_resolved.map(|r| r.as_str())
+        ),
         ("exception", Some("worker-shutdown")),
         "{status:#?}"
     );
-    assert_eq!(status.run(1).unwrap().state, "pending", "{status:#?}");
+    assert_eq!(
+        status.run(1).unwrap().state.as_str(),
+        "pending",
+        "{status:#?}"
+    );
     let row0 = env.state.get(&task_id, 0).await.unwrap().unwrap();
     assert_eq!(row0.build_number, first.number, "{row0:?}");
 
@@ -460,9 +473,9 @@ async fn cancelling_a_pending_task_cancels_its_build_request(kind: MasterKind) {
     .await;
     let status = env.status(&task_id).await;
     assert_eq!(status.runs.len(), 1);
-    assert_eq!(status.run(0).unwrap().state, "exception");
+    assert_eq!(status.run(0).unwrap().state.as_str(), "exception");
     assert_eq!(
-        status.run(0).unwrap().reason_resolved.as_deref(),
+        status.run(0).unwrap().reason_resolved.map(|r| r.as_str()),
         Some("canceled")
     );
     env.stop().await;
@@ -488,7 +501,7 @@ async fn cancelling_a_running_task_stops_its_build(kind: MasterKind) {
     let status = env.status(&task_id).await;
     assert_eq!(status.runs.len(), 1);
     assert_eq!(
-        status.run(0).unwrap().reason_resolved.as_deref(),
+        status.run(0).unwrap().reason_resolved.map(|r| r.as_str()),
         Some("canceled")
     );
     env.stop().await;
@@ -774,14 +787,20 @@ async fn the_reflector_catches_up_a_missed_build_start_and_cancel(kind: MasterKi
         matches!(s, RequestState::Running { builds, .. } if builds.iter().any(|b| b.finish_time.is_none()))
     })
     .await;
-    assert_eq!(env.status(&task_id).await.run(0).unwrap().state, "pending");
+    assert_eq!(
+        env.status(&task_id).await.run(0).unwrap().state.as_str(),
+        "pending"
+    );
     let report = reflector.pass().await;
     assert!(report.repaired >= 1, "{report:?}");
     assert_eq!(report.errors, 0, "{report:?}");
     let row = env.state.get(&task_id, 0).await.unwrap().unwrap();
     assert_eq!(row.state, RowState::Running, "{row:?}");
     assert!(row.build_number.is_some());
-    assert_eq!(env.status(&task_id).await.run(0).unwrap().state, "running");
+    assert_eq!(
+        env.status(&task_id).await.run(0).unwrap().state.as_str(),
+        "running"
+    );
 
     env.client.cancelTask(&task_id).await.unwrap();
     let report = reflector.pass().await;
@@ -799,7 +818,10 @@ async fn the_reflector_catches_up_a_missed_finish_with_its_properties(kind: Mast
     let script = with(json!({"who": "me"}), kind.script_success());
     let (task_id, brid) = inject_by_hand(&env, kind, script).await;
     env.wait_complete(brid, BuildResult::Success).await;
-    assert_eq!(env.status(&task_id).await.run(0).unwrap().state, "pending");
+    assert_eq!(
+        env.status(&task_id).await.run(0).unwrap().state.as_str(),
+        "pending"
+    );
     let report = reflector.pass().await;
     assert!(report.repaired >= 1, "{report:?}");
     assert_eq!(report.errors, 0, "{report:?}");
@@ -807,7 +829,7 @@ async fn the_reflector_catches_up_a_missed_finish_with_its_properties(kind: Mast
     assert_eq!(row.state, RowState::Resolved, "{row:?}");
     assert_eq!(row.resolution, Some(Resolution::Completed));
     assert_eq!(
-        env.status(&task_id).await.run(0).unwrap().state,
+        env.status(&task_id).await.run(0).unwrap().state.as_str(),
         "completed"
     );
     let props = properties_json(&env, &task_id).await;
@@ -873,6 +895,9 @@ async fn ignored_builders_are_left_alone(kind: MasterKind) {
     // No row, no request, no claim: still pending.
     assert!(env.state.rows_for_task(&ignored).await.unwrap().is_empty());
     assert!(env.requests(&ignored).await.is_empty());
-    assert_eq!(env.status(&ignored).await.run(0).unwrap().state, "pending");
+    assert_eq!(
+        env.status(&ignored).await.run(0).unwrap().state.as_str(),
+        "pending"
+    );
     env.stop().await;
 }

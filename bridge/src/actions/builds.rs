@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use bbb_buildbot::{BuildRequestId, BuildResult, LegacyEvent, RequestState};
 use bbb_state::{MappingRow, Resolution, RowState, StartedBuild};
+use bbb_tcvalues::{ExceptionReason, ReasonResolved, RunState};
 use serde_json::Value;
 use tracing::{debug, info, warn};
 
@@ -289,7 +290,7 @@ impl Bridge {
         }
         let status = match self
             .queue
-            .report_exception(task_id, run_id, "worker-shutdown")
+            .report_exception(task_id, run_id, ExceptionReason::WorkerShutdown)
             .await
         {
             Ok(status) => status,
@@ -306,7 +307,7 @@ impl Bridge {
         let next = status.runs.iter().find(|r| r.run_id > run_id);
         match (this, next) {
             (Some(this), Some(next))
-                if this.reason_resolved.as_deref() == Some("worker-shutdown") =>
+                if this.reason_resolved == Some(ReasonResolved::WorkerShutdown) =>
             {
                 let change = self
                     .state
@@ -437,11 +438,13 @@ impl Bridge {
                     .await?;
                 return Ok(Outcome::AlreadyResolved);
             }
-            Some(run) if run.state == "pending" => match self.queue.claim(task_id, run_id).await {
-                Ok(_) => {}
-                Err(e) if e.is_conflict() => return self.settle_with_queue(row, brid).await,
-                Err(e) => return Err(e.into()),
-            },
+            Some(run) if run.state == RunState::Pending => {
+                match self.queue.claim(task_id, run_id).await {
+                    Ok(_) => {}
+                    Err(e) if e.is_conflict() => return self.settle_with_queue(row, brid).await,
+                    Err(e) => return Err(e.into()),
+                }
+            }
             Some(_) => {}
             None => return Ok(Outcome::NoSuchRun),
         }
@@ -473,7 +476,7 @@ impl Bridge {
             ),
             BuildResult::Exception => (
                 self.queue
-                    .report_exception(task_id, run_id, "internal-error")
+                    .report_exception(task_id, run_id, ExceptionReason::InternalError)
                     .await,
                 Resolution::Exception,
                 "exception/internal-error",
@@ -482,7 +485,7 @@ impl Bridge {
             // failed, and nothing a retry would change.
             BuildResult::Skipped => (
                 self.queue
-                    .report_exception(task_id, run_id, "resource-unavailable")
+                    .report_exception(task_id, run_id, ExceptionReason::ResourceUnavailable)
                     .await,
                 Resolution::Exception,
                 "exception/resource-unavailable",

@@ -3,6 +3,7 @@
 
 use bbb_buildbot::{BuildRequestId, RequestState, StopTarget};
 use bbb_state::{NewSlot, Resolution, RowState, SlotClaim};
+use bbb_tcvalues::ReasonResolved;
 use tracing::info;
 
 use super::{Bridge, BridgeResult, Outcome};
@@ -18,12 +19,14 @@ impl Bridge {
         &self,
         task_id: &str,
         run_id: u32,
-        reason: &str,
+        reason: Option<ReasonResolved>,
         deadline: i64,
     ) -> BridgeResult<Outcome> {
         let resolution = match reason {
-            "canceled" => Resolution::Canceled,
-            "deadline-exceeded" | "claim-expired" => Resolution::Exception,
+            Some(ReasonResolved::Canceled) => Resolution::Canceled,
+            Some(ReasonResolved::DeadlineExceeded | ReasonResolved::ClaimExpired) => {
+                Resolution::Exception
+            }
             _ => return Ok(Outcome::NothingToDo),
         };
         let now = self.now();
@@ -63,7 +66,7 @@ impl Bridge {
         self.state
             .mark_resolved(task_id, row.run_id, resolution, self.now())
             .await?;
-        info!(task.id = task_id, run.id = run_id, reason, build_request.id = ?row.build_request_id,
+        info!(task.id = task_id, run.id = run_id, reason = reason.map(|r| r.as_str()), build_request.id = ?row.build_request_id,
               "build request cancelled or build stopped");
         Ok(Outcome::Cancelled)
     }

@@ -20,6 +20,7 @@ use bbb_buildbot::{LegacyError, LegacyMaster};
 use tracing::{Instrument, debug};
 
 use bbb_state::{MappingRow, Resolution, StateDb};
+use bbb_tcvalues::{ReasonResolved, RunState};
 
 mod builds;
 mod exception;
@@ -148,16 +149,16 @@ impl std::fmt::Debug for Bridge {
 pub use crate::outcome::Outcome;
 
 fn resolution_of(run: &RunInfo) -> Resolution {
-    match (run.state.as_str(), run.reason_resolved.as_deref()) {
-        ("completed", _) => Resolution::Completed,
-        ("failed", _) => Resolution::Failed,
-        (_, Some("canceled")) => Resolution::Canceled,
+    match (run.state, run.reason_resolved) {
+        (RunState::Completed, _) => Resolution::Completed,
+        (RunState::Failed, _) => Resolution::Failed,
+        (_, Some(ReasonResolved::Canceled)) => Resolution::Canceled,
         _ => Resolution::Exception,
     }
 }
 
 fn is_resolved(run: &RunInfo) -> bool {
-    !matches!(run.state.as_str(), "pending" | "running")
+    run.state.is_resolved()
 }
 
 fn run_u32(row: &MappingRow) -> u32 {

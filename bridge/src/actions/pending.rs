@@ -3,6 +3,7 @@
 
 use bbb_buildbot::{BuildRequestId, CancelOutcome, LegacyError, RequestState, StopTarget};
 use bbb_state::{Change, MappingRow, NewSlot, Resolution, RowState, SlotClaim};
+use bbb_tcvalues::ExceptionReason;
 use serde_json::Value;
 use tracing::{info, warn};
 
@@ -278,7 +279,7 @@ impl Bridge {
         }
         match self
             .queue
-            .report_exception(task_id, run_id, "malformed-payload")
+            .report_exception(task_id, run_id, ExceptionReason::MalformedPayload)
             .await
         {
             Ok(_) => {}

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use bbb_buildbot::{BuildRequestId, RequestState};
 use bbb_state::{MappingRow, Resolution, RowState, StartedBuild};
+use bbb_tcvalues::RunState;
 use tracing::{info, warn};
 
 use super::{Bridge, BridgeResult, Outcome, is_resolved, resolution_of, run_u32};
@@ -24,7 +25,7 @@ impl Bridge {
         let Some(run) = status.run(run_u32(row)) else {
             return Ok(Outcome::NoSuchRun);
         };
-        if run.state != "running" || status.deadline <= self.now() {
+        if run.state != RunState::Running || status.deadline <= self.now() {
             self.metrics
                 .inc("bbb_bridge_reclaims_total", "outcome=\"not-running\"");
             return self.settle_with_queue(row, brid).await;
@@ -131,7 +132,7 @@ impl Bridge {
             (Err(e), _) | (_, Err(e)) => return Err(e.into()),
         };
         match status.run(run_u32(row)) {
-            Some(run) if run.state == "pending" => self.inject(row, &task, run).await,
+            Some(run) if run.state == RunState::Pending => self.inject(row, &task, run).await,
             Some(run) => {
                 let resolution = if is_resolved(run) {
                     resolution_of(run)

@@ -425,7 +425,8 @@ impl Env {
     ) -> TaskStatus {
         self.wait_status(task_id, &format!("run {run_id} {state} {reason:?}"), |s| {
             s.run(run_id).is_some_and(|r| {
-                r.state == state && (reason.is_none() || r.reason_resolved.as_deref() == reason)
+                r.state.as_str() == state
+                    && (reason.is_none() || r.reason_resolved.map(|r| r.as_str()) == reason)
             })
         })
         .await

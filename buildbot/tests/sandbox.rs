@@ -634,14 +634,7 @@ async fn stop_build_by_build_id_and_when_nothing_runs() -> anyhow::Result<()> {
 async fn a_build_is_ended_with_a_result_by_hand() -> anyhow::Result<()> {
     let master = SandboxMaster::start(config([fast("linux.build")])).await;
     let mut events = master.events().await?;
-    let brid = master
-        .submit(&spec(
-            "T-ended",
-            "linux.build",
-            &[("sim_duration_ms", json!(FOREVER_MS))],
-        ))
-        .await?;
-    until(&mut events, is_started(brid)).await;
+    let brid = block_slot(&master, &mut events, "linux.build").await;
     assert_eq!(
         master.end_build(StopTarget::Build(BuildId(4242)), BuildResult::Success),
         StopOutcome::NotRunning
@@ -659,14 +652,7 @@ async fn a_build_is_ended_with_a_result_by_hand() -> anyhow::Result<()> {
     );
 
     // A stop wins over an end by hand.
-    let stopped = master
-        .submit(&spec(
-            "T-stopped",
-            "linux.build",
-            &[("sim_duration_ms", json!(FOREVER_MS))],
-        ))
-        .await?;
-    until(&mut events, is_started(stopped)).await;
+    let stopped = block_slot(&master, &mut events, "linux.build").await;
     master.stop_build(StopTarget::Request(stopped)).await?;
     master.end_build(StopTarget::Request(stopped), BuildResult::Success);
     assert_eq!(

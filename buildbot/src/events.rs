@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use crate::common::PulseOptions;
 use crate::error::Result;
 use crate::messages::parse_build_message;
-use crate::types::LegacyEvent;
+use crate::types::{BuildRequestId, BuildResult, EventSource, LegacyEvent};
 
 /// Events buffered between the sources and the consumer.
 const BUFFER: usize = 1024;
@@ -51,6 +51,28 @@ pub(crate) trait PollSource: Send + 'static {
 
     /// One poll.
     fn poll_once(&mut self) -> impl Future<Output = Result<Vec<LegacyEvent>>> + Send;
+}
+
+/// A request found complete by a poll: its result code, or, without a
+/// known one, EXCEPTION when a build ran it (`claimed`) and CANCELLED when
+/// none did.
+pub(crate) fn polled_completion(
+    id: BuildRequestId,
+    code: Option<i64>,
+    claimed: bool,
+    source: EventSource,
+) -> LegacyEvent {
+    let default = if claimed {
+        BuildResult::Exception
+    } else {
+        BuildResult::Cancelled
+    };
+    LegacyEvent::RequestCompleted {
+        build_request_id: id,
+        results: code.and_then(BuildResult::from_code).unwrap_or(default),
+        claimed,
+        source,
+    }
 }
 
 /// The sources of one [`EventStream`], started one by one.

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use bbb_buildbot::sandbox::{Clock, SandboxBuilder, SandboxConfig, SandboxMaster, SandboxStats};
+use bbb_buildbot::sandbox::{
+    Clock, SandboxBuilder, SandboxConfig, SandboxMaster, SandboxStats, StoredRequest,
+};
 use bbb_buildbot::{
     BuildId, BuildInfo, BuildRequestId, BuildRequestSpec, BuildResult, CancelOutcome, EventSource,
     LegacyError, LegacyEvent, LegacyEventStream, LegacyMaster, RequestState, SourceStamp,
@@ -625,6 +627,163 @@ async fn stop_build_by_build_id_and_when_nothing_runs() -> anyhow::Result<()> {
         master.stop_build(StopTarget::Request(blocker)).await?,
         StopOutcome::NotRunning
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_build_is_ended_with_a_result_by_hand() -> anyhow::Result<()> {
+    let master = SandboxMaster::start(config([fast("linux.build")])).await;
+    let mut events = master.events().await?;
+    let brid = block_slot(&master, &mut events, "linux.build").await;
+    assert_eq!(
+        master.end_build(StopTarget::Build(BuildId(4242)), BuildResult::Success),
+        StopOutcome::NotRunning
+    );
+    assert_eq!(
+        master.end_build(StopTarget::Request(brid), BuildResult::Warnings),
+        StopOutcome::Requested(vec![BuildId(1)])
+    );
+    let seen = about(&until(&mut events, is_completed(brid)).await, brid);
+    assert_eq!(kinds(&seen), ["finished:WARNINGS", "completed:WARNINGS"]);
+    assert_eq!(master.stats().stopped, 0);
+    assert_eq!(
+        master.end_build(StopTarget::Request(brid), BuildResult::Success),
+        StopOutcome::NotRunning
+    );
+
+    // A stop wins over an end by hand.
+    let stopped = block_slot(&master, &mut events, "linux.build").await;
+    master.stop_build(StopTarget::Request(stopped)).await?;
+    master.end_build(StopTarget::Request(stopped), BuildResult::Success);
+    assert_eq!(
+        completed_result(&until(&mut events, is_completed(stopped)).await, stopped),
+        Some(BuildResult::Cancelled)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn merged_requests_run_as_one_build() -> anyhow::Result<()> {
+    let master = SandboxMaster::start(config([
+        fast("offline").with_slots(0),
+        fast("other").with_slots(0),
+    ]))
+    .await;
+    let mut events = master.events().await?;
+    let forever = [("sim_duration_ms", json!(FOREVER_MS))];
+    let a = master.submit(&spec("T-a", "offline", &forever)).await?;
+    let b = master.submit(&spec("T-b", "offline", &[])).await?;
+    let elsewhere = master.submit(&spec("T-c", "other", &[])).await?;
+    // Requests of two builders, or one that is not pending, are refused.
+    assert!(master.start_merged_build(&[a, elsewhere]).is_err());
+    assert!(
+        master
+            .start_merged_build(&[a, BuildRequestId(4242)])
+            .is_err()
+    );
+    assert!(master.start_merged_build(&[]).is_err());
+    assert!(matches!(
+        master.request_state(a).await?,
+        RequestState::Pending { .. }
+    ));
+
+    assert_eq!(master.start_merged_build(&[a, b])?, 0);
+    let seen = until(&mut events, is_started(b)).await;
+    let LegacyEvent::BuildStarted {
+        build_request_ids,
+        build_number,
+        build_ids,
+        task_id,
+        ..
+    } = seen.last().unwrap()
+    else {
+        panic!("not a start: {seen:?}");
+    };
+    assert_eq!(build_request_ids, &[a, b]);
+    assert_eq!(*build_number, 0);
+    assert_eq!(build_ids, &[BuildId(1), BuildId(2)]);
+    assert_eq!(task_id.as_deref(), Some("T-a"));
+    for (brid, id) in [(a, 1), (b, 2)] {
+        assert!(matches!(
+            master.request_state(brid).await?,
+            RequestState::Running { builds, .. } if builds.len() == 1 && builds[0].number == 0 && builds[0].build_id == BuildId(id)
+        ));
+    }
+    assert_eq!(master.running_builds().len(), 2);
+    // A running request cannot be merged again.
+    assert!(master.start_merged_build(&[b]).is_err());
+
+    // Ending it through either request ends the one build, for both.
+    assert_eq!(
+        master.end_build(StopTarget::Request(b), BuildResult::Success),
+        StopOutcome::Requested(vec![BuildId(2)])
+    );
+    let seen = until(&mut events, is_completed(b)).await;
+    let finishes: Vec<&LegacyEvent> = seen
+        .iter()
+        .filter(|event| matches!(event, LegacyEvent::BuildFinished { .. }))
+        .collect();
+    assert_eq!(finishes.len(), 1, "{seen:?}");
+    let LegacyEvent::BuildFinished {
+        build_request_ids,
+        build_ids,
+        properties,
+        ..
+    } = finishes[0]
+    else {
+        unreachable!()
+    };
+    assert_eq!(build_request_ids, &[a, b]);
+    assert_eq!(build_ids, &[BuildId(1), BuildId(2)]);
+    assert_eq!(properties["request_ids"], json!([[1, 2], "postrun.py"]));
+    assert_eq!(completed_result(&seen, a), Some(BuildResult::Success));
+    assert_eq!(completed_result(&seen, b), Some(BuildResult::Success));
+    for brid in [a, b] {
+        assert!(matches!(
+            master.request_state(brid).await?,
+            RequestState::Complete {
+                results: BuildResult::Success,
+                ..
+            }
+        ));
+    }
+    assert_eq!(master.stats().started, 1);
+    assert_eq!(master.stats().finished, 1);
+    assert!(master.running_builds().is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn stored_requests_show_what_a_scheduler_db_holds() -> anyhow::Result<()> {
+    let master = SandboxMaster::start(config([fast("offline").with_slots(0)])).await;
+    let mut request = spec("T-stored", "offline", &[("product", json!("firefox"))]);
+    request.priority = 1;
+    request.sourcestamp.branch =
+        Some("https://hg.mozilla.org/integration/mozilla-inbound/".to_owned());
+    let brid = master.submit(&request).await?;
+    assert_eq!(
+        master.stored_request(brid),
+        Some(StoredRequest {
+            build_request_id: brid,
+            buildset_id: 1,
+            task_id: "T-stored".to_owned(),
+            buildername: "offline".to_owned(),
+            reason: "Created by BBB for task T-stored".to_owned(),
+            priority: 1,
+            submitted_at: NOW,
+            properties: [
+                ("product".to_owned(), json!("firefox")),
+                ("taskId".to_owned(), json!("T-stored")),
+            ]
+            .into_iter()
+            .collect(),
+            sourcestamp: SourceStamp {
+                branch: Some("integration/mozilla-inbound".to_owned()),
+                ..SourceStamp::default()
+            },
+        })
+    );
+    assert_eq!(master.stored_request(BuildRequestId(4242)), None);
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use super::RestMaster;
 use super::client::{RestBuild, results_or, rows};
 use crate::common::{PollOptions, now_secs};
 use crate::error::Result;
-use crate::events::PollSource;
+use crate::events::{PollSource, polled_completion};
 use crate::types::{BuildId, BuildRequestId, BuildResult, EventSource, LegacyEvent};
 
 /// Rows fetched per REST call while polling.
@@ -242,17 +242,12 @@ impl RestPoller {
             let claimed = builds
                 .iter()
                 .any(|b| b.request_id == Some(id) && b.counts_as_run());
-            let default = if claimed {
-                BuildResult::Exception
-            } else {
-                BuildResult::Cancelled
-            };
-            events.push(LegacyEvent::RequestCompleted {
-                build_request_id: BuildRequestId(id),
-                results: results_or(results, default),
+            events.push(polled_completion(
+                BuildRequestId(id),
+                results,
                 claimed,
-                source: EventSource::RestPoll,
-            });
+                EventSource::RestPoll,
+            ));
         }
         self.completed_mark = highest;
         let floor = self.completed_mark - TIME_MARGIN;

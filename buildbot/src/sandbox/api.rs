@@ -11,7 +11,7 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use super::SandboxMaster;
 use super::config::SandboxBuilder;
 use super::state::{
-    BuildRecord, BuilderState, Request, Status, cancel_pending, request_stop, stop_request,
+    BuildRecord, BuilderState, Request, Status, cancel_pending, request_stop, signal_builds,
 };
 use crate::common::{buildset_reason, normalize_branch};
 use crate::error::{LegacyError, Result};
@@ -156,16 +156,7 @@ impl LegacyMaster for SandboxMaster {
 
     async fn stop_build(&self, target: StopTarget) -> Result<StopOutcome> {
         let mut state = self.shared.lock();
-        let stopped = match target {
-            StopTarget::Request(brid) => stop_request(&mut state, brid.0),
-            StopTarget::Build(build_id) => match state.running.get_mut(&build_id.0) {
-                Some(entry) => {
-                    request_stop(entry);
-                    vec![build_id]
-                }
-                None => Vec::new(),
-            },
-        };
+        let stopped = signal_builds(&mut state, target, request_stop);
         tracing::info!(?target, builds = ?stopped, "sandbox stop_build");
         Ok(if stopped.is_empty() {
             StopOutcome::NotRunning

@@ -2,12 +2,15 @@
 //! scripts, its name, its event buffer, its log URLs and its clock; and what
 //! it reports (counters, running builds).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
+use serde_json::Value;
+
 use crate::common::now_secs;
 use crate::script::ScriptedBuilder;
-use crate::types::{BuildId, BuildRequestId};
+use crate::types::{BuildId, BuildRequestId, SourceStamp};
 
 /// The wall clock the sandbox stamps its times with (epoch seconds):
 /// `claimed_at`, `start_time`, `finish_time` and `complete_at`. Build
@@ -153,4 +156,27 @@ pub struct RunningBuild {
     pub build_id: BuildId,
     /// Epoch seconds when it started.
     pub start_time: i64,
+}
+
+/// A request as the sandbox's scheduler DB holds it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredRequest {
+    /// Its id (the brid).
+    pub build_request_id: BuildRequestId,
+    /// Its buildset's id.
+    pub buildset_id: u64,
+    /// The task it was submitted for.
+    pub task_id: String,
+    /// Its builder.
+    pub buildername: String,
+    /// Its buildset's reason, `Created by BBB for task <taskId>`.
+    pub reason: String,
+    /// Its priority (higher runs first).
+    pub priority: i32,
+    /// When it was submitted (the run's scheduled time), epoch seconds.
+    pub submitted_at: i64,
+    /// Its properties, plain JSON values (`taskId` included).
+    pub properties: BTreeMap<String, Value>,
+    /// Its source stamp, the branch as the scheduler-DB adapter stores it.
+    pub sourcestamp: SourceStamp,
 }

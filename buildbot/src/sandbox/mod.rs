@@ -24,11 +24,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
 
-pub use self::config::{Clock, RunningBuild, SandboxBuilder, SandboxConfig, SandboxStats};
-use self::state::{
-    BuilderState, Shared, State, Status, cancel_pending, encode_segment, stop_request,
+pub use self::config::{
+    Clock, RunningBuild, SandboxBuilder, SandboxConfig, SandboxStats, StoredRequest,
 };
-use crate::types::{BuildId, BuildRequestId, CancelOutcome};
+use self::state::{
+    BuilderState, Shared, State, Status, cancel_pending, encode_segment, end_as, request_stop,
+    signal_builds,
+};
+use crate::error::{LegacyError, Result};
+use crate::types::{BuildId, BuildRequestId, BuildResult, CancelOutcome, StopOutcome, StopTarget};
 
 /// The in-memory legacy master. Create it with [`SandboxMaster::start`]
 /// (inside a Tokio runtime); stop it with [`SandboxMaster::shutdown`], or
@@ -105,22 +109,96 @@ impl SandboxMaster {
         self.shared.lock().stats
     }
 
-    /// Builds running now, oldest build id first.
+    /// Builds running now, oldest build id first (a merged build once per
+    /// request it serves).
     pub fn running_builds(&self) -> Vec<RunningBuild> {
         let state = self.shared.lock();
         let mut builds: Vec<RunningBuild> = state
             .running
-            .iter()
-            .map(|(build_id, entry)| RunningBuild {
-                build_request_id: BuildRequestId(entry.brid),
-                builder: entry.builder.clone(),
-                build_number: entry.number,
-                build_id: BuildId(*build_id),
-                start_time: entry.start_time,
+            .values()
+            .flat_map(|entry| {
+                entry.requests.iter().map(|(brid, build_id)| RunningBuild {
+                    build_request_id: BuildRequestId(*brid),
+                    builder: entry.builder.clone(),
+                    build_number: entry.number,
+                    build_id: BuildId(*build_id),
+                    start_time: entry.start_time,
+                })
             })
             .collect();
         builds.sort_by_key(|build| build.build_id);
         builds
+    }
+
+    /// The request as the scheduler DB holds it (`None` for an unknown
+    /// brid).
+    pub fn stored_request(&self, id: BuildRequestId) -> Option<StoredRequest> {
+        let state = self.shared.lock();
+        let request = state.requests.get(&id.0)?;
+        Some(StoredRequest {
+            build_request_id: id,
+            buildset_id: request.buildset_id,
+            task_id: request.task_id.clone(),
+            buildername: request.builder.clone(),
+            reason: request.reason.clone(),
+            priority: request.priority,
+            submitted_at: request.submitted_at,
+            properties: request.properties.clone(),
+            sourcestamp: request.sourcestamp.clone(),
+        })
+    }
+
+    /// Merges pending requests of one builder into one build and starts it
+    /// now, as a 0.8 master does when it merges requests (the sandbox's own
+    /// scheduler never merges): each request gets a build id of its own and
+    /// they share one build number; one `BuildStarted` names them all, and
+    /// the build's end completes (or, for RETRY, requeues) each. The build
+    /// runs the first request's script, even on a builder without a free
+    /// slot. Returns the build number; requests that are not all pending on
+    /// one builder are refused ([`LegacyError::Invalid`]) and left alone.
+    pub fn start_merged_build(&self, requests: &[BuildRequestId]) -> Result<u64> {
+        let build = {
+            let mut state = self.shared.lock();
+            if state.shut_down {
+                return Err(LegacyError::Invalid("the master is shut down".to_owned()));
+            }
+            let builder = requests
+                .first()
+                .and_then(|id| state.requests.get(&id.0))
+                .map(|request| request.builder.clone())
+                .ok_or_else(|| LegacyError::Invalid(format!("no such requests: {requests:?}")))?;
+            let brids: Vec<u64> = requests.iter().map(|id| id.0).collect();
+            let build = scheduler::start_build(&self.shared, &mut state, &builder, &brids)
+                .ok_or_else(|| {
+                    LegacyError::Invalid(format!(
+                        "requests {requests:?} are not all pending on {builder}"
+                    ))
+                })?;
+            if let Some(builder) = state.builders.get_mut(&builder) {
+                builder.in_use += 1;
+            }
+            build
+        };
+        let number = build.number;
+        let shutdown = self.shared.shutdown.subscribe();
+        tokio::spawn(scheduler::run_build(self.shared.clone(), build, shutdown));
+        Ok(number)
+    }
+
+    /// Ends the running builds of `target` now with `results`, as if their
+    /// steps had ended so: [`StopOutcome::Requested`] with their ids (they
+    /// then finish with `results`: their requests complete, or go back to
+    /// the queue for RETRY), or [`StopOutcome::NotRunning`]. A build being
+    /// stopped still finishes CANCELLED.
+    pub fn end_build(&self, target: StopTarget, results: BuildResult) -> StopOutcome {
+        let mut state = self.shared.lock();
+        let ended = signal_builds(&mut state, target, |entry| end_as(entry, results));
+        tracing::info!(?target, %results, builds = ?ended, "sandbox build ended by hand");
+        if ended.is_empty() {
+            StopOutcome::NotRunning
+        } else {
+            StopOutcome::Requested(ended)
+        }
     }
 
     /// A user cancelling the request on the Buildbot side (the master's web
@@ -142,7 +220,7 @@ impl SandboxMaster {
                 CancelOutcome::Cancelled
             }
             Some(Status::Running { .. }) => {
-                let stopped = stop_request(&mut state, id.0);
+                let stopped = signal_builds(&mut state, StopTarget::Request(id), request_stop);
                 tracing::info!(build_request.id = id.0, builds = ?stopped, "sandbox build stopped on the master");
                 CancelOutcome::Requested
             }

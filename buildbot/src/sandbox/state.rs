@@ -13,6 +13,7 @@ use super::config::{Clock, SandboxBuilder, SandboxStats};
 use crate::messages::BuildSnapshot;
 use crate::types::{
     BuildId, BuildInfo, BuildRequestId, BuildResult, EventSource, LegacyEvent, SourceStamp,
+    StopTarget,
 };
 
 #[derive(Clone, Debug)]
@@ -95,9 +96,13 @@ impl BuilderState {
     }
 }
 
+/// A running build.
 #[derive(Debug)]
 pub(super) struct RunningEntry {
-    pub(super) brid: u64,
+    /// The requests it serves, each with its build id (one `builds` row
+    /// per request, as on a 0.8 master); the first is the one it was
+    /// started for, and the `running` map's key.
+    pub(super) requests: Vec<(u64, u64)>,
     pub(super) builder: String,
     pub(super) number: u64,
     pub(super) start_time: i64,
@@ -105,7 +110,33 @@ pub(super) struct RunningEntry {
     /// The build as its messages would describe it.
     pub(super) snapshot: BuildSnapshot,
     pub(super) stop_requested: bool,
+    /// The result it was told to end with now, if any.
+    pub(super) ended_as: Option<BuildResult>,
     pub(super) stop: Arc<Notify>,
+}
+
+impl RunningEntry {
+    /// The build ids of `target` among the ones this build has.
+    fn build_ids_of(&self, target: StopTarget) -> Vec<u64> {
+        self.requests
+            .iter()
+            .filter(|(brid, build_id)| match target {
+                StopTarget::Request(id) => *brid == id.0,
+                StopTarget::Build(id) => *build_id == id.0,
+            })
+            .map(|(_, build_id)| *build_id)
+            .collect()
+    }
+
+    /// The result it finishes with: CANCELLED once stopped, else the one it
+    /// was told to end with, else its script's.
+    pub(super) fn final_result(&self) -> BuildResult {
+        if self.stop_requested {
+            BuildResult::Cancelled
+        } else {
+            self.ended_as.unwrap_or(self.result)
+        }
+    }
 }
 
 pub(super) struct State {
@@ -161,6 +192,7 @@ impl Shared {
 /// What the scheduler hands to a build's task.
 pub(super) struct StartedBuild {
     pub(super) build_id: u64,
+    pub(super) number: u64,
     pub(super) duration: Duration,
     pub(super) stop: Arc<Notify>,
 }
@@ -191,6 +223,7 @@ pub(super) fn cancel_pending(shared: &Shared, state: &mut State, brid: u64) {
     });
 }
 
+/// Stops a build: it finishes CANCELLED.
 pub(super) fn request_stop(entry: &mut RunningEntry) {
     entry.stop_requested = true;
     // `notify_one` keeps a permit, so a build that is not waiting yet still
@@ -198,19 +231,29 @@ pub(super) fn request_stop(entry: &mut RunningEntry) {
     entry.stop.notify_one();
 }
 
-/// Stops every running build of `brid`; returns their ids.
-pub(super) fn stop_request(state: &mut State, brid: u64) -> Vec<BuildId> {
-    let mut stopped: Vec<BuildId> = state
-        .running
-        .iter_mut()
-        .filter(|(_, entry)| entry.brid == brid)
-        .map(|(build_id, entry)| {
-            request_stop(entry);
-            BuildId(*build_id)
-        })
-        .collect();
-    stopped.sort();
-    stopped
+/// Ends a build now with `results` (unless it is being stopped).
+pub(super) fn end_as(entry: &mut RunningEntry, results: BuildResult) {
+    entry.ended_as = Some(results);
+    entry.stop.notify_one();
+}
+
+/// Applies `signal` to every running build of `target` (a merged build
+/// serves several requests); returns the target's build ids in them.
+pub(super) fn signal_builds(
+    state: &mut State,
+    target: StopTarget,
+    signal: impl Fn(&mut RunningEntry),
+) -> Vec<BuildId> {
+    let mut signalled = Vec::new();
+    for entry in state.running.values_mut() {
+        let ids = entry.build_ids_of(target);
+        if !ids.is_empty() {
+            signal(entry);
+            signalled.extend(ids.into_iter().map(BuildId));
+        }
+    }
+    signalled.sort();
+    signalled
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters.

@@ -9,7 +9,7 @@ use mysql_async::prelude::Queryable;
 
 use crate::common::{PollOptions, now_secs};
 use crate::error::Result;
-use crate::events::PollSource;
+use crate::events::{PollSource, polled_completion};
 use crate::types::{BuildId, BuildRequestId, BuildResult, EventSource, LegacyEvent};
 
 /// How far below its watermark each poll looks again, to catch rows that
@@ -79,13 +79,6 @@ impl Poller {
                 seen: HashMap::new(),
             },
         })
-    }
-
-    async fn poll_all(&mut self) -> Result<Vec<LegacyEvent>> {
-        let mut events = self.poll_started().await?;
-        events.extend(self.poll_finished().await?);
-        events.extend(self.poll_completed().await?);
-        Ok(events)
     }
 
     async fn poll_started(&mut self) -> Result<Vec<LegacyEvent>> {
@@ -277,17 +270,12 @@ impl Poller {
             self.completed.seen.insert(id, complete_at);
             highest = highest.max(complete_at);
             let claimed = claimed_at.unwrap_or(0) != 0;
-            let default = if claimed {
-                BuildResult::Exception
-            } else {
-                BuildResult::Cancelled
-            };
-            events.push(LegacyEvent::RequestCompleted {
-                build_request_id: BuildRequestId(id),
-                results: results.and_then(BuildResult::from_code).unwrap_or(default),
+            events.push(polled_completion(
+                BuildRequestId(id),
+                results,
                 claimed,
-                source: EventSource::DbPoll,
-            });
+                EventSource::DbPoll,
+            ));
         }
         self.completed.advance(highest);
         Ok(events)
@@ -298,6 +286,9 @@ impl PollSource for Poller {
     const WHAT: &'static str = "the scheduler DB";
 
     async fn poll_once(&mut self) -> Result<Vec<LegacyEvent>> {
-        self.poll_all().await
+        let mut events = self.poll_started().await?;
+        events.extend(self.poll_finished().await?);
+        events.extend(self.poll_completed().await?);
+        Ok(events)
     }
 }

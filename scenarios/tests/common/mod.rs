@@ -9,7 +9,9 @@
 //! - [`MasterKind::Buildbot4`]: a real Buildbot 4.3 master and worker
 //!   (`BuildbotMaster`: its own MariaDB database and RabbitMQ vhost) and the
 //!   REST adapter (`RestMaster`, the reporter's messages on that vhost plus
-//!   REST polling).
+//!   REST polling);
+//! - [`MasterKind::Sandbox`]: the in-memory sandbox master `bbb up` runs
+//!   (`SandboxMaster`), which is its own adapter.
 //!
 //! The bridge, its TC listener and its Buildbot listener run in-process.
 //! What differs between the kinds (builder names, how a build's outcome is
@@ -22,11 +24,13 @@ use std::time::Duration;
 
 use bbb_bridge::payload::BuilderRules;
 use bbb_bridge::{Bridge, BridgeSettings, Metrics, QueueClient, TaskStatus};
+use bbb_buildbot::sandbox::{SandboxBuilder, SandboxConfig, SandboxMaster};
 use bbb_buildbot::simulator::{SimBuilder, Simulator, SimulatorConfig};
 use bbb_buildbot::testing::{BuildbotMaster, BuildbotMasterOptions, TestDatabase, fresh_database};
 use bbb_buildbot::{
-    BuildRequestId, BuildResult, BuilderSource, LegacyMaster, PollOptions, PulseOptions,
-    RequestState, RestMaster, SchedulerDb, SchedulerDbConfig,
+    BuildRequestId, BuildResult, BuilderSource, CancelOutcome, LegacyMaster, PollOptions,
+    PulseOptions, RequestState, RestMaster, SchedulerDb, SchedulerDbConfig, StopOutcome,
+    StopTarget,
 };
 use bbb_listeners::bb_listener::{self, BbListenerSettings};
 use bbb_listeners::tc_listener::{self, TcListenerSettings};
@@ -36,6 +40,10 @@ use mysql_async::prelude::Queryable;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
+
+/// Where the sandbox kind's build logs are said to be (nothing serves them:
+/// the bridge only attaches a reference to them).
+const SANDBOX_LOG_BASE: &str = "http://sandbox-master.invalid";
 
 /// How long any wait may take before the scenario fails. Generous: it only
 /// bounds a hang, on a loaded two-core machine running real masters.
@@ -48,13 +56,15 @@ pub enum MasterKind {
     Simulator,
     /// A real Buildbot 4.3 master behind the REST adapter.
     Buildbot4,
+    /// The in-memory sandbox master, scripted as the simulator.
+    Sandbox,
 }
 
 impl MasterKind {
     /// A builder whose builds run (scripted by the task's properties).
     pub fn builder(self) -> &'static str {
         match self {
-            MasterKind::Simulator => "linux64-build",
+            MasterKind::Simulator | MasterKind::Sandbox => "linux64-build",
             MasterKind::Buildbot4 => "bbb-linux",
         }
     }
@@ -62,39 +72,55 @@ impl MasterKind {
     /// Another builder whose builds run (for restricted builders).
     pub fn other_builder(self) -> &'static str {
         match self {
-            MasterKind::Simulator => "release-build",
+            MasterKind::Simulator | MasterKind::Sandbox => "release-build",
             MasterKind::Buildbot4 => "bbb-mac",
         }
     }
 
     /// A builder the master knows but nothing ever runs: its requests stay
-    /// pending (no simulator slot / no connected worker).
+    /// pending (no simulator slot / no connected worker / no sandbox slot).
     pub fn offline_builder(self) -> &'static str {
         match self {
-            MasterKind::Simulator => "offline-build",
+            MasterKind::Simulator | MasterKind::Sandbox => "offline-build",
             MasterKind::Buildbot4 => "bbb-offline",
         }
     }
 
     /// Whether the master answers for a finished build's properties
-    /// (Buildbot 4's REST API does; a 0.8 scheduler database keeps none).
+    /// (Buildbot 4's REST API and the sandbox do; a 0.8 scheduler database
+    /// keeps none).
     pub fn serves_build_properties(self) -> bool {
-        self == MasterKind::Buildbot4
+        self != MasterKind::Simulator
     }
 
     /// Whether finished builds come with a log URL (the simulator's
-    /// `log_uploaded` message has one; the test master's builds set no
-    /// `log_url` property).
+    /// `log_uploaded` message has one, and so do the sandbox's finishes;
+    /// the test master's builds set no `log_url` property).
     pub fn has_log_url(self) -> bool {
-        self == MasterKind::Simulator
+        self != MasterKind::Buildbot4
+    }
+
+    /// How the log URL of build `number` of `builder` ends, for a kind that
+    /// [`has_log_url`](Self::has_log_url).
+    pub fn log_path(self, builder: &str, number: u64) -> String {
+        match self {
+            MasterKind::Sandbox => format!("/builders/{builder}/builds/{number}/log"),
+            _ => format!("/logs/{builder}/{number}.txt.gz"),
+        }
     }
 
     /// Whether the master records the run's scheduled time as the request's
-    /// own `submitted_at` (0.8: yes; Buildbot 4 stamps the time of the
-    /// `force` call and the adapter keeps the scheduled time in the
-    /// `bbb_submitted_at` property).
+    /// own `submitted_at` (0.8 and the sandbox: yes; Buildbot 4 stamps the
+    /// time of the `force` call and the adapter keeps the scheduled time in
+    /// the `bbb_submitted_at` property).
     pub fn stores_submitted_at(self) -> bool {
-        self == MasterKind::Simulator
+        self != MasterKind::Buildbot4
+    }
+
+    /// Whether a build can be scripted to end with any result (SKIPPED
+    /// too); Buildbot 4's test builders cannot end a build SKIPPED.
+    pub fn scripts_every_result(self) -> bool {
+        self != MasterKind::Buildbot4
     }
 
     /// Properties scripting a build that ends SUCCESS quickly.
@@ -107,7 +133,7 @@ impl MasterKind {
     /// FAILURE, EXCEPTION and CANCELLED only.
     pub fn script_result(self, result: BuildResult) -> Value {
         match self {
-            MasterKind::Simulator => json!({"sim_result": result.name()}),
+            MasterKind::Simulator | MasterKind::Sandbox => json!({"sim_result": result.name()}),
             MasterKind::Buildbot4 => {
                 let code = match result {
                     BuildResult::Success => 0,
@@ -125,17 +151,18 @@ impl MasterKind {
     /// Properties scripting a build that runs until stopped (ten minutes).
     pub fn script_long_build(self) -> Value {
         match self {
-            MasterKind::Simulator => json!({"sim_duration_ms": 600_000}),
+            MasterKind::Simulator | MasterKind::Sandbox => json!({"sim_duration_ms": 600_000}),
             MasterKind::Buildbot4 => json!({"bb_sleep": 600}),
         }
     }
 
     /// Properties scripting a build that hits RETRY once, then passes:
-    /// the simulator scripts the RETRY itself; on Buildbot 4 the first
+    /// the simulator and the sandbox script the RETRY themselves; on
+    /// Buildbot 4 the first
     /// attempt sleeps until [`Env::cause_retry`] kills its worker.
     pub fn script_retry_then_success(self) -> Value {
         match self {
-            MasterKind::Simulator => json!({"sim_result": "RETRY,SUCCESS"}),
+            MasterKind::Simulator | MasterKind::Sandbox => json!({"sim_result": "RETRY,SUCCESS"}),
             MasterKind::Buildbot4 => json!({"bb_sleep_first": 600}),
         }
     }
@@ -145,7 +172,7 @@ impl MasterKind {
     /// running when the scenario looks at it.
     pub fn script_retry_then_long_build(self) -> Value {
         match self {
-            MasterKind::Simulator => {
+            MasterKind::Simulator | MasterKind::Sandbox => {
                 json!({"sim_result": "RETRY,SUCCESS", "sim_duration_ms": "100,600000"})
             }
             MasterKind::Buildbot4 => json!({"bb_sleep_first": 600, "bb_sleep": 600}),
@@ -203,6 +230,7 @@ pub struct Env {
     http: reqwest::Client,
     sim: Option<SimParts>,
     bb4: Option<Bb4Parts>,
+    sandbox: Option<Arc<SandboxMaster>>,
     cancel: CancellationToken,
     handles: Vec<tokio::task::JoinHandle<()>>,
     _dir: TempDir,
@@ -246,7 +274,7 @@ impl Env {
             ))
             .unwrap();
         let bus = q.running.bus.clone();
-        let (master, sim, bb4): (Arc<dyn LegacyMaster>, _, _) = match kind {
+        let (master, sim, bb4, sandbox): (Arc<dyn LegacyMaster>, _, _, _) = match kind {
             MasterKind::Simulator => {
                 let db = fresh_database("scenario").await.unwrap();
                 let mut config = SchedulerDbConfig::new(&db.url);
@@ -276,6 +304,7 @@ impl Env {
                     sched.clone() as Arc<dyn LegacyMaster>,
                     Some(SimParts { db, sched, sim }),
                     None,
+                    None,
                 )
             }
             MasterKind::Buildbot4 => {
@@ -294,6 +323,26 @@ impl Env {
                         master: Mutex::new(Some(bb)),
                         api_url,
                     }),
+                    None,
+                )
+            }
+            MasterKind::Sandbox => {
+                let sandbox = Arc::new(
+                    SandboxMaster::start(SandboxConfig {
+                        log_url_base: Some(SANDBOX_LOG_BASE.to_owned()),
+                        ..SandboxConfig::with_builders([
+                            SandboxBuilder::new(kind.builder()),
+                            SandboxBuilder::new(kind.other_builder()),
+                            SandboxBuilder::new(kind.offline_builder()).with_slots(0),
+                        ])
+                    })
+                    .await,
+                );
+                (
+                    sandbox.clone() as Arc<dyn LegacyMaster>,
+                    None,
+                    None,
+                    Some(sandbox),
                 )
             }
         };
@@ -305,6 +354,7 @@ impl Env {
         let master_name = match kind {
             MasterKind::Simulator => "sim-master",
             MasterKind::Buildbot4 => "bb4-master",
+            MasterKind::Sandbox => "sandbox-master",
         };
         let mut settings =
             BridgeSettings::new(bbb_bridge::DEFAULT_TASK_QUEUE, master_name, "test-1");
@@ -358,6 +408,7 @@ impl Env {
                 .unwrap(),
             sim,
             bb4,
+            sandbox,
             cancel,
             handles,
             _dir: dir,
@@ -578,6 +629,17 @@ impl Env {
         self.sim.as_ref().expect("a simulator scenario")
     }
 
+    fn sandbox(&self) -> &SandboxMaster {
+        self.sandbox.as_ref().expect("a sandbox scenario")
+    }
+
+    /// The request as the sandbox stores it.
+    fn sandbox_request(&self, brid: BuildRequestId) -> bbb_buildbot::sandbox::StoredRequest {
+        self.sandbox()
+            .stored_request(brid)
+            .expect("the sandbox has the request")
+    }
+
     async fn rest_get(&self, path: &str) -> Value {
         let url = format!("{}{path}", self.bb4().api_url);
         let response = self.http.get(&url).send().await.unwrap();
@@ -638,6 +700,7 @@ impl Env {
                     .unwrap()
                     .to_owned()
             }
+            MasterKind::Sandbox => self.sandbox_request(brid).reason,
         }
     }
 
@@ -656,6 +719,7 @@ impl Env {
                 let request = self.rest_get(&format!("/buildrequests/{}", brid.0)).await;
                 request["buildrequests"][0]["priority"].as_i64().unwrap()
             }
+            MasterKind::Sandbox => self.sandbox_request(brid).priority.into(),
         }
     }
 
@@ -676,12 +740,14 @@ impl Env {
                     .as_i64()
                     .unwrap()
             }
+            MasterKind::Sandbox => self.sandbox_request(brid).submitted_at,
         }
     }
 
     /// A Buildbot user cancels the pending request: on 0.8 through
     /// self-serve (which completes it FAILURE without a build, as Mozilla's
-    /// selfserve-agent did), on Buildbot 4 with the web UI's `cancel` call.
+    /// selfserve-agent did), on Buildbot 4 with the web UI's `cancel` call,
+    /// on the sandbox with its `cancel_from_master` (CANCELLED, no build).
     pub async fn cancel_on_master(&self, brid: BuildRequestId) {
         match self.kind {
             MasterKind::Simulator => {
@@ -707,11 +773,18 @@ impl Env {
                 )
                 .await;
             }
+            MasterKind::Sandbox => {
+                assert_eq!(
+                    self.sandbox().cancel_from_master(brid),
+                    CancelOutcome::Cancelled
+                );
+            }
         }
     }
 
     /// A Buildbot user stops the running build of the request: on 0.8 the
-    /// web stop URL of the build, on Buildbot 4 the web UI's `stop` call.
+    /// web stop URL of the build, on Buildbot 4 the web UI's `stop` call, on
+    /// the sandbox its `cancel_from_master`, which stops a running build.
     pub async fn stop_on_master(&self, brid: BuildRequestId) {
         match self.kind {
             MasterKind::Simulator => {
@@ -744,6 +817,12 @@ impl Env {
                     json!({"reason": "stopped by a sheriff"}),
                 )
                 .await;
+            }
+            MasterKind::Sandbox => {
+                assert_eq!(
+                    self.sandbox().cancel_from_master(brid),
+                    CancelOutcome::Requested
+                );
             }
         }
     }
@@ -795,11 +874,20 @@ impl Env {
             .expect("start the worker");
     }
 
-    /// Does on the scheduler DB what a 0.8 master does when it merges
-    /// pending requests into one build (the simulator never merges): claims
-    /// them in one transaction and inserts one `builds` row per request,
-    /// all with the same build number. Returns that number.
-    pub async fn sim_start_merged_build(&self, brids: &[BuildRequestId]) -> u64 {
+    /// Merges pending requests into one build, as a 0.8 master does (the
+    /// simulator and the sandbox's scheduler never merge), and returns its
+    /// build number. On the simulator's scheduler DB it does what the master
+    /// would: claims them in one transaction and inserts one `builds` row per
+    /// request, all with the same build number; the sandbox does the same
+    /// with `start_merged_build`, and the build runs the first request's
+    /// script.
+    pub async fn start_merged_build(&self, brids: &[BuildRequestId]) -> u64 {
+        if self.kind == MasterKind::Sandbox {
+            return self
+                .sandbox()
+                .start_merged_build(brids)
+                .expect("every request was pending");
+        }
         let ids: Vec<String> = brids.iter().map(|b| b.0.to_string()).collect();
         let ids = ids.join(",");
         // The builder is served by no simulator: its numbers start at 0.
@@ -836,10 +924,18 @@ impl Env {
     }
 
     /// Finishes a merged build started by
-    /// [`sim_start_merged_build`](Self::sim_start_merged_build): sets its
-    /// `finish_time` and completes every request with `result` (and their
-    /// buildsets), as a 0.8 master does.
-    pub async fn sim_finish_merged_build(&self, brids: &[BuildRequestId], result: BuildResult) {
+    /// [`start_merged_build`](Self::start_merged_build) with `result`: on the
+    /// simulator's scheduler DB, sets its `finish_time` and completes every
+    /// request (and their buildsets), as a 0.8 master does; the sandbox ends
+    /// the build with `result` (`end_build`).
+    pub async fn finish_merged_build(&self, brids: &[BuildRequestId], result: BuildResult) {
+        if self.kind == MasterKind::Sandbox {
+            let ended = self
+                .sandbox()
+                .end_build(StopTarget::Request(brids[0]), result);
+            assert!(matches!(ended, StopOutcome::Requested(_)), "{ended:?}");
+            return;
+        }
         let ids: Vec<String> = brids.iter().map(|b| b.0.to_string()).collect();
         let ids = ids.join(",");
         let now = chrono::Utc::now().timestamp();
@@ -886,6 +982,9 @@ impl Env {
         {
             bb.stop().await.expect("stop the Buildbot master");
         }
+        if let Some(sandbox) = self.sandbox {
+            sandbox.shutdown().await;
+        }
         self.q.stop().await;
     }
 }
@@ -916,8 +1015,8 @@ pub fn slug() -> String {
 }
 
 /// Runs each scenario `async fn name(kind: MasterKind)` once per kind:
-/// `scenarios!(name, ...)` makes the tests `name::simulator` and
-/// `name::buildbot4`.
+/// `scenarios!(name, ...)` makes the tests `name::simulator`,
+/// `name::buildbot4` and `name::sandbox`.
 macro_rules! scenarios {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
@@ -928,6 +1027,10 @@ macro_rules! scenarios {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn buildbot4() {
                 super::$name(crate::common::MasterKind::Buildbot4).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sandbox() {
+                super::$name(crate::common::MasterKind::Sandbox).await;
             }
         }
     )*};

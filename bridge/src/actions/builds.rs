@@ -467,29 +467,24 @@ impl Bridge {
             BuildResult::Success => (
                 self.queue.report_completed(task_id, run_id).await,
                 Resolution::Completed,
-                "completed",
+                "completed".to_owned(),
             ),
             BuildResult::Warnings | BuildResult::Failure => (
                 self.queue.report_failed(task_id, run_id).await,
                 Resolution::Failed,
-                "failed",
+                "failed".to_owned(),
             ),
-            BuildResult::Exception => (
-                self.queue
-                    .report_exception(task_id, run_id, ExceptionReason::InternalError)
-                    .await,
-                Resolution::Exception,
-                "exception/internal-error",
-            ),
-            // The build did not do its work: nothing to report as completed or
-            // failed, and nothing a retry would change.
-            BuildResult::Skipped => (
-                self.queue
-                    .report_exception(task_id, run_id, ExceptionReason::ResourceUnavailable)
-                    .await,
-                Resolution::Exception,
-                "exception/resource-unavailable",
-            ),
+            BuildResult::Exception | BuildResult::Skipped => {
+                // SKIPPED: the build did not do its work; nothing to report as
+                // completed or failed, and nothing a retry would change.
+                let reason = if results == BuildResult::Skipped {
+                    ExceptionReason::ResourceUnavailable
+                } else {
+                    ExceptionReason::InternalError
+                };
+                let call = self.queue.report_exception(task_id, run_id, reason).await;
+                (call, Resolution::Exception, format!("exception/{reason}"))
+            }
             BuildResult::Retry | BuildResult::Cancelled => unreachable!("handled above"),
         };
         match call {

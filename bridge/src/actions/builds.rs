@@ -24,15 +24,14 @@ impl Bridge {
                     task_id: Some(task_id),
                     ..
                 } = event
-                    && self
-                        .state
-                        .rows_for_task(task_id)
-                        .await?
-                        .iter()
-                        .any(|r| r.state == RowState::Pending && r.build_request_id.is_none())
+                    && self.state.rows_for_task(task_id).await?.iter().any(|r| {
+                        (r.state == RowState::Pending && r.build_request_id.is_none())
+                            || r.build_request_id == Some(brid.0 as i64)
+                    })
                 {
                     // The master started the build before the injecting listener
-                    // recorded the request's id.
+                    // recorded the request's id (or it recorded it between the two
+                    // reads): try again once it is recorded.
                     return Err(BridgeError::NotYet(format!(
                         "build request {brid} of task {task_id} is not recorded yet"
                     )));

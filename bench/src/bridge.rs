@@ -18,11 +18,11 @@ use bbb_buildbot::{
 };
 use bbb_listeners::tc_listener::{self, TcListenerSettings};
 use bbb_listeners::{Bridge, BridgeSettings, DEFAULT_TASK_QUEUE, Metrics, QueueClient};
-use bbb_queue::testing::TempDir;
 use bbb_queue::{Clock, QueueConfig};
 use bbb_reflector::{PassReport, Reflector, ReflectorSettings};
 use bbb_scenarios::{SandboxBuilder, SandboxConfig, SandboxMaster};
 use bbb_state::{StartedBuild, StateDb};
+use bbb_testdb::TempDir;
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 use serde_json::{Value, json};

@@ -2,12 +2,13 @@
 
 mod common;
 
-use bbb_queue::both_backends;
 use bbb_queue::testing::{TestOptions, TestQueue};
+use bbb_testdb::on_both_backends;
 use common::*;
 use serde_json::json;
 
-both_backends!(
+on_both_backends!(
+    bbb_queue::testing::TestQueue::on;
     dependencies_all_completed,
     dependencies_all_resolved_and_late_satisfaction,
     dependency_validation,

@@ -8,6 +8,7 @@ mod rest;
 mod scheduler_db;
 pub mod schema;
 pub mod simulator;
+#[cfg(feature = "testing")]
 pub mod testing;
 mod types;
 

@@ -174,7 +174,7 @@ struct Lifecycles {
     count: f64,
     /// Mean latency of createTask, claimWork and reportCompleted (ms).
     latency_ms: [f64; 3],
-    /// CPU used while they ran: (bbb's process less the client's thread,
+    /// CPU used while they ran: (the benchmark's process less the client's thread,
     /// PostgreSQL).
     cpu: (Duration, Duration),
     /// CPU the client's thread used.

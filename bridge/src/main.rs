@@ -67,69 +67,11 @@ enum Command {
     /// database when it is configured or the mapping database is not.
     #[command(after_help = bbb_queue::config::ENV_HELP)]
     Migrate,
-    /// Run a benchmark program and print its figures.
-    #[command(subcommand)]
-    Bench(BenchCommand),
     /// Show the effective configuration.
     Config {
         /// Print it (secrets masked).
         #[arg(long)]
         print: bool,
-    },
-}
-
-#[derive(Subcommand)]
-enum BenchCommand {
-    /// Queue lifecycle throughput beside raw commits, claimWork wake-up latency and
-    /// the drain of a 10,000-task graph, on SQLite and PostgreSQL.
-    Queue {
-        /// Backends to measure (sqlite, postgres).
-        #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
-        backends: Vec<String>,
-        /// Concurrent loops (workers, each creating, claiming and completing tasks).
-        #[arg(long, default_value_t = 64)]
-        concurrency: usize,
-        /// Seconds per throughput measurement.
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        /// Wake-up latency samples.
-        #[arg(long, default_value_t = 200)]
-        wake_samples: usize,
-        /// Skip the 10,000-task graph.
-        #[arg(long)]
-        no_graph: bool,
-        /// Most concurrent calls the queue commits in one transaction.
-        #[arg(long, default_value_t = 64)]
-        commit_batch: usize,
-        /// Skip the lifecycle measurement with one transaction per call.
-        #[arg(long)]
-        no_compare: bool,
-    },
-    /// The bridge: task-pending → build-request-injected latency at rising task
-    /// rates, and reflector passes over running rows.
-    Bridge {
-        /// Legacy master: schedulerdb (MariaDB, a fresh database) or sandbox (in memory).
-        #[arg(long, default_value = "schedulerdb")]
-        master: String,
-        /// MariaDB server for the scheduler DB.
-        #[arg(
-            long,
-            env = "BBB_TEST_MYSQL_URL",
-            default_value = "mysql://root@127.0.0.1:3306/test"
-        )]
-        mysql_url: String,
-        /// Mapping DB: a postgres:// server URL (a fresh database is made); default SQLite.
-        #[arg(long)]
-        state_db: Option<String>,
-        /// Offered task rates per step (tasks/s).
-        #[arg(long, value_delimiter = ',', default_value = "50,100,200,400")]
-        rates: Vec<u32>,
-        /// Tasks per rate step.
-        #[arg(long, default_value_t = 1000)]
-        tasks: usize,
-        /// Running rows for the reflector passes (0 skips them).
-        #[arg(long, default_value_t = 10_000)]
-        rows: usize,
     },
 }
 
@@ -214,49 +156,6 @@ async fn main() -> anyhow::Result<()> {
             worker.run(stop).await?;
         }
         Command::Up { data_dir, no_demo } => up(file, data_dir, !no_demo).await?,
-        Command::Bench(BenchCommand::Queue {
-            backends,
-            concurrency,
-            seconds,
-            wake_samples,
-            no_graph,
-            commit_batch,
-            no_compare,
-        }) => {
-            let opts = bbb_bench::queue::Options {
-                backends,
-                concurrency,
-                seconds,
-                wake_samples,
-                graph: !no_graph,
-                commit_batch,
-                compare_unbatched: !no_compare,
-            };
-            bbb_bench::queue::run(opts).await?;
-        }
-        Command::Bench(BenchCommand::Bridge {
-            master,
-            mysql_url,
-            state_db,
-            rates,
-            tasks,
-            rows,
-        }) => {
-            let opts = bbb_bench::bridge::Options {
-                master: match master.as_str() {
-                    "schedulerdb" => bbb_bench::bridge::MasterKind::SchedulerDb,
-                    "sandbox" => bbb_bench::bridge::MasterKind::Sandbox,
-                    other => anyhow::bail!("--master {other:?}: expected schedulerdb or sandbox"),
-                },
-                mysql_url,
-                state_db,
-                rates,
-                tasks_per_rate: tasks,
-                reflector_rows: rows,
-                ..bbb_bench::bridge::Options::default()
-            };
-            bbb_bench::bridge::run(opts).await?;
-        }
         Command::Config { print } => {
             let q = file.queue_config()?.masked();
             let mut w = file.worker_config_unchecked()?;

@@ -349,7 +349,7 @@ async fn claim_work_wakes_on_new_work(q: &TestQueue) {
         .await
         .unwrap();
     // The call already waiting when the task appeared returns it (one that ran
-    // out its 20 s would return no task); how fast is `bbb bench queue`'s job.
+    // out its 20 s would return no task); how fast is `bbb-bench queue`'s job.
     let r = waiter.await.unwrap();
     assert_eq!(r["tasks"][0]["status"]["taskId"], id.as_str());
 }

@@ -85,7 +85,18 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    let command = Cli::parse().command;
+    // Ctrl-C ends the run by dropping it, so what it created (databases,
+    // directories) is removed as on an error.
+    tokio::select! {
+        result = run(command) => result,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+    }
+}
+
+/// Runs one benchmark.
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Queue {
             backends,
             concurrency,

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 use crate::config;
 
@@ -59,105 +59,12 @@ pub enum Command {
     /// database when it is configured or the mapping database is not.
     #[command(after_help = bbb_queue::config::ENV_HELP)]
     Migrate,
-    /// Run a benchmark program and print its figures.
-    #[command(subcommand)]
-    Bench(BenchCommand),
     /// Show the effective configuration.
     Config {
         /// Print it (secrets masked).
         #[arg(long)]
         print: bool,
     },
-}
-
-/// `bbb bench <program>`.
-#[derive(Subcommand)]
-pub enum BenchCommand {
-    /// Queue lifecycle throughput beside raw commits, claimWork wake-up latency and
-    /// the drain of a 10,000-task graph, on SQLite and PostgreSQL.
-    Queue {
-        /// Backends to measure.
-        #[arg(
-            long,
-            value_enum,
-            value_delimiter = ',',
-            default_value = "sqlite,postgres"
-        )]
-        backends: Vec<Backend>,
-        /// Concurrent loops (workers, each creating, claiming and completing tasks).
-        #[arg(long, default_value_t = 64)]
-        concurrency: usize,
-        /// Seconds per throughput measurement.
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        /// Wake-up latency samples.
-        #[arg(long, default_value_t = 200)]
-        wake_samples: usize,
-        /// Skip the 10,000-task graph.
-        #[arg(long)]
-        no_graph: bool,
-        /// Most concurrent calls the queue commits in one transaction.
-        #[arg(long, default_value_t = 64)]
-        commit_batch: usize,
-        /// Skip the lifecycle measurement with one transaction per call.
-        #[arg(long)]
-        no_compare: bool,
-    },
-    /// The bridge: task-pending → build-request-injected latency at rising task
-    /// rates, and reflector passes over running rows.
-    Bridge {
-        /// Legacy master.
-        #[arg(long, value_enum, default_value = "schedulerdb")]
-        master: BenchMaster,
-        /// MariaDB server for the scheduler DB.
-        #[arg(
-            long,
-            env = "BBB_TEST_MYSQL_URL",
-            default_value = "mysql://root@127.0.0.1:3306/test"
-        )]
-        mysql_url: String,
-        /// Mapping DB: a postgres:// server URL (a fresh database is made); default SQLite.
-        #[arg(long)]
-        state_db: Option<String>,
-        /// Offered task rates per step (tasks/s).
-        #[arg(long, value_delimiter = ',', default_value = "50,100,200,400")]
-        rates: Vec<u32>,
-        /// Tasks per rate step.
-        #[arg(long, default_value_t = 1000)]
-        tasks: usize,
-        /// Running rows for the reflector passes (0 skips them).
-        #[arg(long, default_value_t = 10_000)]
-        rows: usize,
-    },
-}
-
-/// A database the queue benchmark measures.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Backend {
-    /// A SQLite file.
-    Sqlite,
-    /// A fresh database on the PostgreSQL server of `BBB_TEST_PG_URL`.
-    Postgres,
-}
-
-impl Backend {
-    /// The name the benchmark prints and takes.
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Sqlite => "sqlite",
-            Backend::Postgres => "postgres",
-        }
-    }
-}
-
-/// The legacy master the bridge benchmark injects into.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum BenchMaster {
-    /// A fresh Buildbot 0.8 scheduler database on MariaDB.
-    #[value(name = "schedulerdb")]
-    SchedulerDb,
-    /// The in-memory sandbox master.
-    Sandbox,
 }
 
 #[cfg(test)]
@@ -168,19 +75,5 @@ mod tests {
     fn the_command_line_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn typed_values_refuse_unknown_names() {
-        let parsed = Cli::try_parse_from(["bbb", "bench", "bridge", "--master", "sandbox"]);
-        assert!(matches!(
-            parsed.map(|c| c.command),
-            Ok(Command::Bench(BenchCommand::Bridge {
-                master: BenchMaster::Sandbox,
-                ..
-            }))
-        ));
-        assert!(Cli::try_parse_from(["bbb", "bench", "bridge", "--master", "nope"]).is_err());
-        assert!(Cli::try_parse_from(["bbb", "bench", "queue", "--backends", "oracle"]).is_err());
     }
 }

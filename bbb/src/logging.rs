@@ -29,6 +29,7 @@ pub const OWN_CRATES: &[&str] = &[
     "bbb_scenarios",
     "bbb_sqlstore",
     "bbb_state",
+    "bbb_testdb",
     "bbb_tcvalues",
     "bbb_workers",
 ];

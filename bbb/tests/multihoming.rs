@@ -99,8 +99,6 @@ struct Proc {
 struct Procs {
     dir: PathBuf,
     procs: Vec<Proc>,
-    /// What else is kept when the test fails (databases).
-    kept: Vec<String>,
 }
 
 impl Procs {
@@ -111,11 +109,7 @@ impl Procs {
             bbb_queue::validate::slugid()
         ));
         std::fs::create_dir_all(&dir).expect("create the test directory");
-        Procs {
-            dir,
-            procs: vec![],
-            kept: vec![],
-        }
+        Procs { dir, procs: vec![] }
     }
 
     /// Starts `bbb <subcommand>` with `env`, in the test directory, its output in files.
@@ -268,9 +262,6 @@ impl Drop for Procs {
                     p.stderr.display()
                 );
             }
-            for what in &self.kept {
-                eprintln!("  kept: {what}");
-            }
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
@@ -367,12 +358,14 @@ async fn three_instances_of_each_role_survive_sigkill_with_one_build_request_per
     let vhost = bbb_pulse::testing::fresh_vhost("multihoming")
         .await
         .expect("a RabbitMQ vhost");
-    let queue_db = bbb_queue::testing::fresh_pg_database("bbb_mh_queue")
+    let queue_pg = bbb_testdb::PgDatabase::create("bbb_mh_queue")
         .await
         .expect("the queue's PostgreSQL database");
-    let state_db_url = bbb_queue::testing::fresh_pg_database("bbb_mh_state")
+    let queue_db = queue_pg.url().to_owned();
+    let state_pg = bbb_testdb::PgDatabase::create("bbb_mh_state")
         .await
         .expect("the mapping PostgreSQL database");
+    let state_db_url = state_pg.url().to_owned();
     let sched = bbb_buildbot::testing::fresh_database("multihoming")
         .await
         .expect("a scheduler DB on MariaDB");
@@ -398,12 +391,6 @@ async fn three_instances_of_each_role_survive_sigkill_with_one_build_request_per
     .expect("simulator");
 
     let mut procs = Procs::new();
-    procs
-        .kept
-        .push(format!("queue DB {}", bbb_state::mask_url(&queue_db)));
-    procs
-        .kept
-        .push(format!("mapping DB {}", bbb_state::mask_url(&state_db_url)));
     let config = procs.dir.join("bbb.toml");
     std::fs::write(
         &config,
@@ -738,26 +725,5 @@ async fn three_instances_of_each_role_survive_sigkill_with_one_build_request_per
     sim.shutdown().await;
     sim_bus.close().await;
     let _ = sched.drop_database().await;
-    for url in [&queue_db, &state_db_url] {
-        drop_pg_database(url).await;
-    }
-}
-
-/// Drops a database [`bbb_queue::testing::fresh_pg_database`] made (kept when
-/// the test fails, for a look at its rows).
-async fn drop_pg_database(url: &str) {
-    use sqlx::Connection;
-    let Some(name) = url.rsplit('/').next().filter(|n| !n.is_empty()) else {
-        return;
-    };
-    match sqlx::postgres::PgConnection::connect(&bbb_queue::testing::test_pg_url()).await {
-        Ok(mut conn) => {
-            let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-            if let Err(e) = sqlx::query(&sql).execute(&mut conn).await {
-                eprintln!("cannot drop {name}: {e}");
-            }
-            let _ = conn.close().await;
-        }
-        Err(e) => eprintln!("cannot drop {name}: {e}"),
-    }
+    drop((queue_pg, state_pg));
 }

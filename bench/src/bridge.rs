@@ -14,15 +14,16 @@ use anyhow::Context;
 use async_trait::async_trait;
 use bbb_bridge::{Bridge, BridgeSettings, DEFAULT_TASK_QUEUE, Metrics, Outcome, QueueClient};
 use bbb_buildbot::sandbox::{SandboxBuilder, SandboxConfig, SandboxMaster};
+use bbb_buildbot::testing::{TestDatabase, fresh_database_on};
 use bbb_buildbot::{
     BuildId, BuildRequestId, BuildRequestSpec, CancelOutcome, FoundRequest, LegacyEventStream,
     LegacyMaster, RequestState, SchedulerDb, SchedulerDbConfig, StopOutcome, StopTarget,
 };
 use bbb_listeners::tc_listener::{self, TcListenerSettings};
-use bbb_queue::testing::TempDir;
 use bbb_queue::{Clock, QueueConfig};
 use bbb_reflector::{PassReport, Reflector, ReflectorSettings};
 use bbb_state::{StartedBuild, StateDb};
+use bbb_testdb::{PgDatabase, TempDir};
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 use serde_json::{Value, json};
@@ -239,98 +240,25 @@ fn p50_p99(sorted: &[Duration]) -> String {
 
 // ----- the environment -------------------------------------------------------------------
 
-/// A database created for one part and dropped at the end.
-enum Scratch {
-    Mysql { server: String, name: String },
-    Postgres { server: String, name: String },
-}
-
-impl Scratch {
-    async fn drop_database(self) -> anyhow::Result<()> {
-        match self {
-            Scratch::Mysql { server, name } => {
-                let mut conn = mysql_async::Conn::from_url(server.as_str()).await?;
-                conn.query_drop(format!("DROP DATABASE IF EXISTS `{name}`"))
-                    .await?;
-                conn.disconnect().await?;
-            }
-            Scratch::Postgres { server, name } => {
-                use sqlx::Connection;
-                let mut conn = sqlx::postgres::PgConnection::connect(&server).await?;
-                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut conn)
-                    .await?;
-                conn.close().await?;
-            }
-        }
-        Ok(())
-    }
-}
-
-fn scratch_name(what: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or_default();
-    format!("bbb_bench_{what}_{}_{nanos:08x}", std::process::id())
-}
-
-fn with_database(server: &str, name: &str) -> anyhow::Result<String> {
-    let mut url = url::Url::parse(server).context("database server URL")?;
-    url.set_path(&format!("/{name}"));
-    Ok(url.to_string())
-}
-
-/// A fresh scheduler DB on the MariaDB server.
-async fn fresh_scheduler_db(server: &str) -> anyhow::Result<(String, Scratch)> {
-    let name = scratch_name("sched");
-    let mut conn = mysql_async::Conn::from_url(server)
-        .await
-        .context("MariaDB server")?;
-    conn.query_drop(format!("CREATE DATABASE `{name}`")).await?;
-    conn.disconnect().await?;
-    let url = with_database(server, &name)?;
-    let mut conn = mysql_async::Conn::from_url(url.as_str()).await?;
-    bbb_buildbot::schema::apply(&mut conn).await?;
-    conn.disconnect().await?;
-    Ok((
-        url,
-        Scratch::Mysql {
-            server: server.to_owned(),
-            name,
-        },
-    ))
-}
-
-/// The mapping database: a temporary SQLite file, or a fresh PostgreSQL database.
+/// The mapping database: a temporary SQLite file, or a fresh PostgreSQL
+/// database on the server [`Options::state_db`] names, dropped with the
+/// returned handle.
 async fn fresh_state_db(
     opts: &Options,
     dir: &TempDir,
-) -> anyhow::Result<(StateDb, Option<Scratch>)> {
-    let (url, scratch) = match &opts.state_db {
+) -> anyhow::Result<(StateDb, Option<PgDatabase>)> {
+    let (url, pg) = match &opts.state_db {
         None => (format!("sqlite://{}/state.sqlite", dir.0.display()), None),
         Some(server) => {
-            use sqlx::Connection;
-            let name = scratch_name("state");
-            let mut conn = sqlx::postgres::PgConnection::connect(server)
+            let pg = PgDatabase::create_on(server, "bbb_bench_state")
                 .await
                 .context("PostgreSQL server")?;
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut conn)
-                .await?;
-            conn.close().await?;
-            (
-                with_database(server, &name)?,
-                Some(Scratch::Postgres {
-                    server: server.clone(),
-                    name,
-                }),
-            )
+            (pg.url().to_owned(), Some(pg))
         }
     };
     let state = StateDb::connect(&url, 20).await?;
     state.migrate().await?;
-    Ok((state, scratch))
+    Ok((state, pg))
 }
 
 /// The queue, the mapping database, the master and the bridge of one part.
@@ -345,7 +273,9 @@ struct Env {
     sched_url: Option<String>,
     bridge: Arc<Bridge>,
     timeline: Arc<Timeline>,
-    scratch: Vec<Scratch>,
+    /// The part's databases, dropped with it (on an error too).
+    state_pg: Option<PgDatabase>,
+    sched_db: Option<TestDatabase>,
     _dir: TempDir,
 }
 
@@ -364,13 +294,14 @@ impl Env {
         };
         let clock = Clock::system();
         let running = bbb_queue::start(cfg, clock.clone()).await?;
-        let mut scratch = Vec::new();
-        let (state, state_scratch) = fresh_state_db(opts, &dir).await?;
-        scratch.extend(state_scratch);
+        let (state, state_pg) = fresh_state_db(opts, &dir).await?;
+        let mut sched_db = None;
         let (master, sandbox, sched_url): (Arc<dyn LegacyMaster>, _, _) = match opts.master {
             MasterKind::SchedulerDb => {
-                let (url, s) = fresh_scheduler_db(&opts.mysql_url).await?;
-                scratch.push(s);
+                let db = fresh_database_on(&opts.mysql_url, "bench_sched")
+                    .await
+                    .context("a scheduler DB on the MariaDB server")?;
+                let url = sched_db.insert(db).url.clone();
                 let mut config = SchedulerDbConfig::new(url.clone());
                 config.poll = None;
                 (Arc::new(SchedulerDb::new(config)?), None, Some(url))
@@ -425,7 +356,8 @@ impl Env {
             sched_url,
             bridge,
             timeline,
-            scratch,
+            state_pg,
+            sched_db,
             _dir: dir,
         })
     }
@@ -466,8 +398,9 @@ impl Env {
         }
         self.state.close().await;
         self.running.shutdown().await;
-        for s in self.scratch {
-            s.drop_database().await?;
+        drop(self.state_pg);
+        if let Some(db) = self.sched_db {
+            db.drop_database().await?;
         }
         Ok(())
     }

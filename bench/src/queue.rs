@@ -3,8 +3,8 @@
 
 use crate::client::{Api, Creds};
 use crate::cpu::{CpuSample, per_op_us};
-use bbb_queue::testing::{TempDir, fresh_pg_database, test_pg_url};
 use bbb_queue::{Clock, QueueConfig};
+use bbb_testdb::{PgDatabase, TempDir, test_pg_url};
 use futures::future::join_all;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -70,13 +70,17 @@ struct Server {
     api: Api,
     root: Creds,
     url: String,
+    _pg: Option<PgDatabase>,
     _dir: TempDir,
 }
 
 async fn server(backend: &str, opts: &Options, commit_batch: usize) -> anyhow::Result<Server> {
     let dir = TempDir::new("bbb-bench");
+    let mut pg = None;
     let url = if backend == "postgres" {
-        fresh_pg_database("bbb_bench").await?
+        pg.insert(PgDatabase::create("bbb_bench").await?)
+            .url()
+            .to_owned()
     } else {
         format!("sqlite://{}/queue.sqlite", dir.0.display())
     };
@@ -102,6 +106,7 @@ async fn server(backend: &str, opts: &Options, commit_batch: usize) -> anyhow::R
         },
         running,
         url,
+        _pg: pg,
         _dir: dir,
     })
 }
@@ -169,7 +174,7 @@ struct Lifecycles {
     count: f64,
     /// Mean latency of createTask, claimWork and reportCompleted (ms).
     latency_ms: [f64; 3],
-    /// CPU used while they ran: (bbb's process less the client's thread,
+    /// CPU used while they ran: (the benchmark's process less the client's thread,
     /// PostgreSQL).
     cpu: (Duration, Duration),
     /// CPU the client's thread used.

@@ -11,6 +11,7 @@ mod scheduler_db;
 pub mod schema;
 pub mod script;
 pub mod simulator;
+#[cfg(feature = "testing")]
 pub mod testing;
 mod types;
 

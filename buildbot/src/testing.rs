@@ -6,7 +6,9 @@
 //! dropped, so tests run in parallel without seeing each other's rows. The
 //! server comes from `BBB_TEST_MYSQL_URL` (default
 //! `mysql://root@127.0.0.1:3306/test`; only its credentials, host and port
-//! are used). [`fresh_empty_database`] does the same without the tables.
+//! are used); [`fresh_database_on`] takes the server as an argument (the
+//! benchmarks' `--mysql-url`). [`fresh_empty_database`] does the same
+//! without the tables.
 //!
 //! [`BuildbotMaster::start`] runs a Buildbot 4.3 master and its workers for
 //! one test (see its docs).
@@ -54,7 +56,13 @@ fn with_database(server: &str, name: &str) -> Result<String> {
 /// Creates a database named `bbb_<prefix>_<pid>_<seq>_<random>` with the
 /// scheduler-DB tables.
 pub async fn fresh_database(prefix: &str) -> Result<TestDatabase> {
-    let database = fresh_empty_database(prefix).await?;
+    fresh_database_on(&server_url(), prefix).await
+}
+
+/// [`fresh_database`] on the server `server` (a `mysql://` URL; only its
+/// credentials, host and port are used) instead of `BBB_TEST_MYSQL_URL`'s.
+pub async fn fresh_database_on(server: &str, prefix: &str) -> Result<TestDatabase> {
+    let database = fresh_empty_database_on(server, prefix).await?;
     let mut conn = mysql_async::Conn::from_url(&database.url).await?;
     crate::schema::apply(&mut conn).await?;
     conn.disconnect().await?;
@@ -64,6 +72,10 @@ pub async fn fresh_database(prefix: &str) -> Result<TestDatabase> {
 /// Creates an empty database named `bbb_<prefix>_<pid>_<seq>_<random>`
 /// (for a Buildbot 4 master, which creates its own tables).
 pub async fn fresh_empty_database(prefix: &str) -> Result<TestDatabase> {
+    fresh_empty_database_on(&server_url(), prefix).await
+}
+
+async fn fresh_empty_database_on(server: &str, prefix: &str) -> Result<TestDatabase> {
     let clean: String = prefix
         .chars()
         .map(|c| {
@@ -81,15 +93,14 @@ pub async fn fresh_empty_database(prefix: &str) -> Result<TestDatabase> {
         SEQ.fetch_add(1, Ordering::Relaxed),
         rand::random::<u32>()
     );
-    let server = server_url();
-    let mut conn = mysql_async::Conn::from_url(&server).await?;
+    let mut conn = mysql_async::Conn::from_url(server).await?;
     conn.query_drop(format!("CREATE DATABASE `{name}`")).await?;
     conn.disconnect().await?;
-    let url = with_database(&server, &name)?;
+    let url = with_database(server, &name)?;
     Ok(TestDatabase {
         url,
         name,
-        server_url: server,
+        server_url: server.to_owned(),
         dropped: false,
     })
 }

@@ -1,5 +1,5 @@
 //! The REST adapter against a real Buildbot 4.3 master (one per test, from
-//! `scripts/buildbot/master.cfg`, with bbb's reporter plugin), on real
+//! `buildbot/test-master/master.cfg`, with bbb's reporter plugin), on real
 //! MariaDB and RabbitMQ.
 
 mod common;

@@ -2,6 +2,7 @@
 
 mod amqp;
 mod memory;
+#[cfg(feature = "testing")]
 pub mod testing;
 mod topic;
 

@@ -15,6 +15,7 @@ pub mod resolvers;
 pub mod s3;
 pub mod server;
 pub mod sigv4;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod time;
 pub mod validate;

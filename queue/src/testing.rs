@@ -1,12 +1,15 @@
 //! An in-process queue for tests of this crate and of its clients (workers, bridge):
 //! a real server on a free loopback port, on SQLite or on a fresh PostgreSQL database.
 
+use bbb_testdb::{Backend, PgDatabase, TempDir};
+
 use crate::config::{BlobConfig, ClientConfig, QueueConfig};
 use crate::server::{Running, random_token, start};
 use crate::time::Clock;
 
-/// A running queue for one test. Dropping it leaves the database behind; call
-/// [`TestQueue::stop`] to shut it down cleanly.
+/// A running queue for one test. Dropping it drops its database (a fresh
+/// PostgreSQL database or a SQLite file in a temporary directory); call
+/// [`TestQueue::stop`] first to shut the server down cleanly.
 pub struct TestQueue {
     /// Root URL to give clients.
     pub root_url: String,
@@ -18,32 +21,8 @@ pub struct TestQueue {
     pub clock: Clock,
     /// The running server.
     pub running: Running,
+    _pg: Option<PgDatabase>,
     _dir: TempDir,
-}
-
-/// A directory removed on drop.
-pub struct TempDir(pub std::path::PathBuf);
-
-impl TempDir {
-    /// A fresh empty directory under the system temp dir.
-    pub fn new(prefix: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&p).expect("create temp dir");
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-pub use bbb_sqlstore::test_pg_url;
-
-/// Create a fresh, empty PostgreSQL database and return its URL.
-pub async fn fresh_pg_database(prefix: &str) -> anyhow::Result<String> {
-    Ok(bbb_sqlstore::fresh_pg_database(prefix).await?)
 }
 
 /// Options for [`TestQueue::with`].
@@ -51,7 +30,8 @@ pub async fn fresh_pg_database(prefix: &str) -> anyhow::Result<String> {
 pub struct TestOptions {
     /// Use PostgreSQL (a fresh database) instead of SQLite.
     pub postgres: bool,
-    /// An existing database URL to use instead (for several queues on one database).
+    /// An existing database URL to use instead (for several queues on one database,
+    /// e.g. a [`PgDatabase`] the test holds).
     pub database_url: Option<String>,
     /// AMQP URL for events.
     pub amqp_url: Option<String>,
@@ -88,10 +68,14 @@ impl TestQueue {
     /// A queue with options.
     pub async fn with(opts: TestOptions) -> anyhow::Result<TestQueue> {
         let dir = TempDir::new("bbb-queue-test");
+        let mut pg = None;
         let database_url = match (&opts.database_url, opts.postgres) {
             (Some(u), _) => u.clone(),
-            (None, true) => fresh_pg_database("bbbq").await?,
-            (None, false) => format!("sqlite://{}/queue.sqlite", dir.0.display()),
+            (None, true) => pg
+                .insert(PgDatabase::create("bbbq").await?)
+                .url()
+                .to_owned(),
+            (None, false) => format!("sqlite://{}/queue.sqlite", dir.path().display()),
         };
         let token = random_token();
         let mut cfg = QueueConfig {
@@ -103,7 +87,7 @@ impl TestQueue {
             claim_timeout_s: opts.claim_timeout_s.unwrap_or(1200),
             deadline_delay_s: 0,
             resolver_interval_ms: 100,
-            blob_dir: dir.0.join("blobs"),
+            blob_dir: dir.path().join("blobs"),
             ..QueueConfig::default()
         };
         if let Some(n) = opts.commit_batch {
@@ -124,6 +108,7 @@ impl TestQueue {
             root_access_token: token,
             clock,
             running,
+            _pg: pg,
             _dir: dir,
         })
     }
@@ -132,27 +117,15 @@ impl TestQueue {
     pub async fn stop(self) {
         self.running.shutdown().await;
     }
-}
 
-/// Run one async test body, `async fn name(q: &TestQueue)`, against SQLite and
-/// against PostgreSQL: `both_backends!(name, other_name);` makes the tests
-/// `name::sqlite` and `name::postgres`, each on a fresh [`TestQueue`].
-#[macro_export]
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() {
-                let q = $crate::testing::TestQueue::sqlite().await;
-                super::$name(&q).await;
-                q.stop().await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres() {
-                let q = $crate::testing::TestQueue::postgres().await;
-                super::$name(&q).await;
-                q.stop().await;
-            }
-        }
-    )*};
+    /// The fixture of [`bbb_testdb::on_both_backends!`]: runs `test` against
+    /// a fresh queue on `backend`, then stops it.
+    pub async fn on(backend: Backend, test: impl AsyncFnOnce(&TestQueue)) {
+        let q = match backend {
+            Backend::Sqlite => Self::sqlite().await,
+            Backend::Postgres => Self::postgres().await,
+        };
+        test(&q).await;
+        q.stop().await;
+    }
 }

@@ -18,15 +18,16 @@
 
 mod common;
 
-use bbb_queue::both_backends;
 use bbb_queue::testing::TestQueue;
+use bbb_testdb::on_both_backends;
 use common::*;
 use futures::future::join_all;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use taskcluster::Credentials;
 
-both_backends!(
+on_both_backends!(
+    bbb_queue::testing::TestQueue::on;
     identical_creates_of_one_task,
     conflicting_creates_of_one_task,
     creates_into_a_sealed_group,
@@ -805,16 +806,18 @@ async fn race_new_group(
 /// only the creates that carry it succeed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn new_group_scheduler_race_across_two_servers() {
-    use bbb_queue::testing::{TestOptions, fresh_pg_database};
-    let db = fresh_pg_database("bbbq").await.expect("database");
+    use bbb_queue::testing::TestOptions;
+    let db = bbb_testdb::PgDatabase::create("bbbq")
+        .await
+        .expect("database");
     let start = |db: String| {
         TestQueue::with(TestOptions {
             database_url: Some(db),
             ..Default::default()
         })
     };
-    let a = start(db.clone()).await.expect("queue a");
-    let b = start(db).await.expect("queue b");
+    let a = start(db.url().to_owned()).await.expect("queue a");
+    let b = start(db.url().to_owned()).await.expect("queue b");
     let (ca, cb) = (root(&a), root(&b));
     for _ in 0..10 {
         let (s0, s1) = race_new_group([&ca, &cb], None).await;
@@ -846,4 +849,4 @@ async fn new_group_scheduler_race_batched_and_alone(q: &TestQueue) {
     }
 }
 
-both_backends!(new_group_scheduler_race_batched_and_alone);
+on_both_backends!(bbb_queue::testing::TestQueue::on; new_group_scheduler_race_batched_and_alone);

@@ -2,8 +2,8 @@
 
 mod common;
 
-use bbb_queue::both_backends;
 use bbb_queue::testing::TestQueue;
+use bbb_testdb::on_both_backends;
 use common::*;
 use serde_json::json;
 use std::time::Duration;
@@ -58,4 +58,4 @@ async fn expired_data_is_removed(q: &TestQueue) {
     assert!(deps.is_empty());
 }
 
-both_backends!(expired_data_is_removed);
+on_both_backends!(bbb_queue::testing::TestQueue::on; expired_data_is_removed);

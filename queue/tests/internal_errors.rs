@@ -123,4 +123,4 @@ async fn a_database_failure_shows_only_an_incident_id(q: &TestQueue) {
     );
 }
 
-bbb_queue::both_backends!(a_database_failure_shows_only_an_incident_id);
+bbb_testdb::on_both_backends!(bbb_queue::testing::TestQueue::on; a_database_failure_shows_only_an_incident_id);

@@ -3,12 +3,13 @@
 
 mod common;
 
-use bbb_queue::both_backends;
 use bbb_queue::testing::TestQueue;
+use bbb_testdb::on_both_backends;
 use common::*;
 use serde_json::json;
 
-both_backends!(
+on_both_backends!(
+    bbb_queue::testing::TestQueue::on;
     create_claim_reclaim_artifact_complete,
     create_is_idempotent,
     failure_and_exception_reports,
@@ -436,4 +437,4 @@ async fn rerun_is_capped_at_fifty_runs(q: &TestQueue) {
     );
 }
 
-both_backends!(rerun_is_capped_at_fifty_runs);
+on_both_backends!(bbb_queue::testing::TestQueue::on; rerun_is_capped_at_fifty_runs);

@@ -3,22 +3,23 @@
 
 mod common;
 
-use bbb_queue::testing::{TestOptions, TestQueue, fresh_pg_database};
+use bbb_queue::testing::{TestOptions, TestQueue};
+use bbb_testdb::PgDatabase;
 use common::*;
 use serde_json::json;
 use std::collections::HashSet;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_servers_never_hand_out_a_run_twice() {
-    let db = fresh_pg_database("bbbq_multi").await.unwrap();
+    let db = PgDatabase::create("bbbq_multi").await.unwrap();
     let a = TestQueue::with(TestOptions {
-        database_url: Some(db.clone()),
+        database_url: Some(db.url().to_owned()),
         ..Default::default()
     })
     .await
     .unwrap();
     let b = TestQueue::with(TestOptions {
-        database_url: Some(db),
+        database_url: Some(db.url().to_owned()),
         ..Default::default()
     })
     .await

@@ -2,12 +2,13 @@
 
 mod common;
 
-use bbb_queue::both_backends;
 use bbb_queue::testing::{TestOptions, TestQueue};
+use bbb_testdb::on_both_backends;
 use common::*;
 use serde_json::json;
 
-both_backends!(
+on_both_backends!(
+    bbb_queue::testing::TestQueue::on;
     dependencies_all_completed,
     dependencies_all_resolved_and_late_satisfaction,
     dependency_validation,
@@ -348,7 +349,7 @@ async fn claim_work_wakes_on_new_work(q: &TestQueue) {
         .await
         .unwrap();
     // The call already waiting when the task appeared returns it (one that ran
-    // out its 20 s would return no task); how fast is `bbb bench queue`'s job.
+    // out its 20 s would return no task); how fast is `bbb-bench queue`'s job.
     let r = waiter.await.unwrap();
     assert_eq!(r["tasks"][0]["status"]["taskId"], id.as_str());
 }

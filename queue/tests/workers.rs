@@ -5,7 +5,8 @@
 mod common;
 
 use bbb_queue::ops::workers::RECENT_TASKS;
-use bbb_queue::testing::{TempDir, TestQueue, fresh_pg_database};
+use bbb_queue::testing::TestQueue;
+use bbb_testdb::{PgDatabase, TempDir, on_both_backends};
 use common::*;
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -134,7 +135,7 @@ async fn every_claim_reaches_the_worker_record(q: &TestQueue) {
     assert_eq!(worker["recentTasks"], runs_json(newest), "{worker}");
 }
 
-bbb_queue::both_backends!(every_claim_reaches_the_worker_record);
+on_both_backends!(bbb_queue::testing::TestQueue::on; every_claim_reaches_the_worker_record);
 
 /// Claims made one call per transaction (no batching) are recorded too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -243,5 +244,6 @@ async fn migrating_keeps_recent_tasks_sqlite() {
 
 #[tokio::test]
 async fn migrating_keeps_recent_tasks_postgres() {
-    migrating_keeps_recent_tasks(&fresh_pg_database("bbbq").await.unwrap()).await;
+    let db = PgDatabase::create("bbbq").await.unwrap();
+    migrating_keeps_recent_tasks(db.url()).await;
 }

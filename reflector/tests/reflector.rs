@@ -8,9 +8,10 @@ use std::time::Duration;
 use bbb_bridge::{Bridge, BridgeSettings, DEFAULT_TASK_QUEUE, Metrics, QueueClient, TaskStatus};
 use bbb_buildbot::sandbox::{SandboxBuilder, SandboxConfig, SandboxMaster};
 use bbb_buildbot::{BuildRequestId, LegacyMaster, RequestState};
-use bbb_queue::testing::{TempDir, TestOptions, TestQueue};
+use bbb_queue::testing::{TestOptions, TestQueue};
 use bbb_reflector::{Reflector, ReflectorSettings};
 use bbb_state::{Resolution, RowState, StateDb};
+use bbb_testdb::TempDir;
 use serde_json::json;
 
 struct Env {

@@ -66,8 +66,9 @@ impl ErrorClass {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{connect, fresh_pg_database, test_pg_url};
-    use sqlx::{AnyPool, Connection, Executor};
+    use crate::connect;
+    use bbb_testdb::PgDatabase;
+    use sqlx::{AnyPool, Executor};
 
     /// The class of the error `sql` fails with on `pool`, and its text.
     async fn class_of(pool: &AnyPool, sql: &str) -> (ErrorClass, String) {
@@ -83,36 +84,16 @@ mod tests {
     }
 
     /// A SQLite file in a fresh directory, removed with the directory.
-    struct SqliteFile(std::path::PathBuf);
+    struct SqliteFile(bbb_testdb::TempDir);
 
     impl SqliteFile {
         fn new() -> SqliteFile {
-            let dir = std::env::temp_dir().join(format!("bbb-sqlstore-{}", uuid::Uuid::new_v4()));
-            std::fs::create_dir_all(&dir).unwrap();
-            SqliteFile(dir)
+            SqliteFile(bbb_testdb::TempDir::new("bbb-sqlstore"))
         }
 
         fn url(&self) -> String {
-            format!("sqlite://{}/t.sqlite", self.0.display())
+            format!("sqlite://{}/t.sqlite", self.0.path().display())
         }
-    }
-
-    impl Drop for SqliteFile {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    /// Drop a database made by [`fresh_pg_database`].
-    async fn drop_pg_database(url: &str) {
-        let name = url.rsplit('/').next().unwrap().to_string();
-        let mut admin = sqlx::postgres::PgConnection::connect(&test_pg_url())
-            .await
-            .unwrap();
-        admin
-            .execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str())
-            .await
-            .unwrap();
     }
 
     async fn make_table(pool: &AnyPool) {
@@ -131,8 +112,8 @@ mod tests {
     #[tokio::test]
     async fn conflicts_and_other_errors_on_both_engines() {
         let file = SqliteFile::new();
-        let pg = fresh_pg_database("bbb_sqlstore").await.unwrap();
-        for url in [file.url(), pg.clone()] {
+        let pg = PgDatabase::create("bbb_sqlstore").await.unwrap();
+        for url in [file.url(), pg.url().to_owned()] {
             let (pool, _) = connect(&url, 2).await.unwrap().unwrap();
             make_table(&pool).await;
             for sql in [
@@ -154,7 +135,6 @@ mod tests {
             let e = pool.execute("SELECT 1").await.unwrap_err();
             assert_eq!(ErrorClass::of(&e), ErrorClass::Other, "{e}");
         }
-        drop_pg_database(&pg).await;
     }
 
     /// A write while another connection holds the write lock fails
@@ -210,8 +190,8 @@ mod tests {
     /// A serialization failure and a deadlock on PostgreSQL are retryable.
     #[tokio::test]
     async fn postgres_serialization_failures_and_deadlocks_are_retryable() {
-        let pg = fresh_pg_database("bbb_sqlstore").await.unwrap();
-        let (pool, _) = connect(&pg, 4).await.unwrap().unwrap();
+        let pg = PgDatabase::create("bbb_sqlstore").await.unwrap();
+        let (pool, _) = connect(pg.url(), 4).await.unwrap().unwrap();
         make_table(&pool).await;
 
         // A repeatable-read transaction updates a row that another
@@ -260,6 +240,5 @@ mod tests {
         assert_eq!(ErrorClass::of(e), ErrorClass::Retryable, "{e}");
         drop((a, b));
         pool.close().await;
-        drop_pg_database(&pg).await;
     }
 }

@@ -121,28 +121,6 @@ pub async fn connect(
     Ok(Some((pool, backend)))
 }
 
-/// The PostgreSQL server tests use: `BBB_TEST_PG_URL`, default the local server.
-pub fn test_pg_url() -> String {
-    std::env::var("BBB_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// Create a fresh, empty PostgreSQL database named `<prefix>_<random>` on the test
-/// server and return its URL.
-pub async fn fresh_pg_database(prefix: &str) -> Result<String, sqlx::Error> {
-    use sqlx::Connection;
-    let admin = test_pg_url();
-    let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::postgres::PgConnection::connect(&admin).await?;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await?;
-    conn.close().await?;
-    let mut url = url::Url::parse(&admin).map_err(|e| sqlx::Error::Configuration(Box::new(e)))?;
-    url.set_path(&format!("/{name}"));
-    Ok(url.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,10 +141,14 @@ mod tests {
 
     #[tokio::test]
     async fn sqlite_and_postgres_accept_the_same_placeholders() {
-        let dir = std::env::temp_dir().join(format!("bbb-sqlstore-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let pg = fresh_pg_database("bbb_sqlstore").await.unwrap();
-        for url in [format!("sqlite://{}/t.sqlite", dir.display()), pg] {
+        let dir = bbb_testdb::TempDir::new("bbb-sqlstore");
+        let pg = bbb_testdb::PgDatabase::create("bbb_sqlstore")
+            .await
+            .unwrap();
+        for url in [
+            format!("sqlite://{}/t.sqlite", dir.path().display()),
+            pg.url().to_owned(),
+        ] {
             let (pool, _) = connect(&url, 2).await.unwrap().unwrap();
             let row: (i64, String) = sqlx::query_as("SELECT $1 + 1, $2")
                 .bind(41i64)
@@ -175,7 +157,7 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(row, (42, "x".to_string()));
+            pool.close().await;
         }
-        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -6,12 +6,14 @@ mod common;
 use bbb_state::{
     Change, Lease, MappingRow, Resolution, RowState, SlotClaim, StartedBuild, StateDb, StateError,
 };
+use bbb_testdb::on_both_backends;
 use common::{TestDb, slot};
 use std::collections::BTreeSet;
 
 const T0: i64 = 1_700_000_000_000;
 
 on_both_backends!(
+    crate::common::on_backend;
     concurrent_claims_insert_once,
     duplicate_delivery_finds_the_row,
     build_request_is_set_once,

@@ -12,9 +12,10 @@ use taskcluster::{ClientBuilder, Credentials, Queue};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use bbb_queue::both_backends;
+use bbb_testdb::on_both_backends;
 
-both_backends!(
+on_both_backends!(
+    bbb_queue::testing::TestQueue::on;
     success_with_logs_and_artifacts,
     failure,
     max_run_time_exceeded,

@@ -1,7 +1,6 @@
 //! One module per command of [`Command`]: each reads the configuration it
 //! needs, starts the library pieces and waits for SIGINT/SIGTERM.
 
-mod bench;
 mod bridge;
 mod config;
 mod migrate;
@@ -24,7 +23,6 @@ pub async fn run(command: Command, file: FileConfig) -> anyhow::Result<()> {
         Command::BbListener => bridge::run(&file, RoleSet::only_bb_listener()).await,
         Command::Reflector => bridge::run(&file, RoleSet::only_reflector()).await,
         Command::Migrate => migrate::run(&file).await,
-        Command::Bench(which) => bench::run(which).await,
         Command::Config { print } => config::run(&file, print),
     }
 }

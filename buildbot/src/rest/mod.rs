@@ -35,7 +35,7 @@ use crate::types::{
 use crate::{LegacyEventStream, LegacyMaster};
 
 /// The force scheduler bbb submits through unless configured otherwise (the
-/// one `scripts/buildbot/master.cfg` declares).
+/// one `buildbot/test-master/master.cfg` declares).
 pub const DEFAULT_SCHEDULER: &str = "bbb";
 /// The force-scheduler parameter that carries every build property as one
 /// JSON object (`bbb_reporter.JsonPropertiesParameter`).

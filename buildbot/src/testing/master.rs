@@ -15,8 +15,8 @@ use crate::common::{PollOptions, PulseOptions};
 use crate::error::{LegacyError, Result};
 use crate::rest::RestMasterConfig;
 
-/// The master configuration the test masters run (`scripts/buildbot/master.cfg`).
-const MASTER_CFG: &str = include_str!("../../../scripts/buildbot/master.cfg");
+/// The master configuration the test masters run (`test-master/master.cfg`).
+const MASTER_CFG: &str = include_str!("../../test-master/master.cfg");
 /// bbb's reporter plugin, installed next to it.
 const REPORTER: &str = include_str!("../../reporter/bbb_reporter.py");
 
@@ -119,7 +119,7 @@ struct WorkerProcess {
 }
 
 /// A Buildbot 4.3 master running for one test, from
-/// `scripts/buildbot/master.cfg` with bbb's reporter plugin, on its own
+/// `buildbot/test-master/master.cfg` with bbb's reporter plugin, on its own
 /// MariaDB database (`mysql+pymysql`, InnoDB), its own RabbitMQ vhost, free
 /// loopback ports and a temporary directory, with local workers that
 /// connect to it. Builders (see `master.cfg`): `bbb-linux`, `bbb-mac`,

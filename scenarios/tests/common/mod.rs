@@ -34,8 +34,9 @@ use bbb_buildbot::{
 };
 use bbb_listeners::bb_listener::{self, BbListenerSettings};
 use bbb_listeners::tc_listener::{self, TcListenerSettings};
-use bbb_queue::testing::{TempDir, TestOptions, TestQueue};
+use bbb_queue::testing::{TestOptions, TestQueue};
 use bbb_state::{MappingRow, StateDb};
+use bbb_testdb::TempDir;
 use mysql_async::prelude::Queryable;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;

@@ -1,0 +1,204 @@
+//! `bbb-bench`: the benchmark programs, one subcommand each. They print figures
+//! and ratios; see the crate README. A binary of its own, so the product binary
+//! `bbb` links no benchmark or test-support code.
+
+use bbb_bench::{bridge, queue};
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// mimalloc, as in the `bbb` binary: the queue benchmark runs the queue server
+/// in this process, so it must allocate as the product does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "bbb-bench",
+    version,
+    about = "bbb's benchmark programs: run one and print its figures"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The benchmark programs.
+#[derive(Subcommand)]
+enum Command {
+    /// Queue lifecycle throughput beside raw commits, claimWork wake-up latency and
+    /// the drain of a 10,000-task graph, on SQLite and PostgreSQL.
+    Queue {
+        /// Backends to measure.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "sqlite,postgres"
+        )]
+        backends: Vec<Backend>,
+        /// Concurrent loops (workers, each creating, claiming and completing tasks).
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Seconds per throughput measurement.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Wake-up latency samples.
+        #[arg(long, default_value_t = 200)]
+        wake_samples: usize,
+        /// Skip the 10,000-task graph.
+        #[arg(long)]
+        no_graph: bool,
+        /// Most concurrent calls the queue commits in one transaction.
+        #[arg(long, default_value_t = 64)]
+        commit_batch: usize,
+        /// Skip the lifecycle measurement with one transaction per call.
+        #[arg(long)]
+        no_compare: bool,
+    },
+    /// The bridge: task-pending → build-request-injected latency at rising task
+    /// rates, and reflector passes over running rows.
+    Bridge {
+        /// Legacy master.
+        #[arg(long, value_enum, default_value = "schedulerdb")]
+        master: BenchMaster,
+        /// MariaDB server for the scheduler DB.
+        #[arg(
+            long,
+            env = "BBB_TEST_MYSQL_URL",
+            default_value = "mysql://root@127.0.0.1:3306/test"
+        )]
+        mysql_url: String,
+        /// Mapping DB: a postgres:// server URL (a fresh database is made); default SQLite.
+        #[arg(long)]
+        state_db: Option<String>,
+        /// Offered task rates per step (tasks/s).
+        #[arg(long, value_delimiter = ',', default_value = "50,100,200,400")]
+        rates: Vec<u32>,
+        /// Tasks per rate step.
+        #[arg(long, default_value_t = 1000)]
+        tasks: usize,
+        /// Running rows for the reflector passes (0 skips them).
+        #[arg(long, default_value_t = 10_000)]
+        rows: usize,
+    },
+}
+
+/// A database the queue benchmark measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Backend {
+    /// A SQLite file.
+    Sqlite,
+    /// A fresh database on the PostgreSQL server of `BBB_TEST_PG_URL`.
+    Postgres,
+}
+
+impl Backend {
+    /// The name the benchmark prints and takes.
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// The legacy master the bridge benchmark injects into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum BenchMaster {
+    /// A fresh Buildbot 0.8 scheduler database on MariaDB.
+    #[value(name = "schedulerdb")]
+    SchedulerDb,
+    /// The in-memory sandbox master.
+    Sandbox,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BBB_LOG")
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let command = Cli::parse().command;
+    // Ctrl-C ends the run by dropping it, so what it created (databases,
+    // directories) is removed as on an error.
+    tokio::select! {
+        result = run(command) => result,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+    }
+}
+
+/// Runs one benchmark.
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Queue {
+            backends,
+            concurrency,
+            seconds,
+            wake_samples,
+            no_graph,
+            commit_batch,
+            no_compare,
+        } => {
+            let opts = queue::Options {
+                backends: backends.iter().map(|b| b.name().to_owned()).collect(),
+                concurrency,
+                seconds,
+                wake_samples,
+                graph: !no_graph,
+                commit_batch,
+                compare_unbatched: !no_compare,
+            };
+            queue::run(opts).await?;
+        }
+        Command::Bridge {
+            master,
+            mysql_url,
+            state_db,
+            rates,
+            tasks,
+            rows,
+        } => {
+            let opts = bridge::Options {
+                master: match master {
+                    BenchMaster::SchedulerDb => bridge::MasterKind::SchedulerDb,
+                    BenchMaster::Sandbox => bridge::MasterKind::Sandbox,
+                },
+                mysql_url,
+                state_db,
+                rates,
+                tasks_per_rate: tasks,
+                reflector_rows: rows,
+                ..bridge::Options::default()
+            };
+            bridge::run(opts).await?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn typed_values_refuse_unknown_names() {
+        let parsed = Cli::try_parse_from(["bbb-bench", "bridge", "--master", "sandbox"]);
+        assert!(matches!(
+            parsed.map(|c| c.command),
+            Ok(Command::Bridge {
+                master: BenchMaster::Sandbox,
+                ..
+            })
+        ));
+        assert!(Cli::try_parse_from(["bbb-bench", "bridge", "--master", "nope"]).is_err());
+        assert!(Cli::try_parse_from(["bbb-bench", "queue", "--backends", "oracle"]).is_err());
+    }
+}

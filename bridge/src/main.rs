@@ -106,7 +106,7 @@ async fn main() -> anyhow::Result<()> {
                 bbb_queue::server::open_db(&cfg).await?;
                 println!(
                     "migrations applied to {}",
-                    bbb_queue::db::mask_url(&cfg.database_url)
+                    bbb_secret::mask_url(&cfg.database_url)
                 );
             }
             if file.bridge_state_configured() {
@@ -115,7 +115,7 @@ async fn main() -> anyhow::Result<()> {
                 state.migrate().await?;
                 println!(
                     "migrations applied to {}",
-                    bbb_state::mask_url(&bcfg.state_database_url)
+                    bbb_secret::mask_url(&bcfg.state_database_url)
                 );
             }
         }

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use futures::Stream;
 
 pub use crate::builders::BuilderSource;
-pub use crate::error::{LegacyError, Result, mask_url};
+pub use crate::error::{LegacyError, Result};
 pub use crate::events::EventStream;
 pub use crate::rest::{
     DEFAULT_PROPERTIES_PARAMETER, DEFAULT_SCHEDULER, REPORTER_BINDINGS, RestAuth, RestMaster,

@@ -17,7 +17,9 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, mpsc};
 
-use crate::error::{LegacyError, Result, mask_url};
+use bbb_secret::mask_url;
+
+use crate::error::{LegacyError, Result};
 use crate::events::{self, EventStream};
 use crate::scheduler_db::{PollOptions, PulseOptions, REASON_PREFIX, normalize_branch, now_secs};
 use crate::types::{

@@ -9,7 +9,9 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Opts, Pool, TxOpts};
 
 use crate::builders::{BuilderCatalog, BuilderSource};
-use crate::error::{LegacyError, Result, mask_url};
+use bbb_secret::mask_url;
+
+use crate::error::{LegacyError, Result};
 use crate::events::{self, EventStream};
 use crate::messages::DEFAULT_BUILD_EXCHANGE;
 use crate::types::{

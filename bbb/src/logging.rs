@@ -27,6 +27,7 @@ pub const OWN_CRATES: &[&str] = &[
     "bbb_queue",
     "bbb_reflector",
     "bbb_scenarios",
+    "bbb_secret",
     "bbb_sqlstore",
     "bbb_state",
     "bbb_testdb",

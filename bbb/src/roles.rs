@@ -170,7 +170,7 @@ pub async fn start(
         .with_context(|| {
             format!(
                 "mapping DB {}",
-                bbb_state::mask_url(&cfg.state_database_url)
+                bbb_secret::mask_url(&cfg.state_database_url)
             )
         })?;
     state.migrate().await?;
@@ -264,7 +264,7 @@ pub async fn start(
         instance = %bridge.settings.instance,
         task_queue = %cfg.task_queue_id,
         master = ?cfg.buildbot_kind,
-        state = %bbb_state::mask_url(&cfg.state_database_url),
+        state = %bbb_secret::mask_url(&cfg.state_database_url),
         ?roles,
         "bridge started"
     );

@@ -839,14 +839,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         None => "SQLite (temporary file)".to_owned(),
         Some(url) => format!(
             "PostgreSQL ({}; a fresh database per part)",
-            bbb_state::mask_url(url)
+            bbb_secret::mask_url(url)
         ),
     };
     let master = match opts.master {
         MasterKind::SchedulerDb => format!(
             "0.8 scheduler DB on MariaDB {} ({}; a fresh database per part)",
             mariadb_version(&opts.mysql_url).await,
-            bbb_buildbot::mask_url(&opts.mysql_url)
+            bbb_secret::mask_url(&opts.mysql_url)
         ),
         MasterKind::Sandbox => "sandbox (in memory)".to_owned(),
     };

@@ -486,7 +486,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         if backend == "postgres" {
             println!(
                 "server:                      {}",
-                bbb_queue::db::mask_url(&test_pg_url())
+                bbb_secret::mask_url(&test_pg_url())
             );
         }
         let s = server(backend, &opts, opts.commit_batch).await?;

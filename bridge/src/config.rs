@@ -324,12 +324,12 @@ Environment (overrides the [bridge] section of --config):
         if c.buildbot_password.is_some() {
             c.buildbot_password = Some("***".to_owned());
         }
-        c.amqp_url = c.amqp_url.as_deref().map(bbb_buildbot::mask_url);
-        c.schedulerdb_url = c.schedulerdb_url.as_deref().map(bbb_buildbot::mask_url);
-        c.buildbot_url = c.buildbot_url.as_deref().map(bbb_buildbot::mask_url);
-        c.selfserve_url = c.selfserve_url.as_deref().map(bbb_buildbot::mask_url);
-        c.builders_url = c.builders_url.as_deref().map(bbb_buildbot::mask_url);
-        c.state_database_url = bbb_buildbot::mask_url(&c.state_database_url);
+        c.amqp_url = c.amqp_url.as_deref().map(bbb_secret::mask_url);
+        c.schedulerdb_url = c.schedulerdb_url.as_deref().map(bbb_secret::mask_url);
+        c.buildbot_url = c.buildbot_url.as_deref().map(bbb_secret::mask_url);
+        c.selfserve_url = c.selfserve_url.as_deref().map(bbb_secret::mask_url);
+        c.builders_url = c.builders_url.as_deref().map(bbb_secret::mask_url);
+        c.state_database_url = bbb_secret::mask_url(&c.state_database_url);
         c
     }
 }

@@ -4,7 +4,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
-use crate::error::{LegacyError, Result, mask_url};
+use bbb_secret::mask_url;
+
+use crate::error::{LegacyError, Result};
 
 /// Where the list of accepted builder names comes from.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

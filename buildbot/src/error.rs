@@ -46,8 +46,3 @@ pub enum LegacyError {
 
 /// Result alias for this crate.
 pub type Result<T, E = LegacyError> = std::result::Result<T, E>;
-
-/// Returns `url` with the password (if any) replaced by `***`.
-pub fn mask_url(url: &str) -> String {
-    bbb_pulse::mask_url(url)
-}

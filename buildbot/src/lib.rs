@@ -22,7 +22,7 @@ use futures::Stream;
 
 pub use crate::builders::BuilderSource;
 pub use crate::common::{PollOptions, PulseOptions};
-pub use crate::error::{LegacyError, Result, mask_url};
+pub use crate::error::{LegacyError, Result};
 pub use crate::events::EventStream;
 pub use crate::rest::{
     DEFAULT_PROPERTIES_PARAMETER, DEFAULT_SCHEDULER, REPORTER_BINDINGS, RestAuth, RestMaster,

@@ -21,7 +21,7 @@ use tokio::sync::{Mutex, watch};
 
 use crate::{
     Binding, BusError, BusOptions, Delivery, Message, ORIGINAL_EXCHANGE_HEADER,
-    ORIGINAL_ROUTING_KEY_HEADER, PARKED_FROM_HEADER, PARKED_REASON_HEADER, Settle, mask_url,
+    ORIGINAL_ROUTING_KEY_HEADER, PARKED_FROM_HEADER, PARKED_REASON_HEADER, Settle,
     parked_queue_name, validate_message,
 };
 
@@ -161,7 +161,7 @@ async fn sleep_unless_closed(closed: &mut watch::Receiver<bool>, delay: Duration
 
 impl AmqpBus {
     pub(crate) async fn connect(url: &str, options: BusOptions) -> Result<Self, BusError> {
-        let masked_url = mask_url(url);
+        let masked_url = bbb_secret::mask_url(url);
         let uri: AMQPUri = url.parse().map_err(|reason| BusError::InvalidUrl {
             url: masked_url.clone(),
             reason,

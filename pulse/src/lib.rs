@@ -153,38 +153,6 @@ impl Default for BusOptions {
     }
 }
 
-/// Returns `url` with the password (if any) replaced by `***`, for logs and
-/// error messages.
-///
-/// ```
-/// assert_eq!(
-///     bbb_pulse::mask_url("amqp://guest:secret@localhost:5672/%2f"),
-///     "amqp://guest:***@localhost:5672/%2f"
-/// );
-/// ```
-pub fn mask_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let authority_start = scheme_end + 3;
-    let rest = &url[authority_start..];
-    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_len];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_owned();
-    };
-    let userinfo = &authority[..at];
-    let Some(colon) = userinfo.find(':') else {
-        return url.to_owned();
-    };
-    format!(
-        "{}{}:***{}",
-        &url[..authority_start],
-        &userinfo[..colon],
-        &url[authority_start + at..]
-    )
-}
-
 /// Name of the queue that [`Delivery::park`] moves messages of `queue` to.
 pub fn parked_queue_name(queue: &str) -> String {
     format!("{queue}.parked")
@@ -540,22 +508,5 @@ impl Drop for Delivery {
             Some(Settle::Memory(lease)) => lease.requeue(),
             None => {}
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::mask_url;
-
-    #[test]
-    fn masks_passwords() {
-        assert_eq!(
-            mask_url("amqp://user:pa:ss@host:5672/vh"),
-            "amqp://user:***@host:5672/vh"
-        );
-        assert_eq!(mask_url("amqp://user@host/vh"), "amqp://user@host/vh");
-        assert_eq!(mask_url("amqp://host/vh"), "amqp://host/vh");
-        assert_eq!(mask_url("amqp://u:p@host"), "amqp://u:***@host");
-        assert_eq!(mask_url("not a url"), "not a url");
     }
 }

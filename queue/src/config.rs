@@ -349,8 +349,8 @@ impl QueueConfig {
         for cl in &mut c.auth.clients {
             cl.access_token = "***".into();
         }
-        c.database_url = crate::db::mask_url(&c.database_url);
-        c.amqp_url = c.amqp_url.as_deref().map(crate::db::mask_url);
+        c.database_url = bbb_secret::mask_url(&c.database_url);
+        c.amqp_url = c.amqp_url.as_deref().map(bbb_secret::mask_url);
         if !c.blob.s3_secret_access_key.is_empty() {
             c.blob.s3_secret_access_key = "***".into();
         }

@@ -7,7 +7,7 @@ use crate::model::{Run, Task, TaskDef};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
 
-pub use bbb_sqlstore::{Backend, mask_url, placeholders};
+pub use bbb_sqlstore::{Backend, placeholders};
 
 /// A connection pool plus the engine it talks to.
 #[derive(Clone, Debug)]
@@ -32,7 +32,7 @@ impl Db {
             .ok_or_else(|| {
                 QueueError::Internal(format!(
                     "unsupported database URL {}: use sqlite://PATH or postgres://...",
-                    mask_url(url)
+                    bbb_secret::mask_url(url)
                 ))
             })?;
         Ok(Db {

@@ -43,7 +43,7 @@ pub async fn open_db(cfg: &QueueConfig) -> anyhow::Result<Db> {
     }
     let db = Db::connect(&cfg.database_url, cfg.database_max_connections)
         .await
-        .with_context(|| format!("connecting to {}", crate::db::mask_url(&cfg.database_url)))?;
+        .with_context(|| format!("connecting to {}", bbb_secret::mask_url(&cfg.database_url)))?;
     db.migrate().await?;
     Ok(db)
 }

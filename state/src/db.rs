@@ -10,7 +10,7 @@ use crate::model::{
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
 
-pub use bbb_sqlstore::{Backend, mask_url};
+pub use bbb_sqlstore::Backend;
 
 /// The bridge's mapping database.
 #[derive(Clone, Debug)]
@@ -77,7 +77,7 @@ impl StateDb {
     pub async fn connect(url: &str, max_connections: u32) -> Result<StateDb> {
         let (pool, backend) = bbb_sqlstore::connect(url, max_connections)
             .await?
-            .ok_or_else(|| StateError::UnsupportedUrl(mask_url(url)))?;
+            .ok_or_else(|| StateError::UnsupportedUrl(bbb_secret::mask_url(url)))?;
         Ok(StateDb { pool, backend })
     }
 

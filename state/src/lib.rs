@@ -4,7 +4,7 @@ mod db;
 mod error;
 mod model;
 
-pub use db::{Backend, StateDb, mask_url};
+pub use db::{Backend, StateDb};
 pub use error::{Result, StateError};
 pub use model::{
     Change, Lease, MappingRow, NewSlot, Resolution, RowState, SlotClaim, StartedBuild,

@@ -11,7 +11,7 @@ pub async fn run(file: &FileConfig) -> anyhow::Result<()> {
         bbb_queue::server::open_db(&cfg).await?;
         println!(
             "migrations applied to {}",
-            bbb_queue::db::mask_url(&cfg.database_url)
+            bbb_secret::mask_url(&cfg.database_url)
         );
     }
     if file.bridge_state_configured() {
@@ -20,7 +20,7 @@ pub async fn run(file: &FileConfig) -> anyhow::Result<()> {
         state.migrate().await?;
         println!(
             "migrations applied to {}",
-            bbb_state::mask_url(&cfg.state_database_url)
+            bbb_secret::mask_url(&cfg.state_database_url)
         );
     }
     Ok(())

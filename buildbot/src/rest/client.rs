@@ -6,7 +6,9 @@ use std::time::Instant;
 use serde_json::{Value, json};
 
 use super::{RestAuth, RestMaster};
-use crate::error::{LegacyError, Result, mask_url};
+use bbb_secret::mask_url;
+
+use crate::error::{LegacyError, Result};
 use crate::types::{BuildId, BuildInfo, BuildRequestId, BuildResult};
 
 /// Ids per `field=a&field=b` (SQL `IN`) query.

@@ -26,7 +26,9 @@ use tokio::sync::Mutex;
 
 use self::client::{BuilderRow, RestBuild, api_base, results_or, rows};
 use crate::common::{PollOptions, PulseOptions, buildset_reason, normalize_branch};
-use crate::error::{LegacyError, Result, mask_url};
+use bbb_secret::mask_url;
+
+use crate::error::{LegacyError, Result};
 use crate::events::EventSources;
 use crate::types::{
     BuildId, BuildInfo, BuildRequestId, BuildRequestSpec, BuildResult, CancelOutcome, FoundRequest,

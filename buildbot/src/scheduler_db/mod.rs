@@ -11,8 +11,10 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Opts, Pool, TxOpts};
 
 use crate::builders::{BuilderCatalog, BuilderSource};
+use bbb_secret::mask_url;
+
 use crate::common::{PollOptions, PulseOptions, buildset_reason, normalize_branch, now_secs};
-use crate::error::{LegacyError, Result, mask_url};
+use crate::error::{LegacyError, Result};
 use crate::events::EventSources;
 use crate::types::{
     BuildId, BuildInfo, BuildRequestId, BuildRequestSpec, BuildResult, CancelOutcome, FoundRequest,

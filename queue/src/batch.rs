@@ -17,7 +17,7 @@
 
 use crate::core::Queue;
 use crate::db::{TASK_COLUMNS, placeholders, task_from_row};
-use crate::error::{QueueError, Result};
+use crate::error::{ApiError, Result};
 use crate::model::{Task, TaskDef};
 use crate::ops::claims::Resolution;
 use crate::ops::tasks::{GROUP_EXPIRY_MARGIN_MS, GROUP_EXPIRY_SLACK_MS, new_task};
@@ -146,7 +146,7 @@ impl Queue {
         }
         answer
             .await
-            .map_err(|_| QueueError::Internal("a batched call was dropped unanswered".into()))?
+            .map_err(|_| ApiError::Internal("a batched call was dropped unanswered".into()))?
     }
 
     async fn run_batch<R: BatchOp>(&self, calls: Vec<Call<R>>) {
@@ -358,7 +358,7 @@ pub(crate) async fn claim_alone(q: &Queue, calls: &[ClaimCall]) -> Result<Vec<Va
     let mut out = claim_batch(q, calls).await?;
     match out.pop() {
         Some(Outcome::Done(r)) => r,
-        _ => Err(QueueError::Internal("a claim got no answer".into())),
+        _ => Err(ApiError::Internal("a claim got no answer".into())),
     }
 }
 
@@ -554,7 +554,7 @@ async fn resolve_batch(q: &Queue, calls: &[ResolveCall]) -> Result<Vec<Outcome<V
             continue;
         }
         let Some(task) = tasks.get_mut(&c.task_id) else {
-            out.push(Outcome::Done(Err(QueueError::NotFound(format!(
+            out.push(Outcome::Done(Err(ApiError::NotFound(format!(
                 "Task {} not found",
                 c.task_id
             )))));
@@ -562,7 +562,7 @@ async fn resolve_batch(q: &Queue, calls: &[ResolveCall]) -> Result<Vec<Outcome<V
         };
         // Refusals (404, 409) come before any change, so they stay with their call.
         match q.apply_resolution(&mut t, task, c.run_id, c.how, now).await {
-            Err(e @ (QueueError::NotFound(_) | QueueError::Conflict(_))) => {
+            Err(e @ (ApiError::NotFound(_) | ApiError::Conflict(_))) => {
                 out.push(Outcome::Done(Err(e)))
             }
             r => out.push(Outcome::Done(Ok(r?))),

@@ -4,7 +4,7 @@
 
 use crate::config::QueueConfig;
 use crate::db::{Db, TASK_COLUMNS, task_from_row};
-use crate::error::{QueueError, Result};
+use crate::error::{ApiError, Result};
 use crate::events::Events;
 use crate::model::Task;
 use crate::time::Clock;
@@ -210,7 +210,7 @@ impl Queue {
     pub async fn task_or_404(&self, task_id: &str) -> Result<Task> {
         self.load_task(task_id)
             .await?
-            .ok_or_else(|| QueueError::NotFound(format!("Task {task_id} not found")))
+            .ok_or_else(|| ApiError::NotFound(format!("Task {task_id} not found")))
     }
 
     /// Write a task's mutable state back.

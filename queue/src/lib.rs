@@ -22,6 +22,6 @@ pub mod writes;
 
 pub use config::QueueConfig;
 pub use core::Queue;
-pub use error::QueueError;
+pub use error::ApiError;
 pub use server::{Running, start};
 pub use time::Clock;

@@ -1,7 +1,7 @@
 //! The worker interface: claimWork, claimTask, reclaimTask and run resolution.
 
 use crate::core::{Queue, Txn};
-use crate::error::{QueueError, Result};
+use crate::error::{ApiError, Result};
 use crate::model::{Run, Task};
 use crate::time::fmt_ms;
 use serde_json::{Value, json};
@@ -141,7 +141,7 @@ impl Queue {
             self.clock.now() - chrono::Duration::minutes(5),
             crate::time::from_ms(taken_until),
         )
-        .map_err(|e| QueueError::Internal(format!("issuing task credentials: {e}")))?;
+        .map_err(|e| ApiError::Internal(format!("issuing task credentials: {e}")))?;
         Ok(json!({
             "clientId": creds.client_id,
             "accessToken": creds.access_token,
@@ -166,10 +166,10 @@ impl Queue {
             let run = task
                 .runs
                 .get(run_id as usize)
-                .ok_or_else(|| QueueError::NotFound(format!("Run {run_id} of task {task_id} not found")))?
+                .ok_or_else(|| ApiError::NotFound(format!("Run {run_id} of task {task_id} not found")))?
                 .clone();
             if task.deadline <= now {
-                return Err(QueueError::Conflict(format!("Task {task_id} has passed its deadline")));
+                return Err(ApiError::Conflict(format!("Task {task_id} has passed its deadline")));
             }
             let latest = run_id as usize + 1 == task.runs.len();
             if latest && run.state == "pending" {
@@ -196,7 +196,7 @@ impl Queue {
                     "credentials": self.task_credentials(&task, run_id, worker_group, worker_id, taken_until)?,
                 }));
             }
-            Err(QueueError::Conflict(format!(
+            Err(ApiError::Conflict(format!(
                 "Run {run_id} of task {task_id} is {} and can't be claimed",
                 run.state
             )))
@@ -212,16 +212,16 @@ impl Queue {
             let mut task = self.existing(&mut t, task_id).await?;
             let n = task.runs.len();
             let run = task.runs.get_mut(run_id as usize).ok_or_else(|| {
-                QueueError::NotFound(format!("Run {run_id} of task {task_id} not found"))
+                ApiError::NotFound(format!("Run {run_id} of task {task_id} not found"))
             })?;
             if run_id as usize + 1 != n || run.state != "running" {
-                return Err(QueueError::Conflict(format!(
+                return Err(ApiError::Conflict(format!(
                     "Run {run_id} of task {task_id} is {} and can't be reclaimed",
                     run.state
                 )));
             }
             if task.deadline <= now {
-                return Err(QueueError::Conflict(format!(
+                return Err(ApiError::Conflict(format!(
                     "Task {task_id} has passed its deadline {}",
                     fmt_ms(task.deadline)
                 )));
@@ -307,13 +307,13 @@ impl Queue {
         };
         let n = task.runs.len();
         let run = task.runs.get_mut(run_id as usize).ok_or_else(|| {
-            QueueError::NotFound(format!("Run {run_id} of task {task_id} not found"))
+            ApiError::NotFound(format!("Run {run_id} of task {task_id} not found"))
         })?;
         if run.state == state && run.reason_resolved.as_deref() == Some(reason) {
             return Ok(json!({"status": task.status()}));
         }
         if run_id as usize + 1 != n || run.state != "running" {
-            return Err(QueueError::Conflict(format!(
+            return Err(ApiError::Conflict(format!(
                 "Run {run_id} of task {task_id} is {} and can't be resolved {state}/{reason}",
                 run.state
             )));

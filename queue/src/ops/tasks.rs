@@ -2,7 +2,7 @@
 
 use crate::core::{Queue, Txn};
 use crate::db::{TASK_COLUMNS, placeholders, task_from_row};
-use crate::error::{QueueError, Result};
+use crate::error::{ApiError, Result};
 use crate::model::{Run, Task, TaskDef};
 use crate::time::{fmt_ms, parse_ms};
 use serde_json::{Value, json};
@@ -12,7 +12,7 @@ use std::collections::HashMap;
 /// After its deadline a task is immutable: 409 for `action` (schedule, rerun, cancel).
 fn refuse_past_deadline(task: &Task, action: &str, now: i64) -> Result<()> {
     if task.deadline <= now {
-        return Err(QueueError::Conflict(format!(
+        return Err(ApiError::Conflict(format!(
             "Task {} can't be {action} past its deadline {}",
             task.task_id,
             fmt_ms(task.deadline)
@@ -82,7 +82,7 @@ impl Queue {
             Some(row) => {
                 let sid: String = row.try_get("scheduler_id")?;
                 if sid != def.scheduler_id {
-                    return Err(QueueError::Conflict(format!(
+                    return Err(ApiError::Conflict(format!(
                         "Task group {} already has schedulerId {sid}, not {}: every task in a group must have the same schedulerId",
                         def.task_group_id, def.scheduler_id
                     )));
@@ -94,7 +94,7 @@ impl Queue {
                     {
                         return Ok(json!({"status": existing.status()}));
                     }
-                    return Err(QueueError::Conflict(format!(
+                    return Err(ApiError::Conflict(format!(
                         "Task group {} is sealed: no more tasks can be added to it",
                         def.task_group_id
                     )));
@@ -125,7 +125,7 @@ impl Queue {
                 // another schedulerId: the group as stored decides.
                 let sid = self.group_scheduler_id(&mut t, &def.task_group_id).await?;
                 if sid != def.scheduler_id {
-                    return Err(QueueError::Conflict(format!(
+                    return Err(ApiError::Conflict(format!(
                         "Task group {} already has schedulerId {sid}, not {}: every task in a group must have the same schedulerId",
                         def.task_group_id, def.scheduler_id
                     )));
@@ -178,7 +178,7 @@ impl Queue {
                     expiring.join(", ")
                 ));
             }
-            return Err(QueueError::Input(msg));
+            return Err(ApiError::Input(msg));
         }
         let satisfied = |state: &str| {
             state == "completed"
@@ -201,9 +201,9 @@ impl Queue {
             let existing = self
                 .load_task_for_update(&mut t, task_id)
                 .await?
-                .ok_or_else(|| QueueError::Internal("task vanished during createTask".into()))?;
+                .ok_or_else(|| ApiError::Internal("task vanished during createTask".into()))?;
             if existing.def != *def {
-                return Err(QueueError::Conflict(format!(
+                return Err(ApiError::Conflict(format!(
                     "taskId {task_id} already used by another task: the new definition differs from the stored one"
                 )));
             }
@@ -284,7 +284,7 @@ impl Queue {
                 return Ok(json!({"status": task.status()}));
             }
             if task.runs.len() >= MAX_RUNS {
-                return Err(QueueError::Conflict(format!(
+                return Err(ApiError::Conflict(format!(
                     "Maximum number of runs reached ({MAX_RUNS}) for task {task_id}"
                 )));
             }
@@ -442,7 +442,7 @@ impl Queue {
     pub async fn existing(&self, t: &mut Txn, task_id: &str) -> Result<Task> {
         self.load_task_for_update(t, task_id)
             .await?
-            .ok_or_else(|| QueueError::NotFound(format!("Task {task_id} not found")))
+            .ok_or_else(|| ApiError::NotFound(format!("Task {task_id} not found")))
     }
 
     /// `tasks`/`statuses`: load many tasks at once (unknown ids are skipped).

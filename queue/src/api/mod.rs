@@ -3,7 +3,12 @@
 //! `taskQueueId` or an artifact name), authenticates, checks URL parameters
 //! and the scopes each endpoint declares, and renders upstream's error body.
 
-mod handlers;
+mod artifacts;
+mod claims;
+mod groups;
+mod monitoring;
+mod task_queues;
+mod tasks;
 
 use crate::blob::BlobStore;
 use crate::core::Queue;
@@ -14,7 +19,7 @@ use bbb_service::{ScopeTemplate, Service, all_of, any_of, for_each, get, post, p
 use std::sync::Arc;
 
 pub use bbb_service::BODY_LIMIT;
-pub use handlers::CLAIM_WORK_WAIT;
+pub use claims::CLAIM_WORK_WAIT;
 
 /// Shared state of the HTTP layer: what every handler gets.
 #[derive(Clone)]
@@ -23,6 +28,11 @@ pub struct Api {
     pub queue: Queue,
     /// Artifact bytes.
     pub blobs: BlobStore,
+}
+
+/// The `runId` URL parameter (checked and normalised by the service).
+fn run_id(call: &bbb_service::Call) -> i64 {
+    call.param("runId").parse().unwrap_or_default()
 }
 
 /// The three ways to be allowed to schedule, rerun or cancel a task.
@@ -40,13 +50,12 @@ fn task_action_scopes(verb: &str) -> ScopeTemplate {
 /// The queue's endpoints and their URL parameter checks, in the order
 /// requests are matched.
 pub fn service(api: Api, auth: Arc<Authenticator>) -> Service<Api> {
-    use handlers::*;
     let clock = api.queue.clock.clone();
     let worker_id = || scope("queue:worker-id:<workerGroup>/<workerId>");
     let blobs = Router::new()
         .route(
             "/blobs/{task_id}/{run_id}/{*name}",
-            axum::routing::any(blob),
+            axum::routing::any(artifacts::blob),
         )
         .with_state(api.clone());
     Service::new("queue", "v1", api, auth, clock)
@@ -60,11 +69,11 @@ pub fn service(api: Api, auth: Arc<Authenticator>) -> Service<Api> {
                 .map(|()| v.to_string())
         })
         .endpoints([
-            get("/__heartbeat__", "heartbeat").to(heartbeat),
-            get("/__version__", "version").to(version),
+            get("/__heartbeat__", "heartbeat").to(monitoring::heartbeat),
+            get("/__version__", "version").to(monitoring::version),
             get("/task/<taskId>", "task")
                 .scopes(scope("queue:get-task:<taskId>"))
-                .to(task),
+                .to(tasks::task),
             put("/task/<taskId>", "createTask")
                 .scopes(all_of([
                     for_each("scope", "scopes", "<scope>"),
@@ -77,85 +86,85 @@ pub fn service(api: Api, auth: Arc<Authenticator>) -> Service<Api> {
                         "queue:create-task:<priority>:<taskQueueId>",
                     )]),
                 ]))
-                .to(create_task),
+                .to(tasks::create_task),
             get("/task/<taskId>/status", "status")
                 .scopes(scope("queue:status:<taskId>"))
-                .to(status),
+                .to(tasks::status),
             post("/tasks", "tasks")
                 .scopes(all_of([for_each("taskId", "taskIds", "queue:get-task:<taskId>")]))
-                .to(tasks),
+                .to(tasks::tasks),
             post("/tasks/status", "statuses")
                 .scopes(all_of([for_each("taskId", "taskIds", "queue:status:<taskId>")]))
-                .to(statuses),
+                .to(tasks::statuses),
             post("/task/<taskId>/schedule", "scheduleTask")
                 .scopes(task_action_scopes("schedule-task"))
-                .to(schedule_task),
+                .to(tasks::schedule_task),
             post("/task/<taskId>/rerun", "rerunTask")
                 .scopes(task_action_scopes("rerun-task"))
-                .to(rerun_task),
+                .to(tasks::rerun_task),
             post("/task/<taskId>/cancel", "cancelTask")
                 .scopes(task_action_scopes("cancel-task"))
-                .to(cancel_task),
+                .to(tasks::cancel_task),
             get("/task/<taskId>/dependents", "listDependentTasks")
                 .scopes(scope("queue:list-dependent-tasks:<taskId>"))
-                .to(list_dependent_tasks),
+                .to(tasks::list_dependent_tasks),
             get("/task-group/<taskGroupId>/list", "listTaskGroup")
                 .scopes(scope("queue:list-task-group:<taskGroupId>"))
-                .to(list_task_group),
+                .to(groups::list_task_group),
             get("/task-group/<taskGroupId>", "getTaskGroup")
                 .scopes(scope("queue:list-task-group:<taskGroupId>"))
-                .to(get_task_group),
+                .to(groups::get_task_group),
             post("/task-group/<taskGroupId>/seal", "sealTaskGroup")
                 .scopes(scope("queue:seal-task-group:<schedulerId>/<taskGroupId>"))
-                .to(seal_task_group),
+                .to(groups::seal_task_group),
             post("/task-group/<taskGroupId>/cancel", "cancelTaskGroup")
                 .scopes(scope("queue:cancel-task-group:<schedulerId>/<taskGroupId>"))
-                .to(cancel_task_group),
+                .to(groups::cancel_task_group),
             post("/task/<taskId>/runs/<runId>/claim", "claimTask")
                 .scopes(all_of([scope("queue:claim-task:<taskQueueId>"), worker_id()]))
-                .to(claim_task),
+                .to(claims::claim_task),
             post("/task/<taskId>/runs/<runId>/reclaim", "reclaimTask")
                 .scopes(scope("queue:reclaim-task:<taskId>/<runId>"))
-                .to(reclaim_task),
+                .to(claims::reclaim_task),
             post("/task/<taskId>/runs/<runId>/completed", "reportCompleted")
                 .scopes(scope("queue:resolve-task:<taskId>/<runId>"))
-                .to(report_completed),
+                .to(claims::report_completed),
             post("/task/<taskId>/runs/<runId>/failed", "reportFailed")
                 .scopes(scope("queue:resolve-task:<taskId>/<runId>"))
-                .to(report_failed),
+                .to(claims::report_failed),
             post("/task/<taskId>/runs/<runId>/exception", "reportException")
                 .scopes(scope("queue:resolve-task:<taskId>/<runId>"))
-                .to(report_exception),
+                .to(claims::report_exception),
             get("/task/<taskId>/runs/<runId>/artifacts", "listArtifacts")
                 .scopes(scope("queue:list-artifacts:<taskId>:<runId>"))
-                .to(list_artifacts),
+                .to(artifacts::list_artifacts),
             post("/task/<taskId>/runs/<runId>/artifacts/<name..>", "createArtifact")
                 .scopes(scope("queue:create-artifact:<taskId>/<runId>"))
-                .to(create_artifact),
+                .to(artifacts::create_artifact),
             get("/task/<taskId>/runs/<runId>/artifacts/<name..>", "getArtifact")
                 .scopes(scope("queue:get-artifact:<name>"))
-                .to(get_artifact),
+                .to(artifacts::get_artifact),
             get("/task/<taskId>/runs/<runId>/artifact-info/<name..>", "artifactInfo")
                 .scopes(scope("queue:list-artifacts:<taskId>:<runId>"))
-                .to(artifact_info),
+                .to(artifacts::artifact_info),
             get("/task/<taskId>/artifacts", "listLatestArtifacts")
                 .scopes(scope("queue:list-artifacts:<taskId>"))
-                .to(list_latest_artifacts),
+                .to(artifacts::list_latest_artifacts),
             get("/task/<taskId>/artifacts/<name..>", "getLatestArtifact")
                 .scopes(scope("queue:get-artifact:<name>"))
-                .to(get_latest_artifact),
+                .to(artifacts::get_latest_artifact),
             get("/task/<taskId>/artifact-info/<name..>", "latestArtifactInfo")
                 .scopes(scope("queue:list-artifacts:<taskId>"))
-                .to(latest_artifact_info),
+                .to(artifacts::latest_artifact_info),
             get("/task-queues", "listTaskQueues")
                 .scopes(scope("queue:list-task-queues"))
-                .to(list_task_queues),
+                .to(task_queues::list_task_queues),
             get(
                 "/provisioners/<provisionerId>/worker-types/<workerType>/workers",
                 "listWorkers",
             )
             .scopes(scope("queue:list-workers:<provisionerId>/<workerType>"))
-            .to(list_workers),
+            .to(task_queues::list_workers),
             get(
                 "/provisioners/<provisionerId>/worker-types/<workerType>/workers/<workerGroup>/<workerId>",
                 "getWorker",
@@ -163,28 +172,28 @@ pub fn service(api: Api, auth: Arc<Authenticator>) -> Service<Api> {
             .scopes(scope(
                 "queue:get-worker:<provisionerId>/<workerType>/<workerGroup>/<workerId>",
             ))
-            .to(get_worker),
+            .to(task_queues::get_worker),
             post("/claim-work/<taskQueueId:2>", "claimWork")
                 .scopes(all_of([scope("queue:claim-work:<taskQueueId>"), worker_id()]))
-                .to(claim_work),
+                .to(claims::claim_work),
             get("/pending/<taskQueueId:2>", "pendingTasks")
                 .scopes(scope("queue:pending-count:<taskQueueId>"))
-                .to(pending_tasks),
+                .to(task_queues::pending_tasks),
             get("/task-queues/<taskQueueId:2>/counts", "taskQueueCounts")
                 .scopes(all_of([
                     scope("queue:pending-count:<taskQueueId>"),
                     scope("queue:claimed-count:<taskQueueId>"),
                 ]))
-                .to(task_queue_counts),
+                .to(task_queues::task_queue_counts),
             get("/task-queues/<taskQueueId:2>/pending", "listPendingTasks")
                 .scopes(scope("queue:pending-list:<taskQueueId>"))
-                .to(list_pending_tasks),
+                .to(task_queues::list_pending_tasks),
             get("/task-queues/<taskQueueId:2>/claimed", "listClaimedTasks")
                 .scopes(scope("queue:claimed-list:<taskQueueId>"))
-                .to(list_claimed_tasks),
+                .to(task_queues::list_claimed_tasks),
             get("/task-queues/<taskQueueId:2>", "getTaskQueue")
                 .scopes(scope("queue:get-task-queue:<taskQueueId>"))
-                .to(get_task_queue),
+                .to(task_queues::get_task_queue),
         ])
         .routes(blobs)
 }

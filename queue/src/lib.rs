@@ -9,6 +9,7 @@ pub mod core;
 pub mod db;
 pub mod error;
 pub mod events;
+pub mod facade;
 pub mod model;
 pub mod ops;
 pub mod resolvers;

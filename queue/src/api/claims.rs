@@ -3,7 +3,7 @@
 
 use super::{Api, run_id};
 use crate::error::{ApiError, Result};
-use crate::ops::claims::{EXCEPTION_REASONS, Resolution};
+use crate::model::{EXCEPTION_REASONS, Resolution};
 use crate::validate;
 use bbb_service::{Call, Reply, ScopeParams};
 use serde::Deserialize;

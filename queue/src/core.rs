@@ -3,8 +3,8 @@
 //! causes (the outbox) and the work it hands to background resolvers.
 
 use crate::config::QueueConfig;
-use crate::db::{Db, TASK_COLUMNS, task_from_row};
-use crate::error::{QueueError, Result};
+use crate::db::{Db, TASK_COLUMNS, padded, placeholders, task_from_row};
+use crate::error::{ApiError, Result};
 use crate::events::Events;
 use crate::model::Task;
 use crate::time::Clock;
@@ -196,6 +196,36 @@ impl Queue {
         row.as_ref().map(task_from_row).transpose()
     }
 
+    /// Load and lock (PostgreSQL) the tasks `ids`, in id order so concurrent
+    /// batches lock rows in the same order.
+    pub(crate) async fn load_tasks_for_update(
+        &self,
+        t: &mut Txn,
+        ids: &[&str],
+    ) -> Result<HashMap<String, Task>> {
+        let mut sorted: Vec<&str> = ids.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut out = HashMap::with_capacity(sorted.len());
+        for chunk in sorted.chunks(500) {
+            let chunk = padded(chunk);
+            let sql = format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE task_id IN ({}) ORDER BY task_id{}",
+                placeholders(1, chunk.len()),
+                self.db.for_update()
+            );
+            let mut q = sqlx::query(&sql);
+            for id in &chunk {
+                q = q.bind(*id);
+            }
+            for row in q.fetch_all(&mut *t.tx).await? {
+                let task = task_from_row(&row)?;
+                out.insert(task.task_id.clone(), task);
+            }
+        }
+        Ok(out)
+    }
+
     /// Load a task without locking.
     pub async fn load_task(&self, task_id: &str) -> Result<Option<Task>> {
         let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = $1");
@@ -210,7 +240,7 @@ impl Queue {
     pub async fn task_or_404(&self, task_id: &str) -> Result<Task> {
         self.load_task(task_id)
             .await?
-            .ok_or_else(|| QueueError::NotFound(format!("Task {task_id} not found")))
+            .ok_or_else(|| ApiError::NotFound(format!("Task {task_id} not found")))
     }
 
     /// Write a task's mutable state back.

@@ -2,7 +2,7 @@
 //! driver. Statements use `$n` placeholders (both engines accept them); the few
 //! differences (row locks, notifications) go through [`Db`] helpers.
 
-use crate::error::{QueueError, Result};
+use crate::error::{ApiError, Result};
 use crate::model::{Run, Task, TaskDef};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
@@ -30,7 +30,7 @@ impl Db {
         let (pool, backend) = bbb_sqlstore::connect(url, max_connections)
             .await?
             .ok_or_else(|| {
-                QueueError::Internal(format!(
+                ApiError::Internal(format!(
                     "unsupported database URL {}: use sqlite://PATH or postgres://...",
                     bbb_secret::mask_url(url)
                 ))
@@ -52,7 +52,7 @@ impl Db {
                     .await
             }
         };
-        res.map_err(|e| QueueError::Internal(format!("migration failed: {e}")))
+        res.map_err(|e| ApiError::Internal(format!("migration failed: {e}")))
     }
 
     /// Start a transaction.

@@ -9,6 +9,7 @@ pub mod core;
 pub mod db;
 pub mod error;
 pub mod events;
+pub mod facade;
 pub mod model;
 pub mod ops;
 pub mod resolvers;
@@ -23,6 +24,6 @@ pub mod writes;
 
 pub use config::QueueConfig;
 pub use core::Queue;
-pub use error::QueueError;
+pub use error::ApiError;
 pub use server::{Running, start};
 pub use time::Clock;

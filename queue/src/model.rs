@@ -221,3 +221,70 @@ impl Task {
         serde_json::json!({ "tags": self.def.tags })
     }
 }
+
+/// Reasons `reportException` accepts.
+pub const EXCEPTION_REASONS: [&str; 5] = [
+    "worker-shutdown",
+    "malformed-payload",
+    "resource-unavailable",
+    "internal-error",
+    "intermittent-task",
+];
+
+/// How a worker resolves a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resolution<'a> {
+    /// `reportCompleted`.
+    Completed,
+    /// `reportFailed`.
+    Failed,
+    /// `reportException` with a reason.
+    Exception(&'a str),
+}
+
+impl Resolution<'_> {
+    /// The same resolution with its reason from [`EXCEPTION_REASONS`] (`None` for
+    /// a reason not there), so it can wait in a batch.
+    pub fn to_static(self) -> Option<Resolution<'static>> {
+        Some(match self {
+            Resolution::Completed => Resolution::Completed,
+            Resolution::Failed => Resolution::Failed,
+            Resolution::Exception(r) => {
+                Resolution::Exception(EXCEPTION_REASONS.iter().find(|x| **x == r)?)
+            }
+        })
+    }
+}
+
+/// A `createTask` call without dependencies, as it waits for a batch.
+#[derive(Clone, Debug)]
+pub struct CreateCall {
+    /// The new task's id.
+    pub task_id: String,
+    /// Its validated definition.
+    pub def: TaskDef,
+}
+
+/// A `claimWork` attempt (one pass; the handler long-polls around it).
+#[derive(Clone, Debug)]
+pub struct ClaimCall {
+    /// The task queue.
+    pub task_queue_id: String,
+    /// The worker's group.
+    pub worker_group: String,
+    /// The worker's id.
+    pub worker_id: String,
+    /// Most runs to claim.
+    pub count: i64,
+}
+
+/// A `reportCompleted`, `reportFailed` or `reportException` call.
+#[derive(Clone, Debug)]
+pub struct ResolveCall {
+    /// The task.
+    pub task_id: String,
+    /// The run.
+    pub run_id: i64,
+    /// How the run resolves.
+    pub how: Resolution<'static>,
+}

@@ -338,14 +338,14 @@ impl Queue {
         if self.db.backend == crate::db::Backend::Sqlite {
             // SQLite has a single connection: don't hold it while the broker confirms.
             t.tx.commit().await?;
-            bus.publish(&batch).await.map_err(|e| {
-                crate::error::QueueError::Internal(format!("publishing events: {e}"))
-            })?;
+            bus.publish(&batch)
+                .await
+                .map_err(|e| crate::error::ApiError::Internal(format!("publishing events: {e}")))?;
             self.delete_outbox(&ids).await?;
         } else {
-            bus.publish(&batch).await.map_err(|e| {
-                crate::error::QueueError::Internal(format!("publishing events: {e}"))
-            })?;
+            bus.publish(&batch)
+                .await
+                .map_err(|e| crate::error::ApiError::Internal(format!("publishing events: {e}")))?;
             let ids = crate::db::padded(&ids);
             let sql = format!(
                 "DELETE FROM outbox WHERE id IN ({})",

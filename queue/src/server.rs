@@ -186,12 +186,13 @@ pub async fn start(cfg: QueueConfig, clock: Clock) -> anyhow::Result<Running> {
             stop_rx.clone(),
         )));
     }
-    let app = api::router(Api {
-        queue: queue.clone(),
-        auth: Arc::new(auth),
-        blobs: blobs.clone(),
-        started: std::time::Instant::now(),
-    });
+    let app = api::router(
+        Api {
+            queue: queue.clone(),
+            blobs: blobs.clone(),
+        },
+        Arc::new(auth),
+    );
     let mut srx = stop_rx.clone();
     tasks.push(tokio::spawn(async move {
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {

@@ -1,17 +1,14 @@
-//! Input validation matching upstream's schemas and semantic checks.
+//! Input validation matching upstream's schemas and semantic checks. The
+//! identifiers every service shares, URL parameter checks and strict bodies are
+//! [`bbb_service::validate`]'s; this module adds the queue's own.
 
-use crate::error::{QueueError, Result};
+use crate::error::{ApiError, Result};
 use crate::model::{CreateTaskRequest, PRIORITIES, TaskDef};
 use crate::time::{Millis, fmt_ms, parse_ms};
+pub use bbb_service::validate::{is_identifier, is_slugid, param, schema_error, slugid, strict};
 use regex::Regex;
 use std::sync::LazyLock;
 
-static SLUGID: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^[A-Za-z0-9_-]{8}[Q-T][A-Za-z0-9_-][CGKOSWaeimquy26-][A-Za-z0-9_-]{10}[AQgw]$")
-        .expect("regex")
-});
-static IDENT: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[a-zA-Z0-9_-]{1,38}$").expect("regex"));
 static WORKER_TYPE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[a-z]([-a-z0-9]{0,36}[a-z0-9])?$").expect("regex"));
 static PROJECT_ID: LazyLock<Regex> =
@@ -28,16 +25,6 @@ pub const SKEW_MS: Millis = 15 * 60 * 1000;
 /// Default `expires` after the deadline.
 const YEAR_MS: Millis = 365 * 24 * 3600 * 1000;
 
-/// Is `s` a slugid (taskId, taskGroupId)?
-pub fn is_slugid(s: &str) -> bool {
-    SLUGID.is_match(s)
-}
-
-/// Is `s` a provisionerId, schedulerId, workerGroup or workerId?
-pub fn is_identifier(s: &str) -> bool {
-    IDENT.is_match(s)
-}
-
 /// Is `s` a workerType?
 pub fn is_worker_type(s: &str) -> bool {
     WORKER_TYPE.is_match(s)
@@ -47,17 +34,6 @@ pub fn is_worker_type(s: &str) -> bool {
 pub fn split_task_queue_id(tq: &str) -> Option<(&str, &str)> {
     let (p, w) = tq.split_once('/')?;
     (is_identifier(p) && is_worker_type(w)).then_some((p, w))
-}
-
-/// Check a URL parameter, giving `InvalidRequestArguments` like upstream.
-pub fn param(name: &str, value: &str, ok: bool) -> Result<()> {
-    if ok {
-        Ok(())
-    } else {
-        Err(QueueError::InvalidRequestArguments(format!(
-            "Invalid URL parameter `{name}`: {value:?} does not match the expected pattern"
-        )))
-    }
 }
 
 /// Check a task id URL parameter.
@@ -73,13 +49,7 @@ pub fn run_id_param(value: &str) -> Result<i64> {
         .parse::<i64>()
         .ok()
         .filter(|r| *r <= 1000)
-        .ok_or_else(|| {
-            QueueError::InvalidRequestArguments(format!("runId {value} is out of range"))
-        })
-}
-
-fn schema(msg: impl Into<String>) -> QueueError {
-    QueueError::InputValidation(format!("Schema validation error: {}", msg.into()))
+        .ok_or_else(|| ApiError::InvalidRequestArguments(format!("runId {value} is out of range")))
 }
 
 /// Validate a `createTask` body for `task_id`, fill in defaults and normalise dates,
@@ -94,12 +64,12 @@ pub fn task_definition(
         match (&req.task_queue_id, &req.provisioner_id, &req.worker_type) {
             (Some(tq), p, w) => {
                 let (tp, tw) = split_task_queue_id(tq).ok_or_else(|| {
-                    schema(format!(
+                    schema_error(format!(
                         "taskQueueId {tq:?} must be <provisionerId>/<workerType>"
                     ))
                 })?;
                 if p.as_deref().is_some_and(|p| p != tp) || w.as_deref().is_some_and(|w| w != tw) {
-                    return Err(QueueError::Input(format!(
+                    return Err(ApiError::Input(format!(
                         "taskQueueId {tq:?} does not match provisionerId/workerType {}/{}",
                         p.as_deref().unwrap_or(tp),
                         w.as_deref().unwrap_or(tw)
@@ -109,44 +79,44 @@ pub fn task_definition(
             }
             (None, Some(p), Some(w)) => {
                 if !is_identifier(p) {
-                    return Err(schema(format!(
+                    return Err(schema_error(format!(
                         "provisionerId {p:?} does not match ^[a-zA-Z0-9-_]{{1,38}}$"
                     )));
                 }
                 if !is_worker_type(w) {
-                    return Err(schema(format!(
+                    return Err(schema_error(format!(
                         "workerType {w:?} does not match ^[a-z]([-a-z0-9]{{0,36}}[a-z0-9])?$"
                     )));
                 }
                 (p.clone(), w.clone(), format!("{p}/{w}"))
             }
             _ => {
-                return Err(schema(
+                return Err(schema_error(
                     "either taskQueueId or both provisionerId and workerType are required",
                 ));
             }
         };
     let scheduler_id = req.scheduler_id.unwrap_or_else(|| "-".into());
     if !is_identifier(&scheduler_id) {
-        return Err(schema(format!(
+        return Err(schema_error(format!(
             "schedulerId {scheduler_id:?} does not match ^[a-zA-Z0-9-_]{{1,38}}$"
         )));
     }
     let project_id = req.project_id.unwrap_or_else(|| "none".into());
     if !PROJECT_ID.is_match(&project_id) {
-        return Err(schema(format!(
+        return Err(schema_error(format!(
             "projectId {project_id:?} does not match ^[a-zA-Z0-9._/-]{{1,500}}$"
         )));
     }
     let task_group_id = req.task_group_id.unwrap_or_else(|| task_id.to_string());
     if !is_slugid(&task_group_id) {
-        return Err(schema(format!(
+        return Err(schema_error(format!(
             "taskGroupId {task_group_id:?} is not a slugid"
         )));
     }
     let dependencies = req.dependencies.unwrap_or_default();
     if dependencies.len() > MAX_DEPENDENCIES {
-        return Err(schema(format!(
+        return Err(schema_error(format!(
             "dependencies has {} items, at most {MAX_DEPENDENCIES} are allowed",
             dependencies.len()
         )));
@@ -154,23 +124,23 @@ pub fn task_definition(
     let mut seen = std::collections::HashSet::with_capacity(dependencies.len());
     for d in &dependencies {
         if !is_slugid(d) {
-            return Err(schema(format!("dependency {d:?} is not a slugid")));
+            return Err(schema_error(format!("dependency {d:?} is not a slugid")));
         }
         if !seen.insert(d.as_str()) {
-            return Err(schema(format!(
+            return Err(schema_error(format!(
                 "dependencies must be unique; {d:?} appears twice"
             )));
         }
     }
     let requires = req.requires.unwrap_or_else(|| "all-completed".into());
     if requires != "all-completed" && requires != "all-resolved" {
-        return Err(schema(format!(
+        return Err(schema_error(format!(
             "requires must be all-completed or all-resolved, not {requires:?}"
         )));
     }
     let routes = req.routes.unwrap_or_default();
     if routes.len() > MAX_ROUTES {
-        return Err(schema(format!(
+        return Err(schema_error(format!(
             "routes has {} items, at most {MAX_ROUTES} are allowed",
             routes.len()
         )));
@@ -178,34 +148,36 @@ pub fn task_definition(
     let mut seen_routes = std::collections::HashSet::new();
     for r in &routes {
         if r.is_empty() || r.len() > 249 {
-            return Err(schema(format!("route {r:?} must be 1 to 249 characters")));
+            return Err(schema_error(format!(
+                "route {r:?} must be 1 to 249 characters"
+            )));
         }
         if !seen_routes.insert(r.as_str()) {
-            return Err(schema(format!(
+            return Err(schema_error(format!(
                 "routes must be unique; {r:?} appears twice"
             )));
         }
     }
     let priority = req.priority.unwrap_or_else(|| "lowest".into());
     if !PRIORITIES.contains(&priority.as_str()) {
-        return Err(schema(format!(
+        return Err(schema_error(format!(
             "priority {priority:?} must be one of {}",
             PRIORITIES.join(", ")
         )));
     }
     let retries = req.retries.unwrap_or(5);
     if !(0..=49).contains(&retries) {
-        return Err(schema(format!(
+        return Err(schema_error(format!(
             "retries must be between 0 and 49, not {retries}"
         )));
     }
     let scopes = req.scopes.unwrap_or_default();
     for s in &scopes {
         if !s.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
-            return Err(schema(format!("scope {s:?} must be printable ASCII")));
+            return Err(schema_error(format!("scope {s:?} must be printable ASCII")));
         }
         if s.ends_with("**") {
-            return Err(QueueError::Input(format!(
+            return Err(ApiError::Input(format!(
                 "scope {s:?} must not end with `**`"
             )));
         }
@@ -216,12 +188,12 @@ pub fn task_definition(
         || m.description.len() > 32768
         || m.source.len() > 4096
     {
-        return Err(schema(
+        return Err(schema_error(
             "metadata field too long (name/owner ≤ 255, description ≤ 32768, source ≤ 4096)",
         ));
     }
     if !SOURCE.is_match(&m.source) {
-        return Err(schema(format!(
+        return Err(schema_error(format!(
             "metadata.source {:?} must start with http://, https://, ssh:// or git@",
             m.source
         )));
@@ -231,7 +203,7 @@ pub fn task_definition(
         match v {
             serde_json::Value::String(s) if s.len() <= 4096 && k.len() <= 4096 => {}
             _ => {
-                return Err(schema(format!(
+                return Err(schema_error(format!(
                     "tag {k:?} must be a string of at most 4096 characters"
                 )));
             }
@@ -239,7 +211,7 @@ pub fn task_definition(
     }
 
     let date = |name: &str, s: &str| {
-        parse_ms(s).ok_or_else(|| schema(format!("{name} {s:?} is not a date-time")))
+        parse_ms(s).ok_or_else(|| schema_error(format!("{name} {s:?} is not a date-time")))
     };
     let created = date("created", &req.created)?;
     let deadline = date("deadline", &req.deadline)?;
@@ -248,33 +220,31 @@ pub fn task_definition(
         None => deadline + YEAR_MS,
     };
     if (created - now).abs() > SKEW_MS {
-        return Err(QueueError::Input(format!(
+        return Err(ApiError::Input(format!(
             "Created timestamp {} must be within 15 minutes of the server time {}",
             fmt_ms(created),
             fmt_ms(now)
         )));
     }
     if deadline < now {
-        return Err(QueueError::Input(format!(
+        return Err(ApiError::Input(format!(
             "Deadline {} cannot be in the past (the server time is {})",
             fmt_ms(deadline),
             fmt_ms(now)
         )));
     }
     if deadline < created {
-        return Err(QueueError::Input(
-            "Deadline cannot be before created".into(),
-        ));
+        return Err(ApiError::Input("Deadline cannot be before created".into()));
     }
     if deadline - now > max_deadline_ms + SKEW_MS {
-        return Err(QueueError::Input(format!(
+        return Err(ApiError::Input(format!(
             "Deadline {} is more than {} days in the future",
             fmt_ms(deadline),
             max_deadline_ms / 86_400_000
         )));
     }
     if expires < deadline {
-        return Err(QueueError::Input(
+        return Err(ApiError::Input(
             "Expires cannot be before the deadline".into(),
         ));
     }
@@ -302,26 +272,9 @@ pub fn task_definition(
     })
 }
 
-/// A fresh "nice" slugid (a v4 UUID, URL-safe base64, first bit clear).
-pub fn slugid() -> String {
-    use base64::Engine;
-    let mut b = *uuid::Uuid::new_v4().as_bytes();
-    b[0] &= 0x7f;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn slugids_match_the_pattern() {
-        for _ in 0..1000 {
-            let s = slugid();
-            assert!(is_slugid(&s), "{s}");
-        }
-        assert!(!is_slugid("not-a-slug"));
-    }
 
     #[test]
     fn task_queue_ids() {

@@ -8,7 +8,7 @@
 //! SQLite, which has no data-modifying `WITH`, each part is its own statement.
 
 use crate::db::Backend;
-use crate::error::{QueueError, Result};
+use crate::error::{ApiError, Result};
 use crate::model::Task;
 use bbb_pulse::Message;
 use sqlx::any::AnyArguments;
@@ -66,7 +66,7 @@ impl PendingRow {
     pub fn of(task: &Task) -> Result<PendingRow> {
         let run = task
             .last_run()
-            .ok_or_else(|| QueueError::Internal("no run to enqueue".into()))?;
+            .ok_or_else(|| ApiError::Internal("no run to enqueue".into()))?;
         Ok(PendingRow {
             task_id: task.task_id.clone(),
             run_id: run.run_id,

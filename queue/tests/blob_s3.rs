@@ -300,7 +300,7 @@ async fn upload_download_and_expire(postgres: bool) {
         assert_eq!(r.status(), 404, "{name} is gone from the store");
         let e = core.artifact(&id, 0, name).await.unwrap_err();
         assert!(
-            matches!(e, bbb_queue::QueueError::NotFound(_)),
+            matches!(e, bbb_queue::ApiError::NotFound(_)),
             "{name} is gone from the queue: {e}"
         );
     }

@@ -1,372 +1,291 @@
-//! The HTTP API at `<rootUrl>/api/queue/v1/`: routing, Hawk authentication,
-//! scope checks and the TaskCluster error body.
+//! The HTTP API at `<rootUrl>/api/queue/v1/`: the queue's endpoints on the
+//! service framework ([`bbb_service`]), which routes (both encodings of a
+//! `taskQueueId` or an artifact name), authenticates, checks URL parameters
+//! and the scopes each endpoint declares, and renders upstream's error body.
 
-mod handlers;
-pub mod routes;
+mod artifacts;
+mod claims;
+mod groups;
+mod monitoring;
+mod task_queues;
+mod tasks;
 
 use crate::blob::BlobStore;
 use crate::core::Queue;
-use crate::error::QueueError;
-use crate::time::fmt_ms;
+use crate::validate::{self, run_id_param, split_task_queue_id, task_id_param};
 use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
-use bbb_auth::{Authenticator, HawkRequest, ScopeExpr};
-use serde_json::{Value, json};
-use std::collections::HashMap;
+use bbb_auth::Authenticator;
+use bbb_service::{ScopeTemplate, Service, all_of, any_of, for_each, get, post, put, scope};
 use std::sync::Arc;
 
-/// Shared state of the HTTP layer.
+pub use bbb_service::BODY_LIMIT;
+pub use claims::CLAIM_WORK_WAIT;
+
+/// Shared state of the HTTP layer: what every handler gets.
 #[derive(Clone)]
 pub struct Api {
     /// The queue core.
     pub queue: Queue,
-    /// Hawk verification and scope expansion.
-    pub auth: Arc<Authenticator>,
     /// Artifact bytes.
     pub blobs: BlobStore,
-    /// When the process started (for `ping`).
-    pub started: std::time::Instant,
 }
 
-/// The largest request body accepted (as upstream: 10 MB).
-pub const BODY_LIMIT: usize = 10 * 1024 * 1024;
-
-/// A successful reply.
-pub enum Reply {
-    /// 200 with JSON.
-    Json(Value),
-    /// 303 with a `Location` and a JSON body (artifact redirects).
-    Redirect(String, Value, String),
-    /// Another status with JSON (424 for error artifacts).
-    Status(StatusCode, Value, Option<String>),
+/// The `runId` URL parameter (checked and normalised by the service).
+fn run_id(call: &bbb_service::Call) -> i64 {
+    call.param("runId").parse().unwrap_or_default()
 }
 
-/// Who is calling and with which scopes, plus what the error body needs.
-pub struct Call {
-    /// The route.
-    pub route: routes::Route,
-    /// The authenticated identity.
-    pub client_id: Option<String>,
-    /// Expanded scopes.
-    pub scopes: Vec<String>,
-    /// The parsed body (`null` when empty).
-    pub body: Value,
-    /// Query parameters.
-    pub query: HashMap<String, String>,
-    /// Whether the request declared `application/json`.
-    pub json_content_type: bool,
+/// The three ways to be allowed to schedule, rerun or cancel a task.
+fn task_action_scopes(verb: &str) -> ScopeTemplate {
+    any_of([
+        scope(format!("queue:{verb}:<schedulerId>/<taskGroupId>/<taskId>")),
+        scope(format!("queue:{verb}-in-project:<projectId>")),
+        all_of([
+            scope(format!("queue:{verb}")),
+            scope("assume:scheduler-id:<schedulerId>/<taskGroupId>"),
+        ]),
+    ])
 }
 
-impl Call {
-    /// Check a scope expression; 403 `InsufficientScopes` with upstream's wording otherwise.
-    pub fn authorize(&self, expr: &ScopeExpr) -> Result<(), QueueError> {
-        if expr.satisfied_by(&self.scopes) {
-            return Ok(());
-        }
-        let missing = expr
-            .unsatisfied(&self.scopes)
-            .unwrap_or_else(|| expr.clone());
-        let pretty = |v: &ScopeExpr| serde_json::to_string_pretty(v).unwrap_or_default();
-        Err(QueueError::InsufficientScopes(format!(
-            "Client ID {} does not have sufficient scopes and is missing the following scopes:\n\n```\n{}\n```\n\nYou have the following scopes:\n\n```\n{}\n```\n\nThis request requires the client to satisfy the following scope expression:\n\n```\n{}\n```",
-            self.client_id.as_deref().unwrap_or("anonymous"),
-            pretty(&missing),
-            serde_json::to_string_pretty(&self.scopes).unwrap_or_default(),
-            pretty(expr)
-        )))
-    }
-
-    /// The body, for methods with an input schema: it must be JSON.
-    pub fn input(&self) -> Result<&Value, QueueError> {
-        if !self.json_content_type || self.body.is_null() {
-            return Err(QueueError::MalformedPayload(
-                "This method requires a JSON body with `Content-Type: application/json`".into(),
-            ));
-        }
-        Ok(&self.body)
-    }
-
-    /// `limit` and `continuationToken` query parameters: (page size, token).
-    pub fn paging(&self) -> Result<(i64, Option<String>), QueueError> {
-        let limit = match self.query.get("limit") {
-            Some(l) => l
-                .parse::<i64>()
-                .ok()
-                .filter(|l| *l >= 1)
-                .ok_or_else(|| {
-                    QueueError::InvalidRequestArguments(format!(
-                        "limit {l:?} must be a positive integer"
-                    ))
-                })?
-                .min(1000),
-            None => 1000,
-        };
-        let token = match self.query.get("continuationToken") {
-            Some(t) if !t.is_empty() => Some(decode_token(t)?),
-            _ => None,
-        };
-        Ok((limit, token))
-    }
-}
-
-/// An opaque continuation token for a keyset position.
-pub fn encode_token(key: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
-}
-
-fn decode_token(t: &str) -> Result<String, QueueError> {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(t)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| QueueError::Input(format!("Invalid continuationToken {t:?}")))
-}
-
-/// The axum router: the API, the blob endpoints and CORS.
-pub fn router(api: Api) -> Router {
-    Router::new()
-        .route("/api/queue/v1/{*rest}", axum::routing::any(dispatch))
-        .route("/api/queue/v1/", axum::routing::any(dispatch))
+/// The queue's endpoints and their URL parameter checks, in the order
+/// requests are matched.
+pub fn service(api: Api, auth: Arc<Authenticator>) -> Service<Api> {
+    let clock = api.queue.clock.clone();
+    let worker_id = || scope("queue:worker-id:<workerGroup>/<workerId>");
+    let blobs = Router::new()
         .route(
             "/blobs/{task_id}/{run_id}/{*name}",
-            axum::routing::any(handlers::blob),
+            axum::routing::any(artifacts::blob),
         )
-        .fallback(not_found)
-        .layer(tower_http::compression::CompressionLayer::new())
-        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(api)
-}
-
-async fn not_found(uri: Uri) -> Response {
-    error_response(
-        &QueueError::NotFound(format!("No such route: {}", uri.path())),
-        "unknown",
-        json!({}),
-        Value::Null,
-        &crate::time::Clock::system(),
-    )
-}
-
-fn host_and_port(headers: &HeaderMap) -> (String, u16) {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
-    let (name, port) = match host.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || host.starts_with('[') => match p.parse::<u16>() {
-            Ok(p) => (h.to_string(), Some(p)),
-            Err(_) => (host.to_string(), None),
-        },
-        _ => (host.to_string(), None),
-    };
-    let proto = headers
-        .get("x-forwarded-proto")
-        .and_then(|h| h.to_str().ok());
-    let fwd_port = headers
-        .get("x-forwarded-port")
-        .and_then(|h| h.to_str().ok())
-        .and_then(|p| p.parse().ok());
-    let port = fwd_port
-        .or(if proto == Some("https") {
-            Some(443)
-        } else {
-            None
+        .with_state(api.clone());
+    Service::new("queue", "v1", api, auth, clock)
+        .param("taskId", |v| task_id_param(v).map(|()| v.to_string()))
+        .param("runId", |v| run_id_param(v).map(|r| r.to_string()))
+        .param("taskGroupId", |v| {
+            validate::param("taskGroupId", v, validate::is_slugid(v)).map(|()| v.to_string())
         })
-        .or(port)
-        .unwrap_or(80);
-    (name, port)
+        .param("taskQueueId", |v| {
+            validate::param("taskQueueId", v, split_task_queue_id(v).is_some())
+                .map(|()| v.to_string())
+        })
+        .endpoints([
+            get("/__heartbeat__", "heartbeat").to(monitoring::heartbeat),
+            get("/__version__", "version").to(monitoring::version),
+            get("/task/<taskId>", "task")
+                .scopes(scope("queue:get-task:<taskId>"))
+                .to(tasks::task),
+            put("/task/<taskId>", "createTask")
+                .scopes(all_of([
+                    for_each("scope", "scopes", "<scope>"),
+                    for_each("route", "routes", "queue:route:<route>"),
+                    scope("queue:create-task:project:<projectId>"),
+                    scope("queue:scheduler-id:<schedulerId>"),
+                    any_of([for_each(
+                        "priority",
+                        "priorities",
+                        "queue:create-task:<priority>:<taskQueueId>",
+                    )]),
+                ]))
+                .to(tasks::create_task),
+            get("/task/<taskId>/status", "status")
+                .scopes(scope("queue:status:<taskId>"))
+                .to(tasks::status),
+            post("/tasks", "tasks")
+                .scopes(all_of([for_each("taskId", "taskIds", "queue:get-task:<taskId>")]))
+                .to(tasks::tasks),
+            post("/tasks/status", "statuses")
+                .scopes(all_of([for_each("taskId", "taskIds", "queue:status:<taskId>")]))
+                .to(tasks::statuses),
+            post("/task/<taskId>/schedule", "scheduleTask")
+                .scopes(task_action_scopes("schedule-task"))
+                .to(tasks::schedule_task),
+            post("/task/<taskId>/rerun", "rerunTask")
+                .scopes(task_action_scopes("rerun-task"))
+                .to(tasks::rerun_task),
+            post("/task/<taskId>/cancel", "cancelTask")
+                .scopes(task_action_scopes("cancel-task"))
+                .to(tasks::cancel_task),
+            get("/task/<taskId>/dependents", "listDependentTasks")
+                .scopes(scope("queue:list-dependent-tasks:<taskId>"))
+                .to(tasks::list_dependent_tasks),
+            get("/task-group/<taskGroupId>/list", "listTaskGroup")
+                .scopes(scope("queue:list-task-group:<taskGroupId>"))
+                .to(groups::list_task_group),
+            get("/task-group/<taskGroupId>", "getTaskGroup")
+                .scopes(scope("queue:list-task-group:<taskGroupId>"))
+                .to(groups::get_task_group),
+            post("/task-group/<taskGroupId>/seal", "sealTaskGroup")
+                .scopes(scope("queue:seal-task-group:<schedulerId>/<taskGroupId>"))
+                .to(groups::seal_task_group),
+            post("/task-group/<taskGroupId>/cancel", "cancelTaskGroup")
+                .scopes(scope("queue:cancel-task-group:<schedulerId>/<taskGroupId>"))
+                .to(groups::cancel_task_group),
+            post("/task/<taskId>/runs/<runId>/claim", "claimTask")
+                .scopes(all_of([scope("queue:claim-task:<taskQueueId>"), worker_id()]))
+                .to(claims::claim_task),
+            post("/task/<taskId>/runs/<runId>/reclaim", "reclaimTask")
+                .scopes(scope("queue:reclaim-task:<taskId>/<runId>"))
+                .to(claims::reclaim_task),
+            post("/task/<taskId>/runs/<runId>/completed", "reportCompleted")
+                .scopes(scope("queue:resolve-task:<taskId>/<runId>"))
+                .to(claims::report_completed),
+            post("/task/<taskId>/runs/<runId>/failed", "reportFailed")
+                .scopes(scope("queue:resolve-task:<taskId>/<runId>"))
+                .to(claims::report_failed),
+            post("/task/<taskId>/runs/<runId>/exception", "reportException")
+                .scopes(scope("queue:resolve-task:<taskId>/<runId>"))
+                .to(claims::report_exception),
+            get("/task/<taskId>/runs/<runId>/artifacts", "listArtifacts")
+                .scopes(scope("queue:list-artifacts:<taskId>:<runId>"))
+                .to(artifacts::list_artifacts),
+            post("/task/<taskId>/runs/<runId>/artifacts/<name..>", "createArtifact")
+                .scopes(scope("queue:create-artifact:<taskId>/<runId>"))
+                .to(artifacts::create_artifact),
+            get("/task/<taskId>/runs/<runId>/artifacts/<name..>", "getArtifact")
+                .scopes(scope("queue:get-artifact:<name>"))
+                .to(artifacts::get_artifact),
+            get("/task/<taskId>/runs/<runId>/artifact-info/<name..>", "artifactInfo")
+                .scopes(scope("queue:list-artifacts:<taskId>:<runId>"))
+                .to(artifacts::artifact_info),
+            get("/task/<taskId>/artifacts", "listLatestArtifacts")
+                .scopes(scope("queue:list-artifacts:<taskId>"))
+                .to(artifacts::list_latest_artifacts),
+            get("/task/<taskId>/artifacts/<name..>", "getLatestArtifact")
+                .scopes(scope("queue:get-artifact:<name>"))
+                .to(artifacts::get_latest_artifact),
+            get("/task/<taskId>/artifact-info/<name..>", "latestArtifactInfo")
+                .scopes(scope("queue:list-artifacts:<taskId>"))
+                .to(artifacts::latest_artifact_info),
+            get("/task-queues", "listTaskQueues")
+                .scopes(scope("queue:list-task-queues"))
+                .to(task_queues::list_task_queues),
+            get(
+                "/provisioners/<provisionerId>/worker-types/<workerType>/workers",
+                "listWorkers",
+            )
+            .scopes(scope("queue:list-workers:<provisionerId>/<workerType>"))
+            .to(task_queues::list_workers),
+            get(
+                "/provisioners/<provisionerId>/worker-types/<workerType>/workers/<workerGroup>/<workerId>",
+                "getWorker",
+            )
+            .scopes(scope(
+                "queue:get-worker:<provisionerId>/<workerType>/<workerGroup>/<workerId>",
+            ))
+            .to(task_queues::get_worker),
+            post("/claim-work/<taskQueueId:2>", "claimWork")
+                .scopes(all_of([scope("queue:claim-work:<taskQueueId>"), worker_id()]))
+                .to(claims::claim_work),
+            get("/pending/<taskQueueId:2>", "pendingTasks")
+                .scopes(scope("queue:pending-count:<taskQueueId>"))
+                .to(task_queues::pending_tasks),
+            get("/task-queues/<taskQueueId:2>/counts", "taskQueueCounts")
+                .scopes(all_of([
+                    scope("queue:pending-count:<taskQueueId>"),
+                    scope("queue:claimed-count:<taskQueueId>"),
+                ]))
+                .to(task_queues::task_queue_counts),
+            get("/task-queues/<taskQueueId:2>/pending", "listPendingTasks")
+                .scopes(scope("queue:pending-list:<taskQueueId>"))
+                .to(task_queues::list_pending_tasks),
+            get("/task-queues/<taskQueueId:2>/claimed", "listClaimedTasks")
+                .scopes(scope("queue:claimed-list:<taskQueueId>"))
+                .to(task_queues::list_claimed_tasks),
+            get("/task-queues/<taskQueueId:2>", "getTaskQueue")
+                .scopes(scope("queue:get-task-queue:<taskQueueId>"))
+                .to(task_queues::get_task_queue),
+        ])
+        .routes(blobs)
 }
 
-async fn dispatch(
-    State(api): State<Api>,
-    method: Method,
-    uri: Uri,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let clock = api.queue.clock.clone();
-    let rest = uri.path().strip_prefix("/api/queue/v1/").unwrap_or("");
-    let segs: Vec<String> = rest.split('/').map(routes::decode).collect();
-    let Some(route) = routes::route(&method, &segs) else {
-        return error_response(
-            &QueueError::NotFound(format!("No such API method: {method} {}", uri.path())),
-            "unknown",
-            json!({}),
-            Value::Null,
-            &clock,
-        );
-    };
-    let name = route.name();
-    let params = route.params();
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|h| h.to_str().ok());
-    let json_content_type = content_type.is_some_and(|c| {
-        c.trim()
-            .to_ascii_lowercase()
-            .starts_with("application/json")
-    });
-    let body_json = if body.is_empty() {
-        Value::Null
-    } else {
-        match serde_json::from_slice::<Value>(&body) {
-            Ok(v) => v,
-            Err(e) => {
-                return error_response(
-                    &QueueError::MalformedPayload(format!("Failed to parse the JSON body: {e}")),
-                    name,
-                    params,
-                    Value::Null,
-                    &clock,
-                );
-            }
-        }
-    };
+/// The axum router: the API, the blob endpoints, CORS and spans.
+pub fn router(api: Api, auth: Arc<Authenticator>) -> Router {
+    service(api, auth).router()
+}
 
-    // Authenticate: Hawk header or bewit, else anonymous.
-    let (host, port) = host_and_port(&headers);
-    let resource = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let hawk = HawkRequest {
-        method: method.as_str(),
-        resource,
-        host: &host,
-        port,
-        authorization: headers
-            .get(header::AUTHORIZATION)
-            .and_then(|h| h.to_str().ok()),
-        content_type,
-        body: &body,
-    };
-    let identity = match api.auth.authenticate(&hawk, clock.now()) {
-        Ok(i) => i,
-        Err(e) => {
-            let mut r = error_response(
-                &QueueError::Authentication(e.to_string()),
-                name,
-                params,
-                body_json,
-                &clock,
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Method;
+
+    async fn with_service<T>(f: impl FnOnce(&Service<Api>) -> T) -> T {
+        let q = crate::testing::TestQueue::sqlite().await;
+        let auth = bbb_auth::Authenticator::new(bbb_auth::AuthConfig::default()).unwrap();
+        let api = Api {
+            queue: q.running.queue.clone(),
+            blobs: q.running.blobs.clone(),
+        };
+        let out = f(&service(api, Arc::new(auth)));
+        q.stop().await;
+        out
+    }
+
+    fn found(
+        name: &'static str,
+        params: &[(&str, &str)],
+    ) -> Option<(&'static str, bbb_service::routes::Params)> {
+        let params = params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Some((name, params))
+    }
+
+    #[tokio::test]
+    async fn encoded_and_raw_queue_ids_match() {
+        with_service(|s| {
+            let a = s.find(&Method::POST, "claim-work/proj%2Fwt");
+            let b = s.find(&Method::POST, "claim-work/proj/wt");
+            assert_eq!(a, found("claimWork", &[("taskQueueId", "proj/wt")]));
+            assert_eq!(a, b);
+            assert_eq!(
+                s.find(&Method::GET, "task-queues/proj/wt/counts"),
+                found("taskQueueCounts", &[("taskQueueId", "proj/wt")])
             );
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("hawk"));
-            return r;
-        }
-    };
-    let call = Call {
-        route: route.clone(),
-        client_id: identity.client_id,
-        scopes: identity.scopes,
-        body: body_json,
-        query,
-        json_content_type,
-    };
-    let started = std::time::Instant::now();
-    let result = handlers::handle(&api, &call).await;
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
-    match result {
-        Ok(reply) => {
-            tracing::debug!(method = name, duration_ms = ms, "ok");
-            reply_response(reply)
-        }
-        Err(e) => {
-            if !e.is_internal() {
-                tracing::debug!(method = name, code = e.code(), "request refused");
-            }
-            error_response(&e, name, params, call.body, &clock)
-        }
+            assert_eq!(
+                s.find(&Method::GET, "task-queues/proj%2Fwt/pending"),
+                found("listPendingTasks", &[("taskQueueId", "proj/wt")])
+            );
+            assert_eq!(
+                s.find(&Method::GET, "task-queues/proj%2Fwt"),
+                found("getTaskQueue", &[("taskQueueId", "proj/wt")])
+            );
+            assert_eq!(
+                s.find(&Method::GET, "task-queues"),
+                found("listTaskQueues", &[])
+            );
+        })
+        .await
     }
-}
 
-fn json_response(status: StatusCode, v: &Value) -> Response {
-    let mut r = (status, serde_json::to_vec(v).unwrap_or_default()).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    r.headers_mut().insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    r
-}
-
-fn reply_response(reply: Reply) -> Response {
-    match reply {
-        Reply::Json(v) => json_response(StatusCode::OK, &v),
-        Reply::Redirect(location, v, storage_type) => {
-            let mut r = json_response(StatusCode::SEE_OTHER, &v);
-            if let Ok(l) = HeaderValue::from_str(&location) {
-                r.headers_mut().insert(header::LOCATION, l);
-            }
-            if let Ok(s) = HeaderValue::from_str(&storage_type) {
-                r.headers_mut()
-                    .insert("x-taskcluster-artifact-storage-type", s);
-            }
-            r.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            r
-        }
-        Reply::Status(status, v, storage_type) => {
-            let mut r = json_response(status, &v);
-            if let Some(s) = storage_type.and_then(|s| HeaderValue::from_str(&s).ok()) {
-                r.headers_mut()
-                    .insert("x-taskcluster-artifact-storage-type", s);
-            }
-            r
-        }
+    #[tokio::test]
+    async fn artifact_names_keep_slashes() {
+        with_service(|s| {
+            let want = found(
+                "getArtifact",
+                &[
+                    ("taskId", "T"),
+                    ("runId", "0"),
+                    ("name", "public/logs/live.log"),
+                ],
+            );
+            assert_eq!(
+                s.find(
+                    &Method::GET,
+                    "task/T/runs/0/artifacts/public%2Flogs%2Flive.log"
+                ),
+                want
+            );
+            assert_eq!(
+                s.find(&Method::GET, "task/T/runs/0/artifacts/public/logs/live.log"),
+                want
+            );
+            assert_eq!(
+                s.find(&Method::GET, "task/T/runs/0/artifacts"),
+                found("listArtifacts", &[("taskId", "T"), ("runId", "0")])
+            );
+            assert_eq!(s.find(&Method::DELETE, "task/T"), None);
+        })
+        .await
     }
-}
-
-/// The TaskCluster error body for `e`. An internal error's text stays out of
-/// the body: it is logged at ERROR with a new incident id (field `incident.id`),
-/// and the body's message gives only that id, as upstream does.
-pub fn error_response(
-    e: &QueueError,
-    method: &str,
-    params: Value,
-    payload: Value,
-    clock: &crate::time::Clock,
-) -> Response {
-    let time = fmt_ms(clock.now_ms());
-    let status = e.status();
-    let text = if e.is_internal() {
-        let incident = uuid::Uuid::new_v4();
-        tracing::error!(incident.id = %incident, method, error = %e, "request failed");
-        format!("Internal Server Error, incidentId {incident}.")
-    } else {
-        e.to_string()
-    };
-    let message = format!(
-        "{text}\n\n---\n\n* method:     {method}\n* errorCode:  {}\n* statusCode: {}\n* time:       {time}",
-        e.code(),
-        status.as_u16()
-    );
-    json_response(
-        status,
-        &json!({
-            "code": e.code(),
-            "message": message,
-            "requestInfo": {"method": method, "params": params, "payload": payload, "time": time},
-        }),
-    )
-}
-
-/// A response from raw bytes.
-pub fn bytes_response(status: StatusCode, content_type: &str, bytes: Vec<u8>) -> Response {
-    let mut r = Response::new(Body::from(bytes));
-    *r.status_mut() = status;
-    if let Ok(ct) = HeaderValue::from_str(content_type) {
-        r.headers_mut().insert(header::CONTENT_TYPE, ct);
-    }
-    r.headers_mut().insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    r
 }

@@ -1,7 +1,7 @@
 //! Artifacts: create (s3, reference, link, error), look up, list.
 
 use crate::core::Queue;
-use crate::error::{QueueError, Result};
+use crate::error::{ApiError, Result};
 use crate::time::{fmt_ms, parse_ms};
 use serde_json::{Map, Value, json};
 use sqlx::Row;
@@ -57,13 +57,13 @@ impl Artifact {
     }
 }
 
-fn input(msg: impl Into<String>) -> QueueError {
-    QueueError::Input(msg.into())
+fn input(msg: impl Into<String>) -> ApiError {
+    ApiError::Input(msg.into())
 }
 
 fn str_field<'a>(body: &'a Map<String, Value>, key: &str) -> Result<&'a str> {
     body.get(key).and_then(Value::as_str).ok_or_else(|| {
-        QueueError::InputValidation(format!(
+        ApiError::InputValidation(format!(
             "Schema validation error: `{key}` is required and must be a string"
         ))
     })
@@ -80,9 +80,7 @@ impl Queue {
         body: &Value,
     ) -> Result<(Value, Artifact)> {
         let body = body.as_object().ok_or_else(|| {
-            QueueError::InputValidation(
-                "Schema validation error: the body must be an object".into(),
-            )
+            ApiError::InputValidation("Schema validation error: the body must be an object".into())
         })?;
         let storage_type = str_field(body, "storageType")?.to_string();
         let allowed: &[&str] = match storage_type.as_str() {
@@ -96,24 +94,24 @@ impl Queue {
                 ));
             }
             other => {
-                return Err(QueueError::InputValidation(format!(
+                return Err(ApiError::InputValidation(format!(
                     "Schema validation error: unknown storageType {other:?} (s3, reference, link, error)"
                 )));
             }
         };
         if let Some(k) = body.keys().find(|k| !allowed.contains(&k.as_str())) {
-            return Err(QueueError::InputValidation(format!(
+            return Err(ApiError::InputValidation(format!(
                 "Schema validation error: unexpected property `{k}` for storageType {storage_type}"
             )));
         }
         if name.is_empty() || name.len() > 1024 || !name.bytes().all(|b| (0x20..=0x7e).contains(&b))
         {
-            return Err(QueueError::InvalidRequestArguments(format!(
+            return Err(ApiError::InvalidRequestArguments(format!(
                 "Invalid artifact name {name:?}"
             )));
         }
         let expires = parse_ms(str_field(body, "expires")?).ok_or_else(|| {
-            QueueError::InputValidation(
+            ApiError::InputValidation(
                 "Schema validation error: `expires` is not a date-time".into(),
             )
         })?;
@@ -122,7 +120,7 @@ impl Queue {
             "s3" => {
                 if let Some(l) = body.get("contentLength") {
                     if l.as_i64().is_none_or(|l| l < 0) {
-                        return Err(QueueError::InputValidation(
+                        return Err(ApiError::InputValidation(
                             "Schema validation error: contentLength must be a non-negative integer"
                                 .into(),
                         ));
@@ -155,7 +153,7 @@ impl Queue {
                     "file-not-readable-on-worker",
                 ];
                 if !REASONS.contains(&reason) {
-                    return Err(QueueError::InputValidation(format!(
+                    return Err(ApiError::InputValidation(format!(
                         "Schema validation error: error reason {reason:?} must be one of {}",
                         REASONS.join(", ")
                     )));
@@ -199,7 +197,7 @@ impl Queue {
             || (run.state == "exception"
                 && run.resolved.is_some_and(|r| now - r < EXCEPTION_GRACE_MS));
         if !open {
-            return Err(QueueError::Conflict(format!(
+            return Err(ApiError::Conflict(format!(
                 "Run {} of task {} is {}: artifacts can only be created while it runs",
                 a.run_id, a.task_id, run.state
             )));
@@ -233,7 +231,7 @@ impl Queue {
             let replaces_reference = old.storage_type == "reference"
                 && matches!(a.storage_type.as_str(), "reference" | "link");
             if !(same_but_expiry || replaces_reference) {
-                return Err(QueueError::Conflict(format!(
+                return Err(ApiError::Conflict(format!(
                     "Artifact {} already exists with different content",
                     a.name
                 )));
@@ -295,7 +293,7 @@ impl Queue {
         .bind(name)
         .fetch_optional(&self.db.pool)
         .await?
-        .ok_or_else(|| QueueError::NotFound(format!("Artifact {name} not found for run {run_id} of task {task_id}")))?;
+        .ok_or_else(|| ApiError::NotFound(format!("Artifact {name} not found for run {run_id} of task {task_id}")))?;
         Artifact::from_row(&row)
     }
 

@@ -1,69 +1,16 @@
 //! The worker interface: claimWork, claimTask, reclaimTask and run resolution.
 
+use crate::batch::Outcome;
 use crate::core::{Queue, Txn};
-use crate::error::{QueueError, Result};
-use crate::model::{Run, Task};
+use crate::db::{Backend, TASK_COLUMNS, task_from_row};
+use crate::error::{ApiError, Result};
+use crate::model::{ClaimCall, Resolution, ResolveCall, Run, Task};
 use crate::time::fmt_ms;
 use serde_json::{Value, json};
-
-/// Reasons `reportException` accepts.
-pub const EXCEPTION_REASONS: [&str; 5] = [
-    "worker-shutdown",
-    "malformed-payload",
-    "resource-unavailable",
-    "internal-error",
-    "intermittent-task",
-];
-
-/// How a worker resolves a run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Resolution<'a> {
-    /// `reportCompleted`.
-    Completed,
-    /// `reportFailed`.
-    Failed,
-    /// `reportException` with a reason.
-    Exception(&'a str),
-}
-
-impl Resolution<'_> {
-    /// The same resolution with its reason from [`EXCEPTION_REASONS`] (`None` for
-    /// a reason not there), so it can wait in a batch.
-    pub fn to_static(self) -> Option<Resolution<'static>> {
-        Some(match self {
-            Resolution::Completed => Resolution::Completed,
-            Resolution::Failed => Resolution::Failed,
-            Resolution::Exception(r) => {
-                Resolution::Exception(EXCEPTION_REASONS.iter().find(|x| **x == r)?)
-            }
-        })
-    }
-}
+use sqlx::Row;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 impl Queue {
-    /// Claim up to `count` pending runs of `task_queue_id`, highest priority first
-    /// then oldest. Returns the claim objects (possibly none): the caller long-polls.
-    pub async fn claim_pending(
-        &self,
-        task_queue_id: &str,
-        worker_group: &str,
-        worker_id: &str,
-        count: i64,
-    ) -> Result<Vec<Value>> {
-        if self.batching() {
-            return self
-                .submit(crate::batch::ClaimCall {
-                    task_queue_id: task_queue_id.to_string(),
-                    worker_group: worker_group.to_string(),
-                    worker_id: worker_id.to_string(),
-                    count,
-                })
-                .await;
-        }
-        self.claim_pending_alone(task_queue_id, worker_group, worker_id, count)
-            .await
-    }
-
     /// [`Queue::claim_pending`] in a transaction of its own: a batch of one call.
     pub(crate) async fn claim_pending_alone(
         &self,
@@ -72,14 +19,21 @@ impl Queue {
         worker_id: &str,
         count: i64,
     ) -> Result<Vec<Value>> {
-        let call = [crate::batch::ClaimCall {
+        let call = [ClaimCall {
             task_queue_id: task_queue_id.to_string(),
             worker_group: worker_group.to_string(),
             worker_id: worker_id.to_string(),
             count,
         }];
-        self.retrying(|| crate::batch::claim_alone(self, &call))
-            .await
+        self.retrying(|| async {
+            let mut t = self.batch_txn().await?;
+            let mut claims = self.claim_batch(&mut t, &call).await?;
+            self.commit(t).await?;
+            claims
+                .pop()
+                .ok_or_else(|| ApiError::Internal("a claim got no answer".into()))
+        })
+        .await
     }
 
     /// pending → running for the last run of `task`, within `t`; returns the claim object.
@@ -141,7 +95,7 @@ impl Queue {
             self.clock.now() - chrono::Duration::minutes(5),
             crate::time::from_ms(taken_until),
         )
-        .map_err(|e| QueueError::Internal(format!("issuing task credentials: {e}")))?;
+        .map_err(|e| ApiError::Internal(format!("issuing task credentials: {e}")))?;
         Ok(json!({
             "clientId": creds.client_id,
             "accessToken": creds.access_token,
@@ -166,10 +120,10 @@ impl Queue {
             let run = task
                 .runs
                 .get(run_id as usize)
-                .ok_or_else(|| QueueError::NotFound(format!("Run {run_id} of task {task_id} not found")))?
+                .ok_or_else(|| ApiError::NotFound(format!("Run {run_id} of task {task_id} not found")))?
                 .clone();
             if task.deadline <= now {
-                return Err(QueueError::Conflict(format!("Task {task_id} has passed its deadline")));
+                return Err(ApiError::Conflict(format!("Task {task_id} has passed its deadline")));
             }
             let latest = run_id as usize + 1 == task.runs.len();
             if latest && run.state == "pending" {
@@ -196,7 +150,7 @@ impl Queue {
                     "credentials": self.task_credentials(&task, run_id, worker_group, worker_id, taken_until)?,
                 }));
             }
-            Err(QueueError::Conflict(format!(
+            Err(ApiError::Conflict(format!(
                 "Run {run_id} of task {task_id} is {} and can't be claimed",
                 run.state
             )))
@@ -212,16 +166,16 @@ impl Queue {
             let mut task = self.existing(&mut t, task_id).await?;
             let n = task.runs.len();
             let run = task.runs.get_mut(run_id as usize).ok_or_else(|| {
-                QueueError::NotFound(format!("Run {run_id} of task {task_id} not found"))
+                ApiError::NotFound(format!("Run {run_id} of task {task_id} not found"))
             })?;
             if run_id as usize + 1 != n || run.state != "running" {
-                return Err(QueueError::Conflict(format!(
+                return Err(ApiError::Conflict(format!(
                     "Run {run_id} of task {task_id} is {} and can't be reclaimed",
                     run.state
                 )));
             }
             if task.deadline <= now {
-                return Err(QueueError::Conflict(format!(
+                return Err(ApiError::Conflict(format!(
                     "Task {task_id} has passed its deadline {}",
                     fmt_ms(task.deadline)
                 )));
@@ -245,27 +199,6 @@ impl Queue {
             }))
         })
         .await
-    }
-
-    /// `reportCompleted` / `reportFailed` / `reportException`.
-    pub async fn resolve_run(
-        &self,
-        task_id: &str,
-        run_id: i64,
-        how: Resolution<'_>,
-    ) -> Result<Value> {
-        if let Some(how) = how.to_static()
-            && self.batching()
-        {
-            return self
-                .submit(crate::batch::ResolveCall {
-                    task_id: task_id.to_string(),
-                    run_id,
-                    how,
-                })
-                .await;
-        }
-        self.resolve_run_alone(task_id, run_id, how).await
     }
 
     /// [`Queue::resolve_run`] in a transaction of its own.
@@ -307,13 +240,13 @@ impl Queue {
         };
         let n = task.runs.len();
         let run = task.runs.get_mut(run_id as usize).ok_or_else(|| {
-            QueueError::NotFound(format!("Run {run_id} of task {task_id} not found"))
+            ApiError::NotFound(format!("Run {run_id} of task {task_id} not found"))
         })?;
         if run.state == state && run.reason_resolved.as_deref() == Some(reason) {
             return Ok(json!({"status": task.status()}));
         }
         if run_id as usize + 1 != n || run.state != "running" {
-            return Err(QueueError::Conflict(format!(
+            return Err(ApiError::Conflict(format!(
                 "Run {run_id} of task {task_id} is {} and can't be resolved {state}/{reason}",
                 run.state
             )));
@@ -384,5 +317,163 @@ impl Queue {
         .execute(&mut *t.tx)
         .await?;
         Ok(())
+    }
+
+    /// Claims for several workers: per task queue one statement takes as many pending
+    /// runs as the calls want together (highest priority, then oldest), handed out to
+    /// the calls in the order they came. One list of claims per call, in order.
+    pub(crate) async fn claim_batch(
+        &self,
+        t: &mut Txn,
+        calls: &[ClaimCall],
+    ) -> Result<Vec<Vec<Value>>> {
+        let now = self.clock.now_ms();
+        let mut by_queue: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, c) in calls.iter().enumerate() {
+            by_queue
+                .entry(c.task_queue_id.as_str())
+                .or_default()
+                .push(i);
+        }
+        let pg = self.db.backend == Backend::Postgres;
+        let mut picked: BTreeMap<&str, Vec<(String, i64)>> = BTreeMap::new();
+        let mut tasks: HashMap<String, Task> = HashMap::new();
+        for (tq, idx) in &by_queue {
+            let want: i64 = idx.iter().map(|i| calls[*i].count).sum();
+            let take = format!(
+                "DELETE FROM pending WHERE (task_id, run_id) IN (SELECT task_id, run_id FROM pending \
+                 WHERE task_queue_id = $1 AND deadline > $2 ORDER BY priority DESC, inserted, task_id \
+                 LIMIT $3{}) RETURNING task_id, run_id, priority, inserted",
+                self.db.skip_locked()
+            );
+            // PostgreSQL takes the runs and locks their tasks in one statement.
+            let sql = if pg {
+                let columns: Vec<String> =
+                    TASK_COLUMNS.split(", ").map(|c| format!("t.{c}")).collect();
+                format!(
+                    "WITH p AS ({take}) SELECT p.run_id, p.priority AS pending_priority, p.inserted, {} \
+                     FROM p JOIN tasks t ON t.task_id = p.task_id ORDER BY t.task_id FOR UPDATE OF t",
+                    columns.join(", ")
+                )
+            } else {
+                take
+            };
+            let rows = sqlx::query(&sql)
+                .bind(*tq)
+                .bind(now)
+                .bind(want)
+                .fetch_all(&mut *t.tx)
+                .await?;
+            let priority = if pg { "pending_priority" } else { "priority" };
+            let mut runs: Vec<(i64, i64, String, i64)> = Vec::with_capacity(rows.len());
+            for r in &rows {
+                runs.push((
+                    -r.try_get::<i64, _>(priority)?,
+                    r.try_get("inserted")?,
+                    r.try_get("task_id")?,
+                    r.try_get("run_id")?,
+                ));
+                if pg {
+                    let task = task_from_row(r)?;
+                    tasks.insert(task.task_id.clone(), task);
+                }
+            }
+            runs.sort();
+            picked.insert(
+                tq,
+                runs.into_iter().map(|(_, _, id, run)| (id, run)).collect(),
+            );
+        }
+        if !pg {
+            let ids: Vec<&str> = picked
+                .values()
+                .flatten()
+                .map(|(id, _)| id.as_str())
+                .collect();
+            tasks = self.load_tasks_for_update(t, &ids).await?;
+        }
+
+        let mut claims: Vec<Vec<Value>> = calls.iter().map(|_| Vec::new()).collect();
+        for (tq, idx) in &by_queue {
+            let mut runs = picked.remove(tq).unwrap_or_default().into_iter();
+            for i in idx {
+                let c = &calls[*i];
+                while (claims[*i].len() as i64) < c.count {
+                    let Some((task_id, run_id)) = runs.next() else {
+                        break;
+                    };
+                    let Some(task) = tasks.get_mut(&task_id) else {
+                        continue;
+                    };
+                    let is_current = task
+                        .last_run()
+                        .is_some_and(|r| r.run_id == run_id && r.state == "pending");
+                    if !is_current {
+                        continue;
+                    }
+                    let claim = self
+                        .start_run(t, task, &c.worker_group, &c.worker_id, now)
+                        .await?;
+                    claims[*i].push(claim);
+                }
+            }
+        }
+        for (c, got) in calls.iter().zip(&claims) {
+            let runs: Vec<(String, i64)> = got
+                .iter()
+                .filter_map(|c| {
+                    Some((
+                        c["status"]["taskId"].as_str()?.to_string(),
+                        c["runId"].as_i64()?,
+                    ))
+                })
+                .collect();
+            self.touch_worker(
+                t,
+                &c.task_queue_id,
+                &c.worker_group,
+                &c.worker_id,
+                &runs,
+                now,
+            )
+            .await?;
+        }
+        Ok(claims)
+    }
+
+    /// Resolutions of runs of different tasks, their tasks loaded and locked
+    /// together. A refusal (404, 409) stays with its call; the same task twice
+    /// in one batch is left to the one-call path.
+    pub(crate) async fn resolve_batch(
+        &self,
+        t: &mut Txn,
+        calls: &[ResolveCall],
+    ) -> Result<Vec<Outcome<Value>>> {
+        let now = self.clock.now_ms();
+        let ids: Vec<&str> = calls.iter().map(|c| c.task_id.as_str()).collect();
+        let mut tasks = self.load_tasks_for_update(t, &ids).await?;
+        let mut seen = HashSet::new();
+        let mut out = Vec::with_capacity(calls.len());
+        for c in calls {
+            if !seen.insert(c.task_id.as_str()) {
+                out.push(Outcome::Alone);
+                continue;
+            }
+            let Some(task) = tasks.get_mut(&c.task_id) else {
+                out.push(Outcome::Done(Err(ApiError::NotFound(format!(
+                    "Task {} not found",
+                    c.task_id
+                )))));
+                continue;
+            };
+            // Refusals (404, 409) come before any change, so they stay with their call.
+            match self.apply_resolution(t, task, c.run_id, c.how, now).await {
+                Err(e @ (ApiError::NotFound(_) | ApiError::Conflict(_))) => {
+                    out.push(Outcome::Done(Err(e)))
+                }
+                r => out.push(Outcome::Done(Ok(r?))),
+            }
+        }
+        Ok(out)
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::core::Queue;
 use crate::db::{TASK_COLUMNS, task_from_row};
-use crate::error::{QueueError, Result};
+use crate::error::{ApiError, Result};
 use crate::model::Task;
 use crate::time::fmt_ms;
 use serde_json::{Value, json};
@@ -17,7 +17,7 @@ impl Queue {
         .bind(task_group_id)
         .fetch_optional(&self.db.pool)
         .await?
-        .ok_or_else(|| QueueError::NotFound(format!("Task group {task_group_id} not found")))?;
+        .ok_or_else(|| ApiError::NotFound(format!("Task group {task_group_id} not found")))?;
         group_json(task_group_id, &row)
     }
 
@@ -40,7 +40,7 @@ impl Queue {
             .bind(task_group_id)
             .fetch_optional(&mut *t.tx)
             .await?
-            .ok_or_else(|| QueueError::NotFound(format!("Task group {task_group_id} not found")))?;
+            .ok_or_else(|| ApiError::NotFound(format!("Task group {task_group_id} not found")))?;
             let group = group_json(task_group_id, &row)?;
             if changed > 0 {
                 self.emit(&mut t, self.events.task_group("task-group-sealed", &group))
@@ -61,9 +61,9 @@ impl Queue {
                 .bind(task_group_id)
                 .fetch_optional(&mut *t.tx)
                 .await?
-                .ok_or_else(|| QueueError::NotFound(format!("Task group {task_group_id} not found")))?;
+                .ok_or_else(|| ApiError::NotFound(format!("Task group {task_group_id} not found")))?;
             if row.try_get::<Option<i64>, _>("sealed")?.is_none() {
-                return Err(QueueError::Conflict(format!(
+                return Err(ApiError::Conflict(format!(
                     "Task group {task_group_id} must be sealed before it can be cancelled"
                 )));
             }

@@ -4,5 +4,6 @@
 pub mod artifacts;
 pub mod claims;
 pub mod groups;
+pub mod task_queues;
 pub mod tasks;
 pub mod workers;

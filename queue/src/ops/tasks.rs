@@ -1,18 +1,19 @@
 //! Task lifecycle operations: create, schedule, rerun, cancel.
 
+use crate::batch::Outcome;
 use crate::core::{Queue, Txn};
 use crate::db::{TASK_COLUMNS, placeholders, task_from_row};
-use crate::error::{QueueError, Result};
-use crate::model::{Run, Task, TaskDef};
+use crate::error::{ApiError, Result};
+use crate::model::{CreateCall, Run, Task, TaskDef};
 use crate::time::{fmt_ms, parse_ms};
 use serde_json::{Value, json};
 use sqlx::Row;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// After its deadline a task is immutable: 409 for `action` (schedule, rerun, cancel).
 fn refuse_past_deadline(task: &Task, action: &str, now: i64) -> Result<()> {
     if task.deadline <= now {
-        return Err(QueueError::Conflict(format!(
+        return Err(ApiError::Conflict(format!(
             "Task {} can't be {action} past its deadline {}",
             task.task_id,
             fmt_ms(task.deadline)
@@ -47,20 +48,6 @@ pub(crate) const GROUP_EXPIRY_MARGIN_MS: i64 = 3_600_000;
 pub(crate) const GROUP_EXPIRY_SLACK_MS: i64 = 24 * 3_600_000;
 
 impl Queue {
-    /// `createTask`: store the task (idempotently), track its dependencies and
-    /// schedule it at once when nothing blocks it. Returns `{status}`.
-    pub async fn create_task(&self, task_id: &str, def: &TaskDef) -> Result<Value> {
-        if def.dependencies.is_empty() && self.batching() {
-            return self
-                .submit(crate::batch::CreateCall {
-                    task_id: task_id.to_string(),
-                    def: def.clone(),
-                })
-                .await;
-        }
-        self.create_task_alone(task_id, def).await
-    }
-
     /// [`Queue::create_task`] in a transaction of its own.
     pub(crate) async fn create_task_alone(&self, task_id: &str, def: &TaskDef) -> Result<Value> {
         self.retrying(|| self.create_task_once(task_id, def)).await
@@ -82,7 +69,7 @@ impl Queue {
             Some(row) => {
                 let sid: String = row.try_get("scheduler_id")?;
                 if sid != def.scheduler_id {
-                    return Err(QueueError::Conflict(format!(
+                    return Err(ApiError::Conflict(format!(
                         "Task group {} already has schedulerId {sid}, not {}: every task in a group must have the same schedulerId",
                         def.task_group_id, def.scheduler_id
                     )));
@@ -94,7 +81,7 @@ impl Queue {
                     {
                         return Ok(json!({"status": existing.status()}));
                     }
-                    return Err(QueueError::Conflict(format!(
+                    return Err(ApiError::Conflict(format!(
                         "Task group {} is sealed: no more tasks can be added to it",
                         def.task_group_id
                     )));
@@ -125,7 +112,7 @@ impl Queue {
                 // another schedulerId: the group as stored decides.
                 let sid = self.group_scheduler_id(&mut t, &def.task_group_id).await?;
                 if sid != def.scheduler_id {
-                    return Err(QueueError::Conflict(format!(
+                    return Err(ApiError::Conflict(format!(
                         "Task group {} already has schedulerId {sid}, not {}: every task in a group must have the same schedulerId",
                         def.task_group_id, def.scheduler_id
                     )));
@@ -178,7 +165,7 @@ impl Queue {
                     expiring.join(", ")
                 ));
             }
-            return Err(QueueError::Input(msg));
+            return Err(ApiError::Input(msg));
         }
         let satisfied = |state: &str| {
             state == "completed"
@@ -201,9 +188,9 @@ impl Queue {
             let existing = self
                 .load_task_for_update(&mut t, task_id)
                 .await?
-                .ok_or_else(|| QueueError::Internal("task vanished during createTask".into()))?;
+                .ok_or_else(|| ApiError::Internal("task vanished during createTask".into()))?;
             if existing.def != *def {
-                return Err(QueueError::Conflict(format!(
+                return Err(ApiError::Conflict(format!(
                     "taskId {task_id} already used by another task: the new definition differs from the stored one"
                 )));
             }
@@ -284,7 +271,7 @@ impl Queue {
                 return Ok(json!({"status": task.status()}));
             }
             if task.runs.len() >= MAX_RUNS {
-                return Err(QueueError::Conflict(format!(
+                return Err(ApiError::Conflict(format!(
                     "Maximum number of runs reached ({MAX_RUNS}) for task {task_id}"
                 )));
             }
@@ -442,7 +429,7 @@ impl Queue {
     pub async fn existing(&self, t: &mut Txn, task_id: &str) -> Result<Task> {
         self.load_task_for_update(t, task_id)
             .await?
-            .ok_or_else(|| QueueError::NotFound(format!("Task {task_id} not found")))
+            .ok_or_else(|| ApiError::NotFound(format!("Task {task_id} not found")))
     }
 
     /// `tasks`/`statuses`: load many tasks at once (unknown ids are skipped).
@@ -487,5 +474,139 @@ impl Queue {
             .map(|r| r.try_get("dependent_task_id"))
             .collect::<Result<_, _>>()?;
         self.load_tasks(&ids).await
+    }
+
+    /// New tasks without dependencies: their groups checked (or created) together,
+    /// the tasks inserted in one statement, their runs made pending. A call the
+    /// batch cannot take the common way is left to the one-call path.
+    pub(crate) async fn create_batch(
+        &self,
+        t: &mut Txn,
+        calls: &[CreateCall],
+    ) -> Result<Vec<Outcome<Value>>> {
+        let now = self.clock.now_ms();
+        let mut out: Vec<Outcome<Value>> = calls.iter().map(|_| Outcome::Alone).collect();
+
+        // The groups as stored: (schedulerId, sealed, expires).
+        let group_ids: Vec<&str> = {
+            let mut g: Vec<&str> = calls.iter().map(|c| c.def.task_group_id.as_str()).collect();
+            g.sort_unstable();
+            g.dedup();
+            g
+        };
+        let mut groups: HashMap<String, (String, bool, i64)> = HashMap::new();
+        for chunk in group_ids.chunks(500) {
+            let chunk = crate::db::padded(chunk);
+            let sql = format!(
+                "SELECT task_group_id, scheduler_id, sealed, expires FROM task_groups WHERE task_group_id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut query = sqlx::query(&sql);
+            for g in &chunk {
+                query = query.bind(*g);
+            }
+            for row in query.fetch_all(&mut *t.tx).await? {
+                groups.insert(
+                    row.try_get("task_group_id")?,
+                    (
+                        row.try_get("scheduler_id")?,
+                        row.try_get::<Option<i64>, _>("sealed")?.is_some(),
+                        row.try_get("expires")?,
+                    ),
+                );
+            }
+        }
+
+        // Which calls the batch takes: new groups get created, groups about to expire
+        // pushed further; anything unusual is answered alone.
+        let mut seen = HashSet::new();
+        let mut new_groups: BTreeMap<&str, (&str, i64)> = BTreeMap::new();
+        let mut longer: BTreeMap<&str, i64> = BTreeMap::new();
+        let mut taken: Vec<(usize, Task)> = Vec::new();
+        for (i, c) in calls.iter().enumerate() {
+            if !seen.insert(c.task_id.as_str()) {
+                continue;
+            }
+            let task = new_task(&c.task_id, &c.def, true, now);
+            let gid = c.def.task_group_id.as_str();
+            let needed = task.expires + GROUP_EXPIRY_MARGIN_MS;
+            match groups.get(gid) {
+                Some((sid, sealed, _)) if *sid != c.def.scheduler_id || *sealed => continue,
+                Some((_, _, expires)) => {
+                    if *expires < needed {
+                        let e = longer.entry(gid).or_insert(needed);
+                        *e = (*e).max(needed);
+                    }
+                }
+                None => {
+                    let e = new_groups
+                        .entry(gid)
+                        .or_insert((c.def.scheduler_id.as_str(), needed));
+                    if e.0 != c.def.scheduler_id {
+                        continue;
+                    }
+                    e.1 = e.1.max(needed);
+                }
+            }
+            taken.push((i, task));
+        }
+        let new_groups: Vec<(&str, (&str, i64))> = new_groups.into_iter().collect();
+        for chunk in new_groups.chunks(200) {
+            let sql = format!(
+                "INSERT INTO task_groups (task_group_id, scheduler_id, expires) VALUES {} ON CONFLICT DO NOTHING",
+                (0..chunk.len())
+                    .map(|r| format!("(${}, ${}, ${})", 3 * r + 1, 3 * r + 2, 3 * r + 3))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for (gid, (sid, needed)) in chunk {
+                query = query
+                    .bind(*gid)
+                    .bind(*sid)
+                    .bind(needed + GROUP_EXPIRY_SLACK_MS);
+            }
+            query.execute(&mut *t.tx).await?;
+        }
+        // A group created meanwhile by another transaction may have another
+        // schedulerId: its calls go the one-call way, which answers 409.
+        let mut lost: HashSet<&str> = HashSet::new();
+        for (gid, (sid, _)) in &new_groups {
+            if self.group_scheduler_id(t, gid).await? != *sid {
+                lost.insert(gid);
+            }
+        }
+        if !lost.is_empty() {
+            taken.retain(|(_, task)| !lost.contains(task.def.task_group_id.as_str()));
+        }
+        for (gid, needed) in longer {
+            sqlx::query(
+                "UPDATE task_groups SET expires = $3 WHERE task_group_id = $1 AND expires < $2",
+            )
+            .bind(gid)
+            .bind(needed)
+            .bind(needed + GROUP_EXPIRY_SLACK_MS)
+            .execute(&mut *t.tx)
+            .await?;
+        }
+
+        let rows: Vec<(&Task, i64)> = taken.iter().map(|(_, task)| (task, 0)).collect();
+        let inserted = self.insert_tasks(t, &rows).await?;
+        let mut queues_touched = HashSet::new();
+        for (i, task) in &taken {
+            if !inserted.contains(&task.task_id) {
+                // Stored already: the one-call path compares the definitions.
+                continue;
+            }
+            if queues_touched.insert(task.def.task_queue_id.as_str()) {
+                self.touch_task_queue(t, &task.def.task_queue_id, now)
+                    .await?;
+            }
+            self.emit(t, self.events.task_defined(task)).await?;
+            self.enqueue_pending(t, task).await?;
+            self.emit(t, self.events.task_pending(task, 0)).await?;
+            out[*i] = Outcome::Done(Ok(json!({"status": task.status()})));
+        }
+        Ok(out)
     }
 }

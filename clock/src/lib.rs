@@ -1,0 +1,85 @@
+//! See the crate README.
+#![doc = include_str!("../README.md")]
+
+use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+/// Milliseconds since the Unix epoch: how every timestamp is stored.
+pub type Millis = i64;
+
+/// The clock every decision reads. The system clock plus an offset that tests may
+/// advance, so deadline and claim-expiry logic can be exercised without sleeping
+/// for minutes.
+#[derive(Clone, Debug, Default)]
+pub struct Clock {
+    offset_ms: Arc<AtomicI64>,
+}
+
+impl Clock {
+    /// The real time.
+    pub fn system() -> Self {
+        Self::default()
+    }
+
+    /// Now, in milliseconds since the epoch.
+    pub fn now_ms(&self) -> Millis {
+        Utc::now().timestamp_millis() + self.offset_ms.load(Ordering::Relaxed)
+    }
+
+    /// Now, as a date.
+    pub fn now(&self) -> DateTime<Utc> {
+        from_ms(self.now_ms())
+    }
+
+    /// Move this clock (and every clone of it) forward.
+    pub fn advance(&self, by: std::time::Duration) {
+        self.offset_ms
+            .fetch_add(by.as_millis() as i64, Ordering::Relaxed);
+    }
+}
+
+/// A millisecond timestamp as a date.
+pub fn from_ms(ms: Millis) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// Format like JavaScript's `Date.toJSON()`: `2026-01-02T03:04:05.678Z`.
+pub fn fmt_ms(ms: Millis) -> String {
+    from_ms(ms).to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Parse an RFC 3339 date (any precision, any offset) to milliseconds, truncating
+/// sub-millisecond digits like JavaScript does.
+pub fn parse_ms(s: &str) -> Option<Millis> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|d| d.with_timezone(&Utc).timestamp_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_like_javascript() {
+        let ms = parse_ms("2026-01-02T03:04:05.6789+01:00").unwrap();
+        assert_eq!(fmt_ms(ms), "2026-01-02T02:04:05.678Z");
+        assert_eq!(
+            fmt_ms(parse_ms("2026-01-02T03:04:05Z").unwrap()),
+            "2026-01-02T03:04:05.000Z"
+        );
+        assert!(parse_ms("yesterday").is_none());
+    }
+
+    #[test]
+    fn clock_advances_for_all_clones() {
+        let c = Clock::system();
+        let d = c.clone();
+        let before = d.now_ms();
+        c.advance(std::time::Duration::from_secs(3600));
+        assert!(d.now_ms() - before >= 3_600_000);
+    }
+}

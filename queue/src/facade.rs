@@ -12,7 +12,7 @@
 use crate::batch::{BatchOp, Combiner, Fut, Outcome, submit};
 use crate::core::Queue;
 use crate::error::Result;
-use crate::model::{ClaimCall, CreateCall, Resolution, ResolveCall, TaskDef};
+use crate::model::{ClaimCall, CreateCall, ResolveCall, RunResolution, TaskDef};
 use serde_json::Value;
 
 impl Queue {
@@ -67,7 +67,7 @@ impl Queue {
         &self,
         task_id: &str,
         run_id: i64,
-        how: Resolution<'_>,
+        how: RunResolution<'_>,
     ) -> Result<Value> {
         if let Some(how) = how.to_static()
             && self.batching()

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use bbb_buildbot::{BuildRequestId, BuildResult, LegacyEvent, RequestState};
-use bbb_state::{MappingRow, Resolution, RowState, StartedBuild};
+use bbb_state::{MappingRow, RowResolution, RowState, StartedBuild};
 use serde_json::Value;
 use tracing::{debug, info, warn};
 
@@ -232,7 +232,7 @@ impl Bridge {
                     .await
                     .map(Some);
             }
-            if fresh.resolution == Some(Resolution::CarriedOver) {
+            if fresh.resolution == Some(RowResolution::CarriedOver) {
                 return Ok(Some(Outcome::CarriedOn));
             }
         }
@@ -463,19 +463,19 @@ impl Bridge {
         let (call, resolution, label) = match results {
             BuildResult::Success => (
                 self.queue.report_completed(task_id, run_id).await,
-                Resolution::Completed,
+                RowResolution::Completed,
                 "completed",
             ),
             BuildResult::Warnings | BuildResult::Failure => (
                 self.queue.report_failed(task_id, run_id).await,
-                Resolution::Failed,
+                RowResolution::Failed,
                 "failed",
             ),
             BuildResult::Exception => (
                 self.queue
                     .report_exception(task_id, run_id, "internal-error")
                     .await,
-                Resolution::Exception,
+                RowResolution::Exception,
                 "exception/internal-error",
             ),
             // The build did not do its work: nothing to report as completed or
@@ -484,7 +484,7 @@ impl Bridge {
                 self.queue
                     .report_exception(task_id, run_id, "resource-unavailable")
                     .await,
-                Resolution::Exception,
+                RowResolution::Exception,
                 "exception/resource-unavailable",
             ),
             BuildResult::Retry | BuildResult::Cancelled => unreachable!("handled above"),
@@ -537,7 +537,7 @@ impl Bridge {
             Err(e) => return Err(e.into()),
         }
         self.state
-            .mark_resolved(task_id, row.run_id, Resolution::Canceled, self.now())
+            .mark_resolved(task_id, row.run_id, RowResolution::Canceled, self.now())
             .await?;
         self.metrics.inc(
             "bbb_bridge_resolutions_total",

@@ -2,7 +2,7 @@
 //! request is cancelled, a running build stopped.
 
 use bbb_buildbot::{BuildRequestId, RequestState, StopTarget};
-use bbb_state::{NewSlot, Resolution, RowState, SlotClaim};
+use bbb_state::{NewSlot, RowResolution, RowState, SlotClaim};
 use tracing::info;
 
 use super::{Bridge, BridgeResult, Outcome};
@@ -22,8 +22,8 @@ impl Bridge {
         deadline: i64,
     ) -> BridgeResult<Outcome> {
         let resolution = match reason {
-            "canceled" => Resolution::Canceled,
-            "deadline-exceeded" | "claim-expired" => Resolution::Exception,
+            "canceled" => RowResolution::Canceled,
+            "deadline-exceeded" | "claim-expired" => RowResolution::Exception,
             _ => return Ok(Outcome::NothingToDo),
         };
         let now = self.now();

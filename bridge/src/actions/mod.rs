@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use bbb_buildbot::{LegacyError, LegacyMaster};
-use bbb_state::{MappingRow, Resolution, StateDb};
+use bbb_state::{MappingRow, RowResolution, StateDb};
 
 mod builds;
 mod exception;
@@ -144,12 +144,12 @@ impl std::fmt::Debug for Bridge {
 
 pub use crate::outcome::Outcome;
 
-fn resolution_of(run: &RunInfo) -> Resolution {
+fn resolution_of(run: &RunInfo) -> RowResolution {
     match (run.state.as_str(), run.reason_resolved.as_deref()) {
-        ("completed", _) => Resolution::Completed,
-        ("failed", _) => Resolution::Failed,
-        (_, Some("canceled")) => Resolution::Canceled,
-        _ => Resolution::Exception,
+        ("completed", _) => RowResolution::Completed,
+        ("failed", _) => RowResolution::Failed,
+        (_, Some("canceled")) => RowResolution::Canceled,
+        _ => RowResolution::Exception,
     }
 }
 

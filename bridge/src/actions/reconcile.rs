@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use bbb_buildbot::{BuildRequestId, RequestState};
-use bbb_state::{MappingRow, Resolution, RowState, StartedBuild};
+use bbb_state::{MappingRow, RowResolution, RowState, StartedBuild};
 use tracing::{info, warn};
 
 use super::{Bridge, BridgeResult, Outcome, is_resolved, resolution_of, run_u32};
@@ -137,7 +137,7 @@ impl Bridge {
                 let resolution = if is_resolved(run) {
                     resolution_of(run)
                 } else {
-                    Resolution::Exception
+                    RowResolution::Exception
                 };
                 self.state
                     .mark_resolved(&row.task_id, row.run_id, resolution, self.now())
@@ -188,7 +188,12 @@ impl Bridge {
             self.stop_work(BuildRequestId(brid as u64)).await?;
         }
         self.state
-            .mark_resolved(&row.task_id, row.run_id, Resolution::Exception, self.now())
+            .mark_resolved(
+                &row.task_id,
+                row.run_id,
+                RowResolution::Exception,
+                self.now(),
+            )
             .await?;
         Ok(Outcome::Deadline)
     }

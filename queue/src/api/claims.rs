@@ -3,7 +3,7 @@
 
 use super::{Api, run_id};
 use crate::error::{ApiError, Result};
-use crate::model::{EXCEPTION_REASONS, Resolution};
+use crate::model::{EXCEPTION_REASONS, RunResolution};
 use crate::validate;
 use bbb_service::{Call, Reply, ScopeParams};
 use serde::Deserialize;
@@ -98,7 +98,7 @@ pub async fn reclaim_task(api: Api, call: Call) -> Result<Reply> {
 
 /// `reportCompleted`.
 pub async fn report_completed(api: Api, call: Call) -> Result<Reply> {
-    let how = Resolution::Completed;
+    let how = RunResolution::Completed;
     Ok(Reply::json(
         api.queue
             .resolve_run(call.param("taskId"), run_id(&call), how)
@@ -108,7 +108,7 @@ pub async fn report_completed(api: Api, call: Call) -> Result<Reply> {
 
 /// `reportFailed`.
 pub async fn report_failed(api: Api, call: Call) -> Result<Reply> {
-    let how = Resolution::Failed;
+    let how = RunResolution::Failed;
     Ok(Reply::json(
         api.queue
             .resolve_run(call.param("taskId"), run_id(&call), how)
@@ -131,7 +131,7 @@ pub async fn report_exception(api: Api, call: Call) -> Result<Reply> {
             EXCEPTION_REASONS.join(", ")
         )));
     }
-    let how = Resolution::Exception(&req.reason);
+    let how = RunResolution::Exception(&req.reason);
     Ok(Reply::json(
         api.queue
             .resolve_run(call.param("taskId"), run_id(&call), how)

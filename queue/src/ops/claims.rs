@@ -4,7 +4,7 @@ use crate::batch::Outcome;
 use crate::core::{Queue, Txn};
 use crate::db::{Backend, TASK_COLUMNS, task_from_row};
 use crate::error::{ApiError, Result};
-use crate::model::{ClaimCall, Resolution, ResolveCall, Run, Task};
+use crate::model::{ClaimCall, ResolveCall, Run, RunResolution, Task};
 use crate::time::fmt_ms;
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -206,7 +206,7 @@ impl Queue {
         &self,
         task_id: &str,
         run_id: i64,
-        how: Resolution<'_>,
+        how: RunResolution<'_>,
     ) -> Result<Value> {
         self.retrying(|| async {
             let now = self.clock.now_ms();
@@ -229,14 +229,14 @@ impl Queue {
         t: &mut Txn,
         task: &mut Task,
         run_id: i64,
-        how: Resolution<'_>,
+        how: RunResolution<'_>,
         now: i64,
     ) -> Result<Value> {
         let task_id = task.task_id.clone();
         let (state, reason) = match how {
-            Resolution::Completed => ("completed", "completed"),
-            Resolution::Failed => ("failed", "failed"),
-            Resolution::Exception(r) => ("exception", r),
+            RunResolution::Completed => ("completed", "completed"),
+            RunResolution::Failed => ("failed", "failed"),
+            RunResolution::Exception(r) => ("exception", r),
         };
         let n = task.runs.len();
         let run = task.runs.get_mut(run_id as usize).ok_or_else(|| {

@@ -9,7 +9,6 @@ pub mod queue_client;
 
 pub use crate::actions::{
     Bridge, BridgeError, BridgeResult, BridgeSettings, Clock, DEFAULT_TASK_QUEUE, Outcome,
-    system_clock,
 };
 pub use crate::config::{BridgeConfig, BuildbotKind};
 pub use crate::metrics::Metrics;

@@ -67,13 +67,8 @@ impl BridgeSettings {
     }
 }
 
-/// A source of "now", in milliseconds since the epoch.
-pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
-
-/// The system clock.
-pub fn system_clock() -> Clock {
-    Arc::new(|| chrono::Utc::now().timestamp_millis())
-}
+/// The source of "now": the clock the queue reads too (tests advance it).
+pub use bbb_clock::Clock;
 
 /// Why an action failed.
 #[derive(Debug, thiserror::Error)]
@@ -170,7 +165,7 @@ impl Bridge {
         settings: BridgeSettings,
         metrics: Arc<Metrics>,
     ) -> Bridge {
-        Bridge::with_clock(queue, state, master, settings, metrics, system_clock())
+        Bridge::with_clock(queue, state, master, settings, metrics, Clock::system())
     }
 
     /// A bridge on a given clock (tests move it forward).
@@ -194,6 +189,6 @@ impl Bridge {
 
     /// Now, in ms.
     pub fn now(&self) -> i64 {
-        (self.clock)()
+        self.clock.now_ms()
     }
 }

@@ -98,21 +98,19 @@ pub async fn reclaim_task(api: Api, call: Call) -> Result<Reply> {
 
 /// `reportCompleted`.
 pub async fn report_completed(api: Api, call: Call) -> Result<Reply> {
-    let how = RunResolution::Completed;
-    Ok(Reply::json(
-        api.queue
-            .resolve_run(call.param("taskId"), run_id(&call), how)
-            .await?,
-    ))
+    resolve(&api, &call, RunResolution::Completed).await
 }
 
 /// `reportFailed`.
 pub async fn report_failed(api: Api, call: Call) -> Result<Reply> {
-    let how = RunResolution::Failed;
+    resolve(&api, &call, RunResolution::Failed).await
+}
+
+/// Resolve the call's run `how`.
+async fn resolve(api: &Api, call: &Call, how: RunResolution<'_>) -> Result<Reply> {
+    let (task_id, run_id) = (call.param("taskId"), run_id(call));
     Ok(Reply::json(
-        api.queue
-            .resolve_run(call.param("taskId"), run_id(&call), how)
-            .await?,
+        api.queue.resolve_run(task_id, run_id, how).await?,
     ))
 }
 
@@ -131,14 +129,10 @@ pub async fn report_exception(api: Api, call: Call) -> Result<Reply> {
             EXCEPTION_REASONS.join(", ")
         )));
     }
-    let how = RunResolution::Exception(&req.reason);
-    Ok(Reply::json(
-        api.queue
-            .resolve_run(call.param("taskId"), run_id(&call), how)
-            .await?,
-    ))
+    resolve(&api, &call, RunResolution::Exception(&req.reason)).await
 }
 
+/// A `workerGroup` and `workerId` from a body must be identifiers.
 fn check_worker(group: &str, id: &str) -> Result<()> {
     if !validate::is_identifier(group) || !validate::is_identifier(id) {
         return Err(ApiError::InputValidation(format!(

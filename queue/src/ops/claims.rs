@@ -12,22 +12,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 impl Queue {
     /// [`Queue::claim_pending`] in a transaction of its own: a batch of one call.
-    pub(crate) async fn claim_pending_alone(
-        &self,
-        task_queue_id: &str,
-        worker_group: &str,
-        worker_id: &str,
-        count: i64,
-    ) -> Result<Vec<Value>> {
-        let call = [ClaimCall {
-            task_queue_id: task_queue_id.to_string(),
-            worker_group: worker_group.to_string(),
-            worker_id: worker_id.to_string(),
-            count,
-        }];
+    pub(crate) async fn claim_pending_alone(&self, call: &ClaimCall) -> Result<Vec<Value>> {
         self.retrying(|| async {
             let mut t = self.batch_txn().await?;
-            let mut claims = self.claim_batch(&mut t, &call).await?;
+            let mut claims = self.claim_batch(&mut t, std::slice::from_ref(call)).await?;
             self.commit(t).await?;
             claims
                 .pop()

@@ -332,14 +332,13 @@ impl Env {
             &settings.worker_group,
             &settings.worker_id,
         )?;
-        let bridge_clock = clock.clone();
         let bridge = Arc::new(Bridge::with_clock(
             queue,
             state.clone(),
             timed,
             settings,
             Arc::new(Metrics::default()),
-            Arc::new(move || bridge_clock.now_ms()),
+            clock.clone(),
         ));
         Ok(Env {
             api: Api::new(&running.root_url)?,

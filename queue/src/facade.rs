@@ -12,7 +12,7 @@
 use crate::batch::{BatchOp, Combiner, Fut, Outcome, submit};
 use crate::core::Queue;
 use crate::error::Result;
-use crate::model::{ClaimCall, CreateCall, Resolution, ResolveCall, TaskDef};
+use crate::model::{ClaimCall, CreateCall, ResolveCall, RunResolution, TaskDef};
 use serde_json::Value;
 
 impl Queue {
@@ -46,20 +46,16 @@ impl Queue {
         worker_id: &str,
         count: i64,
     ) -> Result<Vec<Value>> {
+        let call = ClaimCall {
+            task_queue_id: task_queue_id.to_string(),
+            worker_group: worker_group.to_string(),
+            worker_id: worker_id.to_string(),
+            count,
+        };
         if self.batching() {
-            return submit(
-                self,
-                ClaimCall {
-                    task_queue_id: task_queue_id.to_string(),
-                    worker_group: worker_group.to_string(),
-                    worker_id: worker_id.to_string(),
-                    count,
-                },
-            )
-            .await;
+            return submit(self, call).await;
         }
-        self.claim_pending_alone(task_queue_id, worker_group, worker_id, count)
-            .await
+        self.claim_pending_alone(&call).await
     }
 
     /// `reportCompleted` / `reportFailed` / `reportException`.
@@ -67,7 +63,7 @@ impl Queue {
         &self,
         task_id: &str,
         run_id: i64,
-        how: Resolution<'_>,
+        how: RunResolution<'_>,
     ) -> Result<Value> {
         if let Some(how) = how.to_static()
             && self.batching()
@@ -134,12 +130,7 @@ impl BatchOp for ClaimCall {
     }
 
     fn alone<'a>(&'a self, q: &'a Queue) -> Fut<'a, Result<Vec<Value>>> {
-        Box::pin(q.claim_pending_alone(
-            &self.task_queue_id,
-            &self.worker_group,
-            &self.worker_id,
-            self.count,
-        ))
+        Box::pin(q.claim_pending_alone(self))
     }
 }
 

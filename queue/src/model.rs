@@ -233,7 +233,7 @@ pub const EXCEPTION_REASONS: [&str; 5] = [
 
 /// How a worker resolves a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Resolution<'a> {
+pub enum RunResolution<'a> {
     /// `reportCompleted`.
     Completed,
     /// `reportFailed`.
@@ -242,15 +242,15 @@ pub enum Resolution<'a> {
     Exception(&'a str),
 }
 
-impl Resolution<'_> {
+impl RunResolution<'_> {
     /// The same resolution with its reason from [`EXCEPTION_REASONS`] (`None` for
     /// a reason not there), so it can wait in a batch.
-    pub fn to_static(self) -> Option<Resolution<'static>> {
+    pub fn to_static(self) -> Option<RunResolution<'static>> {
         Some(match self {
-            Resolution::Completed => Resolution::Completed,
-            Resolution::Failed => Resolution::Failed,
-            Resolution::Exception(r) => {
-                Resolution::Exception(EXCEPTION_REASONS.iter().find(|x| **x == r)?)
+            RunResolution::Completed => RunResolution::Completed,
+            RunResolution::Failed => RunResolution::Failed,
+            RunResolution::Exception(r) => {
+                RunResolution::Exception(EXCEPTION_REASONS.iter().find(|x| **x == r)?)
             }
         })
     }
@@ -286,5 +286,5 @@ pub struct ResolveCall {
     /// The run.
     pub run_id: i64,
     /// How the run resolves.
-    pub how: Resolution<'static>,
+    pub how: RunResolution<'static>,
 }

@@ -10,7 +10,7 @@ use bbb_buildbot::sandbox::{SandboxBuilder, SandboxConfig, SandboxMaster};
 use bbb_buildbot::{BuildRequestId, LegacyMaster, RequestState};
 use bbb_queue::testing::{TestOptions, TestQueue};
 use bbb_reflector::{Reflector, ReflectorSettings};
-use bbb_state::{Resolution, RowState, StateDb};
+use bbb_state::{RowResolution, RowState, StateDb};
 use bbb_testdb::TempDir;
 use serde_json::json;
 
@@ -168,7 +168,7 @@ async fn a_task_whose_messages_were_all_lost_is_adopted_run_reclaimed_and_resolv
     let row = env
         .pass_until(&task_id, "resolved", |r| r.state == RowState::Resolved)
         .await;
-    assert_eq!(row.resolution, Some(Resolution::Completed));
+    assert_eq!(row.resolution, Some(RowResolution::Completed));
     assert_eq!(
         env.status(&task_id).await.run(0).unwrap().state.as_str(),
         "completed"
@@ -200,7 +200,7 @@ async fn a_run_cancelled_in_the_queue_has_its_build_stopped_by_a_pass() {
     let row = env
         .pass_until(&task_id, "resolved", |r| r.state == RowState::Resolved)
         .await;
-    assert_eq!(row.resolution, Some(Resolution::Canceled));
+    assert_eq!(row.resolution, Some(RowResolution::Canceled));
     let brid = BuildRequestId(row.build_request_id.unwrap() as u64);
     for _ in 0..100 {
         if matches!(

@@ -15,7 +15,7 @@ use std::time::Duration;
 use bbb_bridge::Outcome;
 use bbb_buildbot::{BuildRequestId, BuildResult, RequestState};
 use bbb_reflector::{Reflector, ReflectorSettings};
-use bbb_state::{Resolution, RowState, StartedBuild};
+use bbb_state::{RowResolution, RowState, StartedBuild};
 use common::{Env, MasterKind, Options, payload};
 use serde_json::{Value, json};
 
@@ -127,7 +127,7 @@ async fn a_successful_build_completes_the_task_with_its_artifacts(kind: MasterKi
     let row = env
         .wait_row(&task_id, 0, "resolved", |r| r.state == RowState::Resolved)
         .await;
-    assert_eq!(row.resolution, Some(Resolution::Completed));
+    assert_eq!(row.resolution, Some(RowResolution::Completed));
     let requests = env.requests(&task_id).await;
     assert_eq!(requests.len(), 1, "{requests:?}");
     let brid = requests[0].build_request_id;
@@ -202,8 +202,8 @@ async fn build_results_map_to_task_resolutions(kind: MasterKind) {
             .wait_row(task_id, 0, "resolved", |r| r.state == RowState::Resolved)
             .await;
         let wanted = match state {
-            "failed" => Resolution::Failed,
-            _ => Resolution::Exception,
+            "failed" => RowResolution::Failed,
+            _ => RowResolution::Exception,
         };
         assert_eq!(row.resolution, Some(wanted), "{result}");
         let requests = env.requests(task_id).await;
@@ -254,7 +254,7 @@ async fn a_retried_build_continues_on_the_same_build_request_in_the_next_run(kin
     );
     let row1 = env
         .wait_row(&task_id, 1, "completed", |r| {
-            r.resolution == Some(Resolution::Completed)
+            r.resolution == Some(RowResolution::Completed)
         })
         .await;
     let row0 = env.state.get(&task_id, 0).await.unwrap().unwrap();
@@ -448,7 +448,7 @@ async fn a_deadline_passing_before_the_build_starts_cancels_the_request(kind: Ma
     let row = env
         .wait_row(&task_id, 0, "resolved", |r| r.state == RowState::Resolved)
         .await;
-    assert_eq!(row.resolution, Some(Resolution::Exception));
+    assert_eq!(row.resolution, Some(RowResolution::Exception));
     env.wait_request(brid, "cancelled", |s| {
         matches!(s, RequestState::Cancelled { .. })
     })
@@ -467,7 +467,7 @@ async fn cancelling_a_pending_task_cancels_its_build_request(kind: MasterKind) {
     let row = env
         .wait_row(&task_id, 0, "resolved", |r| r.state == RowState::Resolved)
         .await;
-    assert_eq!(row.resolution, Some(Resolution::Canceled));
+    assert_eq!(row.resolution, Some(RowResolution::Canceled));
     env.wait_request(brid, "cancelled", |s| {
         matches!(s, RequestState::Cancelled { .. })
     })
@@ -498,7 +498,7 @@ async fn cancelling_a_running_task_stops_its_build(kind: MasterKind) {
     let row = env
         .wait_row(&task_id, 0, "resolved", |r| r.state == RowState::Resolved)
         .await;
-    assert_eq!(row.resolution, Some(Resolution::Canceled));
+    assert_eq!(row.resolution, Some(RowResolution::Canceled));
     let status = env.status(&task_id).await;
     assert_eq!(status.runs.len(), 1);
     assert_eq!(
@@ -520,7 +520,7 @@ async fn cancelling_a_pending_request_on_the_buildbot_side_cancels_the_task(kind
         .await;
     assert_eq!(status.runs.len(), 1);
     env.wait_row(&task_id, 0, "resolved canceled", |r| {
-        r.resolution == Some(Resolution::Canceled)
+        r.resolution == Some(RowResolution::Canceled)
     })
     .await;
     assert!(matches!(
@@ -545,7 +545,7 @@ async fn stopping_a_running_build_on_the_buildbot_side_cancels_the_task(kind: Ma
         .await;
     assert_eq!(status.runs.len(), 1);
     env.wait_row(&task_id, 0, "resolved canceled", |r| {
-        r.resolution == Some(Resolution::Canceled)
+        r.resolution == Some(RowResolution::Canceled)
     })
     .await;
     env.wait_complete(brid, BuildResult::Cancelled).await;
@@ -693,7 +693,7 @@ async fn merged_requests_each_resolve_their_run(kind: MasterKind) {
             for task_id in [&a, &b] {
                 env.wait_run(task_id, 0, "completed", None).await;
                 env.wait_row(task_id, 0, "completed", |r| {
-                    r.resolution == Some(Resolution::Completed)
+                    r.resolution == Some(RowResolution::Completed)
                 })
                 .await;
                 assert_eq!(env.status(task_id).await.runs.len(), 1);
@@ -721,7 +721,7 @@ async fn merged_requests_each_resolve_their_run(kind: MasterKind) {
                 env.wait_run(task_id, 0, "completed", None).await;
                 let row = env
                     .wait_row(task_id, 0, "completed", |r| {
-                        r.resolution == Some(Resolution::Completed)
+                        r.resolution == Some(RowResolution::Completed)
                     })
                     .await;
                 let state = env
@@ -814,7 +814,7 @@ async fn the_reflector_catches_up_a_missed_build_start_and_cancel(kind: MasterKi
     assert_eq!(report.errors, 0, "{report:?}");
     let row = env.state.get(&task_id, 0).await.unwrap().unwrap();
     assert_eq!(row.state, RowState::Resolved, "{row:?}");
-    assert_eq!(row.resolution, Some(Resolution::Canceled));
+    assert_eq!(row.resolution, Some(RowResolution::Canceled));
     env.wait_complete(brid, BuildResult::Cancelled).await;
     env.stop().await;
 }
@@ -834,7 +834,7 @@ async fn the_reflector_catches_up_a_missed_finish_with_its_properties(kind: Mast
     assert_eq!(report.errors, 0, "{report:?}");
     let row = env.state.get(&task_id, 0).await.unwrap().unwrap();
     assert_eq!(row.state, RowState::Resolved, "{row:?}");
-    assert_eq!(row.resolution, Some(Resolution::Completed));
+    assert_eq!(row.resolution, Some(RowResolution::Completed));
     assert_eq!(
         env.status(&task_id).await.run(0).unwrap().state.as_str(),
         "completed"

@@ -113,12 +113,7 @@ pub struct Endpoint<S> {
 
 /// A service under construction; [`Service::router`] serves it.
 pub struct Service<S> {
-    prefix: String,
-    state: S,
-    auth: Arc<Authenticator>,
-    clock: Clock,
-    checks: HashMap<String, ParamCheck>,
-    endpoints: Vec<Endpoint<S>>,
+    api: Api<S>,
     routes: Router,
 }
 
@@ -137,12 +132,14 @@ impl<S: Clone + Send + Sync + 'static> Service<S> {
     ) -> Service<S> {
         let started = std::time::Instant::now();
         Service {
-            prefix: format!("/api/{name}/{version}"),
-            state,
-            auth,
-            clock,
-            checks: HashMap::new(),
-            endpoints: Vec::new(),
+            api: Api {
+                prefix: format!("/api/{name}/{version}"),
+                state,
+                auth,
+                clock,
+                checks: HashMap::new(),
+                endpoints: Vec::new(),
+            },
             routes: Router::new(),
         }
         .endpoint(get("/ping", "ping").to(move |_: S, _| async move {
@@ -159,20 +156,20 @@ impl<S: Clone + Send + Sync + 'static> Service<S> {
     /// Check the URL parameter `name` with `check` wherever a route has it,
     /// after authentication and before scopes and the handler.
     pub fn param(mut self, name: &str, check: ParamCheck) -> Service<S> {
-        self.checks.insert(name.into(), check);
+        self.api.checks.insert(name.into(), check);
         self
     }
 
     /// Add an endpoint. Endpoints are tried in the order they were added;
     /// the first whose method and pattern match serves the call.
     pub fn endpoint(mut self, endpoint: Endpoint<S>) -> Service<S> {
-        self.endpoints.push(endpoint);
+        self.api.endpoints.push(endpoint);
         self
     }
 
     /// Add endpoints, in order.
     pub fn endpoints(mut self, endpoints: impl IntoIterator<Item = Endpoint<S>>) -> Service<S> {
-        self.endpoints.extend(endpoints);
+        self.api.endpoints.extend(endpoints);
         self
     }
 
@@ -185,37 +182,27 @@ impl<S: Clone + Send + Sync + 'static> Service<S> {
 
     /// Where the API is served: `/api/<name>/<version>`.
     pub fn prefix(&self) -> &str {
-        &self.prefix
+        &self.api.prefix
     }
 
     /// The endpoint `method path` reaches (its name and raw URL parameters),
     /// `path` being below [`Service::prefix`].
     pub fn find(&self, method: &Method, path: &str) -> Option<(&'static str, Params)> {
-        find(&self.endpoints, method, &segments(path)).map(|(e, p)| (e.route.name, p))
+        find(&self.api.endpoints, method, &segments(path)).map(|(e, p)| (e.route.name, p))
     }
 
     /// The axum router: the API, the extra routes, a JSON 404 for any other
     /// path, gzip, the body limit, CORS and a span per request.
     pub fn router(self) -> Router {
-        let clock = self.clock.clone();
-        let inner = Arc::new(Inner {
-            api_root: format!("{}/", self.prefix),
-            state: self.state,
-            auth: self.auth,
-            clock: self.clock,
-            checks: self.checks,
-            endpoints: self.endpoints,
-        });
+        let clock = self.api.clock.clone();
+        let prefix = self.api.prefix.clone();
         Router::new()
             .route(
-                &format!("{}/{{*rest}}", self.prefix),
+                &format!("{prefix}/{{*rest}}"),
                 axum::routing::any(dispatch::<S>),
             )
-            .route(
-                &format!("{}/", self.prefix),
-                axum::routing::any(dispatch::<S>),
-            )
-            .with_state(inner)
+            .route(&format!("{prefix}/"), axum::routing::any(dispatch::<S>))
+            .with_state(Arc::new(self.api))
             .merge(self.routes)
             .fallback(move |uri: Uri| async move { not_found(&uri, &clock) })
             .layer(tower_http::compression::CompressionLayer::new())
@@ -225,8 +212,10 @@ impl<S: Clone + Send + Sync + 'static> Service<S> {
     }
 }
 
-struct Inner<S> {
-    api_root: String,
+/// What the dispatcher needs: the API's prefix, the state handlers get, how
+/// callers are authenticated, the URL parameter checks and the endpoints.
+struct Api<S> {
+    prefix: String,
     state: S,
     auth: Arc<Authenticator>,
     clock: Clock,
@@ -304,7 +293,7 @@ fn payload(body: &Bytes) -> Value {
 }
 
 async fn dispatch<S: Clone + Send + Sync + 'static>(
-    State(svc): State<Arc<Inner<S>>>,
+    State(svc): State<Arc<Api<S>>>,
     method: Method,
     uri: Uri,
     Query(query): Query<HashMap<String, String>>,
@@ -312,7 +301,11 @@ async fn dispatch<S: Clone + Send + Sync + 'static>(
     body: Bytes,
 ) -> Response {
     let clock = &svc.clock;
-    let rest = uri.path().strip_prefix(&svc.api_root).unwrap_or("");
+    let rest = uri
+        .path()
+        .strip_prefix(svc.prefix.as_str())
+        .and_then(|p| p.strip_prefix('/'))
+        .unwrap_or("");
     let segs = segments(rest);
     if method == Method::OPTIONS
         && svc

@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex};
 use tower::ServiceExt;
 
 const HOST: &str = "notes.example.com";
+const WRITER: Option<(&str, &str)> = Some(("writer", "writer-secret"));
+const ROOT: Option<(&str, &str)> = Some(("root", "root-secret"));
 
 #[derive(Clone, Default)]
 struct Notes(Arc<Mutex<BTreeMap<String, (String, String)>>>);
@@ -251,11 +253,10 @@ async fn error_bodies() {
     let a = send(&r, bad_json).await;
     assert_error(&a, 400, "MalformedPayload", "createNote");
 
-    let writer = Some(("writer", "writer-secret"));
-    let a = send(&r, request(Method::PUT, &path, writer, None)).await;
+    let a = send(&r, request(Method::PUT, &path, WRITER, None)).await;
     assert_error(&a, 400, "MalformedPayload", "createNote");
     let wrong = json!({"owner": "me", "text": "x", "colour": "red"});
-    let a = send(&r, request(Method::PUT, &path, writer, Some(wrong.clone()))).await;
+    let a = send(&r, request(Method::PUT, &path, WRITER, Some(wrong.clone()))).await;
     assert_error(&a, 400, "InputValidationError", "createNote");
     assert_eq!(a.body["requestInfo"]["params"], json!({"noteId": id}));
     assert_eq!(a.body["requestInfo"]["payload"], wrong);
@@ -313,16 +314,7 @@ async fn authentication_and_scopes() {
 
     // Checked by the handler with the body's owner: writer may write as "me" only.
     let other = json!({"owner": "you", "text": "hello"});
-    let a = send(
-        &r,
-        request(
-            Method::PUT,
-            &path,
-            Some(("writer", "writer-secret")),
-            Some(other),
-        ),
-    )
-    .await;
+    let a = send(&r, request(Method::PUT, &path, WRITER, Some(other))).await;
     assert_error(&a, 403, "InsufficientScopes", "createNote");
     assert!(
         a.body["message"]
@@ -330,16 +322,7 @@ async fn authentication_and_scopes() {
             .unwrap()
             .contains("notes:owner:you")
     );
-    let a = send(
-        &r,
-        request(
-            Method::PUT,
-            &path,
-            Some(("writer", "writer-secret")),
-            Some(note),
-        ),
-    )
-    .await;
+    let a = send(&r, request(Method::PUT, &path, WRITER, Some(note))).await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(a.body, json!({"noteId": id}));
 
@@ -350,12 +333,7 @@ async fn authentication_and_scopes() {
     // A handler that never checks the scopes it declared does not answer.
     let a = send(
         &r,
-        request(
-            Method::POST,
-            "/api/notes/v1/forgetful",
-            Some(("root", "root-secret")),
-            None,
-        ),
+        request(Method::POST, "/api/notes/v1/forgetful", ROOT, None),
     )
     .await;
     assert_error(&a, 500, "InternalServerError", "forgetful");
@@ -401,7 +379,6 @@ async fn cors_preflight_and_headers() {
 #[tokio::test]
 async fn continuation_tokens() {
     let r = router();
-    let root = Some(("root", "root-secret"));
     let mut ids: Vec<String> = (0..5).map(|_| slugid()).collect();
     for id in &ids {
         let body = json!({"owner": "me", "text": id});
@@ -410,7 +387,7 @@ async fn continuation_tokens() {
             request(
                 Method::PUT,
                 &format!("/api/notes/v1/note/{id}"),
-                root,
+                ROOT,
                 Some(body),
             ),
         )
@@ -527,16 +504,7 @@ async fn each_request_runs_in_a_span_with_its_fields() {
     let id = slugid();
     let path = format!("/api/notes/v1/note/{id}");
     let body = json!({"owner": "me", "text": "x"});
-    send(
-        &r,
-        request(
-            Method::PUT,
-            &path,
-            Some(("writer", "writer-secret")),
-            Some(body),
-        ),
-    )
-    .await;
+    send(&r, request(Method::PUT, &path, WRITER, Some(body))).await;
     send(
         &r,
         request(Method::GET, &format!("{path}?bewit=nope"), None, None),

@@ -5,7 +5,7 @@
 
 use crate::error::{Result, StateError};
 use crate::model::{
-    Change, Lease, MappingRow, NewSlot, Resolution, RowState, SlotClaim, StartedBuild,
+    Change, Lease, MappingRow, NewSlot, RowResolution, RowState, SlotClaim, StartedBuild,
 };
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
@@ -296,7 +296,7 @@ impl StateDb {
     /// RETRY's new run): inserts the row as [`RowState::Requested`] (master and deadline
     /// copied from the earlier run), or fills a [`RowState::Pending`] row that has no
     /// request yet. The earlier run's row, if still active, becomes
-    /// [`RowState::Resolved`] / [`Resolution::CarriedOver`]. Same `brid` already there:
+    /// [`RowState::Resolved`] / [`RowResolution::CarriedOver`]. Same `brid` already there:
     /// [`Change::Unchanged`]; another request recorded: [`Change::Refused`]. Fails with
     /// [`StateError::NotCarried`] if no earlier run of the task holds `brid`.
     pub async fn reuse_for_rerun(
@@ -519,7 +519,7 @@ impl StateDb {
         &self,
         task_id: &str,
         run_id: i64,
-        resolution: Resolution,
+        resolution: RowResolution,
         now: i64,
     ) -> Result<Change> {
         let change = self
@@ -811,7 +811,7 @@ impl StateDb {
     }
 }
 
-fn resolved(row: MappingRow, resolution: Resolution, now: i64) -> MappingRow {
+fn resolved(row: MappingRow, resolution: RowResolution, now: i64) -> MappingRow {
     MappingRow {
         state: RowState::Resolved,
         resolution: Some(resolution),
@@ -824,7 +824,7 @@ fn resolved(row: MappingRow, resolution: Resolution, now: i64) -> MappingRow {
 }
 
 fn carried_over(row: MappingRow, now: i64) -> MappingRow {
-    resolved(row, Resolution::CarriedOver, now)
+    resolved(row, RowResolution::CarriedOver, now)
 }
 
 fn log_change(change: &Change, what: &str, task_id: &str, run_id: i64, brid: Option<i64>) {

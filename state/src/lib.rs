@@ -7,5 +7,5 @@ mod model;
 pub use db::{Backend, StateDb};
 pub use error::{Result, StateError};
 pub use model::{
-    Change, Lease, MappingRow, NewSlot, Resolution, RowState, SlotClaim, StartedBuild,
+    Change, Lease, MappingRow, NewSlot, RowResolution, RowState, SlotClaim, StartedBuild,
 };

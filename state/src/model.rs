@@ -65,7 +65,7 @@ impl FromStr for RowState {
 
 /// How a row came to [`RowState::Resolved`]. Stored as text in `mappings.resolution`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Resolution {
+pub enum RowResolution {
     /// Reported completed (build SUCCESS).
     Completed,
     /// Reported failed (build WARNINGS or FAILURE).
@@ -79,38 +79,38 @@ pub enum Resolution {
     CarriedOver,
 }
 
-impl Resolution {
+impl RowResolution {
     /// Every resolution.
-    pub const ALL: [Resolution; 5] = [
-        Resolution::Completed,
-        Resolution::Failed,
-        Resolution::Exception,
-        Resolution::Canceled,
-        Resolution::CarriedOver,
+    pub const ALL: [RowResolution; 5] = [
+        RowResolution::Completed,
+        RowResolution::Failed,
+        RowResolution::Exception,
+        RowResolution::Canceled,
+        RowResolution::CarriedOver,
     ];
 
     /// The stored text.
     pub fn as_str(self) -> &'static str {
         match self {
-            Resolution::Completed => "completed",
-            Resolution::Failed => "failed",
-            Resolution::Exception => "exception",
-            Resolution::Canceled => "canceled",
-            Resolution::CarriedOver => "carried-over",
+            RowResolution::Completed => "completed",
+            RowResolution::Failed => "failed",
+            RowResolution::Exception => "exception",
+            RowResolution::Canceled => "canceled",
+            RowResolution::CarriedOver => "carried-over",
         }
     }
 }
 
-impl fmt::Display for Resolution {
+impl fmt::Display for RowResolution {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
-impl FromStr for Resolution {
+impl FromStr for RowResolution {
     type Err = StateError;
     fn from_str(s: &str) -> Result<Self, StateError> {
-        Resolution::ALL
+        RowResolution::ALL
             .into_iter()
             .find(|r| r.as_str() == s)
             .ok_or_else(|| StateError::Corrupt(format!("unknown resolution {s:?}")))
@@ -146,7 +146,7 @@ pub struct MappingRow {
     /// The claim's `takenUntil` (ms), while running.
     pub taken_until: Option<i64>,
     /// How the row was resolved.
-    pub resolution: Option<Resolution>,
+    pub resolution: Option<RowResolution>,
     /// When the row was resolved (ms); drives retention.
     pub resolved_at: Option<i64>,
     /// The lease: nobody else takes the row in a batch before this time (ms); 0 = free.
@@ -201,7 +201,7 @@ pub enum SlotClaim {
     CarriedOver {
         /// The inserted row, [`RowState::Requested`].
         row: MappingRow,
-        /// The previous run's row, now [`RowState::Resolved`] / [`Resolution::CarriedOver`].
+        /// The previous run's row, now [`RowState::Resolved`] / [`RowResolution::CarriedOver`].
         previous: MappingRow,
     },
     /// The row already existed (a duplicate delivery or another instance): inject nothing.

@@ -4,7 +4,8 @@
 mod common;
 
 use bbb_state::{
-    Change, Lease, MappingRow, Resolution, RowState, SlotClaim, StartedBuild, StateDb, StateError,
+    Change, Lease, MappingRow, RowResolution, RowState, SlotClaim, StartedBuild, StateDb,
+    StateError,
 };
 use bbb_testdb::on_both_backends;
 use common::{TestDb, slot};
@@ -151,7 +152,7 @@ async fn build_request_is_set_once(t: TestDb) {
     );
     // A run resolved before any request was recorded refuses one (cancel what was injected).
     t.db.claim_slot(&slot("t2", 0, T0)).await.unwrap();
-    t.db.mark_resolved("t2", 0, Resolution::Exception, T0 + 1)
+    t.db.mark_resolved("t2", 0, RowResolution::Exception, T0 + 1)
         .await
         .unwrap();
     let late = t.db.set_build_request("t2", 0, 300, T0 + 2).await.unwrap();
@@ -211,7 +212,7 @@ async fn retry_carries_the_request_over(t: TestDb) {
     assert_eq!(row.leased_until, 0);
     assert_eq!(previous.run_id, 0);
     assert_eq!(previous.state, RowState::Resolved);
-    assert_eq!(previous.resolution, Some(Resolution::CarriedOver));
+    assert_eq!(previous.resolution, Some(RowResolution::CarriedOver));
     assert_eq!(t.db.get("t1", 0).await.unwrap(), Some(previous.clone()));
 
     // Lookups by the shared request: newest run first.
@@ -260,12 +261,12 @@ async fn retry_carries_the_request_over(t: TestDb) {
     assert!(
         matches!(c, Change::Applied(ref r) if r.state == RowState::Running && r.build_id == Some(71))
     );
-    t.db.mark_resolved("t1", 1, Resolution::Completed, T0 + 40)
+    t.db.mark_resolved("t1", 1, RowResolution::Completed, T0 + 40)
         .await
         .unwrap();
     let rows = t.db.rows_for_task("t1").await.unwrap();
     assert!(rows.iter().all(|r| r.state == RowState::Resolved));
-    assert_eq!(rows[0].resolution, Some(Resolution::Completed));
+    assert_eq!(rows[0].resolution, Some(RowResolution::Completed));
 }
 
 async fn retry_recorded_by_the_buildbot_listener_first(t: TestDb) {
@@ -283,7 +284,7 @@ async fn retry_recorded_by_the_buildbot_listener_first(t: TestDb) {
     let r0 = t.db.get("t1", 0).await.unwrap().unwrap();
     assert_eq!(
         (r0.state, r0.resolution),
-        (RowState::Resolved, Some(Resolution::CarriedOver))
+        (RowState::Resolved, Some(RowResolution::CarriedOver))
     );
     // Then the task-pending of run 1 reaches a TC listener.
     let claim = t.db.claim_slot(&slot("t1", 1, T0 + 30)).await.unwrap();
@@ -306,7 +307,7 @@ async fn retry_recorded_by_the_buildbot_listener_first(t: TestDb) {
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].build_request_id, Some(100 + i));
         assert_eq!(rows[0].state, RowState::Requested);
-        assert_eq!(rows[1].resolution, Some(Resolution::CarriedOver));
+        assert_eq!(rows[1].resolution, Some(RowResolution::CarriedOver));
     }
 }
 
@@ -330,7 +331,7 @@ async fn rerun_while_the_request_waits_reuses_it(t: TestDb) {
     );
     assert_eq!(
         t.db.get("t1", 0).await.unwrap().unwrap().resolution,
-        Some(Resolution::CarriedOver)
+        Some(RowResolution::CarriedOver)
     );
     assert!(matches!(
         t.db.reuse_for_rerun("t1", 1, 9, T0 + 12).await.unwrap(),
@@ -364,7 +365,7 @@ async fn rerun_while_the_request_waits_reuses_it(t: TestDb) {
 
 async fn rerun_after_resolution_is_a_new_request(t: TestDb) {
     running(&t.db, "t1", 0, 5, T0 + 1_200_000).await;
-    t.db.mark_resolved("t1", 0, Resolution::Completed, T0 + 10)
+    t.db.mark_resolved("t1", 0, RowResolution::Completed, T0 + 10)
         .await
         .unwrap();
     let claim = t.db.claim_slot(&slot("t1", 1, T0 + 20)).await.unwrap();
@@ -372,7 +373,7 @@ async fn rerun_after_resolution_is_a_new_request(t: TestDb) {
         panic!("rerun: {claim:?}")
     };
     assert_eq!(row.build_request_id, None);
-    assert_eq!(previous.unwrap().resolution, Some(Resolution::Completed));
+    assert_eq!(previous.unwrap().resolution, Some(RowResolution::Completed));
     assert!(matches!(
         t.db.set_build_request("t1", 1, 6, T0 + 21).await.unwrap(),
         Change::Applied(_)
@@ -481,7 +482,7 @@ async fn started_and_taken_until(t: TestDb) {
         t.db.update_taken_until("nope", 0, T0, T0).await.unwrap(),
         Change::NotFound
     );
-    t.db.mark_resolved("t1", 0, Resolution::Failed, T0 + 6)
+    t.db.mark_resolved("t1", 0, RowResolution::Failed, T0 + 6)
         .await
         .unwrap();
     assert!(matches!(
@@ -510,18 +511,18 @@ async fn started_and_taken_until(t: TestDb) {
 async fn resolution_is_kept_and_idempotent(t: TestDb) {
     running(&t.db, "t1", 0, 4, T0 + 1000).await;
     let c =
-        t.db.mark_resolved("t1", 0, Resolution::Canceled, T0 + 10)
+        t.db.mark_resolved("t1", 0, RowResolution::Canceled, T0 + 10)
             .await
             .unwrap();
     let Change::Applied(r) = c else {
         panic!("resolve: {c:?}")
     };
     assert_eq!(r.state, RowState::Resolved);
-    assert_eq!(r.resolution, Some(Resolution::Canceled));
+    assert_eq!(r.resolution, Some(RowResolution::Canceled));
     assert_eq!(r.resolved_at, Some(T0 + 10));
     assert_eq!(r.taken_until, None);
     assert_eq!(
-        t.db.mark_resolved("t1", 0, Resolution::Completed, T0 + 20)
+        t.db.mark_resolved("t1", 0, RowResolution::Completed, T0 + 20)
             .await
             .unwrap(),
         Change::Unchanged(r.clone())
@@ -533,7 +534,7 @@ async fn resolution_is_kept_and_idempotent(t: TestDb) {
     );
     assert_eq!(t.db.current_for_build_request(4).await.unwrap(), Some(r));
     assert_eq!(
-        t.db.mark_resolved("nope", 0, Resolution::Failed, T0)
+        t.db.mark_resolved("nope", 0, RowResolution::Failed, T0)
             .await
             .unwrap(),
         Change::NotFound
@@ -712,7 +713,7 @@ async fn half_done_and_deadline_batches(t: TestDb) {
     let mut names: Vec<&str> = past.iter().map(|r| r.task_id.as_str()).collect();
     names.sort();
     assert_eq!(names, vec!["req", "run"]);
-    t.db.mark_resolved("run", 0, Resolution::Exception, deadline)
+    t.db.mark_resolved("run", 0, RowResolution::Exception, deadline)
         .await
         .unwrap();
     let past =
@@ -741,7 +742,7 @@ async fn purge_and_counts(t: TestDb) {
     for i in 0..7 {
         let task = format!("done{i}");
         running(&t.db, &task, 0, 10 + i, T0 + 1000).await;
-        t.db.mark_resolved(&task, 0, Resolution::Completed, T0 + i * 1000)
+        t.db.mark_resolved(&task, 0, RowResolution::Completed, T0 + i * 1000)
             .await
             .unwrap();
     }

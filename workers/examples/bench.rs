@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use bbb_queue::testing::{TestOptions, TestQueue};
-use bbb_workers::{Resolution, Worker, WorkerConfig};
+use bbb_workers::{RunOutcome, Worker, WorkerConfig};
 use serde_json::json;
 use taskcluster::{ClientBuilder, Credentials, Queue};
 use tokio_util::sync::CancellationToken;
@@ -106,7 +106,7 @@ async fn bench(
     for _ in 0..n {
         let r = tokio::time::timeout(Duration::from_secs(120), reports.recv()).await??;
         anyhow::ensure!(
-            r.resolution == Resolution::Completed,
+            r.resolution == RunOutcome::Completed,
             "task {} resolved {}",
             r.task_id,
             r.resolution

@@ -113,7 +113,7 @@ impl ExceptionReason {
 
 /// How a run ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resolution {
+pub enum RunOutcome {
     /// All commands exited 0: `reportCompleted`.
     Completed,
     /// A command failed or `maxRunTime` was exceeded: `reportFailed`.
@@ -124,13 +124,13 @@ pub enum Resolution {
     ClaimLost,
 }
 
-impl std::fmt::Display for Resolution {
+impl std::fmt::Display for RunOutcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Resolution::Completed => f.write_str("completed"),
-            Resolution::Failed => f.write_str("failed"),
-            Resolution::Exception(r) => write!(f, "exception/{}", r.as_str()),
-            Resolution::ClaimLost => f.write_str("claim lost"),
+            RunOutcome::Completed => f.write_str("completed"),
+            RunOutcome::Failed => f.write_str("failed"),
+            RunOutcome::Exception(r) => write!(f, "exception/{}", r.as_str()),
+            RunOutcome::ClaimLost => f.write_str("claim lost"),
         }
     }
 }
@@ -171,7 +171,7 @@ pub enum ArtifactContent {
 #[derive(Debug, Clone)]
 pub struct TaskOutcome {
     /// How to resolve the run.
-    pub resolution: Resolution,
+    pub resolution: RunOutcome,
     /// Exit code of the last command run, if it exited normally.
     pub exit_code: Option<i32>,
     /// Artifacts declared by the payload, resolved against the directory.
@@ -288,7 +288,7 @@ pub async fn run_task(
         Err(e) => {
             log.error_line(&format!("malformed payload: {e}"));
             let outcome = TaskOutcome {
-                resolution: Resolution::Exception(ExceptionReason::MalformedPayload),
+                resolution: RunOutcome::Exception(ExceptionReason::MalformedPayload),
                 exit_code: None,
                 artifacts: Vec::new(),
                 payload: None,
@@ -302,7 +302,7 @@ pub async fn run_task(
 
     let env = task_env(ctx, dir.path(), &parsed.env);
     let deadline = started + Duration::from_secs(parsed.max_run_time);
-    let mut resolution = Resolution::Completed;
+    let mut resolution = RunOutcome::Completed;
     let mut exit_code = None;
     let mut first_spawn = None;
     for (i, argv) in parsed.command.iter().enumerate() {
@@ -331,23 +331,23 @@ pub async fn run_task(
                             log.error_line(&format!(
                                 "Exit code {code} is listed in onExitStatus.retry: resolving exception/intermittent-task"
                             ));
-                            resolution = Resolution::Exception(ExceptionReason::IntermittentTask);
+                            resolution = RunOutcome::Exception(ExceptionReason::IntermittentTask);
                         } else {
-                            resolution = Resolution::Failed;
+                            resolution = RunOutcome::Failed;
                         }
                     }
                     None => {
                         use std::os::unix::process::ExitStatusExt;
                         let sig = status.signal().unwrap_or(0);
                         log.line(&format!("Command killed by signal {sig}"));
-                        resolution = Resolution::Failed;
+                        resolution = RunOutcome::Failed;
                     }
                 }
                 break;
             }
             CommandEnd::SpawnFailed(e) => {
                 log.error_line(&format!("cannot start command {i} ({}): {e}", argv[0]));
-                resolution = Resolution::Failed;
+                resolution = RunOutcome::Failed;
                 break;
             }
             CommandEnd::TimedOut => {
@@ -355,19 +355,19 @@ pub async fn run_task(
                     "Aborting task - max run time exceeded! ({} seconds); the process group was killed",
                     parsed.max_run_time
                 ));
-                resolution = Resolution::Failed;
+                resolution = RunOutcome::Failed;
                 break;
             }
             CommandEnd::Aborted(AbortReason::WorkerShutdown) => {
                 log.error_line("Aborting task - worker shutdown; the process group was killed");
-                resolution = Resolution::Exception(ExceptionReason::WorkerShutdown);
+                resolution = RunOutcome::Exception(ExceptionReason::WorkerShutdown);
                 break;
             }
             CommandEnd::Aborted(AbortReason::ClaimLost) => {
                 log.error_line(
                     "Aborting task - the claim was lost (task cancelled or claim expired); the process group was killed",
                 );
-                resolution = Resolution::ClaimLost;
+                resolution = RunOutcome::ClaimLost;
                 break;
             }
         }
@@ -375,7 +375,7 @@ pub async fn run_task(
     let duration = started.elapsed();
 
     let artifacts = match resolution {
-        Resolution::ClaimLost => Vec::new(),
+        RunOutcome::ClaimLost => Vec::new(),
         _ => collect_artifacts(ctx, dir.path(), &parsed.artifacts),
     };
     let outcome = TaskOutcome {

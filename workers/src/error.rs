@@ -34,7 +34,7 @@ pub struct PayloadError(pub String);
 
 /// Errors talking to the queue or uploading artifacts.
 #[derive(Debug, thiserror::Error)]
-pub enum QueueError {
+pub enum QueueCallError {
     /// The queue answered with an HTTP status outside 2xx/3xx.
     #[error("{call}: HTTP {status}: {message}")]
     Status {
@@ -55,18 +55,18 @@ pub enum QueueError {
     },
 }
 
-impl QueueError {
+impl QueueCallError {
     /// The HTTP status code, when the queue answered.
     pub fn status(&self) -> Option<u16> {
         match self {
-            QueueError::Status { status, .. } => Some(*status),
-            QueueError::Other { .. } => None,
+            QueueCallError::Status { status, .. } => Some(*status),
+            QueueCallError::Other { .. } => None,
         }
     }
 
-    /// Converts an error of the `taskcluster` client into a [`QueueError`],
+    /// Converts an error of the `taskcluster` client into a [`QueueCallError`],
     /// keeping the HTTP status when there is one.
-    pub fn from_client(call: &'static str, err: anyhow::Error) -> QueueError {
+    pub fn from_client(call: &'static str, err: anyhow::Error) -> QueueCallError {
         let status = err
             .chain()
             .find_map(|e| e.downcast_ref::<reqwest_tc::Error>())
@@ -74,12 +74,12 @@ impl QueueError {
             .map(|s| s.as_u16());
         let message = format!("{err:#}");
         match status {
-            Some(status) => QueueError::Status {
+            Some(status) => QueueCallError::Status {
                 call,
                 status,
                 message,
             },
-            None => QueueError::Other { call, message },
+            None => QueueCallError::Other { call, message },
         }
     }
 }

@@ -10,10 +10,10 @@ pub mod worker;
 
 pub use config::WorkerConfig;
 pub use engine::{
-    AbortReason, AbortSignal, Artifact, ArtifactContent, ExceptionReason, Resolution, TaskContext,
+    AbortReason, AbortSignal, Artifact, ArtifactContent, ExceptionReason, RunOutcome, TaskContext,
     TaskDir, TaskOutcome, run_task,
 };
-pub use error::{ConfigError, PayloadError, QueueError};
+pub use error::{ConfigError, PayloadError, QueueCallError};
 pub use livelog::{LiveLogServer, TaskLog};
 pub use payload::Payload;
 pub use worker::{TaskReport, Worker};

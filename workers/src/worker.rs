@@ -17,10 +17,10 @@ use tracing::Instrument;
 
 use crate::config::WorkerConfig;
 use crate::engine::{
-    AbortReason, AbortSignal, ArtifactContent, ExceptionReason, Resolution, TaskContext, TaskDir,
+    AbortReason, AbortSignal, ArtifactContent, ExceptionReason, RunOutcome, TaskContext, TaskDir,
     run_task,
 };
-use crate::error::QueueError;
+use crate::error::QueueCallError;
 use crate::livelog::{LiveLogServer, TaskLog};
 use crate::payload::{Logs, Payload};
 
@@ -33,7 +33,7 @@ pub struct TaskReport {
     /// Run id.
     pub run_id: u32,
     /// How the run was resolved.
-    pub resolution: Resolution,
+    pub resolution: RunOutcome,
     /// When `claimWork` returned the task.
     pub claimed_at: Instant,
     /// When the first command was started, if any was.
@@ -235,7 +235,7 @@ impl Worker {
         Ok(())
     }
 
-    async fn claim_work(&self, n: usize) -> Result<Vec<Value>, QueueError> {
+    async fn claim_work(&self, n: usize) -> Result<Vec<Value>, QueueCallError> {
         let cfg = &self.shared.cfg;
         let body = json!({
             "workerGroup": cfg.worker_group,
@@ -246,10 +246,10 @@ impl Worker {
             .queue
             .claimWork(&cfg.task_queue_id, &body)
             .await
-            .map_err(|e| QueueError::from_client("claimWork", e))?;
+            .map_err(|e| QueueCallError::from_client("claimWork", e))?;
         match res.get("tasks").and_then(Value::as_array) {
             Some(tasks) => Ok(tasks.clone()),
-            None => Err(QueueError::Other {
+            None => Err(QueueCallError::Other {
                 call: "claimWork",
                 message: "response has no tasks list".into(),
             }),
@@ -464,11 +464,11 @@ async fn run_claimed(
     let process_ended_at = Instant::now();
     let mut resolution = outcome.resolution;
     if abort.reason() == Some(AbortReason::ClaimLost) {
-        resolution = Resolution::ClaimLost;
+        resolution = RunOutcome::ClaimLost;
     }
     tracing::info!(resolution = %resolution, "task finished");
 
-    if resolution != Resolution::ClaimLost {
+    if resolution != RunOutcome::ClaimLost {
         let mut upload_failed = false;
         for artifact in &outcome.artifacts {
             let expires = artifact.expires.unwrap_or(expires);
@@ -513,8 +513,8 @@ async fn run_claimed(
                 upload_failed = true;
             }
         }
-        if upload_failed && resolution == Resolution::Completed {
-            resolution = Resolution::Exception(ExceptionReason::ResourceUnavailable);
+        if upload_failed && resolution == RunOutcome::Completed {
+            resolution = RunOutcome::Exception(ExceptionReason::ResourceUnavailable);
             log.line(&format!(
                 "Result changed to {resolution}: artifacts could not be uploaded"
             ));
@@ -525,7 +525,7 @@ async fn run_claimed(
         let _ = posting.await;
     }
 
-    if resolution != Resolution::ClaimLost && abort.reason() != Some(AbortReason::ClaimLost) {
+    if resolution != RunOutcome::ClaimLost && abort.reason() != Some(AbortReason::ClaimLost) {
         upload_logs(
             &shared,
             &client,
@@ -541,7 +541,7 @@ async fn run_claimed(
         report(&client, &task_id, run_id, resolution).await;
     } else {
         tracing::warn!("claim lost: task killed and forgotten, nothing reported");
-        resolution = Resolution::ClaimLost;
+        resolution = RunOutcome::ClaimLost;
     }
     done.cancel();
     let _ = reclaimer.await;
@@ -581,7 +581,7 @@ async fn finish_without_run(
         client,
         task_id,
         run_id,
-        Resolution::Exception(ExceptionReason::InternalError),
+        RunOutcome::Exception(ExceptionReason::InternalError),
     )
     .await;
     done.cancel();
@@ -617,7 +617,7 @@ async fn reclaim_loop(
             .get()
             .reclaimTask(&task_id, &run_id.to_string())
             .await
-            .map_err(|e| QueueError::from_client("reclaimTask", e));
+            .map_err(|e| QueueCallError::from_client("reclaimTask", e));
         if done.is_cancelled() {
             return;
         }
@@ -655,12 +655,12 @@ async fn create_artifact(
     run_id: u32,
     name: &str,
     body: &Value,
-) -> Result<Value, QueueError> {
+) -> Result<Value, QueueCallError> {
     client
         .get()
         .createArtifact(task_id, &run_id.to_string(), name, body)
         .await
-        .map_err(|e| QueueError::from_client("createArtifact", e))
+        .map_err(|e| QueueCallError::from_client("createArtifact", e))
 }
 
 /// Uploads a file through the queue's `s3` storage type: `createArtifact`
@@ -676,7 +676,7 @@ async fn upload_file(
     content_type: &str,
     size: u64,
     expires: DateTime<Utc>,
-) -> Result<(), QueueError> {
+) -> Result<(), QueueCallError> {
     let body = json!({
         "storageType": "s3",
         "expires": fmt_time(expires),
@@ -687,13 +687,13 @@ async fn upload_file(
     loop {
         let res = create_artifact(client, task_id, run_id, name, &body).await?;
         if res.get("storageType").and_then(Value::as_str) != Some("s3") {
-            return Err(QueueError::Other {
+            return Err(QueueCallError::Other {
                 call: "createArtifact",
                 message: format!("unexpected storage type in response for {name}"),
             });
         }
         let Some(put_url) = res.get("putUrl").and_then(Value::as_str) else {
-            return Err(QueueError::Other {
+            return Err(QueueCallError::Other {
                 call: "createArtifact",
                 message: format!("no putUrl in response for {name}"),
             });
@@ -714,8 +714,8 @@ async fn upload_file(
 }
 
 enum PutError {
-    Transient(QueueError),
-    Permanent(QueueError),
+    Transient(QueueCallError),
+    Permanent(QueueCallError),
 }
 
 async fn put(
@@ -725,7 +725,7 @@ async fn put(
     content_type: &str,
     size: u64,
 ) -> Result<(), PutError> {
-    let other = |message: String| QueueError::Other {
+    let other = |message: String| QueueCallError::Other {
         call: "artifact PUT",
         message,
     };
@@ -747,7 +747,7 @@ async fn put(
         return Ok(());
     }
     let text = resp.text().await.unwrap_or_default();
-    let err = QueueError::Status {
+    let err = QueueCallError::Status {
         call: "artifact PUT",
         status: status.as_u16(),
         message: text.chars().take(500).collect(),
@@ -802,23 +802,23 @@ async fn upload_logs(
     }
 }
 
-async fn report(client: &TaskClient, task_id: &str, run_id: u32, resolution: Resolution) {
+async fn report(client: &TaskClient, task_id: &str, run_id: u32, resolution: RunOutcome) {
     let run = run_id.to_string();
     let q = client.get();
     let res = match resolution {
-        Resolution::Completed => q
+        RunOutcome::Completed => q
             .reportCompleted(task_id, &run)
             .await
-            .map_err(|e| QueueError::from_client("reportCompleted", e)),
-        Resolution::Failed => q
+            .map_err(|e| QueueCallError::from_client("reportCompleted", e)),
+        RunOutcome::Failed => q
             .reportFailed(task_id, &run)
             .await
-            .map_err(|e| QueueError::from_client("reportFailed", e)),
-        Resolution::Exception(reason) => q
+            .map_err(|e| QueueCallError::from_client("reportFailed", e)),
+        RunOutcome::Exception(reason) => q
             .reportException(task_id, &run, &json!({"reason": reason.as_str()}))
             .await
-            .map_err(|e| QueueError::from_client("reportException", e)),
-        Resolution::ClaimLost => return,
+            .map_err(|e| QueueCallError::from_client("reportException", e)),
+        RunOutcome::ClaimLost => return,
     };
     match res {
         Ok(_) => tracing::info!(resolution = %resolution, "run resolved"),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bbb_workers::{
-    AbortReason, AbortSignal, ArtifactContent, ExceptionReason, LiveLogServer, Resolution,
+    AbortReason, AbortSignal, ArtifactContent, ExceptionReason, LiveLogServer, RunOutcome,
     TaskContext, TaskDir, TaskLog, TaskOutcome, run_task,
 };
 use serde_json::{Value, json};
@@ -64,7 +64,7 @@ async fn run(payload: Value) -> Run {
 #[tokio::test]
 async fn success_writes_header_output_and_footer() {
     let r = run(json!({"command": [["echo", "hello world"]], "maxRunTime": 30})).await;
-    assert_eq!(r.outcome.resolution, Resolution::Completed, "{}", r.log);
+    assert_eq!(r.outcome.resolution, RunOutcome::Completed, "{}", r.log);
     assert_eq!(r.outcome.exit_code, Some(0));
     for needle in [
         "Worker Group: test-group",
@@ -87,7 +87,7 @@ async fn success_writes_header_output_and_footer() {
 async fn non_zero_exit_fails_with_stderr_in_the_log() {
     let r =
         run(json!({"command": [["sh", "-c", "echo oops >&2; exit 3"]], "maxRunTime": 30})).await;
-    assert_eq!(r.outcome.resolution, Resolution::Failed);
+    assert_eq!(r.outcome.resolution, RunOutcome::Failed);
     assert_eq!(r.outcome.exit_code, Some(3));
     assert!(r.log.contains("\noops\n"), "{}", r.log);
     assert!(r.log.contains("Exit Code: 3"), "{}", r.log);
@@ -103,7 +103,7 @@ async fn max_run_time_kills_the_whole_process_group() {
         "maxRunTime": 1
     }))
     .await;
-    assert_eq!(r.outcome.resolution, Resolution::Failed, "{}", r.log);
+    assert_eq!(r.outcome.resolution, RunOutcome::Failed, "{}", r.log);
     assert!(
         r.log.contains("max run time exceeded"),
         "log does not say why:\n{}",
@@ -136,7 +136,7 @@ async fn retry_exit_code_is_an_intermittent_task() {
     .await;
     assert_eq!(
         r.outcome.resolution,
-        Resolution::Exception(ExceptionReason::IntermittentTask)
+        RunOutcome::Exception(ExceptionReason::IntermittentTask)
     );
     assert!(r.log.contains("onExitStatus.retry"), "{}", r.log);
     let r = run(json!({
@@ -145,7 +145,7 @@ async fn retry_exit_code_is_an_intermittent_task() {
         "onExitStatus": {"retry": [4, 5]}
     }))
     .await;
-    assert_eq!(r.outcome.resolution, Resolution::Failed);
+    assert_eq!(r.outcome.resolution, RunOutcome::Failed);
 }
 
 #[tokio::test]
@@ -170,7 +170,7 @@ async fn malformed_payloads_are_explained_in_the_log() {
         let r = run(payload.clone()).await;
         assert_eq!(
             r.outcome.resolution,
-            Resolution::Exception(ExceptionReason::MalformedPayload),
+            RunOutcome::Exception(ExceptionReason::MalformedPayload),
             "{payload}"
         );
         assert!(
@@ -191,7 +191,7 @@ async fn environment_is_clean_and_has_task_variables() {
         "env": {"GREETING": "hi there", "RUN_ID": "overridden"}
     }))
     .await;
-    assert_eq!(r.outcome.resolution, Resolution::Completed, "{}", r.log);
+    assert_eq!(r.outcome.resolution, RunOutcome::Completed, "{}", r.log);
     let dir = r.dir.path().display().to_string();
     for needle in [
         "GREETING=hi there\n".to_owned(),
@@ -239,7 +239,7 @@ async fn commands_run_in_order_and_stop_at_the_first_failure() {
         "maxRunTime": 30
     }))
     .await;
-    assert_eq!(r.outcome.resolution, Resolution::Failed);
+    assert_eq!(r.outcome.resolution, RunOutcome::Failed);
     assert!(r.log.contains("one\ntwo\n"), "{}", r.log);
     assert!(r.log.contains("Executing command 1"));
     assert!(!r.log.contains("Executing command 2"), "{}", r.log);
@@ -249,7 +249,7 @@ async fn commands_run_in_order_and_stop_at_the_first_failure() {
 #[tokio::test]
 async fn a_missing_program_fails_the_task() {
     let r = run(json!({"command": [["/nonexistent/program"]], "maxRunTime": 30})).await;
-    assert_eq!(r.outcome.resolution, Resolution::Failed);
+    assert_eq!(r.outcome.resolution, RunOutcome::Failed);
     assert!(r.log.contains("cannot start command 0"), "{}", r.log);
 }
 
@@ -270,7 +270,7 @@ async fn artifacts_files_directories_and_missing_ones() {
         ]
     }))
     .await;
-    assert_eq!(r.outcome.resolution, Resolution::Completed, "{}", r.log);
+    assert_eq!(r.outcome.resolution, RunOutcome::Completed, "{}", r.log);
     let arts = &r.outcome.artifacts;
     let names: Vec<&str> = arts.iter().map(|a| a.name.as_str()).collect();
     assert_eq!(
@@ -334,7 +334,7 @@ async fn artifacts_are_collected_after_a_failure_too() {
         "artifacts": [{"type": "file", "path": "result.txt"}]
     }))
     .await;
-    assert_eq!(r.outcome.resolution, Resolution::Failed);
+    assert_eq!(r.outcome.resolution, RunOutcome::Failed);
     assert_eq!(r.outcome.artifacts.len(), 1);
     assert!(matches!(
         r.outcome.artifacts[0].content,
@@ -361,7 +361,7 @@ async fn abort_kills_the_task_and_keeps_no_artifacts() {
         aborter.abort(AbortReason::WorkerShutdown);
     });
     let outcome = run_task(&ctx, &payload, &dir, &log, &abort).await;
-    assert_eq!(outcome.resolution, Resolution::ClaimLost);
+    assert_eq!(outcome.resolution, RunOutcome::ClaimLost);
     assert!(outcome.artifacts.is_empty());
     assert_eq!(abort.reason(), Some(AbortReason::ClaimLost));
 
@@ -370,7 +370,7 @@ async fn abort_kills_the_task_and_keeps_no_artifacts() {
     let outcome = run_task(&ctx, &payload, &dir, &log, &abort).await;
     assert_eq!(
         outcome.resolution,
-        Resolution::Exception(ExceptionReason::WorkerShutdown)
+        RunOutcome::Exception(ExceptionReason::WorkerShutdown)
     );
     assert!(log.contents().unwrap().contains("worker shutdown"));
 }
@@ -392,7 +392,7 @@ async fn task_directory_is_fresh_and_removed() {
         "maxRunTime": 30
     });
     let outcome = run_task(&ctx(), &payload, &dir, &log, &AbortSignal::new()).await;
-    assert_eq!(outcome.resolution, Resolution::Completed);
+    assert_eq!(outcome.resolution, RunOutcome::Completed);
     let path = dir.path().to_owned();
     assert!(path.join("ro/deep/f").exists());
     dir.remove().unwrap();
@@ -463,7 +463,7 @@ async fn live_log_is_readable_while_running_and_complete_afterwards() {
         seen.extend_from_slice(&chunk);
     }
     let (outcome, dir) = task.await.unwrap();
-    assert_eq!(outcome.resolution, Resolution::Completed);
+    assert_eq!(outcome.resolution, RunOutcome::Completed);
     let full = log.contents().unwrap();
     assert_eq!(String::from_utf8_lossy(&seen), full);
     assert!(full.contains("second line\n") && full.contains("=== Task Finished ==="));

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bbb_queue::testing::{TestOptions, TestQueue};
-use bbb_workers::{Resolution, TaskReport, Worker, WorkerConfig};
+use bbb_workers::{RunOutcome, TaskReport, Worker, WorkerConfig};
 use serde_json::{Value, json};
 use taskcluster::{ClientBuilder, Credentials, Queue};
 use tokio::sync::broadcast;
@@ -206,7 +206,7 @@ async fn success_with_logs_and_artifacts(q: &TestQueue) {
     .await;
     let report = w.next_report().await;
     assert_eq!(report.task_id, task_id);
-    assert_eq!(report.resolution, Resolution::Completed);
+    assert_eq!(report.resolution, RunOutcome::Completed);
     let s = wait_state(q, &task_id, "completed").await;
     assert_eq!(s["runs"][0]["workerId"], "w1");
 
@@ -266,7 +266,7 @@ async fn failure(q: &TestQueue) {
         0,
     )
     .await;
-    assert_eq!(w.next_report().await.resolution, Resolution::Failed);
+    assert_eq!(w.next_report().await.resolution, RunOutcome::Failed);
     wait_state(q, &task_id, "failed").await;
     let (_, log) = latest_artifact(q, &task_id, "public/logs/live_backing.log").await;
     assert!(
@@ -287,7 +287,7 @@ async fn max_run_time_exceeded(q: &TestQueue) {
         0,
     )
     .await;
-    assert_eq!(w.next_report().await.resolution, Resolution::Failed);
+    assert_eq!(w.next_report().await.resolution, RunOutcome::Failed);
     wait_state(q, &task_id, "failed").await;
     let (_, log) = latest_artifact(q, &task_id, "public/logs/live_backing.log").await;
     assert!(log.contains("max run time exceeded"), "{log}");
@@ -310,7 +310,7 @@ async fn retry_exit_code(q: &TestQueue) {
         assert_eq!((r.task_id.as_str(), r.run_id), (task_id.as_str(), run));
         assert_eq!(
             r.resolution,
-            Resolution::Exception(bbb_workers::ExceptionReason::IntermittentTask)
+            RunOutcome::Exception(bbb_workers::ExceptionReason::IntermittentTask)
         );
     }
     let s = wait_state(q, &task_id, "exception").await;
@@ -334,7 +334,7 @@ async fn malformed_payload(q: &TestQueue) {
     .await;
     assert_eq!(
         w.next_report().await.resolution,
-        Resolution::Exception(bbb_workers::ExceptionReason::MalformedPayload)
+        RunOutcome::Exception(bbb_workers::ExceptionReason::MalformedPayload)
     );
     let s = wait_state(q, &task_id, "exception").await;
     assert_eq!(s["runs"].as_array().unwrap().len(), 1, "retried: {s}");
@@ -403,7 +403,7 @@ async fn live_log_while_running_then_backing_log(q: &TestQueue) {
         live.contains("\nreleased\n") && live.contains("=== Task Finished ==="),
         "{live}"
     );
-    assert_eq!(w.next_report().await.resolution, Resolution::Completed);
+    assert_eq!(w.next_report().await.resolution, RunOutcome::Completed);
     wait_state(q, &task_id, "completed").await;
     let (code, backing) = latest_artifact(q, &task_id, "public/logs/live_backing.log").await;
     assert_eq!(code, 200);
@@ -448,7 +448,7 @@ async fn cancel_while_running(q: &TestQueue) {
         .to_owned();
     root(q).cancelTask(&task_id).await.unwrap();
     let report = w.next_report().await;
-    assert_eq!(report.resolution, Resolution::ClaimLost);
+    assert_eq!(report.resolution, RunOutcome::ClaimLost);
     let s = status(q, &task_id).await;
     assert_eq!(s["state"], "exception");
     assert_eq!(s["runs"][0]["reasonResolved"], "canceled");
@@ -482,7 +482,7 @@ async fn shutdown_reports_worker_shutdown(q: &TestQueue) {
     let r = reports.recv().await.unwrap();
     assert_eq!(
         r.resolution,
-        Resolution::Exception(bbb_workers::ExceptionReason::WorkerShutdown)
+        RunOutcome::Exception(bbb_workers::ExceptionReason::WorkerShutdown)
     );
     let s = wait_state(q, &task_id, "pending").await;
     let runs = s["runs"].as_array().unwrap();
@@ -564,7 +564,7 @@ async fn two_workers_run_each_task_once(q: &TestQueue) {
     assert_eq!(unique.len(), n);
     assert!(
         done.iter()
-            .all(|r| r.resolution == Resolution::Completed && r.run_id == 0)
+            .all(|r| r.resolution == RunOutcome::Completed && r.run_id == 0)
     );
     for id in &ids {
         let mark = std::fs::read_to_string(marks.join(id)).unwrap();

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use bbb_buildbot::{BuildRequestId, BuildResult, LegacyEvent, RequestState};
-use bbb_state::{MappingRow, Resolution, RowState, StartedBuild};
+use bbb_state::{MappingRow, RowResolution, RowState, StartedBuild};
 use bbb_tcvalues::{ExceptionReason, ReasonResolved, RunState};
 use serde_json::Value;
 use tracing::{debug, info, warn};
@@ -232,7 +232,7 @@ impl Bridge {
                     .await
                     .map(Some);
             }
-            if fresh.resolution == Some(Resolution::CarriedOver) {
+            if fresh.resolution == Some(RowResolution::CarriedOver) {
                 return Ok(Some(Outcome::CarriedOn));
             }
         }
@@ -465,12 +465,12 @@ impl Bridge {
         let (call, resolution, label) = match results {
             BuildResult::Success => (
                 self.queue.report_completed(task_id, run_id).await,
-                Resolution::Completed,
+                RowResolution::Completed,
                 "completed".to_owned(),
             ),
             BuildResult::Warnings | BuildResult::Failure => (
                 self.queue.report_failed(task_id, run_id).await,
-                Resolution::Failed,
+                RowResolution::Failed,
                 "failed".to_owned(),
             ),
             BuildResult::Exception | BuildResult::Skipped => {
@@ -482,7 +482,11 @@ impl Bridge {
                     ExceptionReason::InternalError
                 };
                 let call = self.queue.report_exception(task_id, run_id, reason).await;
-                (call, Resolution::Exception, format!("exception/{reason}"))
+                (
+                    call,
+                    RowResolution::Exception,
+                    format!("exception/{reason}"),
+                )
             }
             BuildResult::Retry | BuildResult::Cancelled => unreachable!("handled above"),
         };
@@ -534,7 +538,7 @@ impl Bridge {
             Err(e) => return Err(e.into()),
         }
         self.state
-            .mark_resolved(task_id, row.run_id, Resolution::Canceled, self.now())
+            .mark_resolved(task_id, row.run_id, RowResolution::Canceled, self.now())
             .await?;
         self.metrics.inc(
             "bbb_bridge_resolutions_total",

@@ -2,7 +2,7 @@
 //! request is cancelled, a running build stopped.
 
 use bbb_buildbot::{BuildRequestId, RequestState, StopTarget};
-use bbb_state::{NewSlot, Resolution, RowState, SlotClaim};
+use bbb_state::{NewSlot, RowResolution, RowState, SlotClaim};
 use bbb_tcvalues::ReasonResolved;
 use tracing::info;
 
@@ -23,9 +23,9 @@ impl Bridge {
         deadline: i64,
     ) -> BridgeResult<Outcome> {
         let resolution = match reason {
-            Some(ReasonResolved::Canceled) => Resolution::Canceled,
+            Some(ReasonResolved::Canceled) => RowResolution::Canceled,
             Some(ReasonResolved::DeadlineExceeded | ReasonResolved::ClaimExpired) => {
-                Resolution::Exception
+                RowResolution::Exception
             }
             _ => return Ok(Outcome::NothingToDo),
         };

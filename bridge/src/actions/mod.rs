@@ -19,7 +19,7 @@ use std::time::Instant;
 use bbb_buildbot::{LegacyError, LegacyMaster};
 use tracing::{Instrument, debug};
 
-use bbb_state::{MappingRow, Resolution, StateDb};
+use bbb_state::{MappingRow, RowResolution, StateDb};
 use bbb_tcvalues::{ReasonResolved, RunState};
 
 mod builds;
@@ -71,13 +71,8 @@ impl BridgeSettings {
     }
 }
 
-/// A source of "now", in milliseconds since the epoch.
-pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
-
-/// The system clock.
-pub fn system_clock() -> Clock {
-    Arc::new(|| chrono::Utc::now().timestamp_millis())
-}
+/// The source of "now": the clock the queue reads too (tests advance it).
+pub use bbb_clock::Clock;
 
 /// Why an action failed.
 #[derive(Debug, thiserror::Error)]
@@ -148,12 +143,12 @@ impl std::fmt::Debug for Bridge {
 
 pub use crate::outcome::Outcome;
 
-fn resolution_of(run: &RunInfo) -> Resolution {
+fn resolution_of(run: &RunInfo) -> RowResolution {
     match (run.state, run.reason_resolved) {
-        (RunState::Completed, _) => Resolution::Completed,
-        (RunState::Failed, _) => Resolution::Failed,
-        (_, Some(ReasonResolved::Canceled)) => Resolution::Canceled,
-        _ => Resolution::Exception,
+        (RunState::Completed, _) => RowResolution::Completed,
+        (RunState::Failed, _) => RowResolution::Failed,
+        (_, Some(ReasonResolved::Canceled)) => RowResolution::Canceled,
+        _ => RowResolution::Exception,
     }
 }
 
@@ -174,7 +169,7 @@ impl Bridge {
         settings: BridgeSettings,
         metrics: Arc<Metrics>,
     ) -> Bridge {
-        Bridge::with_clock(queue, state, master, settings, metrics, system_clock())
+        Bridge::with_clock(queue, state, master, settings, metrics, Clock::system())
     }
 
     /// A bridge on a given clock (tests move it forward).
@@ -198,7 +193,7 @@ impl Bridge {
 
     /// Now, in ms.
     pub fn now(&self) -> i64 {
-        (self.clock)()
+        self.clock.now_ms()
     }
 }
 

@@ -2,7 +2,7 @@
 //! recover, reuse, carry over) its build request, or refuse the task.
 
 use bbb_buildbot::{BuildRequestId, CancelOutcome, LegacyError, RequestState, StopTarget};
-use bbb_state::{Change, MappingRow, NewSlot, Resolution, RowState, SlotClaim};
+use bbb_state::{Change, MappingRow, NewSlot, RowResolution, RowState, SlotClaim};
 use bbb_tcvalues::ExceptionReason;
 use serde_json::Value;
 use tracing::{info, warn};
@@ -204,7 +204,7 @@ impl Bridge {
                     };
                     let status = self.queue.status(task_id).await?;
                     self.state
-                        .mark_resolved(task_id, row.run_id, Resolution::Exception, self.now())
+                        .mark_resolved(task_id, row.run_id, RowResolution::Exception, self.now())
                         .await?;
                     return self.refuse(task_id, run_id, &status, &reason).await;
                 }

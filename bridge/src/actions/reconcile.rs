@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use bbb_buildbot::{BuildRequestId, RequestState};
-use bbb_state::{MappingRow, Resolution, RowState, StartedBuild};
+use bbb_state::{MappingRow, RowResolution, RowState, StartedBuild};
 use bbb_tcvalues::RunState;
 use tracing::{info, warn};
 
@@ -137,7 +137,7 @@ impl Bridge {
                 let resolution = if is_resolved(run) {
                     resolution_of(run)
                 } else {
-                    Resolution::Exception
+                    RowResolution::Exception
                 };
                 self.state
                     .mark_resolved(&row.task_id, row.run_id, resolution, self.now())
@@ -188,7 +188,12 @@ impl Bridge {
             self.stop_work(BuildRequestId(brid as u64)).await?;
         }
         self.state
-            .mark_resolved(&row.task_id, row.run_id, Resolution::Exception, self.now())
+            .mark_resolved(
+                &row.task_id,
+                row.run_id,
+                RowResolution::Exception,
+                self.now(),
+            )
             .await?;
         Ok(Outcome::Deadline)
     }

@@ -3,7 +3,7 @@
 
 use super::{Api, run_id};
 use crate::error::{ApiError, Result};
-use crate::model::{EXCEPTION_REASONS, Resolution};
+use crate::model::{EXCEPTION_REASONS, RunResolution};
 use crate::validate;
 use bbb_service::{Call, Reply, ScopeParams};
 use serde::Deserialize;
@@ -98,21 +98,19 @@ pub async fn reclaim_task(api: Api, call: Call) -> Result<Reply> {
 
 /// `reportCompleted`.
 pub async fn report_completed(api: Api, call: Call) -> Result<Reply> {
-    let how = Resolution::Completed;
-    Ok(Reply::json(
-        api.queue
-            .resolve_run(call.param("taskId"), run_id(&call), how)
-            .await?,
-    ))
+    resolve(&api, &call, RunResolution::Completed).await
 }
 
 /// `reportFailed`.
 pub async fn report_failed(api: Api, call: Call) -> Result<Reply> {
-    let how = Resolution::Failed;
+    resolve(&api, &call, RunResolution::Failed).await
+}
+
+/// Resolve the call's run `how`.
+async fn resolve(api: &Api, call: &Call, how: RunResolution<'_>) -> Result<Reply> {
+    let (task_id, run_id) = (call.param("taskId"), run_id(call));
     Ok(Reply::json(
-        api.queue
-            .resolve_run(call.param("taskId"), run_id(&call), how)
-            .await?,
+        api.queue.resolve_run(task_id, run_id, how).await?,
     ))
 }
 
@@ -131,14 +129,10 @@ pub async fn report_exception(api: Api, call: Call) -> Result<Reply> {
             EXCEPTION_REASONS.join(", ")
         )));
     }
-    let how = Resolution::Exception(&req.reason);
-    Ok(Reply::json(
-        api.queue
-            .resolve_run(call.param("taskId"), run_id(&call), how)
-            .await?,
-    ))
+    resolve(&api, &call, RunResolution::Exception(&req.reason)).await
 }
 
+/// A `workerGroup` and `workerId` from a body must be identifiers.
 fn check_worker(group: &str, id: &str) -> Result<()> {
     if !validate::is_identifier(group) || !validate::is_identifier(id) {
         return Err(ApiError::InputValidation(format!(

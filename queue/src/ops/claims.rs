@@ -4,7 +4,7 @@ use crate::batch::Outcome;
 use crate::core::{Queue, Txn};
 use crate::db::{Backend, TASK_COLUMNS, task_from_row};
 use crate::error::{ApiError, Result};
-use crate::model::{ClaimCall, Resolution, ResolveCall, Run, Task};
+use crate::model::{ClaimCall, ResolveCall, Run, RunResolution, Task};
 use crate::time::fmt_ms;
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -12,22 +12,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 impl Queue {
     /// [`Queue::claim_pending`] in a transaction of its own: a batch of one call.
-    pub(crate) async fn claim_pending_alone(
-        &self,
-        task_queue_id: &str,
-        worker_group: &str,
-        worker_id: &str,
-        count: i64,
-    ) -> Result<Vec<Value>> {
-        let call = [ClaimCall {
-            task_queue_id: task_queue_id.to_string(),
-            worker_group: worker_group.to_string(),
-            worker_id: worker_id.to_string(),
-            count,
-        }];
+    pub(crate) async fn claim_pending_alone(&self, call: &ClaimCall) -> Result<Vec<Value>> {
         self.retrying(|| async {
             let mut t = self.batch_txn().await?;
-            let mut claims = self.claim_batch(&mut t, &call).await?;
+            let mut claims = self.claim_batch(&mut t, std::slice::from_ref(call)).await?;
             self.commit(t).await?;
             claims
                 .pop()
@@ -206,7 +194,7 @@ impl Queue {
         &self,
         task_id: &str,
         run_id: i64,
-        how: Resolution<'_>,
+        how: RunResolution<'_>,
     ) -> Result<Value> {
         self.retrying(|| async {
             let now = self.clock.now_ms();
@@ -229,14 +217,14 @@ impl Queue {
         t: &mut Txn,
         task: &mut Task,
         run_id: i64,
-        how: Resolution<'_>,
+        how: RunResolution<'_>,
         now: i64,
     ) -> Result<Value> {
         let task_id = task.task_id.clone();
         let (state, reason) = match how {
-            Resolution::Completed => ("completed", "completed"),
-            Resolution::Failed => ("failed", "failed"),
-            Resolution::Exception(r) => ("exception", r),
+            RunResolution::Completed => ("completed", "completed"),
+            RunResolution::Failed => ("failed", "failed"),
+            RunResolution::Exception(r) => ("exception", r),
         };
         let n = task.runs.len();
         let run = task.runs.get_mut(run_id as usize).ok_or_else(|| {

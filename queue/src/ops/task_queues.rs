@@ -98,26 +98,30 @@ impl Queue {
 
     /// How many runs of `task_queue_id` wait to be claimed (deadline not passed).
     pub async fn pending_count(&self, task_queue_id: &str) -> Result<i64> {
-        Ok(sqlx::query(
+        self.count_now(
             "SELECT COUNT(*) AS n FROM pending WHERE task_queue_id = $1 AND deadline > $2",
+            task_queue_id,
         )
-        .bind(task_queue_id)
-        .bind(self.clock.now_ms())
-        .fetch_one(&self.db.pool)
-        .await?
-        .try_get("n")?)
+        .await
     }
 
     /// How many runs of `task_queue_id` are claimed and their claim not expired.
     pub async fn claimed_count(&self, task_queue_id: &str) -> Result<i64> {
-        Ok(sqlx::query(
+        self.count_now(
             "SELECT COUNT(*) AS n FROM tasks WHERE state = 'running' AND taken_until > $2 AND task_queue_id = $1",
+            task_queue_id,
         )
-        .bind(task_queue_id)
-        .bind(self.clock.now_ms())
-        .fetch_one(&self.db.pool)
-        .await?
-        .try_get("n")?)
+        .await
+    }
+
+    /// The count `sql` gives for the task queue `$1` at the time `$2`, now.
+    async fn count_now(&self, sql: &str, task_queue_id: &str) -> Result<i64> {
+        Ok(sqlx::query(sql)
+            .bind(task_queue_id)
+            .bind(self.clock.now_ms())
+            .fetch_one(&self.db.pool)
+            .await?
+            .try_get("n")?)
     }
 
     /// Up to `limit` pending runs of `task_queue_id` whose task id is after

@@ -368,14 +368,13 @@ impl Env {
             &settings.worker_id,
         )
         .unwrap();
-        let clock = q.clock.clone();
         let bridge = Arc::new(Bridge::with_clock(
             queue,
             state.clone(),
             master.clone(),
             settings,
             Arc::new(Metrics::default()),
-            Arc::new(move || clock.now_ms()),
+            q.clock.clone(),
         ));
         let cancel = CancellationToken::new();
         let mut handles = Vec::new();

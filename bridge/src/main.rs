@@ -6,6 +6,7 @@ mod demo;
 mod roles;
 
 use anyhow::Context;
+use bbb_secret::SecretUrl;
 use clap::{Parser, Subcommand};
 use config::FileConfig;
 use std::path::PathBuf;
@@ -104,19 +105,14 @@ async fn main() -> anyhow::Result<()> {
             if queue_configured || !file.bridge_state_configured() {
                 let cfg = file.queue_config()?;
                 bbb_queue::server::open_db(&cfg).await?;
-                println!(
-                    "migrations applied to {}",
-                    bbb_secret::mask_url(&cfg.database_url)
-                );
+                println!("migrations applied to {}", cfg.database_url);
             }
             if file.bridge_state_configured() {
                 let bcfg = file.bridge_config()?;
-                let state = bbb_state::StateDb::connect(&bcfg.state_database_url, 1).await?;
+                let state =
+                    bbb_state::StateDb::connect(bcfg.state_database_url.expose(), 1).await?;
                 state.migrate().await?;
-                println!(
-                    "migrations applied to {}",
-                    bbb_secret::mask_url(&bcfg.state_database_url)
-                );
+                println!("migrations applied to {}", bcfg.state_database_url);
             }
         }
         Command::Bridge => run_roles(&file, roles::RoleSet::ALL).await?,
@@ -157,20 +153,14 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Up { data_dir, no_demo } => up(file, data_dir, !no_demo).await?,
         Command::Config { print } => {
-            let q = file.queue_config()?.masked();
-            let mut w = file.worker_config_unchecked()?;
-            if !w.access_token.is_empty() {
-                w.access_token = "***".into();
-            }
+            // Secrets print themselves masked (bbb_secret).
+            let printable = config::Printable {
+                queue: file.queue_config()?,
+                worker: file.worker_config_unchecked()?,
+                bridge: file.bridge_config()?,
+            };
             if print {
-                println!(
-                    "{}",
-                    toml::to_string_pretty(&config::Printable {
-                        queue: q,
-                        worker: w,
-                        bridge: file.bridge_config()?.masked(),
-                    })?
-                );
+                println!("{}", toml::to_string_pretty(&printable)?);
             }
         }
     }
@@ -187,7 +177,7 @@ async fn run_roles(file: &FileConfig, set: roles::RoleSet) -> anyhow::Result<()>
              (and the masters' build events) from the broker"
         );
     }
-    let bus = bbb_pulse::Bus::connect(cfg.amqp_url.as_deref()).await?;
+    let bus = bbb_pulse::Bus::connect(cfg.amqp_url.as_ref().map(SecretUrl::expose)).await?;
     let master = roles::legacy_master(&cfg, &bus, None).await?;
     let running = roles::start(&cfg, set, bus.clone(), master).await?;
     if let Some(addr) = running.metrics_addr {
@@ -219,7 +209,7 @@ async fn up(file: FileConfig, data_dir: PathBuf, demo: bool) -> anyhow::Result<(
             .as_ref()
             .is_none_or(|q| q.get("database_url").is_none())
     {
-        qcfg.database_url = format!("sqlite://{}", data_dir.join("queue.sqlite").display());
+        qcfg.database_url = format!("sqlite://{}", data_dir.join("queue.sqlite").display()).into();
     }
     if file
         .queue
@@ -228,8 +218,9 @@ async fn up(file: FileConfig, data_dir: PathBuf, demo: bool) -> anyhow::Result<(
     {
         qcfg.blob_dir = data_dir.join("artifacts");
     }
+    // Shown in the banner below: the user needs it.
     let token = match &qcfg.root_access_token {
-        Some(t) => t.clone(),
+        Some(t) => t.expose().clone(),
         None => {
             let path = data_dir.join("root-access-token");
             match std::fs::read_to_string(&path) {
@@ -242,13 +233,13 @@ async fn up(file: FileConfig, data_dir: PathBuf, demo: bool) -> anyhow::Result<(
             }
         }
     };
-    qcfg.root_access_token = Some(token.clone());
+    qcfg.root_access_token = Some(token.clone().into());
     let running = bbb_queue::start(qcfg, bbb_queue::Clock::system()).await?;
 
     let mut wcfg = file.worker_config_unchecked()?;
     wcfg.root_url = running.root_url.clone();
     wcfg.client_id = "root".into();
-    wcfg.access_token = token.clone();
+    wcfg.access_token = token.clone().into();
     if wcfg.task_queue_id.is_empty() {
         wcfg.task_queue_id = "bbb/native".into();
     }
@@ -260,12 +251,13 @@ async fn up(file: FileConfig, data_dir: PathBuf, demo: bool) -> anyhow::Result<(
     let mut bcfg = file.bridge_config()?;
     bcfg.queue_root_url = running.root_url.clone();
     bcfg.queue_client_id = "root".into();
-    bcfg.queue_access_token = token.clone();
+    bcfg.queue_access_token = token.clone().into();
     if !file.bridge_state_configured() {
         bcfg.state_database_url = format!(
             "sqlite://{}",
             data_dir.join("bridge-state.sqlite").display()
-        );
+        )
+        .into();
     }
     if file
         .bridge

@@ -9,7 +9,6 @@
 //! [`JsonPropertiesParameter`-style]: RestMasterConfig::properties_parameter
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +16,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, mpsc};
 
-use bbb_secret::mask_url;
+use bbb_secret::{Secret, SecretUrl, mask_url};
 
 use crate::error::{LegacyError, Result};
 use crate::events::{self, EventStream};
@@ -58,7 +57,7 @@ const TIME_MARGIN: i64 = 5;
 const IN_CHUNK: usize = 50;
 
 /// How to authenticate to the REST API.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum RestAuth {
     /// No credentials (a master whose `www` has no `auth`).
     #[default]
@@ -68,35 +67,17 @@ pub enum RestAuth {
     Basic {
         /// User name.
         user: String,
-        /// Password.
-        password: String,
+        /// Password (masked in `Debug`).
+        password: Secret<String>,
     },
     /// One header sent with every call, e.g. `Authorization: Bearer …` or a
     /// cookie, for masters behind an authenticating proxy.
     Header {
         /// Header name.
         name: String,
-        /// Header value.
-        value: String,
+        /// Header value (masked in `Debug`).
+        value: Secret<String>,
     },
-}
-
-impl fmt::Debug for RestAuth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RestAuth::None => f.write_str("None"),
-            RestAuth::Basic { user, .. } => f
-                .debug_struct("Basic")
-                .field("user", user)
-                .field("password", &"***")
-                .finish(),
-            RestAuth::Header { name, .. } => f
-                .debug_struct("Header")
-                .field("name", name)
-                .field("value", &"***")
-                .finish(),
-        }
-    }
 }
 
 /// Configuration of a [`RestMaster`].
@@ -106,7 +87,7 @@ pub struct RestMasterConfig {
     /// URL (`http://host:8010/`, its `buildbotURL`) is accepted too: `api/v2`
     /// is appended to a URL whose path does not end with it. Only `http`:
     /// the crate's HTTP client is built without TLS.
-    pub api_url: String,
+    pub api_url: SecretUrl,
     /// The force scheduler to submit through ([`DEFAULT_SCHEDULER`]). It
     /// must list every builder bbb submits to.
     pub scheduler: String,
@@ -138,7 +119,7 @@ impl RestMasterConfig {
     /// parameter `bbb_properties`, no credentials, builder list refreshed
     /// every 300 s, no reporter messages, REST polling every 5 s looking back
     /// an hour, 30 s HTTP timeout, 10 s to confirm a cancellation.
-    pub fn new(api_url: impl Into<String>) -> Self {
+    pub fn new(api_url: impl Into<SecretUrl>) -> Self {
         Self {
             api_url: api_url.into(),
             scheduler: DEFAULT_SCHEDULER.to_owned(),
@@ -275,10 +256,10 @@ impl RestMaster {
             .timeout(config.http_timeout)
             .build()
             .map_err(|e| LegacyError::Http {
-                url: mask_url(&config.api_url),
+                url: config.api_url.masked(),
                 reason: e.to_string(),
             })?;
-        let api = api_base(&config.api_url);
+        let api = api_base(config.api_url.expose());
         let parsed = url::Url::parse(&api).map_err(|e| LegacyError::InvalidUrl {
             url: mask_url(&api),
             reason: e.to_string(),
@@ -314,8 +295,10 @@ impl RestMaster {
         let builder = self.inner.http.request(method, url);
         match &self.inner.config.auth {
             RestAuth::None => builder,
-            RestAuth::Basic { user, password } => builder.basic_auth(user, Some(password)),
-            RestAuth::Header { name, value } => builder.header(name.as_str(), value.as_str()),
+            RestAuth::Basic { user, password } => builder.basic_auth(user, Some(password.expose())),
+            RestAuth::Header { name, value } => {
+                builder.header(name.as_str(), value.expose().as_str())
+            }
         }
     }
 
@@ -1157,7 +1140,12 @@ mod tests {
     fn credentials_are_not_shown() {
         let auth = RestAuth::Basic {
             user: "u".to_owned(),
-            password: "secret".to_owned(),
+            password: "secret".into(),
+        };
+        assert!(!format!("{auth:?}").contains("secret"));
+        let auth = RestAuth::Header {
+            name: "Authorization".to_owned(),
+            value: "Bearer secret".into(),
         };
         assert!(!format!("{auth:?}").contains("secret"));
     }

@@ -9,7 +9,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Opts, Pool, TxOpts};
 
 use crate::builders::{BuilderCatalog, BuilderSource};
-use bbb_secret::mask_url;
+use bbb_secret::{SecretUrl, mask_url};
 
 use crate::error::{LegacyError, Result};
 use crate::events::{self, EventStream};
@@ -78,8 +78,9 @@ impl Default for PollOptions {
 /// Configuration of a [`SchedulerDb`].
 #[derive(Clone, Debug)]
 pub struct SchedulerDbConfig {
-    /// `mysql://user:password@host:port/database` of the scheduler DB.
-    pub db_url: String,
+    /// `mysql://user:password@host:port/database` of the scheduler DB (its
+    /// password masked in `Debug`).
+    pub db_url: SecretUrl,
     /// Accepted builders.
     pub builders: BuilderSource,
     /// Pulse events, if the masters publish them.
@@ -90,7 +91,7 @@ pub struct SchedulerDbConfig {
     /// `http://buildapi/buildapi/self-serve`. When set, cancels and stops
     /// go through it (`DELETE {url}/{branch}/request/{brid}` and
     /// `DELETE {url}/{branch}/build/{build_id}`).
-    pub selfserve_url: Option<String>,
+    pub selfserve_url: Option<SecretUrl>,
     /// The `X-Remote-User` header self-serve requires.
     pub selfserve_user: String,
     /// Web URL of each master, by the name it claims requests with
@@ -104,7 +105,7 @@ pub struct SchedulerDbConfig {
 impl SchedulerDbConfig {
     /// A configuration with every builder accepted, no Pulse, default DB
     /// polling, no self-serve and no master URLs.
-    pub fn new(db_url: impl Into<String>) -> Self {
+    pub fn new(db_url: impl Into<SecretUrl>) -> Self {
         Self {
             db_url: db_url.into(),
             builders: BuilderSource::Any,
@@ -199,7 +200,7 @@ struct RunningBuild {
 impl SchedulerDb {
     /// Connects lazily to the scheduler DB described by `config`.
     pub fn new(config: SchedulerDbConfig) -> Result<SchedulerDb> {
-        let pool = open_pool(&config.db_url)?;
+        let pool = open_pool(config.db_url.expose())?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             // A 0.8 master answers a stop with a redirect to the build page.
@@ -210,7 +211,7 @@ impl SchedulerDb {
                 reason: e.to_string(),
             })?;
         let catalog = BuilderCatalog::new(config.builders.clone(), http.clone());
-        tracing::info!(db = %mask_url(&config.db_url), "scheduler DB adapter configured");
+        tracing::info!(db = %config.db_url, "scheduler DB adapter configured");
         Ok(SchedulerDb {
             inner: Arc::new(Inner {
                 pool,
@@ -579,7 +580,7 @@ impl LegacyMaster for SchedulerDb {
         if let Some(base) = &self.inner.config.selfserve_url {
             let branch = self.branch_of(id).await?.unwrap_or_default();
             let accepted = self
-                .selfserve_delete(base, &branch, "request", id.0)
+                .selfserve_delete(base.expose(), &branch, "request", id.0)
                 .await?;
             tracing::info!(
                 build_request.id = id.0,
@@ -633,7 +634,7 @@ impl LegacyMaster for SchedulerDb {
             }
             if let Some(base) = &self.inner.config.selfserve_url {
                 let branch = build.branch.clone().unwrap_or_default();
-                self.selfserve_delete(base, &branch, "build", build.build_id.0)
+                self.selfserve_delete(base.expose(), &branch, "build", build.build_id.0)
                     .await?;
             } else {
                 self.stop_on_master(build).await?;

@@ -52,6 +52,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
+use bbb_secret::SecretUrl;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Pool, TxOpts};
 use serde_json::{Value, json};
@@ -96,8 +97,9 @@ impl SimBuilder {
 /// Configuration of a [`Simulator`].
 #[derive(Clone, Debug)]
 pub struct SimulatorConfig {
-    /// The scheduler DB (`mysql://...`), with the 0.8 tables.
-    pub db_url: String,
+    /// The scheduler DB (`mysql://...`), with the 0.8 tables (its password
+    /// masked in `Debug`).
+    pub db_url: SecretUrl,
     /// Where to publish `exchange/build` messages; `None` publishes nothing
     /// (a master without Pulse).
     pub bus: Option<bbb_pulse::Bus>,
@@ -117,7 +119,7 @@ impl SimulatorConfig {
     /// Defaults: exchange `exchange/build`, master `sim-master`, polls every
     /// 50 ms, web server on a free loopback port.
     pub fn new(
-        db_url: impl Into<String>,
+        db_url: impl Into<SecretUrl>,
         bus: Option<bbb_pulse::Bus>,
         builders: Vec<SimBuilder>,
     ) -> Self {
@@ -187,7 +189,7 @@ impl std::fmt::Debug for Simulator {
 impl Simulator {
     /// Starts polling, and serving the web endpoints.
     pub async fn start(config: SimulatorConfig) -> Result<Simulator> {
-        let pool = open_pool(&config.db_url)?;
+        let pool = open_pool(config.db_url.expose())?;
         let mut numbers = HashMap::new();
         {
             let mut conn = pool.get_conn().await?;

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use bbb_secret::{Secret, SecretUrl};
 use serde::{Deserialize, Serialize};
 
 /// Which legacy master the bridge talks to.
@@ -27,13 +28,14 @@ pub struct BridgeConfig {
     /// Client id the bridge calls the queue with.
     pub queue_client_id: String,
     /// Its access token. Masked when printed.
-    pub queue_access_token: String,
+    pub queue_access_token: Secret<String>,
     /// AMQP URL of the broker carrying the queue's Pulse exchanges (and the
-    /// masters' build events). Required for `bbb bridge`.
-    pub amqp_url: Option<String>,
+    /// masters' build events). Required for `bbb bridge`. Its password is
+    /// masked when printed.
+    pub amqp_url: Option<SecretUrl>,
     /// The mapping database: `sqlite://PATH` (one instance) or `postgres://...`
-    /// (any number of instances).
-    pub state_database_url: String,
+    /// (any number of instances). Its password is masked when printed.
+    pub state_database_url: SecretUrl,
     /// The task queue whose tasks become build requests.
     pub task_queue_id: String,
     /// Worker group of the bridge's claims (shared by every instance).
@@ -46,21 +48,24 @@ pub struct BridgeConfig {
     pub master_name: String,
     /// Which legacy master: `schedulerdb`, `rest` or `sandbox`.
     pub buildbot_kind: BuildbotKind,
-    /// REST API base URL of a Buildbot 4 master (`rest`).
-    pub buildbot_url: Option<String>,
+    /// REST API base URL of a Buildbot 4 master (`rest`). Its password, if
+    /// any, is masked when printed.
+    pub buildbot_url: Option<SecretUrl>,
     /// The force scheduler bbb submits through (`rest`).
     pub buildbot_scheduler: String,
     /// User for the master's REST API (`rest`, optional).
     pub buildbot_user: Option<String>,
     /// Password for the master's REST API. Masked when printed.
-    pub buildbot_password: Option<String>,
+    pub buildbot_password: Option<Secret<String>>,
     /// Exchange bbb's reporter plugin publishes to (`rest`; the plugin's default).
     /// The bridge consumes it from the durable queue `<queue_prefix>/buildbot-builds`.
     pub reporter_exchange: String,
-    /// Scheduler DB URL, `mysql://user:password@host/db` (`schedulerdb`). Masked when printed.
-    pub schedulerdb_url: Option<String>,
-    /// Self-serve (buildapi) base URL for cancels and stops (`schedulerdb`, optional).
-    pub selfserve_url: Option<String>,
+    /// Scheduler DB URL, `mysql://user:password@host/db` (`schedulerdb`). Its
+    /// password is masked when printed.
+    pub schedulerdb_url: Option<SecretUrl>,
+    /// Self-serve (buildapi) base URL for cancels and stops (`schedulerdb`,
+    /// optional). Its password, if any, is masked when printed.
+    pub selfserve_url: Option<SecretUrl>,
     /// The `X-Remote-User` self-serve requires.
     pub selfserve_user: String,
     /// Web URL of each master by the name it claims requests with, for stop URLs
@@ -74,7 +79,8 @@ pub struct BridgeConfig {
     /// Accepted builders (`schedulerdb`); empty with no `builders_url`: any.
     pub builders: Vec<String>,
     /// URL of a builder list (a JSON list, or allthethings.json) (`schedulerdb`).
-    pub builders_url: Option<String>,
+    /// Its password, if any, is masked when printed.
+    pub builders_url: Option<SecretUrl>,
     /// Builders (whole-name regexes) that need a `buildbot-bridge:builder-name:` scope.
     pub restricted_builders: Vec<String>,
     /// Builders (whole-name regexes) the bridge leaves alone.
@@ -102,9 +108,9 @@ impl Default for BridgeConfig {
         BridgeConfig {
             queue_root_url: "http://127.0.0.1:8080".to_owned(),
             queue_client_id: "buildbot-bridge".to_owned(),
-            queue_access_token: String::new(),
+            queue_access_token: Secret::default(),
             amqp_url: None,
-            state_database_url: "sqlite://bbb-bridge-state.sqlite".to_owned(),
+            state_database_url: SecretUrl::new("sqlite://bbb-bridge-state.sqlite"),
             task_queue_id: crate::DEFAULT_TASK_QUEUE.to_owned(),
             worker_group: "buildbot-bridge".to_owned(),
             worker_id: "buildbot-bridge".to_owned(),
@@ -198,11 +204,9 @@ Environment (overrides the [bridge] section of --config):
 
     /// Applies the `BBB_*` environment overrides.
     pub fn apply_env(&mut self) -> Result<(), String> {
-        let strings: [(&str, &mut String); 6] = [
+        let strings: [(&str, &mut String); 4] = [
             ("BBB_QUEUE_ROOT_URL", &mut self.queue_root_url),
             ("BBB_QUEUE_CLIENT_ID", &mut self.queue_client_id),
-            ("BBB_QUEUE_ACCESS_TOKEN", &mut self.queue_access_token),
-            ("BBB_STATE_DATABASE_URL", &mut self.state_database_url),
             ("BBB_BRIDGE_TASK_QUEUE", &mut self.task_queue_id),
             ("BBB_BRIDGE_MASTER", &mut self.master_name),
         ];
@@ -210,6 +214,12 @@ Environment (overrides the [bridge] section of --config):
             if let Some(v) = var(name) {
                 *slot = v;
             }
+        }
+        if let Some(v) = var("BBB_QUEUE_ACCESS_TOKEN") {
+            self.queue_access_token = v.into();
+        }
+        if let Some(v) = var("BBB_STATE_DATABASE_URL") {
+            self.state_database_url = v.into();
         }
         let more: [(&str, &mut String); 8] = [
             ("BBB_BUILDBOT_SCHEDULER", &mut self.buildbot_scheduler),
@@ -241,20 +251,29 @@ Environment (overrides the [bridge] section of --config):
         if let Some(v) = num("BBB_RETENTION_DAYS")? {
             self.retention_days = v;
         }
-        let options: [(&str, &mut Option<String>); 8] = [
-            ("BBB_AMQP_URL", &mut self.amqp_url),
+        let options: [(&str, &mut Option<String>); 2] = [
             ("BBB_BRIDGE_INSTANCE", &mut self.instance),
-            ("BBB_BUILDBOT_URL", &mut self.buildbot_url),
             ("BBB_BUILDBOT_USER", &mut self.buildbot_user),
-            ("BBB_BUILDBOT_PASSWORD", &mut self.buildbot_password),
-            ("BBB_SCHEDULERDB_URL", &mut self.schedulerdb_url),
-            ("BBB_SELFSERVE_URL", &mut self.selfserve_url),
-            ("BBB_BUILDERS_URL", &mut self.builders_url),
         ];
         for (name, slot) in options {
             if let Some(v) = var(name) {
                 *slot = Some(v);
             }
+        }
+        let urls: [(&str, &mut Option<SecretUrl>); 5] = [
+            ("BBB_AMQP_URL", &mut self.amqp_url),
+            ("BBB_BUILDBOT_URL", &mut self.buildbot_url),
+            ("BBB_SCHEDULERDB_URL", &mut self.schedulerdb_url),
+            ("BBB_SELFSERVE_URL", &mut self.selfserve_url),
+            ("BBB_BUILDERS_URL", &mut self.builders_url),
+        ];
+        for (name, slot) in urls {
+            if let Some(v) = var(name) {
+                *slot = Some(v.into());
+            }
+        }
+        if let Some(v) = var("BBB_BUILDBOT_PASSWORD") {
+            self.buildbot_password = Some(v.into());
         }
         if let Some(v) = var("BBB_BUILDBOT_KIND") {
             self.buildbot_kind = match v.as_str() {
@@ -314,24 +333,6 @@ Environment (overrides the [bridge] section of --config):
             format!("{host}-{}", std::process::id())
         })
     }
-
-    /// A copy with secrets masked, for `bbb config --print` and logs.
-    pub fn masked(&self) -> BridgeConfig {
-        let mut c = self.clone();
-        if !c.queue_access_token.is_empty() {
-            c.queue_access_token = "***".to_owned();
-        }
-        if c.buildbot_password.is_some() {
-            c.buildbot_password = Some("***".to_owned());
-        }
-        c.amqp_url = c.amqp_url.as_deref().map(bbb_secret::mask_url);
-        c.schedulerdb_url = c.schedulerdb_url.as_deref().map(bbb_secret::mask_url);
-        c.buildbot_url = c.buildbot_url.as_deref().map(bbb_secret::mask_url);
-        c.selfserve_url = c.selfserve_url.as_deref().map(bbb_secret::mask_url);
-        c.builders_url = c.builders_url.as_deref().map(bbb_secret::mask_url);
-        c.state_database_url = bbb_secret::mask_url(&c.state_database_url);
-        c
-    }
 }
 
 #[cfg(test)]
@@ -344,13 +345,18 @@ mod tests {
         assert!(c.validate().unwrap_err().contains("BBB_SCHEDULERDB_URL"));
         c.buildbot_kind = BuildbotKind::Sandbox;
         c.validate().unwrap();
-        c.queue_access_token = "secret-token".to_owned();
-        c.schedulerdb_url = Some("mysql://bbb:hunter2@db/sched".to_owned());
-        c.amqp_url = Some("amqp://user:pw@mq/%2f".to_owned());
-        let text = toml::to_string(&c.masked()).unwrap();
-        assert!(!text.contains("secret-token"));
-        assert!(!text.contains("hunter2"));
-        assert!(!text.contains(":pw@"));
+        c.queue_access_token = "secret-token".into();
+        c.schedulerdb_url = Some("mysql://bbb:hunter2@db/sched".into());
+        c.amqp_url = Some("amqp://user:pw@mq/%2f".into());
+        c.buildbot_password = Some("swordfish".into());
+        let text = toml::to_string(&c).unwrap();
+        for shown in [text, format!("{c:?}")] {
+            assert!(!shown.contains("secret-token"), "{shown}");
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(!shown.contains(":pw@"), "{shown}");
+            assert!(!shown.contains("swordfish"), "{shown}");
+            assert!(shown.contains("mysql://bbb:***@db/sched"), "{shown}");
+        }
         c.restricted_builders = vec!["(".to_owned()];
         assert!(c.validate().is_err());
     }

@@ -1,5 +1,6 @@
 //! The queue's configuration: a TOML section plus `BBB_*` environment overrides.
 
+use bbb_secret::{Secret, SecretUrl};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -28,8 +29,8 @@ pub const DEFAULT_ANONYMOUS_SCOPES: &[&str] = &[
 pub struct ClientConfig {
     /// The Hawk id.
     pub client_id: String,
-    /// The Hawk key. Masked when the configuration is printed.
-    pub access_token: String,
+    /// The Hawk key. Masked when printed.
+    pub access_token: Secret<String>,
     /// Scopes, which may include `assume:<role>`.
     pub scopes: Vec<String>,
     /// When the client stops working (RFC 3339), if ever.
@@ -84,7 +85,7 @@ pub enum BlobKind {
 /// `[queue.blob]`: the store behind `s3` artifacts. With `kind = "s3"` uploads and
 /// downloads go straight to the store through presigned URLs; objects are keyed
 /// `<taskId>/<runId>/<name>` (after `prefix`).
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BlobConfig {
     /// `local` (default) or `s3` (`BBB_BLOB_KIND`).
@@ -98,9 +99,9 @@ pub struct BlobConfig {
     pub s3_region: String,
     /// Access key id (`BBB_BLOB_S3_ACCESS_KEY_ID`).
     pub s3_access_key_id: String,
-    /// Secret access key (`BBB_BLOB_S3_SECRET_ACCESS_KEY`). Masked when the
-    /// configuration is printed; never logged.
-    pub s3_secret_access_key: String,
+    /// Secret access key (`BBB_BLOB_S3_SECRET_ACCESS_KEY`). Masked when
+    /// printed; never logged.
+    pub s3_secret_access_key: Secret<String>,
     /// Path-style URLs (`<endpoint>/<bucket>/<key>`, as MinIO, Ceph and moto want);
     /// `false` for virtual-hosted style (`<bucket>.<endpoint host>/<key>`)
     /// (`BBB_BLOB_S3_PATH_STYLE`, default `true`).
@@ -114,24 +115,6 @@ pub struct BlobConfig {
     pub s3_create_bucket: bool,
 }
 
-impl std::fmt::Debug for BlobConfig {
-    /// Like the derived form, with the secret masked.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BlobConfig")
-            .field("kind", &self.kind)
-            .field("s3_endpoint", &self.s3_endpoint)
-            .field("s3_bucket", &self.s3_bucket)
-            .field("s3_region", &self.s3_region)
-            .field("s3_access_key_id", &self.s3_access_key_id)
-            .field("s3_secret_access_key", &"***")
-            .field("s3_path_style", &self.s3_path_style)
-            .field("s3_prefix", &self.s3_prefix)
-            .field("s3_public_url", &self.s3_public_url)
-            .field("s3_create_bucket", &self.s3_create_bucket)
-            .finish()
-    }
-}
-
 impl Default for BlobConfig {
     fn default() -> Self {
         BlobConfig {
@@ -140,7 +123,7 @@ impl Default for BlobConfig {
             s3_bucket: String::new(),
             s3_region: "us-east-1".into(),
             s3_access_key_id: String::new(),
-            s3_secret_access_key: String::new(),
+            s3_secret_access_key: Secret::default(),
             s3_path_style: true,
             s3_prefix: String::new(),
             s3_public_url: None,
@@ -157,16 +140,19 @@ pub struct QueueConfig {
     pub listen: String,
     /// Public root URL (`BBB_ROOT_URL`); derived from `listen` when unset.
     pub root_url: Option<String>,
-    /// `sqlite://PATH` or `postgres://...` (`BBB_DATABASE_URL`).
-    pub database_url: String,
+    /// `sqlite://PATH` or `postgres://...` (`BBB_DATABASE_URL`). Its password
+    /// is masked when printed.
+    pub database_url: SecretUrl,
     /// PostgreSQL pool size.
     pub database_max_connections: u32,
-    /// AMQP URL for Pulse events (`BBB_AMQP_URL`); unset: in-process bus.
-    pub amqp_url: Option<String>,
+    /// AMQP URL for Pulse events (`BBB_AMQP_URL`); unset: in-process bus. Its
+    /// password is masked when printed.
+    pub amqp_url: Option<SecretUrl>,
     /// Exchange name prefix.
     pub exchange_prefix: String,
     /// Access token of the client `root`, scopes `*` (`BBB_ROOT_ACCESS_TOKEN`).
-    pub root_access_token: Option<String>,
+    /// Masked when printed.
+    pub root_access_token: Option<Secret<String>>,
     /// Seconds a claim lasts before it must be reclaimed (`BBB_CLAIM_TIMEOUT_S`).
     pub claim_timeout_s: u64,
     /// Seconds after a deadline before the task is resolved (`BBB_DEADLINE_DELAY_S`).
@@ -193,7 +179,7 @@ impl Default for QueueConfig {
         QueueConfig {
             listen: "127.0.0.1:8080".into(),
             root_url: None,
-            database_url: "sqlite://bbb-queue.sqlite".into(),
+            database_url: SecretUrl::new("sqlite://bbb-queue.sqlite"),
             database_max_connections: 20,
             amqp_url: None,
             exchange_prefix: "exchange/taskcluster-queue/v1/".into(),
@@ -253,13 +239,13 @@ impl QueueConfig {
             self.root_url = Some(v);
         }
         if let Some(v) = var("BBB_DATABASE_URL") {
-            self.database_url = v;
+            self.database_url = v.into();
         }
         if let Some(v) = var("BBB_AMQP_URL") {
-            self.amqp_url = Some(v);
+            self.amqp_url = Some(v.into());
         }
         if let Some(v) = var("BBB_ROOT_ACCESS_TOKEN") {
-            self.root_access_token = Some(v);
+            self.root_access_token = Some(v.into());
         }
         if let Some(v) = num("BBB_CLAIM_TIMEOUT_S")? {
             self.claim_timeout_s = v;
@@ -295,11 +281,13 @@ impl QueueConfig {
             ("BBB_BLOB_S3_BUCKET", &mut b.s3_bucket),
             ("BBB_BLOB_S3_REGION", &mut b.s3_region),
             ("BBB_BLOB_S3_ACCESS_KEY_ID", &mut b.s3_access_key_id),
-            ("BBB_BLOB_S3_SECRET_ACCESS_KEY", &mut b.s3_secret_access_key),
         ] {
             if let Some(v) = var(name) {
                 *field = v;
             }
+        }
+        if let Some(v) = var("BBB_BLOB_S3_SECRET_ACCESS_KEY") {
+            b.s3_secret_access_key = v.into();
         }
         if let Some(v) = flag("BBB_BLOB_S3_PATH_STYLE")? {
             b.s3_path_style = v;
@@ -321,23 +309,6 @@ impl QueueConfig {
             .trim_end_matches('/')
             .to_string()
     }
-
-    /// A copy safe to print: secrets masked.
-    pub fn masked(&self) -> QueueConfig {
-        let mut c = self.clone();
-        if c.root_access_token.is_some() {
-            c.root_access_token = Some("***".into());
-        }
-        for cl in &mut c.auth.clients {
-            cl.access_token = "***".into();
-        }
-        c.database_url = bbb_secret::mask_url(&c.database_url);
-        c.amqp_url = c.amqp_url.as_deref().map(bbb_secret::mask_url);
-        if !c.blob.s3_secret_access_key.is_empty() {
-            c.blob.s3_secret_access_key = "***".into();
-        }
-        c
-    }
 }
 
 #[cfg(test)]
@@ -355,13 +326,36 @@ mod tests {
         assert_eq!(QueueConfig::default().blob.kind, BlobKind::Local);
         let mut c = c;
         c.blob.s3_secret_access_key = "hush".into();
-        let printed = serde_json::to_string(&c.masked()).unwrap();
+        let printed = serde_json::to_string(&c).unwrap();
         assert!(!printed.contains("hush"));
         assert!(printed.contains("\"s3_secret_access_key\":\"***\""));
         assert!(!format!("{c:?}").contains("hush"));
+        assert_eq!(c.blob.s3_secret_access_key.expose(), "hush");
         assert!(
             serde_json::from_value::<BlobConfig>(serde_json::json!({"kind": "gcs"})).is_err(),
             "unknown kinds are refused"
         );
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let c: QueueConfig = serde_json::from_value(serde_json::json!({
+            "database_url": "postgres://bbb:db-pw@db/queue",
+            "amqp_url": "amqp://bbb:mq/pw@mq/%2f",
+            "root_access_token": "root-token",
+            "blob": {"s3_secret_access_key": "s3-key"},
+            "auth": {"clients": [{"client_id": "c", "access_token": "client-token"}]},
+        }))
+        .unwrap();
+        assert_eq!(c.database_url.expose(), "postgres://bbb:db-pw@db/queue");
+        assert_eq!(c.auth.clients[0].access_token.expose(), "client-token");
+        let json = serde_json::to_string(&c).unwrap();
+        for shown in [json, format!("{c:?}")] {
+            for secret in ["db-pw", "mq/pw", "root-token", "s3-key", "client-token"] {
+                assert!(!shown.contains(secret), "{secret} in {shown}");
+            }
+            assert!(shown.contains("postgres://bbb:***@db/queue"), "{shown}");
+            assert!(shown.contains("amqp://bbb:***@mq/%2f"), "{shown}");
+        }
     }
 }

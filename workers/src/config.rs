@@ -1,8 +1,8 @@
 //! Worker configuration: a TOML file plus `BBB_*` environment overrides.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
+use bbb_secret::Secret;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
@@ -11,7 +11,7 @@ use crate::error::ConfigError;
 ///
 /// Every field has a working default except the queue credentials and the
 /// task queue, which must come from the file or the environment.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkerConfig {
     /// Root URL of the TaskCluster deployment (or the native queue),
@@ -19,8 +19,8 @@ pub struct WorkerConfig {
     pub root_url: String,
     /// Client id the worker claims work with.
     pub client_id: String,
-    /// Access token for `client_id`. Never logged; masked in `Debug`.
-    pub access_token: String,
+    /// Access token for `client_id`. Never logged; masked when printed.
+    pub access_token: Secret<String>,
     /// Task queue to claim from, `provisionerId/workerType`.
     pub task_queue_id: String,
     /// Worker group reported to the queue.
@@ -59,7 +59,7 @@ impl Default for WorkerConfig {
         WorkerConfig {
             root_url: String::new(),
             client_id: String::new(),
-            access_token: String::new(),
+            access_token: Secret::default(),
             task_queue_id: String::new(),
             worker_group: "bbb".to_owned(),
             worker_id: default_worker_id(),
@@ -82,28 +82,6 @@ fn default_worker_id() -> String {
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "bbb-worker".to_owned())
-}
-
-impl fmt::Debug for WorkerConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WorkerConfig")
-            .field("root_url", &self.root_url)
-            .field("client_id", &self.client_id)
-            .field("access_token", &"***")
-            .field("task_queue_id", &self.task_queue_id)
-            .field("worker_group", &self.worker_group)
-            .field("worker_id", &self.worker_id)
-            .field("capacity", &self.capacity)
-            .field("livelog_listen", &self.livelog_listen)
-            .field("livelog_public_url", &self.livelog_public_url)
-            .field("reclaim_before_s", &self.reclaim_before_s)
-            .field("shutdown_grace_s", &self.shutdown_grace_s)
-            .field("tasks_dir", &self.tasks_dir)
-            .field("max_task_run_time_s", &self.max_task_run_time_s)
-            .field("min_poll_interval_ms", &self.min_poll_interval_ms)
-            .field("upload_retries", &self.upload_retries)
-            .finish()
-    }
 }
 
 impl WorkerConfig {
@@ -153,7 +131,7 @@ BBB_WORKER_LIVELOG_LISTEN address:port the live log is served on (livelog_listen
             self.client_id = v;
         }
         if let Some(v) = get("BBB_QUEUE_ACCESS_TOKEN") {
-            self.access_token = v;
+            self.access_token = v.into();
         }
         if let Some(v) = get("BBB_WORKER_TASK_QUEUE") {
             self.task_queue_id = v;
@@ -248,6 +226,10 @@ mod tests {
         cfg.validate().unwrap();
         let dbg = format!("{cfg:?}");
         assert!(!dbg.contains("sekrit-token"), "{dbg}");
+        let printed = toml::to_string(&cfg).unwrap();
+        assert!(!printed.contains("sekrit-token"), "{printed}");
+        assert!(printed.contains("access_token = \"***\""), "{printed}");
+        assert_eq!(cfg.access_token.expose(), "sekrit-token");
         assert_eq!(cfg.provisioner_and_worker_type(), ("prov", "type"));
     }
 

@@ -82,6 +82,22 @@ pub(crate) fn normalize_branch(branch: &str) -> String {
     branch.to_owned()
 }
 
+/// `base` with `segments` appended as path segments (each percent-encoded),
+/// or [`LegacyError::InvalidUrl`](crate::LegacyError::InvalidUrl) naming the
+/// base with its password masked.
+pub(crate) fn url_with_segments(base: &str, segments: &[&str]) -> crate::Result<url::Url> {
+    let invalid = |reason: String| crate::LegacyError::InvalidUrl {
+        url: bbb_secret::mask_url(base),
+        reason,
+    };
+    let mut url = url::Url::parse(base).map_err(|e| invalid(e.to_string()))?;
+    url.path_segments_mut()
+        .map_err(|()| invalid("cannot be a base URL".to_owned()))?
+        .pop_if_empty()
+        .extend(segments);
+    Ok(url)
+}
+
 #[cfg(test)]
 mod tests {
     use super::normalize_branch;

@@ -78,17 +78,7 @@ pub async fn fresh_empty_database(prefix: &str) -> Result<TestDatabase> {
 }
 
 async fn fresh_empty_database_on(server: &str, prefix: &str) -> Result<TestDatabase> {
-    let clean: String = prefix
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .take(24)
-        .collect();
+    let clean = bbb_testdb::name_part(prefix, 24);
     let name = format!(
         "bbb_{clean}_{}_{}_{:08x}",
         std::process::id(),

@@ -43,17 +43,7 @@ impl PgDatabase {
     /// The prefix is lower-cased, and characters other than ASCII letters,
     /// digits and `_` become `_`.
     pub async fn create_on(server: &str, prefix: &str) -> Result<PgDatabase, sqlx::Error> {
-        let clean: String = prefix
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_lowercase()
-                } else {
-                    '_'
-                }
-            })
-            .take(30)
-            .collect();
+        let clean = name_part(prefix, 30);
         let name = format!("{clean}_{}", uuid::Uuid::new_v4().simple());
         let mut url =
             url::Url::parse(server).map_err(|e| sqlx::Error::Configuration(Box::new(e)))?;
@@ -167,6 +157,23 @@ macro_rules! on_both_backends {
             }
         }
     )*};
+}
+
+/// `prefix` made safe inside a database name on any server: lower-cased,
+/// characters other than ASCII letters, digits and `_` turned into `_`, and
+/// cut to `max` characters.
+pub fn name_part(prefix: &str, max: usize) -> String {
+    prefix
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .take(max)
+        .collect()
 }
 
 #[cfg(test)]

@@ -13,7 +13,9 @@ use mysql_async::{Opts, Pool, TxOpts};
 use crate::builders::{BuilderCatalog, BuilderSource};
 use bbb_secret::mask_url;
 
-use crate::common::{PollOptions, PulseOptions, buildset_reason, normalize_branch, now_secs};
+use crate::common::{
+    PollOptions, PulseOptions, buildset_reason, normalize_branch, now_secs, url_with_segments,
+};
 use crate::error::{LegacyError, Result};
 use crate::events::EventSources;
 use crate::types::{
@@ -274,19 +276,7 @@ impl SchedulerDb {
         kind: &str,
         id: u64,
     ) -> Result<bool> {
-        let mut url = url::Url::parse(base).map_err(|e| LegacyError::InvalidUrl {
-            url: mask_url(base),
-            reason: e.to_string(),
-        })?;
-        url.path_segments_mut()
-            .map_err(|()| LegacyError::InvalidUrl {
-                url: mask_url(base),
-                reason: "cannot be a base URL".to_owned(),
-            })?
-            .pop_if_empty()
-            .push(short_branch(branch))
-            .push(kind)
-            .push(&id.to_string());
+        let url = url_with_segments(base, &[short_branch(branch), kind, &id.to_string()])?;
         let shown = mask_url(url.as_str());
         let response = self
             .inner
@@ -321,21 +311,11 @@ impl SchedulerDb {
             .get(&master)
             .or(self.inner.config.default_master_url.as_ref())
             .ok_or_else(|| LegacyError::NoMasterUrl(master.clone()))?;
-        let mut url = url::Url::parse(base).map_err(|e| LegacyError::InvalidUrl {
-            url: mask_url(base),
-            reason: e.to_string(),
-        })?;
-        url.path_segments_mut()
-            .map_err(|()| LegacyError::InvalidUrl {
-                url: mask_url(base),
-                reason: "cannot be a base URL".to_owned(),
-            })?
-            .pop_if_empty()
-            .push("builders")
-            .push(&build.buildername)
-            .push("builds")
-            .push(&build.number.to_string())
-            .push("stop");
+        let number = build.number.to_string();
+        let url = url_with_segments(
+            base,
+            &["builders", &build.buildername, "builds", &number, "stop"],
+        )?;
         let shown = mask_url(url.as_str());
         let response = self
             .inner

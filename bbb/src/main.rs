@@ -8,6 +8,7 @@ mod config;
 mod demo;
 mod logging;
 mod roles;
+mod services;
 
 use clap::Parser;
 

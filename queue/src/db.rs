@@ -43,15 +43,18 @@ impl Db {
     }
 
     /// Apply pending migrations.
+    ///
+    /// The services served beside the queue keep their tables in the same
+    /// database, each with migrations of its own version range (the queue
+    /// below 1000, then a thousand per service: see the services' crates), so
+    /// every migrator ignores the versions it does not know.
     pub async fn migrate(&self) -> Result<()> {
-        let res = match self.backend {
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&self.pool).await,
-            Backend::Postgres => {
-                sqlx::migrate!("./migrations/postgres")
-                    .run(&self.pool)
-                    .await
-            }
+        let mut migrator = match self.backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
         };
+        migrator.set_ignore_missing(true);
+        let res = migrator.run(&self.pool).await;
         res.map_err(|e| ApiError::Internal(format!("migration failed: {e}")))
     }
 

@@ -25,5 +25,5 @@ pub mod writes;
 pub use config::QueueConfig;
 pub use core::Queue;
 pub use error::ApiError;
-pub use server::{Running, start};
+pub use server::{Mount, Mounted, Running, Shared, start, start_with};
 pub use time::Clock;

@@ -145,9 +145,54 @@ impl Running {
     }
 }
 
+/// What a service served beside the queue gets from it: the queue itself (its
+/// database, clock and configuration), the authenticator every service shares,
+/// the event bus, the public root URL and the stop signal for its background
+/// loops.
+#[derive(Clone)]
+pub struct Shared {
+    /// The queue, for in-process calls and its database.
+    pub queue: Queue,
+    /// The authenticator all services on this listener share.
+    pub auth: Arc<Authenticator>,
+    /// The event bus the queue publishes on.
+    pub bus: Bus,
+    /// The public root URL of every service on this listener.
+    pub root_url: String,
+    /// Turns `true` when the process stops.
+    pub stop: watch::Receiver<bool>,
+}
+
+/// A service mounted beside the queue: its routes (from
+/// [`bbb_service::Service::routes_only`]) and its background loops, which
+/// must end when [`Shared::stop`] turns `true`.
+#[derive(Default)]
+pub struct Mounted {
+    /// The service's routes.
+    pub routes: axum::Router,
+    /// Its background loops, awaited on shutdown.
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Builds a service to serve beside the queue once the queue's database, bus and
+/// authenticator exist (e.g. after applying its own migrations).
+pub type Mount = Box<
+    dyn FnOnce(Shared) -> futures::future::BoxFuture<'static, anyhow::Result<Mounted>> + Send,
+>;
+
 /// Start the queue: serve the API on `cfg.listen` (port 0 picks a free port) and run
 /// the background work. `clock` lets tests move time.
 pub async fn start(cfg: QueueConfig, clock: Clock) -> anyhow::Result<Running> {
+    start_with(cfg, clock, Vec::new()).await
+}
+
+/// [`start`], serving the services `mounts` build on the same listener and root
+/// URL, as upstream serves every service under one root URL.
+pub async fn start_with(
+    cfg: QueueConfig,
+    clock: Clock,
+    mounts: Vec<Mount>,
+) -> anyhow::Result<Running> {
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .with_context(|| format!("listening on {}", cfg.listen))?;
@@ -186,13 +231,30 @@ pub async fn start(cfg: QueueConfig, clock: Clock) -> anyhow::Result<Running> {
             stop_rx.clone(),
         )));
     }
-    let app = api::router(
-        Api {
-            queue: queue.clone(),
-            blobs: blobs.clone(),
-        },
-        Arc::new(auth),
-    );
+    let auth = Arc::new(auth);
+    let shared = Shared {
+        queue: queue.clone(),
+        auth: auth.clone(),
+        bus: bus.clone(),
+        root_url: root_url.clone(),
+        stop: stop_rx.clone(),
+    };
+    let mut services = vec![
+        api::service(
+            Api {
+                queue: queue.clone(),
+                blobs: blobs.clone(),
+            },
+            auth,
+        )
+        .routes_only(),
+    ];
+    for mount in mounts {
+        let mounted = mount(shared.clone()).await?;
+        services.push(mounted.routes);
+        tasks.extend(mounted.tasks);
+    }
+    let app = bbb_service::serve_together(services, queue.clock.clone());
     let mut srx = stop_rx.clone();
     tasks.push(tokio::spawn(async move {
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {

@@ -4,7 +4,7 @@
 use bbb_testdb::{Backend, PgDatabase, TempDir};
 
 use crate::config::{BlobConfig, ClientConfig, QueueConfig};
-use crate::server::{Running, random_token, start};
+use crate::server::{Mount, Running, random_token, start_with};
 use crate::time::Clock;
 
 /// A running queue for one test. Dropping it drops its database (a fresh
@@ -67,6 +67,12 @@ impl TestQueue {
 
     /// A queue with options.
     pub async fn with(opts: TestOptions) -> anyhow::Result<TestQueue> {
+        Self::with_mounts(opts, Vec::new()).await
+    }
+
+    /// A queue with options, serving the services `mounts` build beside it
+    /// (see [`crate::start_with`]).
+    pub async fn with_mounts(opts: TestOptions, mounts: Vec<Mount>) -> anyhow::Result<TestQueue> {
         let dir = TempDir::new("bbb-queue-test");
         let mut pg = None;
         let database_url = match (&opts.database_url, opts.postgres) {
@@ -101,7 +107,7 @@ impl TestQueue {
             cfg.source_url = u.clone();
         }
         let clock = Clock::system();
-        let running = start(cfg, clock.clone()).await?;
+        let running = start_with(cfg, clock.clone(), mounts).await?;
         Ok(TestQueue {
             root_url: running.root_url.clone(),
             root_client_id: "root".into(),

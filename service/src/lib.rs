@@ -16,4 +16,6 @@ pub use call::Call;
 pub use error::{ApiError, Result, error_response};
 pub use reply::Reply;
 pub use scopes::{ScopeParams, ScopeTemplate, all_of, any_of, for_each, scope};
-pub use service::{BODY_LIMIT, Endpoint, ParamCheck, Route, Service, delete, get, post, put};
+pub use service::{
+    BODY_LIMIT, Endpoint, ParamCheck, Route, Service, delete, get, post, put, serve_together,
+};

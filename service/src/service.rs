@@ -195,6 +195,12 @@ impl<S: Clone + Send + Sync + 'static> Service<S> {
     /// path, gzip, the body limit, CORS and a span per request.
     pub fn router(self) -> Router {
         let clock = self.api.clock.clone();
+        serve_together([self.routes_only()], clock)
+    }
+
+    /// The API and the extra routes alone, to serve with other services on
+    /// one listener through [`serve_together`].
+    pub fn routes_only(self) -> Router {
         let prefix = self.api.prefix.clone();
         Router::new()
             .route(
@@ -204,12 +210,21 @@ impl<S: Clone + Send + Sync + 'static> Service<S> {
             .route(&format!("{prefix}/"), axum::routing::any(dispatch::<S>))
             .with_state(Arc::new(self.api))
             .merge(self.routes)
-            .fallback(move |uri: Uri| async move { not_found(&uri, &clock) })
-            .layer(tower_http::compression::CompressionLayer::new())
-            .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
-            .layer(axum::middleware::map_response(cors::headers))
-            .layer(axum::middleware::from_fn(trace::span))
     }
+}
+
+/// Several services' [`Service::routes_only`] on one listener, as upstream
+/// serves every service under one root URL: a JSON 404 for any other path,
+/// gzip, the body limit, CORS and a span per request.
+pub fn serve_together(services: impl IntoIterator<Item = Router>, clock: Clock) -> Router {
+    services
+        .into_iter()
+        .fold(Router::new(), Router::merge)
+        .fallback(move |uri: Uri| async move { not_found(&uri, &clock) })
+        .layer(tower_http::compression::CompressionLayer::new())
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::map_response(cors::headers))
+        .layer(axum::middleware::from_fn(trace::span))
 }
 
 /// What the dispatcher needs: the API's prefix, the state handlers get, how

@@ -24,7 +24,8 @@ pub async fn run(file: FileConfig, data_dir: PathBuf, demo: bool) -> anyhow::Res
         None => kept_root_token(&data_dir)?,
     };
     qcfg.root_access_token = Some(token.clone());
-    let running = bbb_queue::start(qcfg, bbb_queue::Clock::system()).await?;
+    let mounts = crate::services::mounts(&file)?;
+    let running = bbb_queue::start_with(qcfg, bbb_queue::Clock::system(), mounts).await?;
 
     let mut wcfg = file.worker_config_unchecked()?;
     wcfg.root_url = running.root_url.clone();

@@ -65,26 +65,38 @@ fn permanent(client_id: &str, access_token: &str) -> Credentials {
     }
 }
 
-/// Signs a GET of `resource` with `creds` at `now` (no authorized scopes,
-/// no payload) and authenticates it at `now`.
+/// The Hawk header of `method` on `resource` at `now` with `creds` (no
+/// authorized scopes), over `payload` (body and content type) if given.
+fn sign(
+    creds: &Credentials,
+    method: &str,
+    resource: &str,
+    payload: Option<(&[u8], &str)>,
+    now: DateTime<Utc>,
+) -> String {
+    hawk_header(
+        &creds.client_id,
+        &creds.access_token,
+        creds.certificate.as_deref(),
+        None,
+        method,
+        resource,
+        HOST,
+        443,
+        payload,
+        now,
+    )
+}
+
+/// Signs a GET of `resource` with `creds` at `now` and authenticates it at
+/// `now`.
 fn authenticate_get(
     auth: &Authenticator,
     creds: &Credentials,
     resource: &str,
     now: DateTime<Utc>,
 ) -> Result<Identity, AuthError> {
-    let header = hawk_header(
-        &creds.client_id,
-        &creds.access_token,
-        creds.certificate.as_deref(),
-        None,
-        "GET",
-        resource,
-        HOST,
-        443,
-        None,
-        now,
-    );
+    let header = sign(creds, "GET", resource, None, now);
     auth.authenticate(&get(resource, Some(&header)), now)
 }
 
@@ -119,15 +131,10 @@ fn task_credentials_as_the_queue_issues_them() {
         br#"{"storageType":"s3","contentType":"text/plain","expires":"2030-01-01T00:00:00Z"}"#;
     let resource = "/api/queue/v1/task/T1/runs/0/artifacts/public%2Flogs%2Flive.log";
     let now = t0() + TimeDelta::minutes(5);
-    let header = hawk_header(
-        &creds.client_id,
-        &creds.access_token,
-        creds.certificate.as_deref(),
-        None,
+    let header = sign(
+        &creds,
         "POST",
         resource,
-        HOST,
-        443,
         Some((body, "application/json")),
         now,
     );

@@ -124,6 +124,30 @@ values! {
     }
 }
 
+impl TaskState {
+    /// Whether the task is resolved (completed, failed or exception): it
+    /// has runs and the last one is resolved.
+    pub fn is_resolved(self) -> bool {
+        matches!(
+            self,
+            TaskState::Completed | TaskState::Failed | TaskState::Exception
+        )
+    }
+}
+
+impl From<RunState> for TaskState {
+    /// The state of a task whose last run is in `state`.
+    fn from(state: RunState) -> TaskState {
+        match state {
+            RunState::Pending => TaskState::Pending,
+            RunState::Running => TaskState::Running,
+            RunState::Completed => TaskState::Completed,
+            RunState::Failed => TaskState::Failed,
+            RunState::Exception => TaskState::Exception,
+        }
+    }
+}
+
 values! {
     /// A run's state.
     RunState, "run state" {
@@ -144,6 +168,24 @@ impl RunState {
     /// Whether the run is resolved (completed, failed or exception).
     pub fn is_resolved(self) -> bool {
         !matches!(self, RunState::Pending | RunState::Running)
+    }
+}
+
+values! {
+    /// Why a run was created (`reasonCreated`).
+    ReasonCreated, "creation reason" {
+        /// The task's first run: created with no dependencies left, or by
+        /// `scheduleTask`.
+        Scheduled => "scheduled",
+        /// The previous run's worker shut down or its claim expired.
+        Retry => "retry",
+        /// The previous run ended `intermittent-task`.
+        TaskRetry => "task-retry",
+        /// `rerunTask`.
+        Rerun => "rerun",
+        /// Created already resolved: an unscheduled task was cancelled or
+        /// passed its deadline.
+        Exception => "exception",
     }
 }
 
@@ -193,6 +235,14 @@ values! {
     }
 }
 
+impl ExceptionReason {
+    /// Whether upstream's `reportException` still accepts it (`superseded`
+    /// is no longer accepted).
+    pub fn is_accepted(self) -> bool {
+        self != ExceptionReason::Superseded
+    }
+}
+
 impl From<ExceptionReason> for ReasonResolved {
     fn from(reason: ExceptionReason) -> ReasonResolved {
         match reason {
@@ -229,6 +279,7 @@ mod tests {
         round_trips(Priority::ALL);
         round_trips(TaskState::ALL);
         round_trips(RunState::ALL);
+        round_trips(ReasonCreated::ALL);
         round_trips(ReasonResolved::ALL);
         round_trips(ExceptionReason::ALL);
     }
@@ -258,5 +309,34 @@ mod tests {
         assert!(!RunState::Pending.is_resolved());
         assert!(!RunState::Running.is_resolved());
         assert!(RunState::Exception.is_resolved());
+    }
+
+    #[test]
+    fn a_task_is_in_its_last_runs_state() {
+        for state in RunState::ALL {
+            let task = TaskState::from(*state);
+            assert_eq!(task.as_str(), state.as_str());
+            assert_eq!(task.is_resolved(), state.is_resolved());
+        }
+        assert!(!TaskState::Unscheduled.is_resolved());
+    }
+
+    #[test]
+    fn superseded_is_no_longer_accepted() {
+        let accepted: Vec<&str> = ExceptionReason::ALL
+            .iter()
+            .filter(|r| r.is_accepted())
+            .map(|r| r.as_str())
+            .collect();
+        assert_eq!(
+            accepted,
+            [
+                "worker-shutdown",
+                "malformed-payload",
+                "resource-unavailable",
+                "internal-error",
+                "intermittent-task"
+            ]
+        );
     }
 }

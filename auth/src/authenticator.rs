@@ -670,6 +670,9 @@ mod tests {
         scopes.iter().map(|s| s.to_string()).collect()
     }
 
+    const ISSUER: (&str, &str) = ("issuer", "issuer-token");
+    const LIMITED: (&str, &str) = ("limited-issuer", "limited-token");
+
     fn auth() -> Authenticator {
         Authenticator::new(AuthConfig {
             clients: vec![
@@ -718,6 +721,22 @@ mod tests {
             HOST,
             PORT,
             None,
+            now(),
+        )
+    }
+
+    /// `worker`'s header for a POST of `/r` with `body` of `content_type`.
+    fn sign_body(body: &[u8], content_type: &str) -> String {
+        hawk_header(
+            "worker",
+            "worker-token",
+            None,
+            None,
+            "POST",
+            "/r",
+            HOST,
+            PORT,
+            Some((body, content_type)),
             now(),
         )
     }
@@ -865,18 +884,7 @@ mod tests {
     fn payload_hash_checked_when_present() {
         let a = auth();
         let body = br#"{"a":1}"#;
-        let h = hawk_header(
-            "worker",
-            "worker-token",
-            None,
-            None,
-            "POST",
-            "/r",
-            HOST,
-            PORT,
-            Some((body, "application/json")),
-            now(),
-        );
+        let h = sign_body(body, "application/json");
         let good = HawkRequest {
             content_type: Some("application/json; charset=utf-8"),
             body,
@@ -902,18 +910,7 @@ mod tests {
 
         // hash over an empty body with no content type (what the Python client sends for
         // bodiless POSTs)
-        let h = hawk_header(
-            "worker",
-            "worker-token",
-            None,
-            None,
-            "POST",
-            "/r",
-            HOST,
-            PORT,
-            Some((b"", "")),
-            now(),
-        );
+        let h = sign_body(b"", "");
         assert!(a.authenticate(&req("POST", "/r", Some(&h)), now()).is_ok());
 
         // no hash in the header: the body is not checked
@@ -968,20 +965,12 @@ mod tests {
     #[test]
     fn authorized_scopes() {
         let a = auth();
-        let restrict = |scopes: &[&str]| {
-            hawk_header(
-                "worker",
-                "worker-token",
-                None,
-                Some(&v(scopes)),
-                "GET",
-                "/r",
-                HOST,
-                PORT,
-                None,
-                now(),
-            )
+        let worker = crate::Credentials {
+            client_id: "worker".into(),
+            access_token: "worker-token".into(),
+            certificate: None,
         };
+        let restrict = |scopes: &[&str]| sign_as(&worker, Some(&v(scopes)));
         let h = restrict(&["queue:claim-work:p/w"]);
         let id = a.authenticate(&req("GET", "/r", Some(&h)), now()).unwrap();
         // own is gone, the anonymous role comes back
@@ -1007,9 +996,9 @@ mod tests {
         assert!(!e.to_string().contains("worker-token"));
     }
 
+    /// Temporary credentials issued by `(client id, access token)`.
     fn temp(
-        issuer: &str,
-        token: &str,
+        (issuer, token): (&str, &str),
         name: Option<&str>,
         scopes: &[&str],
         start: i64,
@@ -1018,7 +1007,8 @@ mod tests {
         create_temporary_credentials(issuer, token, name, &v(scopes), t(start), t(expiry)).unwrap()
     }
 
-    fn sign_temp(c: &crate::Credentials, authorized: Option<&[String]>) -> String {
+    /// A header for a GET of `/r` with `c`, restricted to `authorized`.
+    fn sign_as(c: &crate::Credentials, authorized: Option<&[String]>) -> String {
         hawk_header(
             &c.client_id,
             &c.access_token,
@@ -1033,20 +1023,20 @@ mod tests {
         )
     }
 
+    /// Authenticates a GET of `/r` signed with `c` (no authorized scopes).
+    fn get_with(a: &Authenticator, c: &crate::Credentials) -> Result<Identity, AuthError> {
+        a.authenticate(&req("GET", "/r", Some(&sign_as(c, None))), now())
+    }
+
+    /// The scope most temporary credentials here carry.
+    const RESOLVE_T0: &str = "queue:resolve-task:T/0";
+
     #[test]
     fn unnamed_temporary_credentials() {
         let a = auth();
         let n = now().timestamp();
-        let c = temp(
-            "issuer",
-            "issuer-token",
-            None,
-            &["queue:resolve-task:T/0"],
-            n - 60,
-            n + 3600,
-        );
-        let h = sign_temp(&c, None);
-        let id = a.authenticate(&req("GET", "/r", Some(&h)), now()).unwrap();
+        let c = temp(ISSUER, None, &[RESOLVE_T0], n - 60, n + 3600);
+        let id = get_with(&a, &c).unwrap();
         assert_eq!(id.client_id.as_deref(), Some("issuer"));
         assert_eq!(
             id.scopes,
@@ -1058,80 +1048,41 @@ mod tests {
         );
         assert_eq!(id.expires, Some(t(n + 3600)));
         // signing with the issuer's own token instead of the temporary key fails
-        let wrong = hawk_header(
-            "issuer",
-            "issuer-token",
-            c.certificate.as_deref(),
-            None,
-            "GET",
-            "/r",
-            HOST,
-            PORT,
-            None,
-            now(),
-        );
-        assert_eq!(
-            err(a.authenticate(&req("GET", "/r", Some(&wrong)), now())),
-            AuthError::BadMac
-        );
+        let wrong = crate::Credentials {
+            client_id: ISSUER.0.to_owned(),
+            access_token: ISSUER.1.to_owned(),
+            ..c.clone()
+        };
+        assert_eq!(err(get_with(&a, &wrong)), AuthError::BadMac);
     }
 
     #[test]
     fn named_temporary_credentials() {
         let a = auth();
         let n = now().timestamp();
-        let c = temp(
-            "limited-issuer",
-            "limited-token",
-            Some("limited/w1"),
-            &["queue:resolve-task:T/0"],
-            n,
-            n + 60,
-        );
-        let id = a
-            .authenticate(&req("GET", "/r", Some(&sign_temp(&c, None))), now())
-            .unwrap();
+        let c = temp(LIMITED, Some("limited/w1"), &[RESOLVE_T0], n, n + 60);
+        let id = get_with(&a, &c).unwrap();
         assert_eq!(id.client_id.as_deref(), Some("limited/w1"));
         assert!(id.scopes.contains(&"queue:resolve-task:T/0".to_string()));
 
         // the issuer lacks auth:create-client:<name>
-        let c = temp(
-            "limited-issuer",
-            "limited-token",
-            Some("other/w1"),
-            &["queue:resolve-task:T/0"],
-            n,
-            n + 60,
-        );
-        let e = err(a.authenticate(&req("GET", "/r", Some(&sign_temp(&c, None))), now()));
+        let c = temp(LIMITED, Some("other/w1"), &[RESOLVE_T0], n, n + 60);
+        let e = err(get_with(&a, &c));
         assert!(e.to_string().contains("auth:create-client:other/w1"), "{e}");
 
         // the issuer lacks a certificate scope
-        let c = temp(
-            "limited-issuer",
-            "limited-token",
-            Some("limited/w2"),
-            &["queue:create-task:x"],
-            n,
-            n + 60,
-        );
-        let e = err(a.authenticate(&req("GET", "/r", Some(&sign_temp(&c, None))), now()));
+        let create_task = "queue:create-task:x";
+        let c = temp(LIMITED, Some("limited/w2"), &[create_task], n, n + 60);
+        let e = err(get_with(&a, &c));
         assert!(matches!(e, AuthError::InvalidCertificate(_)), "{e}");
 
         // presenting named credentials under another name breaks the signature
-        let c = temp(
-            "issuer",
-            "issuer-token",
-            Some("task-client/a"),
-            &["x"],
-            n,
-            n + 60,
-        );
+        let c = temp(ISSUER, Some("task-client/a"), &["x"], n, n + 60);
         let renamed = crate::Credentials {
             client_id: "task-client/b".into(),
             ..c.clone()
         };
-        let e = err(a.authenticate(&req("GET", "/r", Some(&sign_temp(&renamed, None))), now()));
+        let e = err(get_with(&a, &renamed));
         assert!(e.to_string().contains("signature is not valid"), "{e}");
 
         // the name may not be the issuer itself
@@ -1141,19 +1092,13 @@ mod tests {
             certificate: Some(cert.to_string()),
             ..c.clone()
         };
-        let e = err(a.authenticate(&req("GET", "/r", Some(&sign_temp(&same, None))), now()));
+        let e = err(get_with(&a, &same));
         assert!(e.to_string().contains("must differ"), "{e}");
 
         // unknown issuer
-        let c = temp(
-            "ghost",
-            "ghost-token",
-            Some("task-client/a"),
-            &["x"],
-            n,
-            n + 60,
-        );
-        let e = err(a.authenticate(&req("GET", "/r", Some(&sign_temp(&c, None))), now()));
+        let ghost = ("ghost", "ghost-token");
+        let c = temp(ghost, Some("task-client/a"), &["x"], n, n + 60);
+        let e = err(get_with(&a, &c));
         assert_eq!(e, AuthError::UnknownClient("ghost".into()));
     }
 
@@ -1169,25 +1114,15 @@ mod tests {
                 ..c.clone()
             }
         };
-        let named = temp(
-            "issuer",
-            "issuer-token",
-            Some("task-client/a"),
-            &["x"],
-            n,
-            n + 60,
-        );
+        let named = temp(ISSUER, Some("task-client/a"), &["x"], n, n + 60);
         let ok = with_client_id(&named, "task-client/a");
-        assert!(
-            a.authenticate(&req("GET", "/r", Some(&sign_temp(&ok, None))), now())
-                .is_ok()
-        );
+        assert!(get_with(&a, &ok).is_ok());
         let mismatch = with_client_id(&named, "task-client/b");
-        let e = err(a.authenticate(&req("GET", "/r", Some(&sign_temp(&mismatch, None))), now()));
+        let e = err(get_with(&a, &mismatch));
         assert!(e.to_string().contains("clientId"), "{e}");
-        let unnamed = temp("issuer", "issuer-token", None, &["x"], n, n + 60);
+        let unnamed = temp(ISSUER, None, &["x"], n, n + 60);
         let bad = with_client_id(&unnamed, "issuer");
-        let e = err(a.authenticate(&req("GET", "/r", Some(&sign_temp(&bad, None))), now()));
+        let e = err(get_with(&a, &bad));
         assert!(
             e.to_string()
                 .contains("only be used with ext.certificate.issuer"),
@@ -1200,8 +1135,8 @@ mod tests {
         let a = auth();
         let n = now().timestamp();
         let check = |start: i64, expiry: i64| {
-            let c = temp("issuer", "issuer-token", None, &["x"], start, expiry);
-            a.authenticate(&req("GET", "/r", Some(&sign_temp(&c, None))), now())
+            let c = temp(ISSUER, None, &["x"], start, expiry);
+            get_with(&a, &c)
         };
         assert!(check(n + 300, n + 600).is_ok());
         assert!(check(n - 600, n - 300).is_ok());
@@ -1219,7 +1154,7 @@ mod tests {
         );
 
         // fields are checked before the signature, so hand-made certificates show each error
-        let base = temp("issuer", "issuer-token", None, &["x"], n, n + 60);
+        let base = temp(ISSUER, None, &["x"], n, n + 60);
         let cert: Value = serde_json::from_str(base.certificate.as_deref().unwrap()).unwrap();
         let edits: Vec<(&str, Value, &str)> = vec![
             ("version", 2.into(), "version must be 1"),
@@ -1244,7 +1179,7 @@ mod tests {
                 certificate: Some(c.to_string()),
                 ..base.clone()
             };
-            let e = err(a.authenticate(&req("GET", "/r", Some(&sign_temp(&creds, None))), now()));
+            let e = err(get_with(&a, &creds));
             assert!(
                 matches!(e, AuthError::InvalidCertificate(_)),
                 "{field}: {e}"
@@ -1257,7 +1192,7 @@ mod tests {
     fn certificate_as_json_string_in_ext() {
         let a = auth();
         let n = now().timestamp();
-        let c = temp("issuer", "issuer-token", None, &["x"], n, n + 60);
+        let c = temp(ISSUER, None, &["x"], n, n + 60);
         let ext_json = serde_json::json!({ "certificate": c.certificate.clone().unwrap() });
         let ext = STANDARD.encode(ext_json.to_string());
         let h = sign_with_ext(&c.client_id, &c.access_token, &ext);
@@ -1269,15 +1204,15 @@ mod tests {
     fn temporary_credentials_with_authorized_scopes() {
         let a = auth();
         let n = now().timestamp();
-        let c = temp("issuer", "issuer-token", None, &["a:*"], n, n + 60);
-        let h = sign_temp(&c, Some(&v(&["a:1"])));
+        let c = temp(ISSUER, None, &["a:*"], n, n + 60);
+        let h = sign_as(&c, Some(&v(&["a:1"])));
         let id = a.authenticate(&req("GET", "/r", Some(&h)), now()).unwrap();
         assert_eq!(
             id.scopes,
             v(&["a:1", "assume:anonymous", "queue:get-task:*"])
         );
         // authorizedScopes are checked against the certificate scopes, not the issuer's
-        let h = sign_temp(&c, Some(&v(&["b"])));
+        let h = sign_as(&c, Some(&v(&["b"])));
         assert!(matches!(
             a.authenticate(&req("GET", "/r", Some(&h)), now()),
             Err(AuthError::AuthorizedScopesNotSatisfied { .. })
@@ -1295,10 +1230,8 @@ mod tests {
         for (cert_expiry, expected) in
             [(n + 60, t(n + 60)), (n + 7200, now() + TimeDelta::hours(1))]
         {
-            let c = temp("i", "tok", None, &["x"], n, cert_expiry);
-            let id = a
-                .authenticate(&req("GET", "/r", Some(&sign_temp(&c, None))), now())
-                .unwrap();
+            let c = temp(("i", "tok"), None, &["x"], n, cert_expiry);
+            let id = get_with(&a, &c).unwrap();
             assert_eq!(id.expires, Some(expected));
         }
     }
@@ -1344,14 +1277,7 @@ mod tests {
 
         // temporary credentials in a bewit
         let n = now().timestamp();
-        let c = temp(
-            "issuer",
-            "issuer-token",
-            None,
-            &["queue:get-artifact:private/*"],
-            n,
-            n + 60,
-        );
+        let c = temp(ISSUER, None, &["queue:get-artifact:private/*"], n, n + 60);
         let b = bewit(
             &c.client_id,
             &c.access_token,

@@ -2,8 +2,8 @@
 //! through authentication, signed URLs and error messages.
 
 use bbb_auth::{
-    AuthConfig, AuthError, Authenticator, Client, HawkRequest, Role, ScopeExpr, bewit,
-    create_temporary_credentials, hawk_header,
+    AuthConfig, AuthError, Authenticator, Client, Credentials, HawkRequest, Identity, Role,
+    ScopeExpr, bewit, create_temporary_credentials, hawk_header,
 };
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -56,6 +56,50 @@ fn get<'a>(resource: &'a str, authorization: Option<&'a str>) -> HawkRequest<'a>
     }
 }
 
+/// Permanent credentials (no certificate).
+fn permanent(client_id: &str, access_token: &str) -> Credentials {
+    Credentials {
+        client_id: client_id.to_owned(),
+        access_token: access_token.to_owned(),
+        certificate: None,
+    }
+}
+
+/// The Hawk header of `method` on `resource` at `now` with `creds` (no
+/// authorized scopes), over `payload` (body and content type) if given.
+fn sign(
+    creds: &Credentials,
+    method: &str,
+    resource: &str,
+    payload: Option<(&[u8], &str)>,
+    now: DateTime<Utc>,
+) -> String {
+    hawk_header(
+        &creds.client_id,
+        &creds.access_token,
+        creds.certificate.as_deref(),
+        None,
+        method,
+        resource,
+        HOST,
+        443,
+        payload,
+        now,
+    )
+}
+
+/// Signs a GET of `resource` with `creds` at `now` and authenticates it at
+/// `now`.
+fn authenticate_get(
+    auth: &Authenticator,
+    creds: &Credentials,
+    resource: &str,
+    now: DateTime<Utc>,
+) -> Result<Identity, AuthError> {
+    let header = sign(creds, "GET", resource, None, now);
+    auth.authenticate(&get(resource, Some(&header)), now)
+}
+
 #[test]
 fn task_credentials_as_the_queue_issues_them() {
     let auth = Authenticator::new(config()).unwrap();
@@ -87,15 +131,10 @@ fn task_credentials_as_the_queue_issues_them() {
         br#"{"storageType":"s3","contentType":"text/plain","expires":"2030-01-01T00:00:00Z"}"#;
     let resource = "/api/queue/v1/task/T1/runs/0/artifacts/public%2Flogs%2Flive.log";
     let now = t0() + TimeDelta::minutes(5);
-    let header = hawk_header(
-        &creds.client_id,
-        &creds.access_token,
-        creds.certificate.as_deref(),
-        None,
+    let header = sign(
+        &creds,
         "POST",
         resource,
-        HOST,
-        443,
         Some((body, "application/json")),
         now,
     );
@@ -122,21 +161,7 @@ fn task_credentials_as_the_queue_issues_them() {
 
     // past takenUntil plus the 5 minutes of certificate skew, the credentials are refused
     let later = taken_until + TimeDelta::minutes(6);
-    let header = hawk_header(
-        &creds.client_id,
-        &creds.access_token,
-        creds.certificate.as_deref(),
-        None,
-        "GET",
-        "/api/queue/v1/task/T1",
-        HOST,
-        443,
-        None,
-        later,
-    );
-    let e = auth
-        .authenticate(&get("/api/queue/v1/task/T1", Some(&header)), later)
-        .unwrap_err();
+    let e = authenticate_get(&auth, &creds, "/api/queue/v1/task/T1", later).unwrap_err();
     assert!(matches!(e, AuthError::InvalidCertificate(_)), "{e}");
     assert!(e.to_string().contains("expiry"), "{e}");
 }
@@ -144,19 +169,8 @@ fn task_credentials_as_the_queue_issues_them() {
 #[test]
 fn roles_through_authentication() {
     let auth = Authenticator::new(config()).unwrap();
-    let header = hawk_header(
-        "project/ci/decision",
-        "decision-secret",
-        None,
-        None,
-        "GET",
-        "/x",
-        HOST,
-        443,
-        None,
-        t0(),
-    );
-    let id = auth.authenticate(&get("/x", Some(&header)), t0()).unwrap();
+    let decision = permanent("project/ci/decision", "decision-secret");
+    let id = authenticate_get(&auth, &decision, "/x", t0()).unwrap();
     // assume:repo:github.com/org/* covers the parameterised role with parameter `*`, which in
     // turn covers project:app
     assert_eq!(
@@ -186,21 +200,8 @@ fn roles_through_authentication() {
 
     // the client's expiry applies
     let late = t0() + TimeDelta::days(31);
-    let header = hawk_header(
-        "project/ci/decision",
-        "decision-secret",
-        None,
-        None,
-        "GET",
-        "/x",
-        HOST,
-        443,
-        None,
-        late,
-    );
     assert_eq!(
-        auth.authenticate(&get("/x", Some(&header)), late)
-            .unwrap_err(),
+        authenticate_get(&auth, &decision, "/x", late).unwrap_err(),
         AuthError::ClientExpired("project/ci/decision".into())
     );
 }
@@ -243,21 +244,13 @@ fn signed_artifact_urls_with_task_credentials() {
 #[test]
 fn error_messages_are_readable_and_keep_secrets() {
     let auth = Authenticator::new(config()).unwrap();
-    let header = hawk_header(
-        "static/taskcluster/queue",
-        "wrong-secret",
-        None,
-        None,
-        "GET",
+    let e = authenticate_get(
+        &auth,
+        &permanent("static/taskcluster/queue", "wrong-secret"),
         "/x",
-        HOST,
-        443,
-        None,
         t0(),
-    );
-    let e = auth
-        .authenticate(&get("/x", Some(&header)), t0())
-        .unwrap_err();
+    )
+    .unwrap_err();
     let msg = e.to_string();
     assert!(msg.starts_with("Bad mac"), "{msg}");
     assert!(!msg.contains("queue-secret") && !msg.contains("wrong-secret"));

@@ -322,6 +322,12 @@ fn query_strings_are_not_signed_by_the_crate() {
     assert_eq!(id.client_id.as_deref(), Some(WORKER.0));
 }
 
+/// The path and query of a URL signed for `https://tc.example.com`.
+fn path_of(signed_url: &str) -> String {
+    let path = signed_url.strip_prefix("https://tc.example.com");
+    path.expect("a URL of the queue").to_owned()
+}
+
 #[test]
 fn signed_urls_from_the_crate() {
     let auth = authenticator();
@@ -333,10 +339,7 @@ fn signed_urls_from_the_crate() {
     let url = q
         .getLatestArtifact_signed_url("T1", "private/log.txt", Duration::from_secs(600))
         .unwrap();
-    let resource = url
-        .strip_prefix("https://tc.example.com")
-        .unwrap()
-        .to_owned();
+    let resource = path_of(&url);
     let req = HawkRequest {
         method: "GET",
         resource: &resource,
@@ -355,10 +358,7 @@ fn signed_urls_from_the_crate() {
     let url = q
         .listTaskGroup_signed_url("G1", Some("tok"), Some("5"), Duration::from_secs(600))
         .unwrap();
-    let resource = url
-        .strip_prefix("https://tc.example.com")
-        .unwrap()
-        .to_owned();
+    let resource = path_of(&url);
     let req = HawkRequest {
         resource: &resource,
         ..req
@@ -373,10 +373,7 @@ fn signed_urls_from_the_crate() {
     let url = q
         .getLatestArtifact_signed_url("T1", "private/log.txt", Duration::from_secs(600))
         .unwrap();
-    let resource = url
-        .strip_prefix("https://tc.example.com")
-        .unwrap()
-        .to_owned();
+    let resource = path_of(&url);
     let req = HawkRequest {
         resource: &resource,
         ..req

@@ -363,8 +363,7 @@ pub fn parse_build_message(routing_key: &str, body: &[u8]) -> Result<Vec<LegacyE
     if event != "started" && event != "log_uploaded" && event != "finished" {
         return Ok(Vec::new());
     }
-    let body: Value =
-        serde_json::from_slice(body).map_err(|e| ParseError::Malformed(e.to_string()))?;
+    let body = json_body(body)?;
     let payload = body
         .get("payload")
         .ok_or_else(|| ParseError::Malformed("no payload".to_owned()))?;
@@ -425,49 +424,27 @@ pub fn parse_build_message(routing_key: &str, body: &[u8]) -> Result<Vec<LegacyE
         }]);
     }
 
-    if event == "finished" {
+    // A finish: `finished` (the reporter's) names its requests in the
+    // payload, `log_uploaded` (0.8) in postrun.py's `request_ids` property.
+    let (ids, build_ids) = if event == "finished" {
         let ids = payload_ids()?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let results = results_of(build)?;
-        let log_url = properties
-            .get("log_url")
-            .and_then(|p| p.get(0))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        let mut events = vec![LegacyEvent::BuildFinished {
-            build_request_ids: ids.clone(),
-            builder,
-            build_number,
-            build_ids,
-            results,
-            master,
-            task_id,
-            properties,
-            log_url,
-            source: EventSource::Pulse,
-        }];
-        if results == BuildResult::Retry {
-            events.extend(ids.into_iter().map(|id| LegacyEvent::RequestRequeued {
-                build_request_id: id,
-                source: EventSource::Pulse,
-            }));
+        (ids, build_ids)
+    } else {
+        let Some(ids_property) = properties.get("request_ids") else {
+            return Ok(Vec::new());
+        };
+        if ids_property.get(1).and_then(Value::as_str) != Some("postrun.py") {
+            return Ok(Vec::new());
         }
-        return Ok(events);
-    }
-
-    // log_uploaded
-    let Some(ids_property) = properties.get("request_ids") else {
-        return Ok(Vec::new());
+        let ids = ids_property
+            .get(0)
+            .and_then(ids_from)
+            .ok_or_else(|| ParseError::Malformed("bad request_ids property".to_owned()))?;
+        (ids, Vec::new())
     };
-    if ids_property.get(1).and_then(Value::as_str) != Some("postrun.py") {
-        return Ok(Vec::new());
-    }
-    let ids = ids_property
-        .get(0)
-        .and_then(ids_from)
-        .ok_or_else(|| ParseError::Malformed("bad request_ids property".to_owned()))?;
     let results = results_of(build)?;
     let log_url = properties
         .get("log_url")
@@ -478,7 +455,7 @@ pub fn parse_build_message(routing_key: &str, body: &[u8]) -> Result<Vec<LegacyE
         build_request_ids: ids.clone(),
         builder,
         build_number,
-        build_ids: Vec::new(),
+        build_ids,
         results,
         master,
         task_id,
@@ -486,22 +463,29 @@ pub fn parse_build_message(routing_key: &str, body: &[u8]) -> Result<Vec<LegacyE
         log_url,
         source: EventSource::Pulse,
     }];
+    // A RETRY requeues every request; otherwise `log_uploaded` completes
+    // them too (the reporter sends its own `complete` messages).
     for id in ids {
-        events.push(if results == BuildResult::Retry {
-            LegacyEvent::RequestRequeued {
+        if results == BuildResult::Retry {
+            events.push(LegacyEvent::RequestRequeued {
                 build_request_id: id,
                 source: EventSource::Pulse,
-            }
-        } else {
-            LegacyEvent::RequestCompleted {
+            });
+        } else if event == "log_uploaded" {
+            events.push(LegacyEvent::RequestCompleted {
                 build_request_id: id,
                 results,
                 claimed: true,
                 source: EventSource::Pulse,
-            }
-        });
+            });
+        }
     }
     Ok(events)
+}
+
+/// The message body as JSON.
+fn json_body(body: &[u8]) -> Result<Value, ParseError> {
+    serde_json::from_slice(body).map_err(|e| ParseError::Malformed(e.to_string()))
 }
 
 fn results_of(object: &Value) -> Result<BuildResult, ParseError> {
@@ -518,8 +502,7 @@ fn parse_request_message(event: &str, body: &[u8]) -> Result<Vec<LegacyEvent>, P
     if event != "complete" && event != "requeued" {
         return Ok(Vec::new());
     }
-    let body: Value =
-        serde_json::from_slice(body).map_err(|e| ParseError::Malformed(e.to_string()))?;
+    let body = json_body(body)?;
     let request = body
         .pointer("/payload/buildrequest")
         .ok_or_else(|| ParseError::Malformed("no payload.buildrequest".to_owned()))?;

@@ -163,6 +163,21 @@ pub struct BuildRequestSpec {
     pub submitted_at: i64,
 }
 
+impl BuildRequestSpec {
+    /// Logs (INFO) that the master stored the request for this spec as
+    /// `brid`, in buildset `buildset_id` when the master said which.
+    pub(crate) fn log_submitted(&self, brid: BuildRequestId, buildset_id: Option<u64>) {
+        tracing::info!(
+            task.id = %self.task_id,
+            run.id = self.run_id,
+            build_request.id = brid.0,
+            buildset.id = buildset_id,
+            builder = %self.buildername,
+            "submitted build request"
+        );
+    }
+}
+
 /// Maps a TaskCluster task priority to a build request priority. `high` maps
 /// to 1 as in Mozilla's bridge, `very-high` to 2 and `highest` to 3; every
 /// other level (and anything unknown) maps to 0, Buildbot's default. The

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use bbb_buildbot::testing::{BuildbotMaster, BuildbotMasterOptions};
 use bbb_buildbot::{
-    BuildRequestId, BuildResult, CancelOutcome, EventSource, LegacyError, LegacyEvent,
-    LegacyEventStream, LegacyMaster, RequestState, RestMaster, StopOutcome, StopTarget,
+    BuildRequestId, BuildResult, CancelOutcome, EventSource, LegacyEvent, LegacyEventStream,
+    LegacyMaster, RequestState, RestMaster, StopOutcome, StopTarget,
 };
-use common::{init_tracing, spec, wait_for};
-use serde_json::json;
+use common::{assert_completed, assert_unknown_builder_refused, init_tracing, spec, wait_for};
+use serde_json::{Value, json};
 
 /// Generous: a loaded two-core machine runs several masters at once.
 const WAIT: Duration = Duration::from_secs(120);
@@ -29,19 +29,125 @@ async fn master(reporter: bool) -> BuildbotMaster {
     master
 }
 
-/// An adapter reading the reporter's messages only (no REST polling).
-async fn pulse_adapter(master: &BuildbotMaster) -> RestMaster {
-    let mut config = master.rest_config();
-    config.poll = None;
-    config.pulse = Some(master.pulse_options().await.expect("connect to the vhost"));
-    RestMaster::new(config).expect("adapter")
+/// Where the adapter of a [`Setup`] reads build events from.
+#[derive(Clone, Copy, PartialEq)]
+enum Sources {
+    /// The reporter's messages only (no REST polling).
+    Reporter,
+    /// The reporter's messages and REST polling.
+    Both,
+    /// REST polling only: no reporter on the master, no bus in the adapter.
+    Polling,
 }
 
-/// An adapter with both sources.
-async fn full_adapter(master: &BuildbotMaster) -> RestMaster {
-    let mut config = master.rest_config();
-    config.pulse = Some(master.pulse_options().await.expect("connect to the vhost"));
-    RestMaster::new(config).expect("adapter")
+/// A master, an adapter on it and the adapter's event stream.
+struct Setup {
+    master: BuildbotMaster,
+    adapter: RestMaster,
+    stream: LegacyEventStream,
+}
+
+impl Setup {
+    async fn start(sources: Sources) -> Setup {
+        let master = master(sources != Sources::Polling).await;
+        let mut config = master.rest_config();
+        if sources == Sources::Reporter {
+            config.poll = None;
+        }
+        if sources != Sources::Polling {
+            config.pulse = Some(master.pulse_options().await.expect("connect to the vhost"));
+        }
+        let adapter = RestMaster::new(config).expect("adapter");
+        let stream = adapter.events().await.expect("start the event sources");
+        Setup {
+            master,
+            adapter,
+            stream,
+        }
+    }
+
+    /// Starts a master and an adapter, and submits a request for `task_id`
+    /// on `builder` with extra `properties`.
+    async fn submitted(
+        sources: Sources,
+        task_id: &str,
+        builder: &str,
+        properties: Value,
+    ) -> (Setup, BuildRequestId) {
+        let setup = Setup::start(sources).await;
+        let brid = setup.submit(task_id, builder, properties).await;
+        (setup, brid)
+    }
+
+    /// Submits a request for `task_id` on `builder` with extra `properties`.
+    async fn submit(&self, task_id: &str, builder: &str, properties: Value) -> BuildRequestId {
+        self.adapter
+            .submit(&scripted(task_id, builder, properties))
+            .await
+            .unwrap()
+    }
+
+    /// The first event from now on that `matches`.
+    async fn event(&mut self, matches: impl FnMut(&LegacyEvent) -> bool) -> LegacyEvent {
+        wait_for(&mut self.stream, WAIT, matches).await.0
+    }
+
+    /// The start of a build of `brid`.
+    async fn started(&mut self, brid: BuildRequestId) -> LegacyEvent {
+        self.event(move |event| matches!(event, LegacyEvent::BuildStarted { build_request_ids, .. } if build_request_ids.contains(&brid)))
+            .await
+    }
+
+    /// The end of a build of `brid`.
+    async fn finished(&mut self, brid: BuildRequestId) -> LegacyEvent {
+        self.event(move |event| matches!(event, LegacyEvent::BuildFinished { build_request_ids, .. } if build_request_ids.contains(&brid)))
+            .await
+    }
+
+    /// The completion of `brid`.
+    async fn completed(&mut self, brid: BuildRequestId) -> LegacyEvent {
+        self.event(move |event| matches!(event, LegacyEvent::RequestCompleted { build_request_id, .. } if *build_request_id == brid))
+            .await
+    }
+
+    /// Waits for the end of a build of `brid` and checks its results.
+    async fn expect_finished(&mut self, brid: BuildRequestId, expected: BuildResult) {
+        let finished = self.finished(brid).await;
+        assert!(
+            matches!(finished, LegacyEvent::BuildFinished { results, .. } if results == expected),
+            "{finished:?}"
+        );
+    }
+
+    /// Waits for the completion of `brid` and checks its results and
+    /// whether a build had claimed it.
+    async fn expect_completed(
+        &mut self,
+        brid: BuildRequestId,
+        expected: BuildResult,
+        claimed: bool,
+    ) {
+        assert_completed(&self.completed(brid).await, expected, claimed);
+    }
+
+    /// Checks that the request completed SUCCESS after `builds` builds.
+    async fn expect_success_after(&self, brid: BuildRequestId, builds: usize) {
+        let state = self.state(brid).await;
+        assert!(
+            matches!(&state, RequestState::Complete { results: BuildResult::Success, builds: b, .. } if b.len() == builds),
+            "{state:?}"
+        );
+    }
+
+    /// The request's state on the master.
+    async fn state(&self, brid: BuildRequestId) -> RequestState {
+        self.adapter.request_state(brid).await.unwrap()
+    }
+
+    async fn stop(self) {
+        drop(self.stream);
+        self.master.stop().await.unwrap();
+    }
 }
 
 fn scripted(
@@ -56,16 +162,17 @@ fn scripted(
     spec
 }
 
-fn started_for(brid: BuildRequestId) -> impl FnMut(&LegacyEvent) -> bool {
-    move |event| matches!(event, LegacyEvent::BuildStarted { build_request_ids, .. } if build_request_ids.contains(&brid))
+/// GETs a JSON document from the master's REST API.
+async fn get_json(url: String) -> Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
 }
 
-fn finished_for(brid: BuildRequestId) -> impl FnMut(&LegacyEvent) -> bool {
-    move |event| matches!(event, LegacyEvent::BuildFinished { build_request_ids, .. } if build_request_ids.contains(&brid))
-}
-
-fn completed_for(brid: BuildRequestId) -> impl FnMut(&LegacyEvent) -> bool {
-    move |event| matches!(event, LegacyEvent::RequestCompleted { build_request_id, .. } if *build_request_id == brid)
+/// Checks that the state is complete with `expected` results.
+fn assert_complete(state: &RequestState, expected: BuildResult) {
+    assert!(
+        matches!(state, RequestState::Complete { results, .. } if *results == expected),
+        "{state:?}"
+    );
 }
 
 async fn wait_state(
@@ -87,10 +194,6 @@ async fn wait_state(
     }
 }
 
-async fn events(adapter: &RestMaster) -> LegacyEventStream {
-    adapter.events().await.expect("start the event sources")
-}
-
 #[tokio::test]
 async fn lists_the_masters_builders() {
     let master = master(false).await;
@@ -107,26 +210,13 @@ async fn lists_the_masters_builders() {
 async fn unknown_builder_is_refused_without_submitting() {
     let master = master(false).await;
     let adapter = RestMaster::new(master.rest_config()).unwrap();
-    let error = adapter
-        .submit(&spec("taskUnknownBuilder", "bbb-solaris"))
-        .await
-        .expect_err("an unknown builder is refused");
-    assert!(matches!(error, LegacyError::UnknownBuilder(name) if name == "bbb-solaris"));
-    assert!(
-        adapter
-            .find_requests_for_task("taskUnknownBuilder")
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert_unknown_builder_refused(&adapter, "taskUnknownBuilder", "bbb-solaris").await;
     master.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn successful_build_is_reported_by_the_reporter() {
-    let master = master(true).await;
-    let adapter = pulse_adapter(&master).await;
-    let mut stream = events(&adapter).await;
+    let mut setup = Setup::start(Sources::Reporter).await;
 
     let mut spec = scripted(
         "taskSuccess1",
@@ -134,32 +224,15 @@ async fn successful_build_is_reported_by_the_reporter() {
         json!({"bb_sleep": 1, "count": 3}),
     );
     spec.priority = 2;
-    let brid = adapter.submit(&spec).await.unwrap();
+    let brid = setup.adapter.submit(&spec).await.unwrap();
 
     // The request carries the priority, the buildset the exact reason and
     // the source stamp.
-    let http = reqwest::Client::new();
-    let request: serde_json::Value = http
-        .get(format!("{}/buildrequests/{}", master.api_url, brid.0))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let api_url = &setup.master.api_url;
+    let request = get_json(format!("{api_url}/buildrequests/{}", brid.0)).await;
     let request = &request["buildrequests"][0];
     assert_eq!(request["priority"], json!(2));
-    let buildset: serde_json::Value = http
-        .get(format!(
-            "{}/buildsets/{}",
-            master.api_url, request["buildsetid"]
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let buildset = get_json(format!("{api_url}/buildsets/{}", request["buildsetid"])).await;
     let buildset = &buildset["buildsets"][0];
     assert_eq!(
         buildset["reason"],
@@ -174,7 +247,6 @@ async fn successful_build_is_reported_by_the_reporter() {
     );
     assert_eq!(stamp["project"], json!("mozilla-inbound"));
 
-    let (started, _) = wait_for(&mut stream, WAIT, started_for(brid)).await;
     let LegacyEvent::BuildStarted {
         builder,
         task_id,
@@ -182,7 +254,7 @@ async fn successful_build_is_reported_by_the_reporter() {
         master: master_name,
         source,
         ..
-    } = started
+    } = setup.started(brid).await
     else {
         unreachable!()
     };
@@ -192,13 +264,12 @@ async fn successful_build_is_reported_by_the_reporter() {
     assert!(master_name.is_some());
     assert_eq!(source, EventSource::Pulse);
 
-    let (finished, _) = wait_for(&mut stream, WAIT, finished_for(brid)).await;
     let LegacyEvent::BuildFinished {
         results,
         properties,
         task_id,
         ..
-    } = finished
+    } = setup.finished(brid).await
     else {
         unreachable!()
     };
@@ -217,7 +288,7 @@ async fn successful_build_is_reported_by_the_reporter() {
     );
     assert_eq!(properties["revision"][0], json!("abcdef0123456789"));
 
-    let (completed, _) = wait_for(&mut stream, WAIT, completed_for(brid)).await;
+    let completed = setup.completed(brid).await;
     assert!(matches!(
         completed,
         LegacyEvent::RequestCompleted {
@@ -227,74 +298,38 @@ async fn successful_build_is_reported_by_the_reporter() {
             ..
         }
     ));
-    let state = adapter.request_state(brid).await.unwrap();
-    assert!(
-        matches!(&state, RequestState::Complete { results: BuildResult::Success, builds, .. } if builds.len() == 1),
-        "{state:?}"
-    );
-    drop(stream);
-    master.stop().await.unwrap();
+    setup.expect_success_after(brid, 1).await;
+    setup.stop().await;
 }
 
 #[tokio::test]
 async fn failed_build_is_reported() {
-    let master = master(true).await;
-    let adapter = full_adapter(&master).await;
-    let mut stream = events(&adapter).await;
+    let mut setup = Setup::start(Sources::Both).await;
 
     let mut spec = scripted("taskFailure1", "bbb-mac", json!({"bb_exit": 2}));
     spec.priority = -3;
-    let brid = adapter.submit(&spec).await.unwrap();
-    let request: serde_json::Value = reqwest::get(format!(
+    let brid = setup.adapter.submit(&spec).await.unwrap();
+    let request = get_json(format!(
         "{}/buildrequests/{}?field=priority",
-        master.api_url, brid.0
+        setup.master.api_url, brid.0
     ))
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(request["buildrequests"][0]["priority"], json!(-3));
-    let (finished, _) = wait_for(&mut stream, WAIT, finished_for(brid)).await;
-    assert!(matches!(
-        finished,
-        LegacyEvent::BuildFinished {
-            results: BuildResult::Failure,
-            ..
-        }
-    ));
-    let (completed, _) = wait_for(&mut stream, WAIT, completed_for(brid)).await;
-    assert!(matches!(
-        completed,
-        LegacyEvent::RequestCompleted {
-            results: BuildResult::Failure,
-            claimed: true,
-            ..
-        }
-    ));
-    let state = adapter.request_state(brid).await.unwrap();
-    assert!(
-        matches!(
-            state,
-            RequestState::Complete {
-                results: BuildResult::Failure,
-                ..
-            }
-        ),
-        "{state:?}"
-    );
-    drop(stream);
-    master.stop().await.unwrap();
+    setup.expect_finished(brid, BuildResult::Failure).await;
+    setup
+        .expect_completed(brid, BuildResult::Failure, true)
+        .await;
+    assert_complete(&setup.state(brid).await, BuildResult::Failure);
+    setup.stop().await;
 }
 
 #[tokio::test]
 async fn request_state_goes_pending_running_complete_and_requests_are_found() {
-    let mut master = master(true).await;
-    let adapter = full_adapter(&master).await;
-    let mut stream = events(&adapter).await;
+    let mut setup = Setup::start(Sources::Both).await;
+    let adapter = &setup.adapter;
 
     // No worker: the request waits.
-    master.stop_worker(0).await.unwrap();
+    setup.master.stop_worker(0).await.unwrap();
     let mut first = scripted("taskStates1", "bbb-win", json!({"bb_sleep": 8}));
     first.submitted_at = 1_700_000_100;
     let brid = adapter.submit(&first).await.unwrap();
@@ -305,10 +340,7 @@ async fn request_state_goes_pending_running_complete_and_requests_are_found() {
     let mut rerun = scripted("taskStates1", "bbb-offline", json!({}));
     rerun.submitted_at = 1_700_000_200;
     let rerun_brid = adapter.submit(&rerun).await.unwrap();
-    adapter
-        .submit(&scripted("taskStates2", "bbb-offline", json!({})))
-        .await
-        .unwrap();
+    setup.submit("taskStates2", "bbb-offline", json!({})).await;
     let found = adapter.find_requests_for_task("taskStates1").await.unwrap();
     assert_eq!(found.len(), 2, "{found:?}");
     assert_eq!(found[0].build_request_id, brid);
@@ -326,52 +358,46 @@ async fn request_state_goes_pending_running_complete_and_requests_are_found() {
             .is_empty()
     );
 
-    master.start_worker(0).await.unwrap();
-    wait_for(&mut stream, WAIT, started_for(brid)).await;
-    let state = adapter.request_state(brid).await.unwrap();
+    setup.master.start_worker(0).await.unwrap();
+    setup.started(brid).await;
+    let state = setup.state(brid).await;
     assert!(
         matches!(&state, RequestState::Running { master: Some(_), builds, .. } if builds.len() == 1 && builds[0].finish_time.is_none()),
         "{state:?}"
     );
-    wait_for(&mut stream, WAIT, completed_for(brid)).await;
-    let state = adapter.request_state(brid).await.unwrap();
+    setup.completed(brid).await;
+    let state = setup.state(brid).await;
     assert!(
         matches!(&state, RequestState::Complete { results: BuildResult::Success, builds, .. } if builds[0].finish_time.is_some()),
         "{state:?}"
     );
-    let found = adapter.find_requests_for_task("taskStates1").await.unwrap();
+    let found = setup
+        .adapter
+        .find_requests_for_task("taskStates1")
+        .await
+        .unwrap();
     assert!(found[0].complete);
     assert_eq!(
-        adapter
-            .request_state(BuildRequestId(999_999))
-            .await
-            .unwrap(),
+        setup.state(BuildRequestId(999_999)).await,
         RequestState::Unknown
     );
-    drop(stream);
-    master.stop().await.unwrap();
+    setup.stop().await;
 }
 
 #[tokio::test]
 async fn pending_requests_are_cancelled_by_bbb_and_on_the_master() {
-    let master = master(true).await;
-    let adapter = full_adapter(&master).await;
-    let mut stream = events(&adapter).await;
-
     // bbb-offline's worker never connects: its requests stay pending.
-    let brid = adapter
-        .submit(&scripted("taskCancel1", "bbb-offline", json!({})))
-        .await
-        .unwrap();
+    let (mut setup, brid) =
+        Setup::submitted(Sources::Both, "taskCancel1", "bbb-offline", json!({})).await;
     assert_eq!(
-        adapter.request_state(brid).await.unwrap(),
+        setup.state(brid).await,
         RequestState::Pending { builds: Vec::new() }
     );
     assert_eq!(
-        adapter.cancel_request(brid).await.unwrap(),
+        setup.adapter.cancel_request(brid).await.unwrap(),
         CancelOutcome::Cancelled
     );
-    let state = adapter.request_state(brid).await.unwrap();
+    let state = setup.state(brid).await;
     assert!(
         matches!(
             state,
@@ -382,21 +408,16 @@ async fn pending_requests_are_cancelled_by_bbb_and_on_the_master() {
         ),
         "{state:?}"
     );
-    let (completed, _) = wait_for(&mut stream, WAIT, completed_for(brid)).await;
-    assert!(matches!(
-        completed,
-        LegacyEvent::RequestCompleted {
-            results: BuildResult::Cancelled,
-            claimed: false,
-            ..
-        }
-    ));
+    setup
+        .expect_completed(brid, BuildResult::Cancelled, false)
+        .await;
     assert_eq!(
-        adapter.cancel_request(brid).await.unwrap(),
+        setup.adapter.cancel_request(brid).await.unwrap(),
         CancelOutcome::AlreadyComplete
     );
     assert_eq!(
-        adapter
+        setup
+            .adapter
             .cancel_request(BuildRequestId(999_999))
             .await
             .unwrap(),
@@ -404,166 +425,119 @@ async fn pending_requests_are_cancelled_by_bbb_and_on_the_master() {
     );
 
     // Cancelled by someone on the Buildbot side (the web UI's call).
-    let other = adapter
-        .submit(&scripted("taskCancel2", "bbb-offline", json!({})))
-        .await
-        .unwrap();
+    let other = setup.submit("taskCancel2", "bbb-offline", json!({})).await;
     let response = reqwest::Client::new()
-        .post(format!("{}/buildrequests/{}", master.api_url, other.0))
+        .post(format!("{}/buildrequests/{}", setup.master.api_url, other.0))
         .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "cancel", "params": {"reason": "by hand"}}))
         .send()
         .await
         .unwrap();
     assert!(response.status().is_success());
-    let (completed, _) = wait_for(&mut stream, WAIT, completed_for(other)).await;
-    assert!(matches!(
-        completed,
-        LegacyEvent::RequestCompleted {
-            results: BuildResult::Cancelled,
-            claimed: false,
-            ..
-        }
-    ));
-    drop(stream);
-    master.stop().await.unwrap();
+    setup
+        .expect_completed(other, BuildResult::Cancelled, false)
+        .await;
+    setup.stop().await;
 }
 
 #[tokio::test]
 async fn running_build_is_not_cancelled_but_stopped() {
-    let master = master(true).await;
-    let adapter = full_adapter(&master).await;
-    let mut stream = events(&adapter).await;
-
-    let brid = adapter
-        .submit(&scripted(
-            "taskStop1",
-            "bbb-linux",
-            json!({"bb_sleep": 600}),
-        ))
-        .await
-        .unwrap();
-    let (started, _) = wait_for(&mut stream, WAIT, started_for(brid)).await;
-    let LegacyEvent::BuildStarted { build_ids, .. } = started else {
+    let sleep = json!({"bb_sleep": 600});
+    let (mut setup, brid) = Setup::submitted(Sources::Both, "taskStop1", "bbb-linux", sleep).await;
+    let LegacyEvent::BuildStarted { build_ids, .. } = setup.started(brid).await else {
         unreachable!()
     };
 
     // The guard: a claimed request is left alone.
     assert_eq!(
-        adapter.cancel_request(brid).await.unwrap(),
+        setup.adapter.cancel_request(brid).await.unwrap(),
         CancelOutcome::AlreadyClaimed
     );
     assert!(matches!(
-        adapter.request_state(brid).await.unwrap(),
+        setup.state(brid).await,
         RequestState::Running { .. }
     ));
 
     assert_eq!(
-        adapter.stop_build(StopTarget::Request(brid)).await.unwrap(),
+        setup
+            .adapter
+            .stop_build(StopTarget::Request(brid))
+            .await
+            .unwrap(),
         StopOutcome::Requested(build_ids.clone())
     );
-    let (finished, _) = wait_for(&mut stream, WAIT, finished_for(brid)).await;
-    assert!(matches!(
-        finished,
-        LegacyEvent::BuildFinished {
-            results: BuildResult::Cancelled,
-            ..
-        }
-    ));
-    let (completed, _) = wait_for(&mut stream, WAIT, completed_for(brid)).await;
-    assert!(matches!(
-        completed,
-        LegacyEvent::RequestCompleted {
-            results: BuildResult::Cancelled,
-            claimed: true,
-            ..
-        }
-    ));
-    let state = wait_state(&adapter, brid, |s| {
+    setup.expect_finished(brid, BuildResult::Cancelled).await;
+    setup
+        .expect_completed(brid, BuildResult::Cancelled, true)
+        .await;
+    let state = wait_state(&setup.adapter, brid, |s| {
         matches!(s, RequestState::Complete { .. })
     })
     .await;
-    assert!(
-        matches!(
-            state,
-            RequestState::Complete {
-                results: BuildResult::Cancelled,
-                ..
-            }
-        ),
-        "{state:?}"
-    );
+    assert_complete(&state, BuildResult::Cancelled);
     assert_eq!(
-        adapter
+        setup
+            .adapter
             .stop_build(StopTarget::Build(build_ids[0]))
             .await
             .unwrap(),
         StopOutcome::NotRunning
     );
-    drop(stream);
-    master.stop().await.unwrap();
+    setup.stop().await;
 }
 
 #[tokio::test]
 async fn killed_worker_gives_retry_and_the_request_runs_again() {
-    let mut master = master(true).await;
-    let adapter = full_adapter(&master).await;
-    let mut stream = events(&adapter).await;
-
     // Long on its first attempt only.
-    let brid = adapter
-        .submit(&scripted(
-            "taskRetry1",
-            "bbb-linux",
-            json!({"bb_sleep_first": 600}),
-        ))
-        .await
-        .unwrap();
-    let (started, _) = wait_for(&mut stream, WAIT, started_for(brid)).await;
+    let sleep_first = json!({"bb_sleep_first": 600});
+    let (mut setup, brid) =
+        Setup::submitted(Sources::Both, "taskRetry1", "bbb-linux", sleep_first).await;
     let LegacyEvent::BuildStarted {
         build_number: first_number,
         ..
-    } = started
+    } = setup.started(brid).await
     else {
         unreachable!()
     };
 
     // Kill it once the step is in its long first-attempt sleep.
     let deadline = tokio::time::Instant::now() + WAIT;
-    while !master.first_attempt_started(0, "taskRetry1") {
+    while !setup.master.first_attempt_started(0, "taskRetry1") {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the build never reached its step"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    master.kill_worker(0).await.unwrap();
+    setup.master.kill_worker(0).await.unwrap();
 
-    let (finished, _) = wait_for(&mut stream, WAIT, finished_for(brid)).await;
+    let finished = setup.finished(brid).await;
     assert!(
         matches!(finished, LegacyEvent::BuildFinished { results: BuildResult::Retry, build_number, .. } if build_number == first_number),
         "{finished:?}"
     );
-    wait_for(&mut stream, WAIT, |event| {
-        matches!(event, LegacyEvent::RequestRequeued { build_request_id, .. } if *build_request_id == brid)
-    })
-    .await;
-    let (restarted, _) = wait_for(&mut stream, WAIT, |event| {
-        matches!(event, LegacyEvent::BuildStarted { build_request_ids, build_number, .. }
-            if build_request_ids.contains(&brid) && *build_number != first_number)
-    })
-    .await;
+    setup
+        .event(|event| {
+            matches!(event, LegacyEvent::RequestRequeued { build_request_id, .. } if *build_request_id == brid)
+        })
+        .await;
     let LegacyEvent::BuildStarted {
         build_number: second_number,
         ..
-    } = restarted
+    } = setup
+        .event(|event| {
+            matches!(event, LegacyEvent::BuildStarted { build_request_ids, build_number, .. }
+                if build_request_ids.contains(&brid) && *build_number != first_number)
+        })
+        .await
     else {
         unreachable!()
     };
-    let (finished, _) = wait_for(&mut stream, WAIT, |event| {
-        matches!(event, LegacyEvent::BuildFinished { build_request_ids, build_number, .. }
-            if build_request_ids.contains(&brid) && *build_number == second_number)
-    })
-    .await;
+    let finished = setup
+        .event(|event| {
+            matches!(event, LegacyEvent::BuildFinished { build_request_ids, build_number, .. }
+                if build_request_ids.contains(&brid) && *build_number == second_number)
+        })
+        .await;
     assert!(matches!(
         finished,
         LegacyEvent::BuildFinished {
@@ -571,41 +545,24 @@ async fn killed_worker_gives_retry_and_the_request_runs_again() {
             ..
         }
     ));
-    let (completed, _) = wait_for(&mut stream, WAIT, completed_for(brid)).await;
-    assert!(matches!(
-        completed,
-        LegacyEvent::RequestCompleted {
-            results: BuildResult::Success,
-            claimed: true,
-            ..
-        }
-    ));
-    let state = adapter.request_state(brid).await.unwrap();
-    assert!(
-        matches!(&state, RequestState::Complete { results: BuildResult::Success, builds, .. } if builds.len() == 2),
-        "{state:?}"
-    );
-    drop(stream);
-    master.stop().await.unwrap();
+    setup
+        .expect_completed(brid, BuildResult::Success, true)
+        .await;
+    setup.expect_success_after(brid, 2).await;
+    setup.stop().await;
 }
 
 #[tokio::test]
 async fn rest_polling_reports_everything_without_the_bus() {
     // No reporter on the master, no bus in the adapter: polling only.
-    let master = master(false).await;
-    let adapter = RestMaster::new(master.rest_config()).unwrap();
-    let mut stream = events(&adapter).await;
-
-    let brid = adapter
-        .submit(&scripted("taskPoll1", "bbb-win", json!({"bb_sleep": 1})))
-        .await
-        .unwrap();
-    let (started, _) = wait_for(&mut stream, WAIT, started_for(brid)).await;
+    let sleep = json!({"bb_sleep": 1});
+    let (mut setup, brid) = Setup::submitted(Sources::Polling, "taskPoll1", "bbb-win", sleep).await;
+    let started = setup.started(brid).await;
     assert!(
         matches!(&started, LegacyEvent::BuildStarted { task_id: Some(t), source: EventSource::RestPoll, master: Some(_), .. } if t == "taskPoll1"),
         "{started:?}"
     );
-    let (finished, _) = wait_for(&mut stream, WAIT, finished_for(brid)).await;
+    let finished = setup.finished(brid).await;
     assert!(
         matches!(
             &finished,
@@ -629,9 +586,8 @@ async fn rest_polling_reports_everything_without_the_bus() {
     );
     assert_eq!(properties["bb_sleep"][0], json!(1), "{properties:?}");
     assert!(properties.contains_key("buildername"), "{properties:?}");
-    let (completed, _) = wait_for(&mut stream, WAIT, completed_for(brid)).await;
     assert_eq!(
-        completed,
+        setup.completed(brid).await,
         LegacyEvent::RequestCompleted {
             build_request_id: brid,
             results: BuildResult::Success,
@@ -640,17 +596,13 @@ async fn rest_polling_reports_everything_without_the_bus() {
         }
     );
 
-    let pending = adapter
-        .submit(&scripted("taskPoll2", "bbb-offline", json!({})))
-        .await
-        .unwrap();
+    let pending = setup.submit("taskPoll2", "bbb-offline", json!({})).await;
     assert_eq!(
-        adapter.cancel_request(pending).await.unwrap(),
+        setup.adapter.cancel_request(pending).await.unwrap(),
         CancelOutcome::Cancelled
     );
-    let (completed, _) = wait_for(&mut stream, WAIT, completed_for(pending)).await;
     assert_eq!(
-        completed,
+        setup.completed(pending).await,
         LegacyEvent::RequestCompleted {
             build_request_id: pending,
             results: BuildResult::Cancelled,
@@ -658,6 +610,5 @@ async fn rest_polling_reports_everything_without_the_bus() {
             source: EventSource::RestPoll,
         }
     );
-    drop(stream);
-    master.stop().await.unwrap();
+    setup.stop().await;
 }

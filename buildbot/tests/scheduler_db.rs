@@ -12,6 +12,17 @@ use bbb_buildbot::{
 };
 use mysql_async::prelude::Queryable;
 
+/// An adapter (no polling) that reads its builder list from `list_url`.
+fn with_builders_from(db_url: &str, list_url: String) -> SchedulerDb {
+    let mut config = SchedulerDbConfig::new(db_url);
+    config.poll = None;
+    config.builders = BuilderSource::Url {
+        url: list_url,
+        refresh: Duration::from_secs(300),
+    };
+    SchedulerDb::new(config).unwrap()
+}
+
 fn adapter(url: &str) -> SchedulerDb {
     let mut config = SchedulerDbConfig::new(url);
     config.poll = None;
@@ -209,13 +220,9 @@ async fn cancel_cancels_pending_requests_and_refuses_claimed_ones() {
         .unwrap();
     assert_eq!((row.0, row.1, row.2), (1, 6, 0));
     assert!(row.3.is_some());
-    let buildset_complete: Option<i64> = conn
-        .exec_first(
-            "SELECT bs.complete FROM buildsets bs JOIN buildrequests br ON br.buildsetid = bs.id WHERE br.id = ?",
-            (pending.0,),
-        )
-        .await
-        .unwrap();
+    let buildset_of = "SELECT bs.complete FROM buildsets bs \
+        JOIN buildrequests br ON br.buildsetid = bs.id WHERE br.id = ?";
+    let buildset_complete: Option<i64> = conn.exec_first(buildset_of, (pending.0,)).await.unwrap();
     assert_eq!(buildset_complete, Some(1));
     assert!(matches!(
         master.request_state(pending).await.unwrap(),
@@ -233,13 +240,8 @@ async fn cancel_cancels_pending_requests_and_refuses_claimed_ones() {
         master.cancel_request(claimed).await.unwrap(),
         CancelOutcome::AlreadyClaimed
     );
-    let complete: Option<i64> = conn
-        .exec_first(
-            "SELECT complete FROM buildrequests WHERE id = ?",
-            (claimed.0,),
-        )
-        .await
-        .unwrap();
+    let complete_of = "SELECT complete FROM buildrequests WHERE id = ?";
+    let complete: Option<i64> = conn.exec_first(complete_of, (claimed.0,)).await.unwrap();
     assert_eq!(complete, Some(0), "a claimed request is never cancelled");
     match master.request_state(claimed).await.unwrap() {
         RequestState::Running { master, builds, .. } => {
@@ -269,18 +271,7 @@ async fn builders_are_validated_against_a_list() {
         Some(vec!["known".to_owned()])
     );
     assert!(master.submit(&common::spec("T1", "known")).await.is_ok());
-    let error = master
-        .submit(&common::spec("T2", "unknown"))
-        .await
-        .unwrap_err();
-    assert!(matches!(error, LegacyError::UnknownBuilder(name) if name == "unknown"));
-    assert!(
-        master
-            .find_requests_for_task("T2")
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    common::assert_unknown_builder_refused(&master, "T2", "unknown").await;
 
     // With no list, every builder is accepted.
     let open = adapter(&db.url);
@@ -304,13 +295,7 @@ async fn builders_are_validated_against_a_url() {
     let address = listener.local_addr().unwrap();
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let mut config = SchedulerDbConfig::new(&db.url);
-    config.poll = None;
-    config.builders = BuilderSource::Url {
-        url: format!("http://{address}/allthethings.json"),
-        refresh: Duration::from_secs(300),
-    };
-    let master = SchedulerDb::new(config).unwrap();
+    let master = with_builders_from(&db.url, format!("http://{address}/allthethings.json"));
     let mut builders = master.builders().await.unwrap().unwrap();
     builders.sort();
     assert_eq!(builders, vec!["Linux build", "Windows build"]);
@@ -331,13 +316,7 @@ async fn builders_are_validated_against_a_url() {
     assert!(master.accepts_builder("Windows build").await.unwrap());
 
     // A URL that serves no list is an error, not "accept everything".
-    let mut config = SchedulerDbConfig::new(&db.url);
-    config.poll = None;
-    config.builders = BuilderSource::Url {
-        url: format!("http://{address}/missing.json"),
-        refresh: Duration::from_secs(300),
-    };
-    let broken = SchedulerDb::new(config).unwrap();
+    let broken = with_builders_from(&db.url, format!("http://{address}/missing.json"));
     assert!(matches!(
         broken.builders().await,
         Err(LegacyError::Http { .. })

@@ -28,6 +28,14 @@ fn completed_for(brid: BuildRequestId) -> impl FnMut(&LegacyEvent) -> bool {
     move |event| matches!(event, LegacyEvent::RequestCompleted { build_request_id, .. } if *build_request_id == brid)
 }
 
+/// The simulator on the scheduler DB at `db_url` with one builder,
+/// publishing its build messages on `bus` if given.
+async fn simulate(db_url: &str, bus: Option<bbb_pulse::Bus>, builder: &str) -> Simulator {
+    let builders = vec![SimBuilder::new(builder)];
+    let config = SimulatorConfig::new(db_url, bus, builders);
+    Simulator::start(config).await.expect("start the simulator")
+}
+
 fn poll_fast() -> PollOptions {
     PollOptions {
         interval: Duration::from_millis(100),
@@ -50,13 +58,7 @@ async fn a_request_runs_to_success_with_events_from_rabbitmq() {
     let master = SchedulerDb::new(config).unwrap();
     let mut events = master.events().await.unwrap();
 
-    let simulator = Simulator::start(SimulatorConfig::new(
-        &db.url,
-        Some(bus.clone()),
-        vec![SimBuilder::new("linux.build")],
-    ))
-    .await
-    .unwrap();
+    let simulator = simulate(&db.url, Some(bus.clone()), "linux.build").await;
     let brid = master
         .submit(&common::spec("T-success", "linux.build"))
         .await
@@ -93,14 +95,7 @@ async fn a_request_runs_to_success_with_events_from_rabbitmq() {
         other => panic!("{other:?}"),
     }
     let (completed, _) = common::wait_for(&mut events, WAIT, completed_for(brid)).await;
-    assert!(matches!(
-        completed,
-        LegacyEvent::RequestCompleted {
-            results: BuildResult::Success,
-            claimed: true,
-            ..
-        }
-    ));
+    common::assert_completed(&completed, BuildResult::Success, true);
     match master.request_state(brid).await.unwrap() {
         RequestState::Complete {
             results, builds, ..
@@ -133,13 +128,7 @@ async fn retry_requeues_the_same_request(pulse: bool) {
     }
     let master = SchedulerDb::new(config).unwrap();
     let mut events = master.events().await.unwrap();
-    let simulator = Simulator::start(SimulatorConfig::new(
-        &db.url,
-        pulse.then(|| bus.clone()),
-        vec![SimBuilder::new("win.test")],
-    ))
-    .await
-    .unwrap();
+    let simulator = simulate(&db.url, pulse.then(|| bus.clone()), "win.test").await;
     let mut spec = common::spec("T-retry", "win.test");
     spec.properties
         .insert("sim_result".to_owned(), serde_json::json!("RETRY,SUCCESS"));
@@ -307,14 +296,7 @@ async fn stop_build_stops_a_running_build_through_the_master_and_self_serve() {
         }
     ));
     let (completed, _) = common::wait_for(&mut events, WAIT, completed_for(brid)).await;
-    assert!(matches!(
-        completed,
-        LegacyEvent::RequestCompleted {
-            results: BuildResult::Cancelled,
-            claimed: true,
-            ..
-        }
-    ));
+    common::assert_completed(&completed, BuildResult::Cancelled, true);
     assert_eq!(
         master.stop_build(StopTarget::Request(brid)).await.unwrap(),
         StopOutcome::NotRunning
@@ -387,13 +369,7 @@ async fn duplicate_events_from_both_sources_collapse_by_dedupe_key() {
     config.poll = Some(poll_fast());
     let master = SchedulerDb::new(config).unwrap();
     let mut events = master.events().await.unwrap();
-    let simulator = Simulator::start(SimulatorConfig::new(
-        &db.url,
-        Some(bus.clone()),
-        vec![SimBuilder::new("dup")],
-    ))
-    .await
-    .unwrap();
+    let simulator = simulate(&db.url, Some(bus.clone()), "dup").await;
     let brid = master.submit(&common::spec("T-dup", "dup")).await.unwrap();
 
     let mut seen = Vec::new();

@@ -315,7 +315,7 @@ impl Queue {
     /// whether its task group is resolved.
     pub async fn record_resolution(&self, t: &mut Txn, task: &mut Task) -> Result<()> {
         task.ever_resolved = true;
-        let resolution = task.state().to_string();
+        let resolution = task.state();
         t.resolved = true;
         if let Some(w) = &mut t.deferred {
             w.resolutions.push((
@@ -330,7 +330,7 @@ impl Queue {
         )
         .bind(&task.task_id)
         .bind(&task.def.task_group_id)
-        .bind(resolution)
+        .bind(resolution.as_str())
         .execute(&mut *t.tx)
         .await?;
         Ok(())

@@ -3,6 +3,7 @@
 
 use crate::model::Task;
 use bbb_pulse::Message;
+use bbb_tcvalues::{ReasonResolved, RunState, TaskState};
 use serde_json::{Value, json};
 
 fn word(v: Option<&str>) -> &str {
@@ -64,7 +65,7 @@ impl Events {
     /// `task-defined`: status.state is always `unscheduled`, as upstream.
     pub fn task_defined(&self, task: &Task) -> Message {
         let mut status = task.status();
-        status["state"] = "unscheduled".into();
+        status["state"] = TaskState::Unscheduled.as_str().into();
         status["runs"] = json!([]);
         self.task_msg(
             "task-defined",
@@ -109,13 +110,13 @@ impl Events {
     /// Runs resolved without a worker (cancelled while pending, deadline) carry `_` words.
     pub fn task_resolved(&self, task: &Task, run_id: i64) -> Message {
         let run = &task.runs[run_id as usize];
-        let name = match run.state.as_str() {
-            "completed" => "task-completed",
-            "failed" => "task-failed",
+        let name = match run.state {
+            RunState::Completed => "task-completed",
+            RunState::Failed => "task-failed",
             _ => "task-exception",
         };
         let worker = match (&run.worker_group, &run.worker_id) {
-            (Some(g), Some(w)) if run.reason_resolved.as_deref() != Some("deadline-exceeded") => {
+            (Some(g), Some(w)) if run.reason_resolved != Some(ReasonResolved::DeadlineExceeded) => {
                 Some((g.as_str(), w.as_str()))
             }
             _ => None,

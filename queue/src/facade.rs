@@ -63,11 +63,9 @@ impl Queue {
         &self,
         task_id: &str,
         run_id: i64,
-        how: RunResolution<'_>,
+        how: RunResolution,
     ) -> Result<Value> {
-        if let Some(how) = how.to_static()
-            && self.batching()
-        {
+        if self.batching() {
             return submit(
                 self,
                 ResolveCall {

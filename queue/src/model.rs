@@ -1,28 +1,20 @@
 //! The queue's data model: task definitions, runs and statuses, in the exact JSON
-//! shapes of the TaskCluster queue API v1.
+//! shapes of the TaskCluster queue API v1. Priorities, states and reasons are
+//! [`bbb_tcvalues`] enums: they are parsed at the API boundary and stored in their
+//! JSON spelling.
 
 use crate::time::{Millis, fmt_ms};
+use bbb_tcvalues::{ExceptionReason, Priority, ReasonCreated, ReasonResolved, RunState, TaskState};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// Task priorities, highest first. `normal` is no longer accepted (upstream v102).
-pub const PRIORITIES: [&str; 7] = [
-    "highest",
-    "very-high",
-    "high",
-    "medium",
-    "low",
-    "very-low",
-    "lowest",
-];
-
-/// Numeric rank of a priority: 7 for `highest` down to 1 for `lowest`.
-pub fn priority_rank(p: &str) -> i64 {
-    PRIORITIES
-        .iter()
-        .position(|x| *x == p)
-        .map(|i| 7 - i as i64)
-        .unwrap_or(1)
+/// A value read back from the store in its JSON spelling (a state or a
+/// reason); one that is not is an internal error.
+pub(crate) fn stored<T: std::str::FromStr<Err = bbb_tcvalues::UnknownValue>>(
+    text: &str,
+) -> crate::error::Result<T> {
+    text.parse()
+        .map_err(|e| crate::error::ApiError::Internal(format!("stored value: {e}")))
 }
 
 /// The body of `createTask`, exactly as upstream's `create-task-request` schema:
@@ -77,7 +69,7 @@ pub struct TaskDef {
     pub dependencies: Vec<String>,
     pub requires: String,
     pub routes: Vec<String>,
-    pub priority: String,
+    pub priority: Priority,
     pub retries: i64,
     pub created: String,
     pub deadline: String,
@@ -95,10 +87,10 @@ pub struct TaskDef {
 #[allow(missing_docs)]
 pub struct Run {
     pub run_id: i64,
-    pub state: String,
-    pub reason_created: String,
+    pub state: RunState,
+    pub reason_created: ReasonCreated,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason_resolved: Option<String>,
+    pub reason_resolved: Option<ReasonResolved>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_group: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -114,11 +106,11 @@ pub struct Run {
 
 impl Run {
     /// A new pending run.
-    pub fn pending(run_id: i64, reason_created: &str, now: Millis) -> Self {
+    pub fn pending(run_id: i64, reason_created: ReasonCreated, now: Millis) -> Self {
         Run {
             run_id,
-            state: "pending".into(),
-            reason_created: reason_created.into(),
+            state: RunState::Pending,
+            reason_created,
             reason_resolved: None,
             worker_group: None,
             worker_id: None,
@@ -133,10 +125,10 @@ impl Run {
     pub fn to_json(&self) -> Value {
         let mut m = Map::new();
         m.insert("runId".into(), self.run_id.into());
-        m.insert("state".into(), self.state.clone().into());
-        m.insert("reasonCreated".into(), self.reason_created.clone().into());
-        if let Some(r) = &self.reason_resolved {
-            m.insert("reasonResolved".into(), r.clone().into());
+        m.insert("state".into(), self.state.as_str().into());
+        m.insert("reasonCreated".into(), self.reason_created.as_str().into());
+        if let Some(r) = self.reason_resolved {
+            m.insert("reasonResolved".into(), r.as_str().into());
         }
         if let Some(w) = &self.worker_group {
             m.insert("workerGroup".into(), w.clone().into());
@@ -159,7 +151,14 @@ impl Run {
 
     /// Whether the run is finished.
     pub fn is_resolved(&self) -> bool {
-        matches!(self.state.as_str(), "completed" | "failed" | "exception")
+        self.state.is_resolved()
+    }
+
+    /// Resolve the run `state`/`reason` at `now`.
+    pub fn resolve(&mut self, state: RunState, reason: ReasonResolved, now: Millis) {
+        self.state = state;
+        self.reason_resolved = Some(reason);
+        self.resolved = Some(now);
     }
 }
 
@@ -179,11 +178,10 @@ pub struct Task {
 
 impl Task {
     /// The task's state: that of its last run, or `unscheduled` without runs.
-    pub fn state(&self) -> &str {
+    pub fn state(&self) -> TaskState {
         self.runs
             .last()
-            .map(|r| r.state.as_str())
-            .unwrap_or("unscheduled")
+            .map_or(TaskState::Unscheduled, |r| r.state.into())
     }
 
     /// The last run, if any.
@@ -222,37 +220,25 @@ impl Task {
     }
 }
 
-/// Reasons `reportException` accepts.
-pub const EXCEPTION_REASONS: [&str; 5] = [
-    "worker-shutdown",
-    "malformed-payload",
-    "resource-unavailable",
-    "internal-error",
-    "intermittent-task",
-];
-
 /// How a worker resolves a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RunResolution<'a> {
+pub enum RunResolution {
     /// `reportCompleted`.
     Completed,
     /// `reportFailed`.
     Failed,
     /// `reportException` with a reason.
-    Exception(&'a str),
+    Exception(ExceptionReason),
 }
 
-impl RunResolution<'_> {
-    /// The same resolution with its reason from [`EXCEPTION_REASONS`] (`None` for
-    /// a reason not there), so it can wait in a batch.
-    pub fn to_static(self) -> Option<RunResolution<'static>> {
-        Some(match self {
-            RunResolution::Completed => RunResolution::Completed,
-            RunResolution::Failed => RunResolution::Failed,
-            RunResolution::Exception(r) => {
-                RunResolution::Exception(EXCEPTION_REASONS.iter().find(|x| **x == r)?)
-            }
-        })
+impl RunResolution {
+    /// The run's state and `reasonResolved` once resolved so.
+    pub fn outcome(self) -> (RunState, ReasonResolved) {
+        match self {
+            RunResolution::Completed => (RunState::Completed, ReasonResolved::Completed),
+            RunResolution::Failed => (RunState::Failed, ReasonResolved::Failed),
+            RunResolution::Exception(reason) => (RunState::Exception, reason.into()),
+        }
     }
 }
 
@@ -286,5 +272,60 @@ pub struct ResolveCall {
     /// The run.
     pub run_id: i64,
     /// How the run resolves.
-    pub how: RunResolution<'static>,
+    pub how: RunResolution,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs are stored as JSON in the `runs` column: the enums keep the
+    /// spellings rows written before them hold, so those rows still load.
+    #[test]
+    fn runs_are_stored_in_their_json_spellings() {
+        let mut run = Run::pending(1, ReasonCreated::TaskRetry, 1_000);
+        run.worker_group = Some("g".into());
+        run.worker_id = Some("w".into());
+        run.resolve(RunState::Exception, ReasonResolved::ClaimExpired, 2_000);
+        let text = r#"{"runId":1,"state":"exception","reasonCreated":"task-retry","reasonResolved":"claim-expired","workerGroup":"g","workerId":"w","scheduled":1000,"resolved":2000}"#;
+        assert_eq!(serde_json::to_string(&run).unwrap(), text);
+        assert_eq!(serde_json::from_str::<Run>(text).unwrap(), run);
+        assert_eq!(
+            run.to_json(),
+            serde_json::json!({
+                "runId": 1, "state": "exception", "reasonCreated": "task-retry",
+                "reasonResolved": "claim-expired", "workerGroup": "g", "workerId": "w",
+                "scheduled": fmt_ms(1_000), "resolved": fmt_ms(2_000),
+            })
+        );
+        assert!(serde_json::from_str::<Run>(&text.replace("task-retry", "typo")).is_err());
+    }
+
+    #[test]
+    fn a_resolution_gives_the_runs_state_and_reason() {
+        assert_eq!(
+            RunResolution::Completed.outcome(),
+            (RunState::Completed, ReasonResolved::Completed)
+        );
+        assert_eq!(
+            RunResolution::Failed.outcome(),
+            (RunState::Failed, ReasonResolved::Failed)
+        );
+        assert_eq!(
+            RunResolution::Exception(ExceptionReason::WorkerShutdown).outcome(),
+            (RunState::Exception, ReasonResolved::WorkerShutdown)
+        );
+    }
+
+    #[test]
+    fn stored_values_are_checked() {
+        assert_eq!(
+            stored::<TaskState>("completed").unwrap(),
+            TaskState::Completed
+        );
+        assert!(matches!(
+            stored::<TaskState>("complete"),
+            Err(crate::error::ApiError::Internal(_))
+        ));
+    }
 }

@@ -5,7 +5,9 @@
 use crate::core::Queue;
 use crate::db::{TASK_COLUMNS, placeholders, task_from_row};
 use crate::error::Result;
+use crate::model::stored;
 use bbb_pulse::{Bus, Message};
+use bbb_tcvalues::{ReasonResolved, RunState, TaskState};
 use serde_json::Value;
 use sqlx::Row;
 use std::collections::{BTreeMap, BTreeSet};
@@ -55,7 +57,9 @@ impl Queue {
             ids.push(row.try_get::<i64, _>("id")?);
             groups.insert(row.try_get::<String, _>("task_group_id")?);
             let task_id: String = row.try_get("task_id")?;
-            if row.try_get::<String, _>("resolution")? == "completed" {
+            if stored::<TaskState>(&row.try_get::<String, _>("resolution")?)?
+                == TaskState::Completed
+            {
                 completed.insert(task_id.clone());
             }
             resolved.insert(task_id);
@@ -183,9 +187,7 @@ impl Queue {
             for row in rows {
                 let mut task = task_from_row(&row)?;
                 let run = task.runs.last_mut().expect("running task has a run");
-                run.state = "exception".into();
-                run.reason_resolved = Some("claim-expired".into());
-                run.resolved = Some(now);
+                run.resolve(RunState::Exception, ReasonResolved::ClaimExpired, now);
                 let run_id = run.run_id;
                 task.taken_until = None;
                 tracing::info!(task.id = %task.task_id, run.id = run_id, "claim expired");
@@ -215,8 +217,9 @@ impl Queue {
             let n = rows.len();
             for row in rows {
                 let mut task = task_from_row(&row)?;
-                tracing::info!(task.id = %task.task_id, state = task.state(), "deadline exceeded");
-                self.resolve_unfinished(&mut t, &mut task, "deadline-exceeded", now).await?;
+                tracing::info!(task.id = %task.task_id, state = %task.state(), "deadline exceeded");
+                let reason = ReasonResolved::DeadlineExceeded;
+                self.resolve_unfinished(&mut t, &mut task, reason, now).await?;
             }
             if n > 0 {
                 self.commit(t).await?;

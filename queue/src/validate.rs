@@ -3,9 +3,10 @@
 //! [`bbb_service::validate`]'s; this module adds the queue's own.
 
 use crate::error::{ApiError, Result};
-use crate::model::{CreateTaskRequest, PRIORITIES, TaskDef};
+use crate::model::{CreateTaskRequest, TaskDef};
 use crate::time::{Millis, fmt_ms, parse_ms};
 pub use bbb_service::validate::{is_identifier, is_slugid, param, schema_error, slugid, strict};
+use bbb_tcvalues::Priority;
 use regex::Regex;
 use std::sync::LazyLock;
 
@@ -158,13 +159,16 @@ pub fn task_definition(
             )));
         }
     }
-    let priority = req.priority.unwrap_or_else(|| "lowest".into());
-    if !PRIORITIES.contains(&priority.as_str()) {
-        return Err(schema_error(format!(
-            "priority {priority:?} must be one of {}",
-            PRIORITIES.join(", ")
-        )));
-    }
+    let priority = match req.priority {
+        None => Priority::default(),
+        Some(text) => text.parse::<Priority>().map_err(|_| {
+            let all: Vec<&str> = Priority::ALL.iter().map(|p| p.as_str()).collect();
+            schema_error(format!(
+                "priority {text:?} must be one of {}",
+                all.join(", ")
+            ))
+        })?,
+    };
     let retries = req.retries.unwrap_or(5);
     if !(0..=49).contains(&retries) {
         return Err(schema_error(format!(

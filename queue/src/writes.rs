@@ -11,6 +11,7 @@ use crate::db::Backend;
 use crate::error::{ApiError, Result};
 use crate::model::Task;
 use bbb_pulse::Message;
+use bbb_tcvalues::TaskState;
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Any, Transaction};
@@ -26,7 +27,7 @@ pub struct Writes {
     /// Runs to remove from `pending`.
     pub dequeued: Vec<(String, i64)>,
     /// `(task_id, task_group_id, resolution)` for the dependency resolver.
-    pub resolutions: Vec<(String, String, String)>,
+    pub resolutions: Vec<(String, String, TaskState)>,
     /// Runs workers claimed, for their records.
     pub worker_tasks: Vec<WorkerTaskRow>,
 }
@@ -53,7 +54,7 @@ pub struct PendingRow {
     pub run_id: i64,
     /// Where workers claim it.
     pub task_queue_id: String,
-    /// [`crate::model::priority_rank`] of the task.
+    /// The [rank](bbb_tcvalues::Priority::rank) of the task's priority.
     pub priority: i64,
     /// When the run became pending (FIFO order within a priority).
     pub inserted: i64,
@@ -71,7 +72,7 @@ impl PendingRow {
             task_id: task.task_id.clone(),
             run_id: run.run_id,
             task_queue_id: task.def.task_queue_id.clone(),
-            priority: crate::model::priority_rank(&task.def.priority),
+            priority: task.def.priority.rank(),
             inserted: run.scheduled,
             deadline: task.deadline,
         })
@@ -91,11 +92,10 @@ pub struct SavedState {
 impl SavedState {
     /// What `task` stores.
     pub fn of(task: &Task) -> Result<SavedState> {
-        let state = task.state().to_string();
-        let open = matches!(state.as_str(), "unscheduled" | "pending" | "running") as i64;
+        let state = task.state();
         Ok(SavedState {
-            state,
-            open,
+            state: state.as_str().to_owned(),
+            open: i64::from(!state.is_resolved()),
             runs: serde_json::to_string(&task.runs)?,
         })
     }
@@ -341,7 +341,7 @@ pub async fn write(
                     Ok(vec![
                         sql.text(task_id.clone()),
                         sql.text(group.clone()),
-                        sql.text(resolution.clone()),
+                        sql.text(resolution.as_str()),
                     ])
                 },
                 |sql| blanks(sql, 3),

@@ -39,10 +39,7 @@ async fn queue_with_clients() -> TestQueue {
 async fn scopes_are_enforced() {
     let q = queue_with_clients().await;
     let limited = with_creds(&q, Credentials::new("limited", "limited-token"));
-    let e = limited
-        .createTask(&slug(), &task_def("prov/x", json!({})))
-        .await
-        .unwrap_err();
+    let e = create_refused(&limited, "prov/x", json!({})).await;
     assert_eq!(status_of(&e), 403);
     let text = text_of(&e);
     assert!(
@@ -56,27 +53,12 @@ async fn scopes_are_enforced() {
         .createTask(&slug(), &task_def("prov/x", json!({"priority": "low"})))
         .await
         .unwrap();
-    let e = creator
-        .createTask(
-            &slug(),
-            &task_def("prov/x", json!({"priority": "very-high"})),
-        )
-        .await
-        .unwrap_err();
+    let e = create_refused(&creator, "prov/x", json!({"priority": "very-high"})).await;
     assert_eq!(status_of(&e), 403);
     // Routes and task scopes need matching scopes.
-    let e = creator
-        .createTask(&slug(), &task_def("prov/x", json!({"routes": ["index.a"]})))
-        .await
-        .unwrap_err();
+    let e = create_refused(&creator, "prov/x", json!({"routes": ["index.a"]})).await;
     assert_eq!(status_of(&e), 403);
-    let e = creator
-        .createTask(
-            &slug(),
-            &task_def("prov/x", json!({"scopes": ["secrets:get:x"]})),
-        )
-        .await
-        .unwrap_err();
+    let e = create_refused(&creator, "prov/x", json!({"scopes": ["secrets:get:x"]})).await;
     assert_eq!(status_of(&e), 403);
 
     // Anonymous callers can read but not claim.
@@ -114,14 +96,8 @@ async fn bad_credentials_are_refused() {
     // Task credentials only reach their own task.
     let queue = root(&q);
     let (a, b) = (slug(), slug());
-    queue
-        .createTask(&a, &task_def("prov/own", json!({})))
-        .await
-        .unwrap();
-    queue
-        .createTask(&b, &task_def("prov/own", json!({})))
-        .await
-        .unwrap();
+    create(&queue, &a, "prov/own", json!({})).await;
+    create(&queue, &b, "prov/own", json!({})).await;
     let claim = claim_one(&queue, "prov/own", "w").await;
     let mine = claim["status"]["taskId"].as_str().unwrap().to_string();
     let other = if mine == a { &b } else { &a };
@@ -216,97 +192,69 @@ async fn malformed_input_gets_upstream_errors() {
             .contains("errorCode:  InputValidationError")
     );
 
-    let (status, body) = raw(
-        &q,
-        reqwest::Method::PUT,
-        &format!("task/{id}"),
-        Some(task_def("prov/bad", json!({"deadline": from_now(-60)}))),
-    )
-    .await;
-    assert_eq!((status, body["code"].as_str()), (400, Some("InputError")));
-    let (status, body) = raw(
-        &q,
-        reqwest::Method::PUT,
-        &format!("task/{id}"),
-        Some(task_def(
-            "prov/bad",
-            json!({"deadline": from_now(6 * 86400)}),
-        )),
-    )
-    .await;
-    assert_eq!((status, body["code"].as_str()), (400, Some("InputError")));
-    let (status, body) = raw(
-        &q,
-        reqwest::Method::PUT,
-        &format!("task/{id}"),
-        Some(task_def("prov/bad", json!({"created": from_now(-3600)}))),
-    )
-    .await;
-    assert_eq!((status, body["code"].as_str()), (400, Some("InputError")));
-    let (status, body) = raw(
-        &q,
-        reqwest::Method::PUT,
-        &format!("task/{id}"),
-        Some(task_def("prov/bad", json!({"priority": "normal"}))),
-    )
-    .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (400, Some("InputValidationError"))
-    );
+    // Each: the call, its body and upstream's error code (`None`: only the
+    // status is checked).
+    let create = format!("task/{id}");
     let routes: Vec<String> = (0..65).map(|i| format!("r.{i}")).collect();
-    let (status, _) = raw(
-        &q,
-        reqwest::Method::PUT,
-        &format!("task/{id}"),
-        Some(task_def("prov/bad", json!({"routes": routes}))),
-    )
-    .await;
-    assert_eq!(status, 400);
-    let (status, body) = raw(
-        &q,
-        reqwest::Method::PUT,
-        &format!("task/{id}"),
-        Some(task_def("prov/bad", json!({"retries": 50}))),
-    )
-    .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (400, Some("InputValidationError"))
-    );
-    let (status, body) = raw(
-        &q,
-        reqwest::Method::PUT,
-        "task/not-a-slug",
-        Some(task_def("prov/bad", json!({}))),
-    )
-    .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (400, Some("InvalidRequestArguments"))
-    );
-    let (status, body) = raw(
-        &q,
-        reqwest::Method::PUT,
-        &format!("task/{id}"),
-        Some(task_def("Bad Queue", json!({}))),
-    )
-    .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (400, Some("InputValidationError"))
-    );
-    let (status, body) = raw(
-        &q,
-        reqwest::Method::POST,
-        "claim-work/prov%2Fbad",
-        Some(json!({"workerGroup": "g", "workerId": "w", "tasks": 33})),
-    )
-    .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (400, Some("InputValidationError"))
-    );
+    let cases = [
+        (
+            create.as_str(),
+            task_def("prov/bad", json!({"deadline": from_now(-60)})),
+            Some("InputError"),
+        ),
+        (
+            &create,
+            task_def("prov/bad", json!({"deadline": from_now(6 * 86400)})),
+            Some("InputError"),
+        ),
+        (
+            &create,
+            task_def("prov/bad", json!({"created": from_now(-3600)})),
+            Some("InputError"),
+        ),
+        (
+            &create,
+            task_def("prov/bad", json!({"priority": "normal"})),
+            Some("InputValidationError"),
+        ),
+        (
+            &create,
+            task_def("prov/bad", json!({"routes": routes})),
+            None,
+        ),
+        (
+            &create,
+            task_def("prov/bad", json!({"retries": 50})),
+            Some("InputValidationError"),
+        ),
+        (
+            "task/not-a-slug",
+            task_def("prov/bad", json!({})),
+            Some("InvalidRequestArguments"),
+        ),
+        (
+            &create,
+            task_def("Bad Queue", json!({})),
+            Some("InputValidationError"),
+        ),
+        (
+            "claim-work/prov%2Fbad",
+            json!({"workerGroup": "g", "workerId": "w", "tasks": 33}),
+            Some("InputValidationError"),
+        ),
+    ];
+    for (path, input, code) in cases {
+        let method = if path.starts_with("claim-work/") {
+            reqwest::Method::POST
+        } else {
+            reqwest::Method::PUT
+        };
+        let (status, body) = raw(&q, method, path, Some(input.clone())).await;
+        assert_eq!(status, 400, "{path} {input}: {body}");
+        if let Some(code) = code {
+            assert_eq!(body["code"].as_str(), Some(code), "{path} {input}: {body}");
+        }
+    }
 
     // A body that is not JSON.
     let r = reqwest::Client::new()
@@ -333,25 +281,10 @@ async fn malformed_input_gets_upstream_errors() {
 async fn encoded_and_raw_paths_and_monitoring() {
     let q = TestQueue::sqlite().await;
     let queue = root(&q);
-    let id = slug();
-    queue
-        .createTask(&id, &task_def("prov/enc", json!({})))
-        .await
-        .unwrap();
-    let (s1, b1) = raw(
-        &q,
-        reqwest::Method::GET,
-        "task-queues/prov%2Fenc/counts",
-        None,
-    )
-    .await;
-    let (s2, b2) = raw(
-        &q,
-        reqwest::Method::GET,
-        "task-queues/prov/enc/counts",
-        None,
-    )
-    .await;
+    let id = new_task(&queue, "prov/enc", json!({})).await;
+    let counts = async |path| raw(&q, reqwest::Method::GET, path, None).await;
+    let (s1, b1) = counts("task-queues/prov%2Fenc/counts").await;
+    let (s2, b2) = counts("task-queues/prov/enc/counts").await;
     assert_eq!((s1, s2), (200, 200));
     assert_eq!(b1, b2);
     assert_eq!(b1["pendingTasks"], 1);
@@ -402,14 +335,12 @@ async fn encoded_and_raw_paths_and_monitoring() {
 
     let http = reqwest::Client::new();
     for (path, key) in [("ping", "alive"), ("__version__", "version")] {
-        let v: Value = http
+        let response = http
             .get(format!("{}/api/queue/v1/{path}", q.root_url))
             .send()
             .await
-            .unwrap()
-            .json()
-            .await
             .unwrap();
+        let v: Value = response.json().await.unwrap();
         assert!(!v[key].is_null(), "{path}: {v}");
     }
     for path in ["__lbheartbeat__", "__heartbeat__"] {

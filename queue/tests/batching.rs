@@ -302,15 +302,8 @@ async fn identical_creates_of_one_task(q: &TestQueue) {
     let stored = queue.status(&id).await.unwrap();
     assert_eq!(stored["status"], *status);
     // One pending run: a claim for four gets exactly this one.
-    let r = queue
-        .claimWork(
-            "prov/same",
-            &json!({"workerGroup": "wg", "workerId": "w", "tasks": 4}),
-        )
-        .await
-        .unwrap();
-    let tasks = r["tasks"].as_array().unwrap();
-    assert_eq!(tasks.len(), 1, "{r}");
+    let tasks = claim_work(&queue, "prov/same", "w", 4).await;
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
     assert_eq!(tasks[0]["status"]["taskId"], id.as_str());
     assert_eq!(tasks[0]["runId"], 0);
     let counts = queue.taskQueueCounts("prov/same").await.unwrap();
@@ -466,13 +459,13 @@ async fn creates_keep_the_group_scheduler_id(q: &TestQueue) {
     let tq = "prov/sched";
     let old = slug();
     let first = slug();
-    queue
-        .createTask(
-            &first,
-            &task_def(tq, json!({"taskGroupId": old, "schedulerId": "sched-a"})),
-        )
-        .await
-        .unwrap();
+    create(
+        &queue,
+        &first,
+        tq,
+        json!({"taskGroupId": old, "schedulerId": "sched-a"}),
+    )
+    .await;
     let new = slug();
     let mut lists: Vec<Vec<(String, String, &str)>> = Vec::new();
     for group in [&old, &new] {

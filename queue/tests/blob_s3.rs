@@ -15,6 +15,14 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+bbb_testdb::on_both_backends!(crate::on; upload_download_and_expire, store_checks_credentials);
+
+/// Runs `test`, which starts its own queue (with its own store), on
+/// `backend`.
+async fn on<F: Future<Output = ()>>(backend: bbb_testdb::Backend, test: fn(bool) -> F) {
+    test(backend == bbb_testdb::Backend::Postgres).await;
+}
+
 /// A `moto_server` on a free loopback port, killed on drop.
 struct Moto {
     url: String,
@@ -178,13 +186,8 @@ async fn upload_download_and_expire(postgres: bool) {
     .unwrap();
     let queue = root(&q);
     let http = http();
-    let id = slug();
-    queue
-        .createTask(&id, &task_def("prov/s3", json!({})))
-        .await
-        .unwrap();
-    let claim = claim_one(&queue, "prov/s3", "w1").await;
-    let as_task = with_creds(&q, task_creds(&claim));
+    let id = new_task(&queue, "prov/s3", json!({})).await;
+    let (_, as_task) = claim_as_task(&q, &queue, "prov/s3", "w1").await;
 
     let public = "public/logs/hello world.txt";
     let ct = "text/plain; charset=utf-8";
@@ -235,14 +238,8 @@ async fn upload_download_and_expire(postgres: bool) {
         assert_eq!(body.text().await.unwrap(), "hello s3");
     }
     // An anonymous browser: the API answers 303 to the store.
-    let r = http
-        .get(format!(
-            "{}/api/queue/v1/task/{id}/artifacts/public%2Flogs%2Fhello%20world.txt",
-            q.root_url
-        ))
-        .send()
-        .await
-        .unwrap();
+    let path = format!("/api/queue/v1/task/{id}/artifacts/public%2Flogs%2Fhello%20world.txt");
+    let r = get_path(&http, &q, &path).await;
     assert_eq!(r.status(), 303);
     let location = r.headers()["location"].to_str().unwrap().to_string();
     let body = http.get(&location).send().await.unwrap();
@@ -276,14 +273,8 @@ async fn upload_download_and_expire(postgres: bool) {
     assert_eq!(info["contentLength"], 100_000);
 
     // The queue's own /blobs/ endpoints are off with an S3 store.
-    let r = http
-        .get(format!(
-            "{}/blobs/{id}/0/{private}?expires=1&method=GET&signature=x",
-            q.root_url
-        ))
-        .send()
-        .await
-        .unwrap();
+    let path = format!("/blobs/{id}/0/{private}?expires=1&method=GET&signature=x");
+    let r = get_path(&http, &q, &path).await;
     assert_eq!(r.status(), 404);
 
     // Expiry deletes both objects, then the artifacts.
@@ -308,17 +299,6 @@ async fn upload_download_and_expire(postgres: bool) {
     assert_eq!(core.expire_old_data(&q.running.blobs).await.unwrap(), 0);
     q.running.blobs.remove(&id, 0, public).await.unwrap();
     q.stop().await;
-}
-
-mod upload_download_and_expire {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn sqlite() {
-        super::upload_download_and_expire(false).await;
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn postgres() {
-        super::upload_download_and_expire(true).await;
-    }
 }
 
 /// With a store that checks signatures: good credentials create the bucket and
@@ -369,19 +349,10 @@ async fn store_checks_credentials(postgres: bool) {
 
     // Expiry with a store that refuses the DELETE keeps the artifact for later.
     let queue = root(&q);
-    let id = slug();
-    queue
-        .createTask(&id, &task_def("prov/s3c", json!({})))
-        .await
-        .unwrap();
+    let id = new_task(&queue, "prov/s3c", json!({})).await;
     let claim = claim_one(&queue, "prov/s3c", "w1").await;
     with_creds(&q, task_creds(&claim))
-        .createArtifact(
-            &id,
-            "0",
-            "public/x",
-            &json!({"storageType": "s3", "contentType": "text/plain", "expires": from_now(60)}),
-        )
+        .createArtifact(&id, "0", "public/x", &s3_text(60))
         .await
         .unwrap();
     q.clock.advance(Duration::from_secs(3600));
@@ -398,15 +369,4 @@ async fn store_checks_credentials(postgres: bool) {
     assert_eq!(core.expire_old_data(&q.running.blobs).await.unwrap(), 1);
     assert!(core.expire_old_data_once().await.unwrap().is_empty());
     q.stop().await;
-}
-
-mod store_checks_credentials {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn sqlite() {
-        super::store_checks_credentials(false).await;
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn postgres() {
-        super::store_checks_credentials(true).await;
-    }
 }

@@ -26,18 +26,25 @@ async fn next_json(c: &mut Consumer) -> (String, String, Value) {
     out
 }
 
-async fn lifecycle_events(postgres: bool) {
-    let vhost = bbb_pulse::testing::fresh_vhost("queue-events")
-        .await
-        .unwrap();
+/// A queue (on PostgreSQL if `postgres`) publishing on the vhost at
+/// `vhost_url`, and a client of that vhost.
+async fn queue_and_bus(vhost_url: &str, postgres: bool) -> (TestQueue, Bus) {
     let q = TestQueue::with(TestOptions {
         postgres,
-        amqp_url: Some(vhost.url.clone()),
+        amqp_url: Some(vhost_url.to_owned()),
         ..Default::default()
     })
     .await
     .unwrap();
-    let bus = Bus::connect(Some(&vhost.url)).await.unwrap();
+    let bus = Bus::connect(Some(vhost_url)).await.unwrap();
+    (q, bus)
+}
+
+async fn lifecycle_events(postgres: bool) {
+    let vhost = bbb_pulse::testing::fresh_vhost("queue-events")
+        .await
+        .unwrap();
+    let (q, bus) = queue_and_bus(&vhost.url, postgres).await;
     let group = slug();
     let names = [
         "task-defined",
@@ -81,13 +88,13 @@ async fn lifecycle_events(postgres: bool) {
         .unwrap();
 
     let queue = root(&q);
-    let id = slug();
-    queue
-        .createTask(&id, &task_def("prov/ev", json!({"taskGroupId": group, "routes": ["index.test.latest"], "tags": {"kind": "build"}})))
-        .await
-        .unwrap();
-    let claim = claim_one(&queue, "prov/ev", "w1").await;
-    let t = with_creds(&q, task_creds(&claim));
+    let id = new_task(
+        &queue,
+        "prov/ev",
+        json!({"taskGroupId": group, "routes": ["index.test.latest"], "tags": {"kind": "build"}}),
+    )
+    .await;
+    let (_, t) = claim_as_task(&q, &queue, "prov/ev", "w1").await;
     t.createArtifact(&id, "0", "public/ref", &json!({"storageType": "reference", "contentType": "text/plain", "url": "http://x.example/", "expires": from_now(600)}))
         .await
         .unwrap();
@@ -159,13 +166,7 @@ async fn lifecycle_events_postgres() {
 async fn no_event_lost_across_broker_outage() {
     let mut broker = bbb_pulse::testing::exclusive_broker().await.unwrap();
     let vhost = broker.fresh_vhost("queue-outage").await.unwrap();
-    let q = TestQueue::with(TestOptions {
-        amqp_url: Some(vhost.url.clone()),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let bus = Bus::connect(Some(&vhost.url)).await.unwrap();
+    let (q, bus) = queue_and_bus(&vhost.url, false).await;
     let group = slug();
     let queue_name = format!("outage-{group}");
     let binding = [Binding::new(
@@ -183,11 +184,7 @@ async fn no_event_lost_across_broker_outage() {
         if i == 40 {
             broker.start_app().await.unwrap();
         }
-        let id = slug();
-        queue
-            .createTask(&id, &task_def("prov/out", json!({"taskGroupId": group})))
-            .await
-            .unwrap();
+        let id = new_task(&queue, "prov/out", json!({"taskGroupId": group})).await;
         ids.push(id);
     }
     let bus = Bus::connect(Some(&vhost.url)).await.unwrap();

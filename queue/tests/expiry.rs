@@ -12,10 +12,7 @@ async fn expired_data_is_removed(q: &TestQueue) {
     let queue = root(q);
     let (a, b) = (slug(), slug());
     let short = json!({"deadline": from_now(120), "expires": from_now(180)});
-    queue
-        .createTask(&a, &task_def("prov/expire", short.clone()))
-        .await
-        .unwrap();
+    create(&queue, &a, "prov/expire", short.clone()).await;
     let mut def = task_def("prov/expire", short);
     def["dependencies"] = json!([a]);
     queue.createTask(&b, &def).await.unwrap();
@@ -25,20 +22,11 @@ async fn expired_data_is_removed(q: &TestQueue) {
         a.as_str(),
         "only the root is pending"
     );
-    let keep = slug();
-    queue
-        .createTask(&keep, &task_def("prov/expire", json!({})))
+    let keep = new_task(&queue, "prov/expire", json!({})).await;
+    let t = with_creds(q, task_creds(&claim));
+    t.createArtifact(&a, "0", "public/x", &s3_text(150))
         .await
         .unwrap();
-    let t = with_creds(q, task_creds(&claim));
-    t.createArtifact(
-        &a,
-        "0",
-        "public/x",
-        &json!({"storageType": "s3", "contentType": "text/plain", "expires": from_now(150)}),
-    )
-    .await
-    .unwrap();
 
     // Nothing is due yet.
     let core = &q.running.queue;

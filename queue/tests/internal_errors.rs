@@ -51,11 +51,7 @@ fn logged(incident: &str) -> Vec<Value> {
 async fn a_database_failure_shows_only_an_incident_id(q: &TestQueue) {
     error_log();
     let queue = root(q);
-    let id = slug();
-    queue
-        .createTask(&id, &task_def("prov/incident", json!({})))
-        .await
-        .unwrap();
+    let id = new_task(&queue, "prov/incident", json!({})).await;
     sqlx::query("DROP TABLE artifacts")
         .execute(&q.running.queue.db.pool)
         .await

@@ -23,10 +23,7 @@ on_both_backends!(
 async fn create_claim_reclaim_artifact_complete(q: &TestQueue) {
     let queue = root(q);
     let id = slug();
-    let created = queue
-        .createTask(&id, &task_def("prov/wt", json!({"routes": ["index.x"]})))
-        .await
-        .unwrap();
+    let created = create(&queue, &id, "prov/wt", json!({"routes": ["index.x"]})).await;
     assert_eq!(created["status"]["state"], "pending");
     assert_eq!(created["status"]["runs"][0]["reasonCreated"], "scheduled");
     assert_eq!(created["status"]["taskQueueId"], "prov/wt");
@@ -57,12 +54,7 @@ async fn create_claim_reclaim_artifact_complete(q: &TestQueue) {
 
     // An s3 artifact: the put URL points back at the queue.
     let art = as_task
-        .createArtifact(
-            &id,
-            "0",
-            "public/hello.txt",
-            &json!({"storageType": "s3", "contentType": "text/plain", "expires": from_now(600)}),
-        )
+        .createArtifact(&id, "0", "public/hello.txt", &s3_text(600))
         .await
         .unwrap();
     let put = art["putUrl"].as_str().unwrap();
@@ -93,14 +85,8 @@ async fn create_claim_reclaim_artifact_complete(q: &TestQueue) {
         .createArtifact(&id, "0", "public/logs/live.log", &json!({"storageType": "reference", "contentType": "text/plain", "url": "http://worker.example/live", "expires": from_now(600)}))
         .await
         .unwrap();
-    let r = http
-        .get(format!(
-            "{}/api/queue/v1/task/{id}/runs/0/artifacts/public%2Flogs%2Flive.log",
-            q.root_url
-        ))
-        .send()
-        .await
-        .unwrap();
+    let path = format!("/api/queue/v1/task/{id}/runs/0/artifacts/public%2Flogs%2Flive.log");
+    let r = get_path(&http, q, &path).await;
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], "http://worker.example/live");
     as_task
@@ -117,14 +103,8 @@ async fn create_claim_reclaim_artifact_complete(q: &TestQueue) {
         .createArtifact(&id, "0", "public/missing", &json!({"storageType": "error", "reason": "file-missing-on-worker", "message": "no such file", "expires": from_now(600)}))
         .await
         .unwrap();
-    let r = http
-        .get(format!(
-            "{}/api/queue/v1/task/{id}/artifacts/public/missing",
-            q.root_url
-        ))
-        .send()
-        .await
-        .unwrap();
+    let path = format!("/api/queue/v1/task/{id}/artifacts/public/missing");
+    let r = get_path(&http, q, &path).await;
     assert_eq!(r.status(), 424);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["reason"], "file-missing-on-worker");
@@ -157,12 +137,7 @@ async fn create_claim_reclaim_artifact_complete(q: &TestQueue) {
     assert_eq!(status_of(&e), 409);
     // Artifacts are refused once the run completed.
     let e = as_task
-        .createArtifact(
-            &id,
-            "0",
-            "public/late",
-            &json!({"storageType": "s3", "contentType": "text/plain", "expires": from_now(600)}),
-        )
+        .createArtifact(&id, "0", "public/late", &s3_text(600))
         .await
         .unwrap_err();
     assert_eq!(status_of(&e), 409);
@@ -185,24 +160,14 @@ async fn create_is_idempotent(q: &TestQueue) {
 
 async fn failure_and_exception_reports(q: &TestQueue) {
     let queue = root(q);
-    let a = slug();
-    queue
-        .createTask(&a, &task_def("prov/fail", json!({})))
-        .await
-        .unwrap();
-    let claim = claim_one(&queue, "prov/fail", "w").await;
-    let t = with_creds(q, task_creds(&claim));
+    let a = new_task(&queue, "prov/fail", json!({})).await;
+    let (_, t) = claim_as_task(q, &queue, "prov/fail", "w").await;
     let s = t.reportFailed(&a, "0").await.unwrap();
     assert_eq!(s["status"]["state"], "failed");
     assert_eq!(s["status"]["runs"][0]["reasonResolved"], "failed");
 
-    let b = slug();
-    queue
-        .createTask(&b, &task_def("prov/fail", json!({})))
-        .await
-        .unwrap();
-    let claim = claim_one(&queue, "prov/fail", "w").await;
-    let t = with_creds(q, task_creds(&claim));
+    let b = new_task(&queue, "prov/fail", json!({})).await;
+    let (_, t) = claim_as_task(q, &queue, "prov/fail", "w").await;
     let s = t
         .reportException(&b, "0", &json!({"reason": "malformed-payload"}))
         .await
@@ -222,11 +187,7 @@ async fn failure_and_exception_reports(q: &TestQueue) {
 
 async fn retries_until_exhausted(q: &TestQueue) {
     let queue = root(q);
-    let id = slug();
-    queue
-        .createTask(&id, &task_def("prov/retry", json!({"retries": 2})))
-        .await
-        .unwrap();
+    let id = new_task(&queue, "prov/retry", json!({"retries": 2})).await;
     for (run, reason, created) in [
         (0, "worker-shutdown", "retry"),
         (1, "intermittent-task", "task-retry"),
@@ -257,11 +218,7 @@ async fn retries_until_exhausted(q: &TestQueue) {
 
 async fn rerun_after_completion(q: &TestQueue) {
     let queue = root(q);
-    let id = slug();
-    queue
-        .createTask(&id, &task_def("prov/rerun", json!({})))
-        .await
-        .unwrap();
+    let id = new_task(&queue, "prov/rerun", json!({})).await;
     // Rerunning a pending task just returns its status.
     let s = queue.rerunTask(&id).await.unwrap();
     assert_eq!(s["status"]["runs"].as_array().unwrap().len(), 1);
@@ -279,11 +236,7 @@ async fn rerun_after_completion(q: &TestQueue) {
 
 async fn cancel_pending_and_running(q: &TestQueue) {
     let queue = root(q);
-    let pending = slug();
-    queue
-        .createTask(&pending, &task_def("prov/cancel", json!({})))
-        .await
-        .unwrap();
+    let pending = new_task(&queue, "prov/cancel", json!({})).await;
     let s = queue.cancelTask(&pending).await.unwrap();
     assert_eq!(s["status"]["state"], "exception");
     assert_eq!(s["status"]["runs"][0]["reasonResolved"], "canceled");
@@ -291,11 +244,7 @@ async fn cancel_pending_and_running(q: &TestQueue) {
     let counts = queue.taskQueueCounts("prov/cancel").await.unwrap();
     assert_eq!(counts["pendingTasks"], 0);
 
-    let running = slug();
-    queue
-        .createTask(&running, &task_def("prov/cancel", json!({})))
-        .await
-        .unwrap();
+    let running = new_task(&queue, "prov/cancel", json!({})).await;
     let claim = claim_one(&queue, "prov/cancel", "w").await;
     queue.cancelTask(&running).await.unwrap();
     let t = with_creds(q, task_creds(&claim));
@@ -312,13 +261,8 @@ async fn cancel_pending_and_running(q: &TestQueue) {
     assert_eq!(s["status"]["runs"].as_array().unwrap().len(), 1);
 
     let unscheduled = slug();
-    queue
-        .createTask(
-            &unscheduled,
-            &task_def("prov/cancel", json!({"dependencies": [unscheduled]})),
-        )
-        .await
-        .unwrap();
+    let after = json!({"dependencies": [unscheduled]});
+    create(&queue, &unscheduled, "prov/cancel", after).await;
     let s = queue.cancelTask(&unscheduled).await.unwrap();
     assert_eq!(s["status"]["runs"][0]["reasonCreated"], "exception");
     assert_eq!(s["status"]["runs"][0]["reasonResolved"], "canceled");
@@ -326,11 +270,7 @@ async fn cancel_pending_and_running(q: &TestQueue) {
 
 async fn claim_task_is_idempotent_per_worker(q: &TestQueue) {
     let queue = root(q);
-    let id = slug();
-    queue
-        .createTask(&id, &task_def("prov/ct", json!({})))
-        .await
-        .unwrap();
+    let id = new_task(&queue, "prov/ct", json!({})).await;
     let body = json!({"workerGroup": "bridge", "workerId": "bbb"});
     let first = queue.claimTask(&id, "0", &body).await.unwrap();
     assert_eq!(first["status"]["state"], "running");
@@ -352,24 +292,12 @@ async fn priority_then_fifo(q: &TestQueue) {
     let queue = root(q);
     let mut ids = vec![];
     for p in ["low", "high", "low", "highest"] {
-        let id = slug();
-        queue
-            .createTask(&id, &task_def("prov/prio", json!({"priority": p})))
-            .await
-            .unwrap();
+        let id = new_task(&queue, "prov/prio", json!({"priority": p})).await;
         ids.push(id);
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    let r = queue
-        .claimWork(
-            "prov/prio",
-            &json!({"workerGroup": "g", "workerId": "w", "tasks": 4}),
-        )
-        .await
-        .unwrap();
-    let got: Vec<&str> = r["tasks"]
-        .as_array()
-        .unwrap()
+    let claimed = claim_work(&queue, "prov/prio", "w", 4).await;
+    let got: Vec<&str> = claimed
         .iter()
         .map(|t| t["status"]["taskId"].as_str().unwrap())
         .collect();
@@ -382,11 +310,7 @@ async fn priority_then_fifo(q: &TestQueue) {
     assert_eq!(r1["tasks"].as_array().unwrap().len(), 0);
     let mut ids2 = vec![];
     for p in ["low", "high", "low", "highest"] {
-        let id = slug();
-        queue
-            .createTask(&id, &task_def("prov/prio2", json!({"priority": p})))
-            .await
-            .unwrap();
+        let id = new_task(&queue, "prov/prio2", json!({"priority": p})).await;
         ids2.push(id);
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
@@ -408,11 +332,7 @@ async fn priority_then_fifo(q: &TestQueue) {
 
 async fn rerun_is_capped_at_fifty_runs(q: &TestQueue) {
     let queue = root(q);
-    let id = slug();
-    queue
-        .createTask(&id, &task_def("prov/cap", json!({"retries": 0})))
-        .await
-        .unwrap();
+    let id = new_task(&queue, "prov/cap", json!({"retries": 0})).await;
     for run in 0..50 {
         let claim = claim_one(&queue, "prov/cap", "w").await;
         assert_eq!(claim["runId"], run);

@@ -28,11 +28,7 @@ async fn two_servers_never_hand_out_a_run_twice() {
     let mut ids = HashSet::new();
     let creator = root(&a);
     for _ in 0..tasks {
-        let id = slug();
-        creator
-            .createTask(&id, &task_def("prov/multi", json!({})))
-            .await
-            .unwrap();
+        let id = new_task(&creator, "prov/multi", json!({})).await;
         ids.insert(id);
     }
     let mut workers = Vec::new();

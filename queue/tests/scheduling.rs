@@ -22,30 +22,14 @@ on_both_backends!(
 async fn dependencies_all_completed(q: &TestQueue) {
     let queue = root(q);
     let (a, b, c) = (slug(), slug(), slug());
-    queue
-        .createTask(&a, &task_def("prov/deps", json!({})))
-        .await
-        .unwrap();
-    queue
-        .createTask(&b, &task_def("prov/deps", json!({})))
-        .await
-        .unwrap();
-    let s = queue
-        .createTask(&c, &task_def("prov/deps", json!({"dependencies": [a, b]})))
-        .await
-        .unwrap();
+    create(&queue, &a, "prov/deps", json!({})).await;
+    create(&queue, &b, "prov/deps", json!({})).await;
+    let s = create(&queue, &c, "prov/deps", json!({"dependencies": [a, b]})).await;
     assert_eq!(s["status"]["state"], "unscheduled");
     let deps = queue.listDependentTasks(&a, None, None).await.unwrap();
     assert_eq!(deps["tasks"][0]["status"]["taskId"], c.as_str());
 
-    let r = queue
-        .claimWork(
-            "prov/deps",
-            &json!({"workerGroup": "g", "workerId": "w", "tasks": 5}),
-        )
-        .await
-        .unwrap();
-    let mut claims = r["tasks"].as_array().unwrap().clone();
+    let mut claims = claim_work(&queue, "prov/deps", "w", 5).await;
     assert_eq!(claims.len(), 2, "only the two roots are pending");
     claims.sort_by_key(|c| c["status"]["taskId"] != a.as_str());
     for claim in &claims {
@@ -67,27 +51,16 @@ async fn dependencies_all_completed(q: &TestQueue) {
 async fn dependencies_all_resolved_and_late_satisfaction(q: &TestQueue) {
     let queue = root(q);
     let (a, resolved, completed) = (slug(), slug(), slug());
-    queue
-        .createTask(&a, &task_def("prov/dep2", json!({})))
-        .await
-        .unwrap();
-    queue
-        .createTask(
-            &resolved,
-            &task_def(
-                "prov/dep2",
-                json!({"dependencies": [a], "requires": "all-resolved"}),
-            ),
-        )
-        .await
-        .unwrap();
-    queue
-        .createTask(
-            &completed,
-            &task_def("prov/dep2", json!({"dependencies": [a]})),
-        )
-        .await
-        .unwrap();
+    create(&queue, &a, "prov/dep2", json!({})).await;
+    create(
+        &queue,
+        &resolved,
+        "prov/dep2",
+        json!({"dependencies": [a], "requires": "all-resolved"}),
+    )
+    .await;
+    let after = json!({"dependencies": [a]});
+    create(&queue, &completed, "prov/dep2", after).await;
     let claim = claim_one(&queue, "prov/dep2", "w").await;
     with_creds(q, task_creds(&claim))
         .reportFailed(&a, "0")
@@ -127,13 +100,7 @@ async fn dependencies_all_resolved_and_late_satisfaction(q: &TestQueue) {
 async fn dependency_validation(q: &TestQueue) {
     let queue = root(q);
     let missing = slug();
-    let e = queue
-        .createTask(
-            &slug(),
-            &task_def("prov/dv", json!({"dependencies": [missing]})),
-        )
-        .await
-        .unwrap_err();
+    let e = create_refused(&queue, "prov/dv", json!({"dependencies": [missing]})).await;
     assert_eq!(status_of(&e), 400);
     assert!(
         text_of(&e).contains("InputError") && text_of(&e).contains(&missing),
@@ -142,23 +109,14 @@ async fn dependency_validation(q: &TestQueue) {
     );
     // A dependency expiring before our deadline is refused.
     let short = slug();
-    queue
-        .createTask(
-            &short,
-            &task_def(
-                "prov/dv",
-                json!({"deadline": from_now(60), "expires": from_now(120)}),
-            ),
-        )
-        .await
-        .unwrap();
-    let e = queue
-        .createTask(
-            &slug(),
-            &task_def("prov/dv", json!({"dependencies": [short]})),
-        )
-        .await
-        .unwrap_err();
+    create(
+        &queue,
+        &short,
+        "prov/dv",
+        json!({"deadline": from_now(60), "expires": from_now(120)}),
+    )
+    .await;
+    let e = create_refused(&queue, "prov/dv", json!({"dependencies": [short]})).await;
     assert_eq!(status_of(&e), 400);
     assert!(text_of(&e).contains("expire"), "{}", text_of(&e));
     // A failed create leaves nothing behind.
@@ -175,10 +133,7 @@ async fn dependency_validation(q: &TestQueue) {
 async fn self_dependency_waits_for_schedule(q: &TestQueue) {
     let queue = root(q);
     let id = slug();
-    let s = queue
-        .createTask(&id, &task_def("prov/self", json!({"dependencies": [id]})))
-        .await
-        .unwrap();
+    let s = create(&queue, &id, "prov/self", json!({"dependencies": [id]})).await;
     assert_eq!(s["status"]["state"], "unscheduled");
     let s = queue.scheduleTask(&id).await.unwrap();
     assert_eq!(s["status"]["state"], "pending");
@@ -194,16 +149,10 @@ async fn deadline_resolves_unscheduled_pending_and_running(q: &TestQueue) {
     let mut def = task_def("prov/dl", short.clone());
     def["dependencies"] = json!([unscheduled]);
     queue.createTask(&unscheduled, &def).await.unwrap();
-    queue
-        .createTask(&running, &task_def("prov/dl", short.clone()))
-        .await
-        .unwrap();
+    create(&queue, &running, "prov/dl", short.clone()).await;
     let claim = claim_one(&queue, "prov/dl", "w").await;
     assert_eq!(claim["status"]["taskId"], running.as_str());
-    queue
-        .createTask(&pending, &task_def("prov/dl", short.clone()))
-        .await
-        .unwrap();
+    create(&queue, &pending, "prov/dl", short.clone()).await;
     for id in [&unscheduled, &pending, &running] {
         let s = wait_state(&queue, id, "exception").await;
         let runs = s["status"]["runs"].as_array().unwrap();
@@ -246,13 +195,7 @@ async fn seal_and_cancel_task_group(q: &TestQueue) {
             .unwrap();
     }
     // The same group needs the same schedulerId.
-    let e = queue
-        .createTask(
-            &slug(),
-            &task_def("prov/grp", json!({"taskGroupId": group})),
-        )
-        .await
-        .unwrap_err();
+    let e = create_refused(&queue, "prov/grp", json!({"taskGroupId": group})).await;
     assert_eq!(status_of(&e), 409);
     // cancelTaskGroup needs a sealed group.
     assert_eq!(
@@ -263,16 +206,12 @@ async fn seal_and_cancel_task_group(q: &TestQueue) {
     assert_eq!(g["taskGroupId"], group.as_str());
     assert_eq!(g["schedulerId"], "sched");
     assert!(g["sealed"].is_string());
-    let e = queue
-        .createTask(
-            &slug(),
-            &task_def(
-                "prov/grp",
-                json!({"taskGroupId": group, "schedulerId": "sched"}),
-            ),
-        )
-        .await
-        .unwrap_err();
+    let e = create_refused(
+        &queue,
+        "prov/grp",
+        json!({"taskGroupId": group, "schedulerId": "sched"}),
+    )
+    .await;
     assert_eq!(status_of(&e), 409);
     // Replaying an existing task's creation is still fine.
     let claim = claim_one(&queue, "prov/grp", "w").await;
@@ -343,11 +282,7 @@ async fn claim_work_wakes_on_new_work(q: &TestQueue) {
         })
     };
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let id = slug();
-    queue
-        .createTask(&id, &task_def("prov/wake", json!({})))
-        .await
-        .unwrap();
+    let id = new_task(&queue, "prov/wake", json!({})).await;
     // The call already waiting when the task appeared returns it (one that ran
     // out its 20 s would return no task); how fast is `bbb-bench queue`'s job.
     let r = waiter.await.unwrap();
@@ -365,11 +300,7 @@ async fn claim_expiry_retries_then_resolves() {
         .await
         .unwrap();
         let queue = root(&q);
-        let id = slug();
-        queue
-            .createTask(&id, &task_def("prov/exp", json!({"retries": 1})))
-            .await
-            .unwrap();
+        let id = new_task(&queue, "prov/exp", json!({"retries": 1})).await;
         let claim = claim_one(&queue, "prov/exp", "w").await;
         let s = wait_for("claim-expired retry", || async {
             let s = queue.status(&id).await.unwrap();

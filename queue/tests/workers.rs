@@ -49,13 +49,18 @@ async fn claim_n(queue: &taskcluster::Queue, n: usize) -> Vec<(String, i64)> {
     got
 }
 
-async fn create(queue: &taskcluster::Queue) -> String {
-    let id = slug();
-    queue
-        .createTask(&id, &task_def(TQ, json!({})))
+/// A new pending task on [`TQ`].
+async fn pending_task(queue: &taskcluster::Queue) -> String {
+    new_task(queue, TQ, json!({})).await
+}
+
+/// Checks that the worker `wg/w1` lists `runs` as its recent tasks.
+async fn assert_recent_tasks(queue: &taskcluster::Queue, runs: &[(String, i64)]) {
+    let worker = queue
+        .getWorker("prov", "records", "wg", "w1")
         .await
         .unwrap();
-    id
+    assert_eq!(worker["recentTasks"], runs_json(runs), "{worker}");
 }
 
 async fn every_claim_reaches_the_worker_record(q: &TestQueue) {
@@ -63,7 +68,7 @@ async fn every_claim_reaches_the_worker_record(q: &TestQueue) {
     let mut expected: Vec<(String, i64)> = Vec::new();
 
     // Run 0 of a task, then run 1 after a rerun, by claimWork.
-    let a = create(&queue).await;
+    let a = pending_task(&queue).await;
     expected.extend(claim_n(&queue, 1).await);
     queue.reportCompleted(&a, "0").await.unwrap();
     queue.rerunTask(&a).await.unwrap();
@@ -72,23 +77,19 @@ async fn every_claim_reaches_the_worker_record(q: &TestQueue) {
 
     // Two runs in one claimWork call, then one by claimTask.
     for _ in 0..2 {
-        create(&queue).await;
+        pending_task(&queue).await;
     }
     let two = claim_n(&queue, 2).await;
     assert_eq!(two.len(), 2);
     expected.extend(two);
-    let d = create(&queue).await;
+    let d = pending_task(&queue).await;
     let claim = queue
         .claimTask(&d, "0", &json!({"workerGroup": "wg", "workerId": "w1"}))
         .await
         .unwrap();
     expected.extend(claimed(&[claim]));
 
-    let worker = queue
-        .getWorker("prov", "records", "wg", "w1")
-        .await
-        .unwrap();
-    assert_eq!(worker["recentTasks"], runs_json(&expected), "{worker}");
+    assert_recent_tasks(&queue, &expected).await;
     let workers = queue
         .listWorkers("prov", "records", None, None, None)
         .await
@@ -102,20 +103,16 @@ async fn every_claim_reaches_the_worker_record(q: &TestQueue) {
     // Only the newest RECENT_TASKS are shown.
     let more = RECENT_TASKS as usize + 3 - expected.len();
     for _ in 0..more {
-        create(&queue).await;
+        pending_task(&queue).await;
     }
     expected.extend(claim_n(&queue, more).await);
     let newest = &expected[expected.len() - RECENT_TASKS as usize..];
-    let worker = queue
-        .getWorker("prov", "records", "wg", "w1")
-        .await
-        .unwrap();
-    assert_eq!(worker["recentTasks"], runs_json(newest), "{worker}");
+    assert_recent_tasks(&queue, newest).await;
 
     // A minute later the next claim also prunes the runs no longer shown: the
     // newest RECENT_TASKS stay, plus the run this claim adds.
     q.clock.advance(Duration::from_secs(61));
-    create(&queue).await;
+    pending_task(&queue).await;
     expected.extend(claim_n(&queue, 1).await);
     let stored: i64 = sqlx::query(
         "SELECT COUNT(*) AS n FROM worker_tasks WHERE task_queue_id = $1 AND worker_id = 'w1'",
@@ -128,11 +125,7 @@ async fn every_claim_reaches_the_worker_record(q: &TestQueue) {
     .unwrap();
     assert_eq!(stored, RECENT_TASKS + 1);
     let newest = &expected[expected.len() - RECENT_TASKS as usize..];
-    let worker = queue
-        .getWorker("prov", "records", "wg", "w1")
-        .await
-        .unwrap();
-    assert_eq!(worker["recentTasks"], runs_json(newest), "{worker}");
+    assert_recent_tasks(&queue, newest).await;
 }
 
 on_both_backends!(bbb_queue::testing::TestQueue::on; every_claim_reaches_the_worker_record);
@@ -148,15 +141,11 @@ async fn claims_without_batching_reach_the_worker_record() {
     .unwrap();
     let queue = root(&q);
     for _ in 0..3 {
-        create(&queue).await;
+        pending_task(&queue).await;
     }
     let mut expected = claim_n(&queue, 1).await;
     expected.extend(claim_n(&queue, 2).await);
-    let worker = queue
-        .getWorker("prov", "records", "wg", "w1")
-        .await
-        .unwrap();
-    assert_eq!(worker["recentTasks"], runs_json(&expected), "{worker}");
+    assert_recent_tasks(&queue, &expected).await;
     q.stop().await;
 }
 

@@ -101,6 +101,12 @@ impl Env {
         task_id
     }
 
+    /// How many build requests the master holds for the task.
+    async fn request_count(&self, task_id: &str) -> usize {
+        let requests = self.master.find_requests_for_task(task_id).await.unwrap();
+        requests.len()
+    }
+
     async fn status(&self, task_id: &str) -> TaskStatus {
         TaskStatus::from_json(&self.client.status(task_id).await.unwrap()["status"]).unwrap()
     }
@@ -138,14 +144,7 @@ async fn a_task_whose_messages_were_all_lost_is_adopted_run_reclaimed_and_resolv
     assert_eq!(report.adopted, 1, "{report:?}");
     let row = env.state.get(&task_id, 0).await.unwrap().unwrap();
     let brid = BuildRequestId(row.build_request_id.expect("injected") as u64);
-    assert_eq!(
-        env.master
-            .find_requests_for_task(&task_id)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(env.request_count(&task_id).await, 1);
 
     // The sandbox starts the build; a pass claims the run (the started event was never read).
     let row = env
@@ -178,14 +177,7 @@ async fn a_task_whose_messages_were_all_lost_is_adopted_run_reclaimed_and_resolv
         RequestState::Complete { .. }
     ));
     // Nothing was injected twice.
-    assert_eq!(
-        env.master
-            .find_requests_for_task(&task_id)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(env.request_count(&task_id).await, 1);
     env.q.stop().await;
 }
 

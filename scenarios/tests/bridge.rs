@@ -16,7 +16,7 @@ use bbb_bridge::Outcome;
 use bbb_buildbot::{BuildRequestId, BuildResult, RequestState};
 use bbb_reflector::{Reflector, ReflectorSettings};
 use bbb_state::{RowResolution, RowState, StartedBuild};
-use common::{Env, MasterKind, Options, payload};
+use common::{Env, MasterKind, Options, payload, request_of};
 use serde_json::{Value, json};
 
 scenarios!(
@@ -53,14 +53,7 @@ fn with(mut a: Value, b: Value) -> Value {
 /// An environment without listeners (every Buildbot event is missed) and a
 /// reflector that compares every active row at each pass.
 async fn unlistened(kind: MasterKind) -> (Env, Reflector) {
-    let env = Env::start(
-        kind,
-        Options {
-            listeners: false,
-            ..Default::default()
-        },
-    )
-    .await;
+    let env = Env::start(kind, Options::without_listeners()).await;
     let reflector = Reflector::new(
         env.bridge.clone(),
         ReflectorSettings {
@@ -72,6 +65,13 @@ async fn unlistened(kind: MasterKind) -> (Env, Reflector) {
     (env, reflector)
 }
 
+/// Runs a reflector pass, which must repair something without errors.
+async fn repairing_pass(reflector: &Reflector) {
+    let report = reflector.pass().await;
+    assert!(report.repaired >= 1, "{report:?}");
+    assert_eq!(report.errors, 0, "{report:?}");
+}
+
 /// Creates a task for `kind.builder()` with `properties` and injects its
 /// request as the TC listener would; returns the task and its request.
 async fn inject_by_hand(
@@ -79,15 +79,32 @@ async fn inject_by_hand(
     kind: MasterKind,
     properties: Value,
 ) -> (String, BuildRequestId) {
-    let task_id = env
-        .create_task(payload(kind.builder(), properties), json!({}))
-        .await;
+    let task_id = env.task(kind.builder(), properties).await;
     assert_eq!(
         env.bridge.task_pending(&task_id, 0, None).await.unwrap(),
         Outcome::Injected
     );
     let brid = env.wait_requested(&task_id, 0).await;
     (task_id, brid)
+}
+
+/// Starts everything for `kind` and creates a task for its offline builder,
+/// whose request stays pending; returns the task and its request.
+async fn pending_request(kind: MasterKind) -> (Env, String, BuildRequestId) {
+    let (env, task_id) = Env::with_task(kind, kind.offline_builder(), json!({})).await;
+    let brid = env.wait_requested(&task_id, 0).await;
+    (env, task_id, brid)
+}
+
+/// Checks that the task's one run ends `exception/canceled` and that its
+/// row is resolved canceled.
+async fn assert_canceled_once(env: &Env, task_id: &str) {
+    let status = env
+        .wait_run(task_id, 0, "exception", Some("canceled"))
+        .await;
+    assert_eq!(status.runs.len(), 1, "{status:?}");
+    let row = env.wait_resolved(task_id, 0).await;
+    assert_eq!(row.resolution, Some(RowResolution::Canceled));
 }
 
 /// Run 0's `public/properties.json`.
@@ -124,9 +141,7 @@ async fn a_successful_build_completes_the_task_with_its_artifacts(kind: MasterKi
         )
         .await;
     let status = env.wait_run(&task_id, 0, "completed", None).await;
-    let row = env
-        .wait_row(&task_id, 0, "resolved", |r| r.state == RowState::Resolved)
-        .await;
+    let row = env.wait_resolved(&task_id, 0).await;
     assert_eq!(row.resolution, Some(RowResolution::Completed));
     let requests = env.requests(&task_id).await;
     assert_eq!(requests.len(), 1, "{requests:?}");
@@ -198,9 +213,7 @@ async fn build_results_map_to_task_resolutions(kind: MasterKind) {
     }
     for (task_id, (result, state, reason)) in ids.iter().zip(cases) {
         env.wait_run(task_id, 0, state, reason).await;
-        let row = env
-            .wait_row(task_id, 0, "resolved", |r| r.state == RowState::Resolved)
-            .await;
+        let row = env.wait_resolved(task_id, 0).await;
         let wanted = match state {
             "failed" => RowResolution::Failed,
             _ => RowResolution::Exception,
@@ -257,7 +270,7 @@ async fn a_retried_build_continues_on_the_same_build_request_in_the_next_run(kin
             r.resolution == Some(RowResolution::Completed)
         })
         .await;
-    let row0 = env.state.get(&task_id, 0).await.unwrap().unwrap();
+    let row0 = env.row(&task_id, 0).await;
     assert_ne!(row0.build_number, row1.build_number, "{row0:?} {row1:?}");
     let state = env
         .wait_request(brid, "complete SUCCESS", |s| {
@@ -306,11 +319,8 @@ async fn next_build_runs_run_1(
     .await;
     let report = reflector.pass().await;
     assert_eq!(report.errors, 0, "{report:?}");
-    assert_eq!(
-        env.status(task_id).await.run(1).unwrap().state.as_str(),
-        "running"
-    );
-    let row1 = env.state.get(task_id, 1).await.unwrap().unwrap();
+    assert_eq!(env.run_state(task_id, 1).await, "running");
+    let row1 = env.row(task_id, 1).await;
     assert_eq!(row1.state, RowState::Running, "{row1:?}");
     assert_ne!(row1.build_number, first.number, "{row1:?}");
     assert_eq!(env.requests(task_id).await.len(), 1);
@@ -328,12 +338,12 @@ async fn a_stale_view_of_a_retried_run_leaves_its_next_build_alone(kind: MasterK
     let first = first_build_retried(&env, &task_id, brid).await;
 
     // The Buildbot listener applies the first build's start, then its RETRY.
-    let row0 = env.state.get(&task_id, 0).await.unwrap().unwrap();
+    let row0 = env.row(&task_id, 0).await;
     assert_eq!(
         env.bridge.build_started(row0, brid, first).await.unwrap(),
         Outcome::Claimed
     );
-    let stale = env.state.get(&task_id, 0).await.unwrap().unwrap();
+    let stale = env.row(&task_id, 0).await;
     assert_eq!(stale.state, RowState::Running, "{stale:?}");
     assert_eq!(
         env.bridge
@@ -363,7 +373,7 @@ async fn a_stale_view_of_a_retried_run_leaves_its_next_build_alone(kind: MasterK
     let status = env.status(&task_id).await;
     let run1 = status.run(1).expect("run 1 exists");
     assert_eq!(run1.state.as_str(), "pending", "{outcomes:?}: {status:#?}");
-    let row1 = env.state.get(&task_id, 1).await.unwrap().unwrap();
+    let row1 = env.row(&task_id, 1).await;
     assert_eq!(row1.state, RowState::Requested, "{row1:?}");
     assert_eq!(row1.build_request_id, Some(brid.0 as i64));
 
@@ -380,7 +390,7 @@ async fn a_retry_seen_before_its_build_start_still_retries_the_run(kind: MasterK
     let (env, reflector) = unlistened(kind).await;
     let (task_id, brid) = inject_by_hand(&env, kind, kind.script_retry_then_long_build()).await;
     let first = first_build_retried(&env, &task_id, brid).await;
-    let row0 = env.state.get(&task_id, 0).await.unwrap().unwrap();
+    let row0 = env.row(&task_id, 0).await;
     assert_eq!(row0.state, RowState::Requested, "{row0:?}");
 
     // As the Buildbot listener on the RETRY.
@@ -403,18 +413,18 @@ async fn a_retry_seen_before_its_build_start_still_retries_the_run(kind: MasterK
         "pending",
         "{status:#?}"
     );
-    let row0 = env.state.get(&task_id, 0).await.unwrap().unwrap();
+    let row0 = env.row(&task_id, 0).await;
     assert_eq!(row0.build_number, first.number, "{row0:?}");
 
     // The late start, then a late copy of the RETRY, reach run 1's row (the
     // request serves run 1 now).
-    let row1 = env.state.get(&task_id, 1).await.unwrap().unwrap();
+    let row1 = env.row(&task_id, 1).await;
     assert_eq!(row1.state, RowState::Requested, "{row1:?}");
     assert_eq!(
         env.bridge.build_started(row1, brid, first).await.unwrap(),
         Outcome::StaleBuild
     );
-    let row1 = env.state.get(&task_id, 1).await.unwrap().unwrap();
+    let row1 = env.row(&task_id, 1).await;
     assert_eq!(
         env.bridge.build_retried(&row1, first.number).await.unwrap(),
         Outcome::StaleBuild
@@ -445,84 +455,37 @@ async fn a_deadline_passing_before_the_build_starts_cancels_the_request(kind: Ma
     env.advance_clock(Duration::from_secs(11 * 60));
     env.wait_run(&task_id, 0, "exception", Some("deadline-exceeded"))
         .await;
-    let row = env
-        .wait_row(&task_id, 0, "resolved", |r| r.state == RowState::Resolved)
-        .await;
+    let row = env.wait_resolved(&task_id, 0).await;
     assert_eq!(row.resolution, Some(RowResolution::Exception));
-    env.wait_request(brid, "cancelled", |s| {
-        matches!(s, RequestState::Cancelled { .. })
-    })
-    .await;
+    env.wait_cancelled(brid).await;
     assert_eq!(env.status(&task_id).await.runs.len(), 1);
     env.stop().await;
 }
 
 async fn cancelling_a_pending_task_cancels_its_build_request(kind: MasterKind) {
-    let env = Env::start(kind, Options::default()).await;
-    let task_id = env
-        .create_task(payload(kind.offline_builder(), json!({})), json!({}))
-        .await;
-    let brid = env.wait_requested(&task_id, 0).await;
+    let (env, task_id, brid) = pending_request(kind).await;
     env.client.cancelTask(&task_id).await.unwrap();
-    let row = env
-        .wait_row(&task_id, 0, "resolved", |r| r.state == RowState::Resolved)
-        .await;
-    assert_eq!(row.resolution, Some(RowResolution::Canceled));
-    env.wait_request(brid, "cancelled", |s| {
-        matches!(s, RequestState::Cancelled { .. })
-    })
-    .await;
-    let status = env.status(&task_id).await;
-    assert_eq!(status.runs.len(), 1);
-    assert_eq!(status.run(0).unwrap().state.as_str(), "exception");
-    assert_eq!(
-        status.run(0).unwrap().reason_resolved.map(|r| r.as_str()),
-        Some("canceled")
-    );
+    env.wait_cancelled(brid).await;
+    assert_canceled_once(&env, &task_id).await;
     env.stop().await;
 }
 
 async fn cancelling_a_running_task_stops_its_build(kind: MasterKind) {
-    let env = Env::start(kind, Options::default()).await;
-    let task_id = env
-        .create_task(payload(kind.builder(), kind.script_long_build()), json!({}))
-        .await;
+    let (env, task_id) = Env::with_task(kind, kind.builder(), kind.script_long_build()).await;
     env.wait_run(&task_id, 0, "running", None).await;
-    let row = env
-        .wait_row(&task_id, 0, "running", |r| r.state == RowState::Running)
-        .await;
+    let row = env.wait_running(&task_id, 0).await;
     assert!(row.taken_until.is_some());
-    let brid = BuildRequestId(row.build_request_id.unwrap() as u64);
+    let brid = request_of(&row);
     env.client.cancelTask(&task_id).await.unwrap();
     env.wait_complete(brid, BuildResult::Cancelled).await;
-    let row = env
-        .wait_row(&task_id, 0, "resolved", |r| r.state == RowState::Resolved)
-        .await;
-    assert_eq!(row.resolution, Some(RowResolution::Canceled));
-    let status = env.status(&task_id).await;
-    assert_eq!(status.runs.len(), 1);
-    assert_eq!(
-        status.run(0).unwrap().reason_resolved.map(|r| r.as_str()),
-        Some("canceled")
-    );
+    assert_canceled_once(&env, &task_id).await;
     env.stop().await;
 }
 
 async fn cancelling_a_pending_request_on_the_buildbot_side_cancels_the_task(kind: MasterKind) {
-    let env = Env::start(kind, Options::default()).await;
-    let task_id = env
-        .create_task(payload(kind.offline_builder(), json!({})), json!({}))
-        .await;
-    let brid = env.wait_requested(&task_id, 0).await;
+    let (env, task_id, brid) = pending_request(kind).await;
     env.cancel_on_master(brid).await;
-    let status = env
-        .wait_run(&task_id, 0, "exception", Some("canceled"))
-        .await;
-    assert_eq!(status.runs.len(), 1);
-    env.wait_row(&task_id, 0, "resolved canceled", |r| {
-        r.resolution == Some(RowResolution::Canceled)
-    })
-    .await;
+    assert_canceled_once(&env, &task_id).await;
     assert!(matches!(
         env.request_state(brid).await,
         RequestState::Cancelled { .. }
@@ -531,23 +494,10 @@ async fn cancelling_a_pending_request_on_the_buildbot_side_cancels_the_task(kind
 }
 
 async fn stopping_a_running_build_on_the_buildbot_side_cancels_the_task(kind: MasterKind) {
-    let env = Env::start(kind, Options::default()).await;
-    let task_id = env
-        .create_task(payload(kind.builder(), kind.script_long_build()), json!({}))
-        .await;
-    let row = env
-        .wait_row(&task_id, 0, "running", |r| r.state == RowState::Running)
-        .await;
-    let brid = BuildRequestId(row.build_request_id.unwrap() as u64);
+    let (env, task_id) = Env::with_task(kind, kind.builder(), kind.script_long_build()).await;
+    let brid = request_of(&env.wait_running(&task_id, 0).await);
     env.stop_on_master(brid).await;
-    let status = env
-        .wait_run(&task_id, 0, "exception", Some("canceled"))
-        .await;
-    assert_eq!(status.runs.len(), 1);
-    env.wait_row(&task_id, 0, "resolved canceled", |r| {
-        r.resolution == Some(RowResolution::Canceled)
-    })
-    .await;
+    assert_canceled_once(&env, &task_id).await;
     env.wait_complete(brid, BuildResult::Cancelled).await;
     env.stop().await;
 }
@@ -587,41 +537,34 @@ async fn a_restricted_builder_runs_only_with_the_scope(kind: MasterKind) {
         },
     )
     .await;
-    let refused = env
-        .create_task(
+    let scoped = async |scope: &str| {
+        env.create_task(
             payload(kind.other_builder(), kind.script_success()),
-            json!({"scopes": ["project:releng:buildbot-bridge:builder-name:some-other-builder"]}),
+            json!({"scopes": [scope]}),
         )
-        .await;
+        .await
+    };
+    let refused = scoped("project:releng:buildbot-bridge:builder-name:some-other-builder").await;
     assert_refused(
         &env,
         &refused,
         &format!("buildbot-bridge:builder-name:{}", kind.other_builder()),
     )
     .await;
-    let allowed = env
-        .create_task(
-            payload(kind.other_builder(), kind.script_success()),
-            json!({"scopes": ["project:releng:buildbot-bridge:builder-name:*"]}),
-        )
-        .await;
+    let allowed = scoped("project:releng:buildbot-bridge:builder-name:*").await;
     env.wait_run(&allowed, 0, "completed", None).await;
     let requests = env.requests(&allowed).await;
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].buildername, kind.other_builder());
     // Other builders need no scope.
-    let free = env
-        .create_task(payload(kind.builder(), kind.script_success()), json!({}))
-        .await;
+    let free = env.task(kind.builder(), kind.script_success()).await;
     env.wait_run(&free, 0, "completed", None).await;
     env.stop().await;
 }
 
 async fn an_unknown_builder_is_refused(kind: MasterKind) {
     let env = Env::start(kind, Options::default()).await;
-    let unknown = env
-        .create_task(payload("no-such-builder", json!({})), json!({}))
-        .await;
+    let unknown = env.task("no-such-builder", json!({})).await;
     assert_refused(&env, &unknown, "does not exist").await;
     let builders = env
         .master
@@ -684,9 +627,7 @@ async fn merged_requests_each_resolve_their_run(kind: MasterKind) {
             let number = env.start_merged_build(&brids).await;
             for task_id in [&a, &b] {
                 env.wait_run(task_id, 0, "running", None).await;
-                let row = env
-                    .wait_row(task_id, 0, "running", |r| r.state == RowState::Running)
-                    .await;
+                let row = env.wait_running(task_id, 0).await;
                 assert_eq!(row.build_number, Some(number as i64));
             }
             env.finish_merged_build(&brids, BuildResult::Success).await;
@@ -704,18 +645,14 @@ async fn merged_requests_each_resolve_their_run(kind: MasterKind) {
             // A Buildbot 4 build serves exactly one request, and bbb's master
             // configuration turns collapsing off: two identical requests
             // waiting together still get a build each.
-            env.stop_worker().await;
-            let a = env
-                .create_task(payload(kind.builder(), kind.script_success()), json!({}))
-                .await;
-            let b = env
-                .create_task(payload(kind.builder(), kind.script_success()), json!({}))
-                .await;
+            env.set_worker_online(false).await;
+            let a = env.task(kind.builder(), kind.script_success()).await;
+            let b = env.task(kind.builder(), kind.script_success()).await;
             let brids = [
                 env.wait_requested(&a, 0).await,
                 env.wait_requested(&b, 0).await,
             ];
-            env.start_worker().await;
+            env.set_worker_online(true).await;
             let mut numbers = Vec::new();
             for (task_id, brid) in [&a, &b].into_iter().zip(brids) {
                 env.wait_run(task_id, 0, "completed", None).await;
@@ -748,17 +685,8 @@ async fn merged_requests_each_resolve_their_run(kind: MasterKind) {
 }
 
 async fn duplicate_and_concurrent_deliveries_make_one_build_request(kind: MasterKind) {
-    let env = Env::start(
-        kind,
-        Options {
-            listeners: false,
-            ..Default::default()
-        },
-    )
-    .await;
-    let task_id = env
-        .create_task(payload(kind.offline_builder(), json!({})), json!({}))
-        .await;
+    let env = Env::start(kind, Options::without_listeners()).await;
+    let task_id = env.task(kind.offline_builder(), json!({})).await;
     let mut handles = Vec::new();
     for _ in 0..8 {
         let bridge = env.bridge.clone();
@@ -794,25 +722,17 @@ async fn the_reflector_catches_up_a_missed_build_start_and_cancel(kind: MasterKi
         matches!(s, RequestState::Running { builds, .. } if builds.iter().any(|b| b.finish_time.is_none()))
     })
     .await;
-    assert_eq!(
-        env.status(&task_id).await.run(0).unwrap().state.as_str(),
-        "pending"
-    );
-    let report = reflector.pass().await;
-    assert!(report.repaired >= 1, "{report:?}");
-    assert_eq!(report.errors, 0, "{report:?}");
-    let row = env.state.get(&task_id, 0).await.unwrap().unwrap();
+    assert_eq!(env.run_state(&task_id, 0).await, "pending");
+    repairing_pass(&reflector).await;
+    let row = env.row(&task_id, 0).await;
     assert_eq!(row.state, RowState::Running, "{row:?}");
     assert!(row.build_number.is_some());
-    assert_eq!(
-        env.status(&task_id).await.run(0).unwrap().state.as_str(),
-        "running"
-    );
+    assert_eq!(env.run_state(&task_id, 0).await, "running");
 
     env.client.cancelTask(&task_id).await.unwrap();
     let report = reflector.pass().await;
     assert_eq!(report.errors, 0, "{report:?}");
-    let row = env.state.get(&task_id, 0).await.unwrap().unwrap();
+    let row = env.row(&task_id, 0).await;
     assert_eq!(row.state, RowState::Resolved, "{row:?}");
     assert_eq!(row.resolution, Some(RowResolution::Canceled));
     env.wait_complete(brid, BuildResult::Cancelled).await;
@@ -825,20 +745,12 @@ async fn the_reflector_catches_up_a_missed_finish_with_its_properties(kind: Mast
     let script = with(json!({"who": "me"}), kind.script_success());
     let (task_id, brid) = inject_by_hand(&env, kind, script).await;
     env.wait_complete(brid, BuildResult::Success).await;
-    assert_eq!(
-        env.status(&task_id).await.run(0).unwrap().state.as_str(),
-        "pending"
-    );
-    let report = reflector.pass().await;
-    assert!(report.repaired >= 1, "{report:?}");
-    assert_eq!(report.errors, 0, "{report:?}");
-    let row = env.state.get(&task_id, 0).await.unwrap().unwrap();
+    assert_eq!(env.run_state(&task_id, 0).await, "pending");
+    repairing_pass(&reflector).await;
+    let row = env.row(&task_id, 0).await;
     assert_eq!(row.state, RowState::Resolved, "{row:?}");
     assert_eq!(row.resolution, Some(RowResolution::Completed));
-    assert_eq!(
-        env.status(&task_id).await.run(0).unwrap().state.as_str(),
-        "completed"
-    );
+    assert_eq!(env.run_state(&task_id, 0).await, "completed");
     let props = properties_json(&env, &task_id).await;
     if kind.serves_build_properties() {
         assert_eq!(props["taskId"][0], json!(task_id), "{props}");
@@ -853,9 +765,7 @@ async fn the_reflector_catches_up_a_missed_finish_with_its_properties(kind: Mast
 
 async fn a_rerun_while_the_request_still_waits_reuses_it(kind: MasterKind) {
     let env = Env::start(kind, Options::default()).await;
-    let task_id = env
-        .create_task(payload(kind.offline_builder(), json!({})), json!({}))
-        .await;
+    let task_id = env.task(kind.offline_builder(), json!({})).await;
     let brid0 = env.wait_requested(&task_id, 0).await;
     // Resolve run 0 behind the bridge's back, as an operator would; its request still waits.
     env.bridge.queue.claim(&task_id, 0).await.unwrap();
@@ -881,13 +791,9 @@ async fn ignored_builders_are_left_alone(kind: MasterKind) {
         },
     )
     .await;
-    let ignored = env
-        .create_task(payload("ignored-builder", json!({})), json!({}))
-        .await;
+    let ignored = env.task("ignored-builder", json!({})).await;
     // A task created after it is handled: the ignored one was seen first.
-    let handled = env
-        .create_task(payload(kind.offline_builder(), json!({})), json!({}))
-        .await;
+    let handled = env.task(kind.offline_builder(), json!({})).await;
     env.wait_requested(&handled, 0).await;
     let seen = |m: &bbb_bridge::Metrics| {
         m.get(
@@ -895,16 +801,11 @@ async fn ignored_builders_are_left_alone(kind: MasterKind) {
             "type=\"task-pending\",outcome=\"ignored\"",
         )
     };
-    common::eventually("the ignored task-pending", || async {
-        (seen(&env.bridge.metrics) >= 1).then_some(())
-    })
-    .await;
+    let what = "the ignored task-pending";
+    common::poll_until(what, async || seen(&env.bridge.metrics), |n| *n >= 1).await;
     // No row, no request, no claim: still pending.
     assert!(env.state.rows_for_task(&ignored).await.unwrap().is_empty());
     assert!(env.requests(&ignored).await.is_empty());
-    assert_eq!(
-        env.status(&ignored).await.run(0).unwrap().state.as_str(),
-        "pending"
-    );
+    assert_eq!(env.run_state(&ignored, 0).await, "pending");
     env.stop().await;
 }

@@ -23,6 +23,11 @@ pub struct StateDb {
 const COLUMNS: &str = "id, task_id, run_id, state, build_request_id, build_id, build_number, master, deadline, \
      created, updated, taken_until, resolution, resolved_at, leased_until, leased_by";
 
+/// [`StateDb::locked`]'s selection of the run itself.
+const THIS_RUN: &str = "run_id = $2";
+/// [`StateDb::locked`]'s selection of the latest run before it.
+const PREVIOUS_RUN: &str = "run_id < $2 ORDER BY run_id DESC LIMIT 1";
+
 /// The reclaim batch's selection (`$5` = now + window) and order.
 const RECLAIM_FILTER: &str = "state = 'running' AND taken_until <= $5";
 const RECLAIM_ORDER: &str = "taken_until, id";
@@ -224,7 +229,7 @@ impl StateDb {
             };
             let row = row_from(&inserted)?;
             let previous = self
-                .previous_run_locked(&mut tx, slot.task_id, slot.run_id)
+                .locked(&mut tx, PREVIOUS_RUN, slot.task_id, slot.run_id)
                 .await?;
             let carry = previous.as_ref().and_then(|p| {
                 (p.state == RowState::Retrying)
@@ -272,8 +277,12 @@ impl StateDb {
         brid: i64,
         now: i64,
     ) -> Result<Change> {
-        let change = self
-            .transition(task_id, run_id, |row| match row.build_request_id {
+        self.transition(
+            "set build request",
+            task_id,
+            run_id,
+            Some(brid),
+            |row| match row.build_request_id {
                 Some(b) if b == brid => Step::Same,
                 Some(_) => Step::Refuse,
                 None if row.state == RowState::Pending => Step::Write(MappingRow {
@@ -285,10 +294,9 @@ impl StateDb {
                     ..row.clone()
                 }),
                 None => Step::Refuse,
-            })
-            .await?;
-        log_change(&change, "set build request", task_id, run_id, Some(brid));
-        Ok(change)
+            },
+        )
+        .await
     }
 
     /// Give run `new_run_id` of a task the build request `brid` of an earlier run
@@ -368,7 +376,7 @@ impl StateDb {
         let change = match inserted {
             Some(r) => Change::Applied(row_from(&r)?),
             None => {
-                let Some(row) = self.locked(&mut tx, task_id, new_run_id).await? else {
+                let Some(row) = self.locked(&mut tx, THIS_RUN, task_id, new_run_id).await? else {
                     tx.rollback().await?;
                     return Ok(None);
                 };
@@ -424,8 +432,8 @@ impl StateDb {
         taken_until: i64,
         now: i64,
     ) -> Result<Change> {
-        let change = self
-            .transition(task_id, run_id, |row| match row.state {
+        self.transition("mark started", task_id, run_id, None, |row| {
+            match row.state {
                 RowState::Requested => Step::Write(MappingRow {
                     state: RowState::Running,
                     build_id: row.build_id.or(build.build_id),
@@ -455,10 +463,9 @@ impl StateDb {
                     }
                 }
                 _ => Step::Refuse,
-            })
-            .await?;
-        log_change(&change, "mark started", task_id, run_id, None);
-        Ok(change)
+            }
+        })
+        .await
     }
 
     /// Store a reclaim's `taken_until` on a [`RowState::Running`] row. It never moves
@@ -471,8 +478,12 @@ impl StateDb {
         taken_until: i64,
         now: i64,
     ) -> Result<Change> {
-        let change = self
-            .transition(task_id, run_id, |row| match row.state {
+        self.transition(
+            "update takenUntil",
+            task_id,
+            run_id,
+            None,
+            |row| match row.state {
                 RowState::Running if row.taken_until.is_none_or(|t| t < taken_until) => {
                     Step::Write(MappingRow {
                         taken_until: Some(taken_until),
@@ -482,10 +493,9 @@ impl StateDb {
                 }
                 RowState::Running => Step::Same,
                 _ => Step::Refuse,
-            })
-            .await?;
-        log_change(&change, "update takenUntil", task_id, run_id, None);
-        Ok(change)
+            },
+        )
+        .await
     }
 
     /// The build ended RETRY: mark the row [`RowState::Retrying`] *before* resolving
@@ -494,8 +504,8 @@ impl StateDb {
     /// second one. From [`RowState::Requested`] or [`RowState::Running`]; `taken_until`
     /// is cleared. Refused without a build request or once resolved.
     pub async fn mark_retrying(&self, task_id: &str, run_id: i64, now: i64) -> Result<Change> {
-        let change = self
-            .transition(task_id, run_id, |row| match row.state {
+        self.transition("mark retrying", task_id, run_id, None, |row| {
+            match row.state {
                 RowState::Requested | RowState::Running if row.build_request_id.is_some() => {
                     Step::Write(MappingRow {
                         state: RowState::Retrying,
@@ -506,10 +516,9 @@ impl StateDb {
                 }
                 RowState::Retrying => Step::Same,
                 _ => Step::Refuse,
-            })
-            .await?;
-        log_change(&change, "mark retrying", task_id, run_id, None);
-        Ok(change)
+            }
+        })
+        .await
     }
 
     /// The run is resolved (any active state → [`RowState::Resolved`]). The row is kept
@@ -522,17 +531,14 @@ impl StateDb {
         resolution: RowResolution,
         now: i64,
     ) -> Result<Change> {
-        let change = self
-            .transition(task_id, run_id, |row| {
-                if row.state == RowState::Resolved {
-                    Step::Same
-                } else {
-                    Step::Write(resolved(row.clone(), resolution, now))
-                }
-            })
-            .await?;
-        log_change(&change, "mark resolved", task_id, run_id, None);
-        Ok(change)
+        self.transition("mark resolved", task_id, run_id, None, |row| {
+            if row.state == RowState::Resolved {
+                Step::Same
+            } else {
+                Step::Write(resolved(row.clone(), resolution, now))
+            }
+        })
+        .await
     }
 
     // ----- removal -----------------------------------------------------------------------
@@ -569,13 +575,12 @@ impl StateDb {
              AND resolved_at < $1 ORDER BY resolved_at, id LIMIT $2{})",
             self.skip_locked()
         );
-        let n = sqlx::query(&sql)
+        let purged = sqlx::query(&sql)
             .bind(cutoff)
             .bind(limit)
             .execute(&self.pool)
-            .await?
-            .rows_affected();
-        Ok(n)
+            .await?;
+        Ok(purged.rows_affected())
     }
 
     // ----- reflector batches ---------------------------------------------------------------
@@ -725,33 +730,17 @@ impl StateDb {
 
     // ----- helpers -------------------------------------------------------------------------
 
+    /// The first row of the task (`$1`) that `run` selects by the run id
+    /// (`$2`: [`THIS_RUN`] or [`PREVIOUS_RUN`]), locked.
     async fn locked(
         &self,
         tx: &mut Transaction<'static, Any>,
+        run: &str,
         task_id: &str,
         run_id: i64,
     ) -> Result<Option<MappingRow>> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM mappings WHERE task_id = $1 AND run_id = $2{}",
-            self.for_update()
-        );
-        let row = sqlx::query(&sql)
-            .bind(task_id)
-            .bind(run_id)
-            .fetch_optional(&mut **tx)
-            .await?;
-        row.as_ref().map(row_from).transpose()
-    }
-
-    async fn previous_run_locked(
-        &self,
-        tx: &mut Transaction<'static, Any>,
-        task_id: &str,
-        run_id: i64,
-    ) -> Result<Option<MappingRow>> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM mappings WHERE task_id = $1 AND run_id < $2 \
-             ORDER BY run_id DESC LIMIT 1{}",
+            "SELECT {COLUMNS} FROM mappings WHERE task_id = $1 AND {run}{}",
             self.for_update()
         );
         let row = sqlx::query(&sql)
@@ -790,14 +779,19 @@ impl StateDb {
     }
 
     /// Read (task, run) under lock, let `decide` pick the step, write, commit.
+    /// Locks the row of (task, run), lets `decide` what becomes of it, and
+    /// logs the outcome as `what` (with `brid`, the build request the caller
+    /// speaks of, if any).
     async fn transition(
         &self,
+        what: &str,
         task_id: &str,
         run_id: i64,
+        brid: Option<i64>,
         decide: impl FnOnce(&MappingRow) -> Step,
     ) -> Result<Change> {
         let mut tx = self.pool.begin().await?;
-        let Some(row) = self.locked(&mut tx, task_id, run_id).await? else {
+        let Some(row) = self.locked(&mut tx, THIS_RUN, task_id, run_id).await? else {
             tx.rollback().await?;
             return Ok(Change::NotFound);
         };
@@ -807,6 +801,7 @@ impl StateDb {
             Step::Refuse => Change::Refused(row),
         };
         tx.commit().await?;
+        log_change(&change, what, task_id, run_id, brid);
         Ok(change)
     }
 }

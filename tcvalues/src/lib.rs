@@ -22,13 +22,13 @@ impl fmt::Display for UnknownValue {
 
 impl std::error::Error for UnknownValue {}
 
-/// Defines an enum with its JSON spellings, `ALL`, `as_str`, `FromStr`,
-/// `Display` and serde.
+/// Defines an enum with its JSON spellings (`Variant => "spelling"`),
+/// `ALL`, `as_str`, `FromStr`, `Display` and serde.
 macro_rules! values {
     (
         $(#[$meta:meta])*
         $name:ident, $kind:literal {
-            $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+
+            $($(#[$vmeta:meta])* $variant:ident => $text:literal,)+
         }
     ) => {
         $(#[$meta])*
@@ -74,20 +74,20 @@ values! {
     #[derive(Default)]
     Priority, "task priority" {
         /// `highest`.
-        Highest = "highest",
+        Highest => "highest",
         /// `very-high`.
-        VeryHigh = "very-high",
+        VeryHigh => "very-high",
         /// `high`.
-        High = "high",
+        High => "high",
         /// `medium`.
-        Medium = "medium",
+        Medium => "medium",
         /// `low`.
-        Low = "low",
+        Low => "low",
         /// `very-low`.
-        VeryLow = "very-low",
+        VeryLow => "very-low",
         /// `lowest`: the default of a task that names none.
         #[default]
-        Lowest = "lowest",
+        Lowest => "lowest",
     }
 }
 
@@ -110,17 +110,41 @@ values! {
     /// A task's state: that of its last run, or `unscheduled`.
     TaskState, "task state" {
         /// No run yet: waiting for its dependencies or `scheduleTask`.
-        Unscheduled = "unscheduled",
+        Unscheduled => "unscheduled",
         /// The last run waits for a worker.
-        Pending = "pending",
+        Pending => "pending",
         /// The last run is claimed.
-        Running = "running",
+        Running => "running",
         /// The last run completed.
-        Completed = "completed",
+        Completed => "completed",
         /// The last run failed.
-        Failed = "failed",
+        Failed => "failed",
         /// The last run was resolved as an exception.
-        Exception = "exception",
+        Exception => "exception",
+    }
+}
+
+impl TaskState {
+    /// Whether the task is resolved (completed, failed or exception): it
+    /// has runs and the last one is resolved.
+    pub fn is_resolved(self) -> bool {
+        matches!(
+            self,
+            TaskState::Completed | TaskState::Failed | TaskState::Exception
+        )
+    }
+}
+
+impl From<RunState> for TaskState {
+    /// The state of a task whose last run is in `state`.
+    fn from(state: RunState) -> TaskState {
+        match state {
+            RunState::Pending => TaskState::Pending,
+            RunState::Running => TaskState::Running,
+            RunState::Completed => TaskState::Completed,
+            RunState::Failed => TaskState::Failed,
+            RunState::Exception => TaskState::Exception,
+        }
     }
 }
 
@@ -128,15 +152,15 @@ values! {
     /// A run's state.
     RunState, "run state" {
         /// Waiting for a worker.
-        Pending = "pending",
+        Pending => "pending",
         /// Claimed by a worker.
-        Running = "running",
+        Running => "running",
         /// Resolved: the task's work succeeded.
-        Completed = "completed",
+        Completed => "completed",
         /// Resolved: the task's work failed.
-        Failed = "failed",
+        Failed => "failed",
         /// Resolved: something other than the task's work went wrong.
-        Exception = "exception",
+        Exception => "exception",
     }
 }
 
@@ -148,30 +172,48 @@ impl RunState {
 }
 
 values! {
+    /// Why a run was created (`reasonCreated`).
+    ReasonCreated, "creation reason" {
+        /// The task's first run: created with no dependencies left, or by
+        /// `scheduleTask`.
+        Scheduled => "scheduled",
+        /// The previous run's worker shut down or its claim expired.
+        Retry => "retry",
+        /// The previous run ended `intermittent-task`.
+        TaskRetry => "task-retry",
+        /// `rerunTask`.
+        Rerun => "rerun",
+        /// Created already resolved: an unscheduled task was cancelled or
+        /// passed its deadline.
+        Exception => "exception",
+    }
+}
+
+values! {
     /// Why a run was resolved (`reasonResolved`).
     ReasonResolved, "resolution reason" {
         /// `reportCompleted`.
-        Completed = "completed",
+        Completed => "completed",
         /// `reportFailed`.
-        Failed = "failed",
+        Failed => "failed",
         /// The task passed its deadline.
-        DeadlineExceeded = "deadline-exceeded",
+        DeadlineExceeded => "deadline-exceeded",
         /// `cancelTask`.
-        Canceled = "canceled",
+        Canceled => "canceled",
         /// The worker reported the task superseded.
-        Superseded = "superseded",
+        Superseded => "superseded",
         /// The worker's claim expired.
-        ClaimExpired = "claim-expired",
+        ClaimExpired => "claim-expired",
         /// The worker shut down: the run is retried.
-        WorkerShutdown = "worker-shutdown",
+        WorkerShutdown => "worker-shutdown",
         /// The worker could not read the payload.
-        MalformedPayload = "malformed-payload",
+        MalformedPayload => "malformed-payload",
         /// The worker lacked a resource the task needs.
-        ResourceUnavailable = "resource-unavailable",
+        ResourceUnavailable => "resource-unavailable",
         /// The worker failed.
-        InternalError = "internal-error",
+        InternalError => "internal-error",
         /// The task failed in a way a retry may fix: the run is retried.
-        IntermittentTask = "intermittent-task",
+        IntermittentTask => "intermittent-task",
     }
 }
 
@@ -179,17 +221,25 @@ values! {
     /// What a worker may give `reportException`.
     ExceptionReason, "exception reason" {
         /// The worker is shutting down: the queue retries the task.
-        WorkerShutdown = "worker-shutdown",
+        WorkerShutdown => "worker-shutdown",
         /// The payload cannot be run.
-        MalformedPayload = "malformed-payload",
+        MalformedPayload => "malformed-payload",
         /// A resource the task needs is missing.
-        ResourceUnavailable = "resource-unavailable",
+        ResourceUnavailable => "resource-unavailable",
         /// The worker itself failed.
-        InternalError = "internal-error",
+        InternalError => "internal-error",
         /// Another task made this one unnecessary.
-        Superseded = "superseded",
+        Superseded => "superseded",
         /// The task failed in a way a retry may fix.
-        IntermittentTask = "intermittent-task",
+        IntermittentTask => "intermittent-task",
+    }
+}
+
+impl ExceptionReason {
+    /// Whether upstream's `reportException` still accepts it (`superseded`
+    /// is no longer accepted).
+    pub fn is_accepted(self) -> bool {
+        self != ExceptionReason::Superseded
     }
 }
 
@@ -229,6 +279,7 @@ mod tests {
         round_trips(Priority::ALL);
         round_trips(TaskState::ALL);
         round_trips(RunState::ALL);
+        round_trips(ReasonCreated::ALL);
         round_trips(ReasonResolved::ALL);
         round_trips(ExceptionReason::ALL);
     }
@@ -258,5 +309,34 @@ mod tests {
         assert!(!RunState::Pending.is_resolved());
         assert!(!RunState::Running.is_resolved());
         assert!(RunState::Exception.is_resolved());
+    }
+
+    #[test]
+    fn a_task_is_in_its_last_runs_state() {
+        for state in RunState::ALL {
+            let task = TaskState::from(*state);
+            assert_eq!(task.as_str(), state.as_str());
+            assert_eq!(task.is_resolved(), state.is_resolved());
+        }
+        assert!(!TaskState::Unscheduled.is_resolved());
+    }
+
+    #[test]
+    fn superseded_is_no_longer_accepted() {
+        let accepted: Vec<&str> = ExceptionReason::ALL
+            .iter()
+            .filter(|r| r.is_accepted())
+            .map(|r| r.as_str())
+            .collect();
+        assert_eq!(
+            accepted,
+            [
+                "worker-shutdown",
+                "malformed-payload",
+                "resource-unavailable",
+                "internal-error",
+                "intermittent-task"
+            ]
+        );
     }
 }

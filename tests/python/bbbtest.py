@@ -357,10 +357,84 @@ def claim_one(worker_queue: taskcluster.Queue, task_queue_id: str, worker_id: st
     return response["tasks"][0]
 
 
+def create_and_claim(server, queue: taskcluster.Queue, worker_queue: taskcluster.Queue, **overrides: Any):
+    """Create one task on a fresh task queue (``task_definition`` with
+    ``overrides``) and claim it; return (taskId, claim, client using the
+    claim's task credentials)."""
+    tq = new_task_queue()
+    task_id = taskcluster.slugId()
+    queue.createTask(task_id, task_definition(tq, **overrides))
+    claim = claim_one(worker_queue, tq)
+    assert claim["status"]["taskId"] == task_id
+    return task_id, claim, server.queue_with(claim["credentials"])
+
+
+def runs_of(status: dict) -> list[tuple]:
+    """``(runId, state, reasonCreated, reasonResolved)`` of each run of a
+    task status (``reasonResolved`` None while the run is unresolved)."""
+    return [(r["runId"], r["state"], r["reasonCreated"], r.get("reasonResolved")) for r in status["runs"]]
+
+
+def create_blocked(queue: taskcluster.Queue, **overrides: Any) -> str:
+    """Create a task (``task_definition`` with ``overrides``) that depends on
+    another, pending, task: it stays unscheduled. Return its taskId."""
+    blocker = taskcluster.slugId()
+    queue.createTask(blocker, task_definition(new_task_queue()))
+    task_id = taskcluster.slugId()
+    queue.createTask(task_id, task_definition(new_task_queue(), dependencies=[blocker], **overrides))
+    return task_id
+
+
 def bbb_binary() -> Path:
     """Path of the bbb binary under test (env ``BBB_BIN``, default
     ``<repo>/target/debug/bbb``)."""
     return Path(os.environ.get("BBB_BIN", REPO / "target" / "debug" / "bbb"))
+
+
+def _answers(url: str, proc: subprocess.Popen, log_path: Path) -> bool:
+    """Whether ``url`` answers; fails with the log if ``proc`` died."""
+    try:
+        return requests.get(url, timeout=2).ok
+    except requests.ConnectionError:
+        assert proc.poll() is None, log_path.read_text()
+        return False
+
+
+@contextlib.contextmanager
+def bbb_up(tmp_path: Path, **env: str):
+    """Run ``bbb up`` on a free port with its own data directory in
+    ``tmp_path`` and extra environment ``env``; yield ``(queue, log_path,
+    answers)`` once it answers ping: a root client of its queue, its log
+    file and a function telling whether a URL answers while ``bbb up``
+    lives. Stopped with SIGTERM on exit."""
+    port = free_port()
+    token = "up-" + taskcluster.slugId()
+    env = dict(os.environ, BBB_LISTEN=f"127.0.0.1:{port}", BBB_ROOT_ACCESS_TOKEN=token, BBB_LOG="info", **env)
+    log_path = tmp_path / "up.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [str(bbb_binary()), "up", "--data-dir", str(tmp_path / "data")],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )
+        try:
+            root_url = f"http://127.0.0.1:{port}"
+
+            def answers(url: str) -> bool:
+                return _answers(url, proc, log_path)
+
+            wait_for(lambda: answers(f"{root_url}/api/queue/v1/ping"), 60, "bbb up to answer ping")
+            credentials = {"clientId": "root", "accessToken": token}
+            yield taskcluster.Queue({"rootUrl": root_url, "credentials": credentials}), log_path, answers
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
 
 
 def start_server(request, tmp_path_factory, **env: str) -> BbbServer:

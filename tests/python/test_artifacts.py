@@ -6,20 +6,15 @@ import datetime
 
 import pytest
 import requests
-import taskcluster
 from taskcluster.exceptions import TaskclusterRestFailure
 
-from bbbtest import claim_one, error_code, from_now, new_task_queue, parse_date, task_definition
+from bbbtest import create_and_claim, error_code, from_now, parse_date
 
 
 @pytest.fixture
 def running(server, queue, worker_queue):
     """A claimed task: (taskId, claim, client with the task credentials)."""
-    tq = new_task_queue()
-    task_id = taskcluster.slugId()
-    queue.createTask(task_id, task_definition(tq))
-    claim = claim_one(worker_queue, tq)
-    return task_id, claim, server.queue_with(claim["credentials"])
+    return create_and_claim(server, queue, worker_queue)
 
 
 def upload_s3(task_queue, task_id, run_id, name, content: bytes, content_type="text/plain"):

@@ -12,9 +12,11 @@ from bbbtest import (
     BACKENDS,
     RESOLVER_INTERVAL_MS,
     claim_one,
+    create_and_claim,
     error_code,
     new_task_queue,
     parse_date,
+    runs_of,
     start_server,
     task_definition,
     wait_for,
@@ -69,9 +71,7 @@ def test_expired_claim_becomes_claim_expired_with_a_retry_run(server, queue, wor
     status = wait_for_runs(queue, task_id, 2)
     assert status["state"] == "pending"
     assert status["retriesLeft"] == 4
-    assert [
-        (r["runId"], r["state"], r["reasonCreated"], r.get("reasonResolved")) for r in status["runs"]
-    ] == [
+    assert runs_of(status) == [
         (0, "exception", "scheduled", "claim-expired"),
         (1, "pending", "retry", None),
     ]
@@ -102,10 +102,7 @@ def test_expired_claim_without_retries_is_final(queue, worker_queue):
 def test_reclaim_keeps_the_claim_alive(server, queue, worker_queue):
     """Reclaiming before takenUntil keeps the run running past the original
     claim timeout."""
-    tq = new_task_queue()
-    task_id = taskcluster.slugId()
-    queue.createTask(task_id, task_definition(tq))
-    claim = claim_one(worker_queue, tq)
+    task_id, claim, _ = create_and_claim(server, queue, worker_queue)
     credentials = claim["credentials"]
     original = parse_date(claim["takenUntil"])
 

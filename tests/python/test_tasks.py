@@ -11,11 +11,14 @@ from bbbtest import (
     PROVISIONER,
     WORKER_GROUP,
     claim_one,
+    create_and_claim,
+    create_blocked,
     error_code,
     from_now,
     iso,
     new_task_queue,
     parse_date,
+    runs_of,
     task_definition,
     wait_for_state,
 )
@@ -31,13 +34,17 @@ def test_create_task_returns_pending_status_and_stores_defaults(queue):
     result = queue.createTask(task_id, definition)
 
     status = result["status"]
+    task = queue.task(task_id)
+    # The status and the definition name the same queue, scheduler, project
+    # and group.
+    for record in (status, task):
+        assert record["taskQueueId"] == tq
+        assert record["provisionerId"] == PROVISIONER
+        assert record["workerType"] == tq.split("/")[1]
+        assert record["schedulerId"] == "-"
+        assert record["projectId"] == "none"
+        assert record["taskGroupId"] == task_id
     assert status["taskId"] == task_id
-    assert status["taskQueueId"] == tq
-    assert status["provisionerId"] == PROVISIONER
-    assert status["workerType"] == tq.split("/")[1]
-    assert status["schedulerId"] == "-"
-    assert status["projectId"] == "none"
-    assert status["taskGroupId"] == task_id
     assert status["priority"] == "lowest"
     assert status["retriesLeft"] == 5
     assert status["deadline"] == definition["deadline"]
@@ -50,13 +57,6 @@ def test_create_task_returns_pending_status_and_stores_defaults(queue):
     assert "scheduled" in run
     assert "workerGroup" not in run and "takenUntil" not in run
 
-    task = queue.task(task_id)
-    assert task["taskQueueId"] == tq
-    assert task["provisionerId"] == PROVISIONER
-    assert task["workerType"] == tq.split("/")[1]
-    assert task["schedulerId"] == "-"
-    assert task["projectId"] == "none"
-    assert task["taskGroupId"] == task_id
     assert task["dependencies"] == []
     assert task["requires"] == "all-completed"
     assert task["routes"] == []
@@ -239,10 +239,7 @@ def test_missing_dependency_is_an_input_error(queue):
 def test_schedule_task_starts_an_unscheduled_task(queue):
     """scheduleTask on a task blocked by a dependency makes it pending with
     reasonCreated ``scheduled``; a second call changes nothing."""
-    blocker = taskcluster.slugId()
-    queue.createTask(blocker, task_definition(new_task_queue()))
-    task_id = taskcluster.slugId()
-    queue.createTask(task_id, task_definition(new_task_queue(), dependencies=[blocker]))
+    task_id = create_blocked(queue)
 
     status = queue.scheduleTask(task_id)["status"]
     assert status["state"] == "pending"
@@ -280,14 +277,8 @@ def test_cancel_pending_task(queue):
 
     status = queue.cancelTask(task_id)["status"]
     assert status["state"] == "exception"
-    assert len(status["runs"]) == 1
-    run = status["runs"][0]
-    assert (run["state"], run["reasonCreated"], run["reasonResolved"]) == (
-        "exception",
-        "scheduled",
-        "canceled",
-    )
-    assert "resolved" in run
+    assert runs_of(status) == [(0, "exception", "scheduled", "canceled")]
+    assert "resolved" in status["runs"][0]
 
     assert queue.cancelTask(task_id)["status"] == status
 
@@ -295,31 +286,19 @@ def test_cancel_pending_task(queue):
 def test_cancel_unscheduled_task_creates_an_exception_run(queue):
     """Cancelling a task without runs adds one run that is created and
     resolved at once: reasonCreated ``exception``, reasonResolved ``canceled``."""
-    blocker = taskcluster.slugId()
-    queue.createTask(blocker, task_definition(new_task_queue()))
-    task_id = taskcluster.slugId()
-    queue.createTask(task_id, task_definition(new_task_queue(), dependencies=[blocker]))
+    task_id = create_blocked(queue)
 
     status = queue.cancelTask(task_id)["status"]
     assert status["state"] == "exception"
-    assert len(status["runs"]) == 1
+    assert runs_of(status) == [(0, "exception", "exception", "canceled")]
     run = status["runs"][0]
-    assert (run["runId"], run["state"], run["reasonCreated"], run["reasonResolved"]) == (
-        0,
-        "exception",
-        "exception",
-        "canceled",
-    )
     assert run["scheduled"] == run["resolved"]
 
 
 def test_cancel_running_task_makes_reclaim_conflict(server, queue, worker_queue):
     """The worker of a cancelled running task learns about it through a 409
     on reclaimTask."""
-    tq = new_task_queue()
-    task_id = taskcluster.slugId()
-    queue.createTask(task_id, task_definition(tq))
-    claim = claim_one(worker_queue, tq)
+    task_id, _, task_queue = create_and_claim(server, queue, worker_queue)
 
     status = queue.cancelTask(task_id)["status"]
     assert status["runs"][0]["state"] == "exception"
@@ -327,7 +306,7 @@ def test_cancel_running_task_makes_reclaim_conflict(server, queue, worker_queue)
     assert status["runs"][0]["workerGroup"] == WORKER_GROUP
 
     with pytest.raises(TaskclusterRestFailure) as excinfo:
-        server.queue_with(claim["credentials"]).reclaimTask(task_id, 0)
+        task_queue.reclaimTask(task_id, 0)
     assert excinfo.value.status_code == 409
     assert error_code(excinfo) == "RequestConflict"
 
@@ -466,14 +445,7 @@ def test_deadline_resolves_a_pending_task(queue):
     queue.createTask(task_id, task_definition(new_task_queue(), deadline=from_now(3)))
 
     status = wait_for_state(queue, task_id, "exception", timeout=20)
-    assert len(status["runs"]) == 1
-    run = status["runs"][0]
-    assert (run["runId"], run["state"], run["reasonCreated"], run["reasonResolved"]) == (
-        0,
-        "exception",
-        "scheduled",
-        "deadline-exceeded",
-    )
+    assert runs_of(status) == [(0, "exception", "scheduled", "deadline-exceeded")]
 
     # After the deadline the task is immutable.
     with pytest.raises(TaskclusterRestFailure) as excinfo:
@@ -484,16 +456,7 @@ def test_deadline_resolves_a_pending_task(queue):
 def test_deadline_resolves_an_unscheduled_task(queue):
     """An unscheduled task whose deadline passes gets a single synthetic run:
     reasonCreated ``exception``, reasonResolved ``deadline-exceeded``."""
-    blocker = taskcluster.slugId()
-    queue.createTask(blocker, task_definition(new_task_queue()))
-    task_id = taskcluster.slugId()
-    queue.createTask(task_id, task_definition(new_task_queue(), dependencies=[blocker], deadline=from_now(3)))
+    task_id = create_blocked(queue, deadline=from_now(3))
 
     status = wait_for_state(queue, task_id, "exception", timeout=20)
-    assert len(status["runs"]) == 1
-    run = status["runs"][0]
-    assert (run["state"], run["reasonCreated"], run["reasonResolved"]) == (
-        "exception",
-        "exception",
-        "deadline-exceeded",
-    )
+    assert runs_of(status) == [(0, "exception", "exception", "deadline-exceeded")]

@@ -6,15 +6,12 @@ demo task goes pending → running → completed; ``/metrics`` counts it all."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 
 import pytest
 import requests
 import taskcluster
 
-from bbbtest import bbb_binary, free_port, task_definition, wait_for, wait_for_state
+from bbbtest import bbb_up, free_port, task_definition, wait_for, wait_for_state
 
 BRIDGE_QUEUE = "buildbot-bridge/buildbot-bridge"
 
@@ -22,56 +19,14 @@ BRIDGE_QUEUE = "buildbot-bridge/buildbot-bridge"
 @pytest.fixture
 def up(tmp_path):
     """A ``bbb up`` process with its metrics on a known port."""
-    port, metrics_port = free_port(), free_port()
-    token = "up-bridge-" + taskcluster.slugId()
-    env = dict(
-        os.environ,
-        BBB_LISTEN=f"127.0.0.1:{port}",
-        BBB_ROOT_ACCESS_TOKEN=token,
-        BBB_METRICS_LISTEN=f"127.0.0.1:{metrics_port}",
-        BBB_LOG="info",
-    )
-    log_path = tmp_path / "up.log"
-    log = open(log_path, "w")
-    proc = subprocess.Popen(
-        [str(bbb_binary()), "up", "--data-dir", str(tmp_path / "data")],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=tmp_path,
-    )
-    root_url = f"http://127.0.0.1:{port}"
-
-    def ping():
-        try:
-            return requests.get(f"{root_url}/api/queue/v1/ping", timeout=2).ok
-        except requests.ConnectionError:
-            assert proc.poll() is None, log_path.read_text()
-            return False
-
-    wait_for(ping, 60, "bbb up to answer ping")
-    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-
-    def bridge_ready():
+    metrics_port = free_port()
+    with bbb_up(tmp_path, BBB_METRICS_LISTEN=f"127.0.0.1:{metrics_port}") as (queue, log_path, answers):
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         # /metrics answers once the bridge has subscribed to the queue's
         # exchanges; a task created before that is only adopted by the
         # reflector's next pass.
-        try:
-            return requests.get(metrics_url, timeout=2).ok
-        except requests.ConnectionError:
-            assert proc.poll() is None, log_path.read_text()
-            return False
-
-    wait_for(bridge_ready, 60, "the bridge's /metrics to answer")
-    queue = taskcluster.Queue({"rootUrl": root_url, "credentials": {"clientId": "root", "accessToken": token}})
-    yield queue, log_path, metrics_url
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        log.close()
+        wait_for(lambda: answers(metrics_url), 60, "the bridge's /metrics to answer")
+        yield queue, log_path, metrics_url
 
 
 def bridged(builder: str, **properties) -> dict:

@@ -10,23 +10,14 @@ from taskcluster.exceptions import TaskclusterRestFailure
 from bbbtest import (
     WORKER_GROUP,
     claim_one,
+    create_and_claim,
     error_code,
     new_task_queue,
     new_worker_id,
     parse_date,
+    runs_of,
     task_definition,
 )
-
-
-def create_and_claim(server, queue, worker_queue, **overrides):
-    """Create one task on a fresh queue, claim it; return (taskId, claim,
-    client using the claim's task credentials)."""
-    tq = new_task_queue()
-    task_id = taskcluster.slugId()
-    queue.createTask(task_id, task_definition(tq, **overrides))
-    claim = claim_one(worker_queue, tq)
-    assert claim["status"]["taskId"] == task_id
-    return task_id, claim, server.queue_with(claim["credentials"])
 
 
 def test_claim_work_returns_task_credentials_and_taken_until(queue, worker_queue):
@@ -146,9 +137,7 @@ def test_report_exception_worker_shutdown_retries(server, queue, worker_queue):
     status = task_queue.reportException(task_id, 0, {"reason": "worker-shutdown"})["status"]
     assert status["state"] == "pending"
     assert status["retriesLeft"] == 4
-    assert [
-        (r["runId"], r["state"], r["reasonCreated"], r.get("reasonResolved")) for r in status["runs"]
-    ] == [
+    assert runs_of(status) == [
         (0, "exception", "scheduled", "worker-shutdown"),
         (1, "pending", "retry", None),
     ]

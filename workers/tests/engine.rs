@@ -1,31 +1,18 @@
 //! The process engine with real processes, no queue.
 
-use std::path::PathBuf;
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use bbb_testdb::TempDir;
 use bbb_workers::{
     AbortReason, AbortSignal, ArtifactContent, ExceptionReason, LiveLogServer, RunOutcome,
     TaskContext, TaskDir, TaskLog, TaskOutcome, run_task,
 };
+use common::{read_to_end, read_until};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
-
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Scratch {
-        let p = std::env::temp_dir().join(format!("bbb-engine-test-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&p).unwrap();
-        Scratch(p)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn ctx() -> TaskContext {
     TaskContext {
@@ -44,11 +31,11 @@ struct Run {
     outcome: TaskOutcome,
     log: String,
     dir: TaskDir,
-    _scratch: Scratch,
+    _scratch: TempDir,
 }
 
 async fn run(payload: Value) -> Run {
-    let scratch = Scratch::new();
+    let scratch = TempDir::new("bbb-engine-test");
     let dir = TaskDir::create(&scratch.0, "task").unwrap();
     let log = TaskLog::create(&scratch.0.join("task.log")).unwrap();
     let outcome = run_task(&ctx(), &payload, &dir, &log, &AbortSignal::new()).await;
@@ -344,7 +331,7 @@ async fn artifacts_are_collected_after_a_failure_too() {
 
 #[tokio::test]
 async fn abort_kills_the_task_and_keeps_no_artifacts() {
-    let scratch = Scratch::new();
+    let scratch = TempDir::new("bbb-engine-test");
     let dir = TaskDir::create(&scratch.0, "task").unwrap();
     let log = TaskLog::create(&scratch.0.join("task.log")).unwrap();
     let abort = AbortSignal::new();
@@ -377,7 +364,7 @@ async fn abort_kills_the_task_and_keeps_no_artifacts() {
 
 #[tokio::test]
 async fn task_directory_is_fresh_and_removed() {
-    let scratch = Scratch::new();
+    let scratch = TempDir::new("bbb-engine-test");
     let stale = scratch.0.join("task");
     std::fs::create_dir_all(stale.join("left-over")).unwrap();
     let dir = TaskDir::create(&scratch.0, "task").unwrap();
@@ -407,7 +394,7 @@ async fn task_directory_is_fresh_and_removed() {
 
 #[tokio::test]
 async fn live_log_is_readable_while_running_and_complete_afterwards() {
-    let scratch = Scratch::new();
+    let scratch = TempDir::new("bbb-engine-test");
     let stop = CancellationToken::new();
     let server = LiveLogServer::start("127.0.0.1:0", None, stop.clone())
         .await
@@ -440,14 +427,7 @@ async fn live_log_is_readable_while_running_and_complete_afterwards() {
         "text/plain; charset=utf-8"
     );
     let mut seen = Vec::new();
-    while !String::from_utf8_lossy(&seen).contains("\nfirst line\n") {
-        let chunk = tokio::time::timeout(Duration::from_secs(20), resp.chunk())
-            .await
-            .expect("live log stalled")
-            .unwrap()
-            .expect("live log ended early");
-        seen.extend_from_slice(&chunk);
-    }
+    read_until(&mut resp, &mut seen, "\nfirst line\n").await;
     assert!(!task.is_finished(), "the task should still be running");
     assert!(!String::from_utf8_lossy(&seen).contains("\nsecond line\n"));
 
@@ -455,13 +435,7 @@ async fn live_log_is_readable_while_running_and_complete_afterwards() {
     let mut late = client.get(&url).send().await.unwrap();
 
     std::fs::write(&go, "").unwrap();
-    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(20), resp.chunk())
-        .await
-        .expect("live log stalled")
-        .unwrap()
-    {
-        seen.extend_from_slice(&chunk);
-    }
+    read_to_end(&mut resp, &mut seen).await;
     let (outcome, dir) = task.await.unwrap();
     assert_eq!(outcome.resolution, RunOutcome::Completed);
     let full = log.contents().unwrap();

@@ -279,14 +279,7 @@ impl LegacyMaster for RestMaster {
                     format!("unexpected force result {result}"),
                 )
             })?;
-        tracing::info!(
-            task.id = %spec.task_id,
-            run.id = spec.run_id,
-            build_request.id = brid.0,
-            buildset.id = buildset_id,
-            builder = %spec.buildername,
-            "submitted build request"
-        );
+        spec.log_submitted(brid, buildset_id);
         Ok(brid)
     }
 

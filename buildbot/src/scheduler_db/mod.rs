@@ -241,9 +241,8 @@ impl SchedulerDb {
                 (id,),
             )
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(
+        let builds =
+            rows.into_iter().map(
                 |(build_id, number, buildername, master, branch)| RunningBuild {
                     build_id: BuildId(build_id),
                     number,
@@ -251,8 +250,8 @@ impl SchedulerDb {
                     master,
                     branch,
                 },
-            )
-            .collect())
+            );
+        Ok(builds.collect())
     }
 
     async fn branch_of(&self, id: BuildRequestId) -> Result<Option<String>> {
@@ -278,17 +277,9 @@ impl SchedulerDb {
     ) -> Result<bool> {
         let url = url_with_segments(base, &[short_branch(branch), kind, &id.to_string()])?;
         let shown = mask_url(url.as_str());
-        let response = self
-            .inner
-            .http
-            .delete(url)
-            .header("X-Remote-User", &self.inner.config.selfserve_user)
-            .send()
-            .await
-            .map_err(|e| LegacyError::Http {
-                url: shown.clone(),
-                reason: e.to_string(),
-            })?;
+        let request = self.inner.http.delete(url);
+        let request = request.header("X-Remote-User", &self.inner.config.selfserve_user);
+        let response = send_web(request, &shown).await?;
         match response.status() {
             status if status.is_success() => Ok(true),
             reqwest::StatusCode::NOT_FOUND => {
@@ -317,17 +308,8 @@ impl SchedulerDb {
             &["builders", &build.buildername, "builds", &number, "stop"],
         )?;
         let shown = mask_url(url.as_str());
-        let response = self
-            .inner
-            .http
-            .post(url)
-            .form(&[("comments", "stopped by bbb")])
-            .send()
-            .await
-            .map_err(|e| LegacyError::Http {
-                url: shown.clone(),
-                reason: e.to_string(),
-            })?;
+        let request = self.inner.http.post(url);
+        let response = send_web(request.form(&[("comments", "stopped by bbb")]), &shown).await?;
         // The 0.8 web UI answers a stop with a redirect to the build page.
         if response.status().is_success() || response.status().is_redirection() {
             Ok(())
@@ -338,6 +320,15 @@ impl SchedulerDb {
             })
         }
     }
+}
+
+/// Sends a request to a master's web pages (self-serve, stop URLs); a
+/// failure to send is an HTTP error on `shown`, the masked URL.
+async fn send_web(request: reqwest::RequestBuilder, shown: &str) -> Result<reqwest::Response> {
+    request.send().await.map_err(|e| LegacyError::Http {
+        url: shown.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 #[async_trait]
@@ -402,14 +393,7 @@ impl LegacyMaster for SchedulerDb {
         .await?;
         let brid = BuildRequestId(tx.last_insert_id().unwrap_or_default());
         tx.commit().await?;
-        tracing::info!(
-            task.id = %spec.task_id,
-            run.id = spec.run_id,
-            build_request.id = brid.0,
-            buildset.id = buildset_id,
-            builder = %spec.buildername,
-            "injected build request"
-        );
+        spec.log_submitted(brid, Some(buildset_id));
         Ok(brid)
     }
 

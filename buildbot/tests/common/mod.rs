@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bbb_buildbot::{BuildRequestSpec, LegacyEvent, LegacyEventStream, SourceStamp};
+use bbb_buildbot::{
+    BuildRequestSpec, BuildResult, LegacyError, LegacyEvent, LegacyEventStream, LegacyMaster,
+    SourceStamp,
+};
 use futures::StreamExt;
 
 /// A spec for `task_id` on `builder` with a few properties.
@@ -48,10 +51,44 @@ pub async fn wait_for(
     }
 }
 
+/// Checks that `event` completes a request with `results`, claimed by a
+/// build (or not, `claimed: false`).
+pub fn assert_completed(event: &LegacyEvent, results: BuildResult, claimed: bool) {
+    assert!(
+        matches!(event, LegacyEvent::RequestCompleted { results: r, claimed: c, .. } if *r == results && *c == claimed),
+        "{event:?}"
+    );
+}
+
 /// Installs a test subscriber once (RUST_LOG controls it).
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
+}
+
+/// Submits a request for `task_id` on `builder`, which the master does not
+/// have, and checks that it is refused as an unknown builder and that no
+/// request was stored.
+pub async fn assert_unknown_builder_refused(
+    master: &impl LegacyMaster,
+    task_id: &str,
+    builder: &str,
+) {
+    let error = master
+        .submit(&spec(task_id, builder))
+        .await
+        .expect_err("an unknown builder is refused");
+    assert!(
+        matches!(&error, LegacyError::UnknownBuilder(name) if name == builder),
+        "{error:?}"
+    );
+    assert!(
+        master
+            .find_requests_for_task(task_id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

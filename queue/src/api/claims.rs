@@ -3,9 +3,10 @@
 
 use super::{Api, run_id};
 use crate::error::{ApiError, Result};
-use crate::model::{EXCEPTION_REASONS, RunResolution};
+use crate::model::RunResolution;
 use crate::validate;
 use bbb_service::{Call, Reply, ScopeParams};
+use bbb_tcvalues::ExceptionReason;
 use serde::Deserialize;
 use serde_json::json;
 use std::time::Duration;
@@ -107,7 +108,7 @@ pub async fn report_failed(api: Api, call: Call) -> Result<Reply> {
 }
 
 /// Resolve the call's run `how`.
-async fn resolve(api: &Api, call: &Call, how: RunResolution<'_>) -> Result<Reply> {
+async fn resolve(api: &Api, call: &Call, how: RunResolution) -> Result<Reply> {
     let (task_id, run_id) = (call.param("taskId"), run_id(call));
     Ok(Reply::json(
         api.queue.resolve_run(task_id, run_id, how).await?,
@@ -122,14 +123,24 @@ pub async fn report_exception(api: Api, call: Call) -> Result<Reply> {
         reason: String,
     }
     let req: Req = call.input_as()?;
-    if !EXCEPTION_REASONS.contains(&req.reason.as_str()) {
-        return Err(ApiError::InputValidation(format!(
-            "Schema validation error: reason {:?} must be one of {}",
-            req.reason,
-            EXCEPTION_REASONS.join(", ")
-        )));
-    }
-    resolve(&api, &call, RunResolution::Exception(&req.reason)).await
+    let reason = req
+        .reason
+        .parse::<ExceptionReason>()
+        .ok()
+        .filter(|r| r.is_accepted())
+        .ok_or_else(|| {
+            let accepted: Vec<&str> = ExceptionReason::ALL
+                .iter()
+                .filter(|r| r.is_accepted())
+                .map(|r| r.as_str())
+                .collect();
+            ApiError::InputValidation(format!(
+                "Schema validation error: reason {:?} must be one of {}",
+                req.reason,
+                accepted.join(", ")
+            ))
+        })?;
+    resolve(&api, &call, RunResolution::Exception(reason)).await
 }
 
 /// A `workerGroup` and `workerId` from a body must be identifiers.

@@ -3,10 +3,11 @@
 
 use super::Api;
 use crate::error::Result;
-use crate::model::{CreateTaskRequest, PRIORITIES};
+use crate::model::CreateTaskRequest;
 use crate::validate;
 use bbb_service::paging::{encode_token, page, with_token};
 use bbb_service::{Call, Reply, ScopeParams};
+use bbb_tcvalues::Priority;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -75,17 +76,19 @@ pub async fn create_task(api: Api, call: Call) -> Result<Reply> {
     let req: CreateTaskRequest = call.input_as()?;
     let max_deadline = q.cfg.max_task_deadline_days as i64 * 86_400_000;
     let def = validate::task_definition(id, req, q.clock.now_ms(), max_deadline)?;
-    let rank = PRIORITIES
+    // The task's priority and every higher one: a scope for a priority allows
+    // it and every lower one.
+    let priorities = Priority::ALL
         .iter()
-        .position(|p| *p == def.priority)
-        .unwrap_or(PRIORITIES.len() - 1);
+        .filter(|p| p.rank() >= def.priority.rank())
+        .map(|p| p.as_str());
     call.authorize_with(
         ScopeParams::new()
             .list("scopes", def.scopes.iter().cloned())
             .list("routes", def.routes.iter().cloned())
             .set("projectId", def.project_id.clone())
             .set("schedulerId", def.scheduler_id.clone())
-            .list("priorities", PRIORITIES[..=rank].iter().copied())
+            .list("priorities", priorities)
             .set("taskQueueId", def.task_queue_id.clone()),
     )?;
     Ok(Reply::json(q.create_task(id, &def).await?))

@@ -3,6 +3,7 @@
 use crate::core::Queue;
 use crate::error::{ApiError, Result};
 use crate::time::{fmt_ms, parse_ms};
+use bbb_tcvalues::RunState;
 use serde_json::{Map, Value, json};
 use sqlx::Row;
 
@@ -193,8 +194,8 @@ impl Queue {
                 a.run_id, a.task_id
             )));
         }
-        let open = run.state == "running"
-            || (run.state == "exception"
+        let open = run.state == RunState::Running
+            || (run.state == RunState::Exception
                 && run.resolved.is_some_and(|r| now - r < EXCEPTION_GRACE_MS));
         if !open {
             return Err(ApiError::Conflict(format!(

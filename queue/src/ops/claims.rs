@@ -6,6 +6,7 @@ use crate::db::{Backend, TASK_COLUMNS, task_from_row};
 use crate::error::{ApiError, Result};
 use crate::model::{ClaimCall, ResolveCall, Run, RunResolution, Task};
 use crate::time::fmt_ms;
+use bbb_tcvalues::{ReasonCreated, ReasonResolved, RunState};
 use serde_json::{Value, json};
 use sqlx::Row;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -35,7 +36,7 @@ impl Queue {
     ) -> Result<Value> {
         let taken_until = now + self.claim_timeout_ms();
         let run = task.runs.last_mut().expect("pending run");
-        run.state = "running".into();
+        run.state = RunState::Running;
         run.worker_group = Some(worker_group.into());
         run.worker_id = Some(worker_id.into());
         run.taken_until = Some(taken_until);
@@ -114,7 +115,7 @@ impl Queue {
                 return Err(ApiError::Conflict(format!("Task {task_id} has passed its deadline")));
             }
             let latest = run_id as usize + 1 == task.runs.len();
-            if latest && run.state == "pending" {
+            if latest && run.state == RunState::Pending {
                 self.dequeue_pending(&mut t, task_id, run_id).await?;
                 let claim = self.start_run(&mut t, &mut task, worker_group, worker_id, now).await?;
                 let tq = task.def.task_queue_id.clone();
@@ -123,7 +124,7 @@ impl Queue {
                 return Ok(claim);
             }
             if latest
-                && run.state == "running"
+                && run.state == RunState::Running
                 && run.worker_group.as_deref() == Some(worker_group)
                 && run.worker_id.as_deref() == Some(worker_id)
             {
@@ -156,7 +157,7 @@ impl Queue {
             let run = task.runs.get_mut(run_id as usize).ok_or_else(|| {
                 ApiError::NotFound(format!("Run {run_id} of task {task_id} not found"))
             })?;
-            if run_id as usize + 1 != n || run.state != "running" {
+            if run_id as usize + 1 != n || run.state != RunState::Running {
                 return Err(ApiError::Conflict(format!(
                     "Run {run_id} of task {task_id} is {} and can't be reclaimed",
                     run.state
@@ -194,7 +195,7 @@ impl Queue {
         &self,
         task_id: &str,
         run_id: i64,
-        how: RunResolution<'_>,
+        how: RunResolution,
     ) -> Result<Value> {
         self.retrying(|| async {
             let now = self.clock.now_ms();
@@ -217,31 +218,25 @@ impl Queue {
         t: &mut Txn,
         task: &mut Task,
         run_id: i64,
-        how: RunResolution<'_>,
+        how: RunResolution,
         now: i64,
     ) -> Result<Value> {
         let task_id = task.task_id.clone();
-        let (state, reason) = match how {
-            RunResolution::Completed => ("completed", "completed"),
-            RunResolution::Failed => ("failed", "failed"),
-            RunResolution::Exception(r) => ("exception", r),
-        };
+        let (state, reason) = how.outcome();
         let n = task.runs.len();
         let run = task.runs.get_mut(run_id as usize).ok_or_else(|| {
             ApiError::NotFound(format!("Run {run_id} of task {task_id} not found"))
         })?;
-        if run.state == state && run.reason_resolved.as_deref() == Some(reason) {
+        if run.state == state && run.reason_resolved == Some(reason) {
             return Ok(json!({"status": task.status()}));
         }
-        if run_id as usize + 1 != n || run.state != "running" {
+        if run_id as usize + 1 != n || run.state != RunState::Running {
             return Err(ApiError::Conflict(format!(
                 "Run {run_id} of task {task_id} is {} and can't be resolved {state}/{reason}",
                 run.state
             )));
         }
-        run.state = state.into();
-        run.reason_resolved = Some(reason.into());
-        run.resolved = Some(now);
+        run.resolve(state, reason, now);
         task.taken_until = None;
         self.emit_resolution_with_retry(t, task, run_id, now)
             .await?;
@@ -257,13 +252,11 @@ impl Queue {
         run_id: i64,
         now: i64,
     ) -> Result<()> {
-        let reason = task.runs[run_id as usize]
-            .reason_resolved
-            .clone()
-            .unwrap_or_default();
-        let retry_as = match reason.as_str() {
-            "worker-shutdown" | "claim-expired" => Some("retry"),
-            "intermittent-task" => Some("task-retry"),
+        let retry_as = match task.runs[run_id as usize].reason_resolved {
+            Some(ReasonResolved::WorkerShutdown | ReasonResolved::ClaimExpired) => {
+                Some(ReasonCreated::Retry)
+            }
+            Some(ReasonResolved::IntermittentTask) => Some(ReasonCreated::TaskRetry),
             _ => None,
         };
         let retry = retry_as.filter(|_| task.retries_left > 0);
@@ -395,7 +388,7 @@ impl Queue {
                     };
                     let is_current = task
                         .last_run()
-                        .is_some_and(|r| r.run_id == run_id && r.state == "pending");
+                        .is_some_and(|r| r.run_id == run_id && r.state == RunState::Pending);
                     if !is_current {
                         continue;
                     }

@@ -5,6 +5,7 @@ use crate::db::{TASK_COLUMNS, task_from_row};
 use crate::error::{ApiError, Result};
 use crate::model::Task;
 use crate::time::fmt_ms;
+use bbb_tcvalues::ReasonResolved;
 use serde_json::{Value, json};
 use sqlx::Row;
 
@@ -80,7 +81,10 @@ impl Queue {
             let mut ids = Vec::new();
             for row in rows {
                 let mut task = task_from_row(&row)?;
-                if self.resolve_unfinished(&mut t, &mut task, "canceled", now).await? {
+                if self
+                    .resolve_unfinished(&mut t, &mut task, ReasonResolved::Canceled, now)
+                    .await?
+                {
                     ids.push(task.task_id.clone());
                 }
             }

@@ -4,8 +4,9 @@ use crate::batch::Outcome;
 use crate::core::{Queue, Txn};
 use crate::db::{TASK_COLUMNS, placeholders, task_from_row};
 use crate::error::{ApiError, Result};
-use crate::model::{CreateCall, Run, Task, TaskDef};
+use crate::model::{CreateCall, Run, Task, TaskDef, stored};
 use crate::time::{fmt_ms, parse_ms};
+use bbb_tcvalues::{ReasonCreated, ReasonResolved, RunState, TaskState};
 use serde_json::{Value, json};
 use sqlx::Row;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -35,7 +36,8 @@ pub(crate) fn new_task(task_id: &str, def: &TaskDef, scheduled: bool, now: i64) 
         ever_resolved: false,
     };
     if scheduled {
-        task.runs.push(Run::pending(0, "scheduled", now));
+        task.runs
+            .push(Run::pending(0, ReasonCreated::Scheduled, now));
     }
     task
 }
@@ -122,7 +124,7 @@ impl Queue {
 
         // Dependencies: each must exist (or be the task itself) and outlive our deadline.
         // Locking them (PostgreSQL: FOR SHARE) orders us against their resolution.
-        let mut states: HashMap<String, (i64, String)> = HashMap::new();
+        let mut states: HashMap<String, (i64, TaskState)> = HashMap::new();
         let others: Vec<&String> = def.dependencies.iter().filter(|d| *d != task_id).collect();
         for chunk in others.chunks(500) {
             let sql = format!(
@@ -135,10 +137,8 @@ impl Queue {
                 q = q.bind(d.as_str());
             }
             for row in q.fetch_all(&mut *t.tx).await? {
-                states.insert(
-                    row.try_get("task_id")?,
-                    (row.try_get("expires")?, row.try_get("state")?),
-                );
+                let state = stored(&row.try_get::<String, _>("state")?)?;
+                states.insert(row.try_get("task_id")?, (row.try_get("expires")?, state));
             }
         }
         let missing: Vec<&str> = others
@@ -167,14 +167,13 @@ impl Queue {
             }
             return Err(ApiError::Input(msg));
         }
-        let satisfied = |state: &str| {
-            state == "completed"
-                || (def.requires == "all-resolved" && matches!(state, "failed" | "exception"))
+        let satisfied = |state: TaskState| {
+            state == TaskState::Completed || (def.requires == "all-resolved" && state.is_resolved())
         };
         let unsatisfied = def
             .dependencies
             .iter()
-            .filter(|d| *d == task_id || !satisfied(&states[d.as_str()].1))
+            .filter(|d| *d == task_id || !satisfied(states[d.as_str()].1))
             .count() as i64;
 
         // Insert, or compare with what is there.
@@ -197,7 +196,7 @@ impl Queue {
             // An identical replay: announce again, as upstream does; consumers tolerate duplicates.
             self.emit(&mut t, self.events.task_defined(&existing))
                 .await?;
-            if existing.state() == "pending" && existing.runs.len() == 1 {
+            if existing.state() == TaskState::Pending && existing.runs.len() == 1 {
                 self.emit(&mut t, self.events.task_pending(&existing, 0))
                     .await?;
             }
@@ -218,7 +217,7 @@ impl Queue {
                 .bind(&def.requires)
                 .bind(expires);
             for d in chunk {
-                let sat = d != task_id && satisfied(&states[d.as_str()].1);
+                let sat = d != task_id && satisfied(states[d.as_str()].1);
                 q = q.bind(d.as_str()).bind(sat as i64);
             }
             q.execute(&mut *t.tx).await?;
@@ -254,7 +253,8 @@ impl Queue {
 
     /// Add run 0 (`scheduled`) to an unscheduled task within `t`.
     pub async fn start_first_run(&self, t: &mut Txn, task: &mut Task, now: i64) -> Result<()> {
-        task.runs.push(Run::pending(0, "scheduled", now));
+        task.runs
+            .push(Run::pending(0, ReasonCreated::Scheduled, now));
         self.save_task(t, task).await?;
         self.enqueue_pending(t, task).await?;
         self.emit(t, self.events.task_pending(task, 0)).await
@@ -267,7 +267,7 @@ impl Queue {
             let mut t = self.txn().await?;
             let mut task = self.existing(&mut t, task_id).await?;
             refuse_past_deadline(&task, "rerun", now)?;
-            if matches!(task.state(), "pending" | "running") {
+            if matches!(task.state(), TaskState::Pending | TaskState::Running) {
                 return Ok(json!({"status": task.status()}));
             }
             if task.runs.len() >= MAX_RUNS {
@@ -277,7 +277,8 @@ impl Queue {
             }
             let run_id = task.runs.len() as i64;
             task.retries_left = task.def.retries.min(MAX_RUNS as i64 - run_id - 1).max(0);
-            task.runs.push(Run::pending(run_id, "rerun", now));
+            task.runs
+                .push(Run::pending(run_id, ReasonCreated::Rerun, now));
             task.taken_until = None;
             self.save_task(&mut t, &task).await?;
             self.enqueue_pending(&mut t, &task).await?;
@@ -296,7 +297,7 @@ impl Queue {
             let mut t = self.txn().await?;
             let mut task = self.existing(&mut t, task_id).await?;
             refuse_past_deadline(&task, "cancelled", now)?;
-            self.resolve_unfinished(&mut t, &mut task, "canceled", now)
+            self.resolve_unfinished(&mut t, &mut task, ReasonResolved::Canceled, now)
                 .await?;
             self.commit(t).await?;
             Ok(json!({"status": task.status()}))
@@ -310,33 +311,30 @@ impl Queue {
         &self,
         t: &mut Txn,
         task: &mut Task,
-        reason: &str,
+        reason: ReasonResolved,
         now: i64,
     ) -> Result<bool> {
         match task.state() {
-            "unscheduled" => {
-                let mut run = Run::pending(task.runs.len() as i64, "exception", now);
-                run.state = "exception".into();
-                run.reason_resolved = Some(reason.into());
-                run.resolved = Some(now);
+            TaskState::Unscheduled => {
+                let run_id = task.runs.len() as i64;
+                let mut run = Run::pending(run_id, ReasonCreated::Exception, now);
+                run.resolve(RunState::Exception, reason, now);
                 task.runs.push(run);
             }
-            "pending" | "running" => {
+            TaskState::Pending | TaskState::Running => {
                 let run = task
                     .runs
                     .last_mut()
                     .expect("a pending or running task has a run");
-                if run.state == "pending" {
+                if run.state == RunState::Pending {
                     let id = run.run_id;
                     self.dequeue_pending(t, &task.task_id, id).await?;
                 }
                 let run = task.runs.last_mut().expect("run");
-                run.state = "exception".into();
-                run.reason_resolved = Some(reason.into());
-                run.resolved = Some(now);
+                run.resolve(RunState::Exception, reason, now);
                 task.taken_until = None;
             }
-            _ => return Ok(false),
+            TaskState::Completed | TaskState::Failed | TaskState::Exception => return Ok(false),
         }
         self.record_resolution(t, task).await?;
         self.save_task(t, task).await?;
@@ -382,7 +380,7 @@ impl Queue {
                     .bind(def.scheduler_id.clone())
                     .bind(def.project_id.clone())
                     .bind(def.task_queue_id.clone())
-                    .bind(crate::model::priority_rank(&def.priority))
+                    .bind(def.priority.rank())
                     .bind(task.deadline)
                     .bind(task.expires)
                     .bind(def.retries)

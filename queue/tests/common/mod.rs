@@ -71,6 +71,44 @@ pub fn task_def(task_queue_id: &str, extra: Value) -> Value {
     t
 }
 
+/// Creates a task on `task_queue_id` ([`task_def`] with `extra`) under a
+/// fresh id, and returns the id.
+pub async fn new_task(queue: &Queue, task_queue_id: &str, extra: Value) -> String {
+    let id = slug();
+    create(queue, &id, task_queue_id, extra).await;
+    id
+}
+
+/// Creates task `id` on `task_queue_id` ([`task_def`] with `extra`); returns
+/// the answer.
+pub async fn create(queue: &Queue, id: &str, task_queue_id: &str, extra: Value) -> Value {
+    queue
+        .createTask(id, &task_def(task_queue_id, extra))
+        .await
+        .expect("createTask")
+}
+
+/// Claims one task from `tq` as `worker` ([`claim_one`]); returns the claim
+/// and the official client with its task credentials.
+pub async fn claim_as_task(q: &TestQueue, queue: &Queue, tq: &str, worker: &str) -> (Value, Queue) {
+    let claim = claim_one(queue, tq, worker).await;
+    let as_task = with_creds(q, task_creds(&claim));
+    (claim, as_task)
+}
+
+/// The `createArtifact` body of a plain-text `s3` artifact expiring in
+/// `secs` seconds.
+pub fn s3_text(secs: i64) -> Value {
+    json!({"storageType": "s3", "contentType": "text/plain", "expires": from_now(secs)})
+}
+
+/// GETs `path` (below the root URL) with `http`, which may or may not
+/// follow redirects.
+pub async fn get_path(http: &reqwest::Client, q: &TestQueue, path: &str) -> reqwest::Response {
+    let url = format!("{}{path}", q.root_url);
+    http.get(&url).send().await.expect(&url)
+}
+
 /// The HTTP status of a client error.
 pub fn status_of(e: &anyhow::Error) -> u16 {
     taskcluster::err_status_code(e)
@@ -119,16 +157,32 @@ pub async fn wait_state(queue: &Queue, task_id: &str, want: &str) -> Value {
     .await
 }
 
+/// Tries to create a task on `task_queue_id` ([`task_def`] with `extra`)
+/// under a fresh id; the queue must refuse it. Returns the error.
+pub async fn create_refused(queue: &Queue, task_queue_id: &str, extra: Value) -> anyhow::Error {
+    let def = task_def(task_queue_id, extra);
+    let refused = queue.createTask(&slug(), &def).await;
+    refused.expect_err("the task is refused")
+}
+
 /// Claim exactly one task from `tq` as `worker`.
 pub async fn claim_one(queue: &Queue, tq: &str, worker: &str) -> Value {
-    let r = queue
+    let mut tasks = claim_work(queue, tq, worker, 1).await;
+    assert_eq!(tasks.len(), 1, "expected one claimed task, got {tasks:?}");
+    tasks.remove(0)
+}
+
+/// Claim up to `n` tasks from `tq` as `wg/worker` (one `claimWork` call).
+pub async fn claim_work(queue: &Queue, tq: &str, worker: &str, n: usize) -> Vec<Value> {
+    let mut r = queue
         .claimWork(
             tq,
-            &json!({"workerGroup": "wg", "workerId": worker, "tasks": 1}),
+            &json!({"workerGroup": "wg", "workerId": worker, "tasks": n}),
         )
         .await
         .expect("claimWork");
-    let tasks = r["tasks"].as_array().expect("tasks").clone();
-    assert_eq!(tasks.len(), 1, "expected one claimed task, got {r}");
-    tasks[0].clone()
+    match r["tasks"].take() {
+        Value::Array(tasks) => tasks,
+        other => panic!("no task list: {other}"),
+    }
 }

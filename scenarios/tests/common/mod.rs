@@ -35,7 +35,7 @@ use bbb_buildbot::{
 use bbb_listeners::bb_listener::{self, BbListenerSettings};
 use bbb_listeners::tc_listener::{self, TcListenerSettings};
 use bbb_queue::testing::{TestOptions, TestQueue};
-use bbb_state::{MappingRow, StateDb};
+use bbb_state::{MappingRow, RowState, StateDb};
 use bbb_testdb::TempDir;
 use mysql_async::prelude::Queryable;
 use serde_json::{Value, json};
@@ -191,6 +191,16 @@ pub struct Options {
     pub listeners: bool,
 }
 
+impl Options {
+    /// The default options without the listeners: every event is missed.
+    pub fn without_listeners() -> Options {
+        Options {
+            listeners: false,
+            ..Options::default()
+        }
+    }
+}
+
 impl Default for Options {
     fn default() -> Self {
         Options {
@@ -245,21 +255,22 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// Waits until `check` returns `Some`, failing with `what` after [`WAIT`].
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
+/// Reads a value with `probe` until it satisfies `done`, and returns it;
+/// after [`WAIT`], fails with `what` and the last value read.
+pub async fn poll_until<T: std::fmt::Debug>(
+    what: &str,
+    mut probe: impl AsyncFnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) -> T {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        if let Some(value) = check().await {
+        let value = probe().await;
+        if done(&value) {
             return value;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "waited {WAIT:?} for {what}"
-        );
+        if tokio::time::Instant::now() > deadline {
+            panic!("{what}: waited {WAIT:?}; last read {value:#?}");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -415,7 +426,21 @@ impl Env {
         }
     }
 
+    /// Starts everything for `kind` with the default options, and creates a
+    /// task for `builder` with `properties`.
+    pub async fn with_task(kind: MasterKind, builder: &str, properties: Value) -> (Env, String) {
+        let env = Env::start(kind, Options::default()).await;
+        let task_id = env.task(builder, properties).await;
+        (env, task_id)
+    }
+
     // ----- tasks ------------------------------------------------------------------------
+
+    /// Creates a task for `builder` with `properties` (a valid [`payload`]).
+    pub async fn task(&self, builder: &str, properties: Value) -> String {
+        self.create_task(payload(builder, properties), json!({}))
+            .await
+    }
 
     /// Creates a task on the bridge's queue; `extra` is merged into the definition.
     pub async fn create_task(&self, payload: Value, extra: Value) -> String {
@@ -446,6 +471,19 @@ impl Env {
         TaskStatus::from_json(&self.client.status(task_id).await.unwrap()["status"]).unwrap()
     }
 
+    /// The state of the task's run `run_id` (`pending`, `running`, ...).
+    pub async fn run_state(&self, task_id: &str, run_id: u32) -> String {
+        let status = self.status(task_id).await;
+        let run = status.run(run_id).expect("the run exists");
+        run.state.as_str().to_owned()
+    }
+
+    /// Run `run_id`'s row in the mapping database.
+    pub async fn row(&self, task_id: &str, run_id: i64) -> MappingRow {
+        let row = self.state.get(task_id, run_id).await.unwrap();
+        row.unwrap_or_else(|| panic!("task {task_id} has no row {run_id}"))
+    }
+
     /// Waits until the task's status satisfies `pred`.
     pub async fn wait_status(
         &self,
@@ -453,17 +491,8 @@ impl Env {
         what: &str,
         pred: impl Fn(&TaskStatus) -> bool,
     ) -> TaskStatus {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let status = self.status(task_id).await;
-            if pred(&status) {
-                return status;
-            }
-            if tokio::time::Instant::now() > deadline {
-                panic!("task {task_id}: waited {WAIT:?} for {what}; status {status:#?}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let what = format!("task {task_id}: {what}");
+        poll_until(&what, async || self.status(task_id).await, pred).await
     }
 
     /// Waits until run `run_id` is in `state` (with `reason`, if given).
@@ -491,19 +520,14 @@ impl Env {
         what: &str,
         pred: impl Fn(&MappingRow) -> bool,
     ) -> MappingRow {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if let Some(row) = self.state.get(task_id, run_id).await.unwrap()
-                && pred(&row)
-            {
-                return row;
-            }
-            if tokio::time::Instant::now() > deadline {
-                let rows = self.state.rows_for_task(task_id).await.unwrap();
-                panic!("task {task_id}: waited for row {run_id} {what}; rows {rows:#?}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let matching = |row: &MappingRow| row.run_id == run_id && pred(row);
+        let rows = poll_until(
+            &format!("task {task_id}: row {run_id} {what}"),
+            async || self.state.rows_for_task(task_id).await.unwrap(),
+            |rows| rows.iter().any(matching),
+        )
+        .await;
+        rows.into_iter().find(matching).unwrap()
     }
 
     /// Waits until run `run_id`'s row records its build request, and returns it.
@@ -513,37 +537,49 @@ impl Env {
                 r.build_request_id.is_some()
             })
             .await;
-        BuildRequestId(row.build_request_id.unwrap() as u64)
+        request_of(&row)
     }
 
-    /// Names of the run's artifacts.
-    pub async fn artifacts(&self, task_id: &str, run_id: u32) -> Vec<String> {
-        let list = self
+    /// Waits until run `run_id`'s row is [`RowState::Running`], and returns it.
+    pub async fn wait_running(&self, task_id: &str, run_id: i64) -> MappingRow {
+        self.wait_row(task_id, run_id, "running", |r| r.state == RowState::Running)
+            .await
+    }
+
+    /// Waits until run `run_id`'s row is [`RowState::Resolved`], and returns it.
+    pub async fn wait_resolved(&self, task_id: &str, run_id: i64) -> MappingRow {
+        self.wait_row(task_id, run_id, "resolved", |r| {
+            r.state == RowState::Resolved
+        })
+        .await
+    }
+
+    /// The run's artifacts as the queue lists them (one page).
+    async fn artifact_list(&self, task_id: &str, run_id: u32) -> Vec<Value> {
+        let mut list = self
             .client
             .listArtifacts(task_id, &run_id.to_string(), None, None)
             .await
             .unwrap();
-        list["artifacts"]
-            .as_array()
-            .unwrap()
-            .iter()
+        match list["artifacts"].take() {
+            Value::Array(artifacts) => artifacts,
+            other => panic!("not a list of artifacts: {other}"),
+        }
+    }
+
+    /// Names of the run's artifacts.
+    pub async fn artifacts(&self, task_id: &str, run_id: u32) -> Vec<String> {
+        let list = self.artifact_list(task_id, run_id).await;
+        list.iter()
             .map(|a| a["name"].as_str().unwrap().to_owned())
             .collect()
     }
 
     /// The run's artifact `name` as the queue lists it (storage type, URL...).
     pub async fn artifact(&self, task_id: &str, run_id: u32, name: &str) -> Value {
-        let list = self
-            .client
-            .listArtifacts(task_id, &run_id.to_string(), None, None)
-            .await
-            .unwrap();
-        list["artifacts"]
-            .as_array()
-            .unwrap()
-            .iter()
+        let list = self.artifact_list(task_id, run_id).await;
+        list.into_iter()
             .find(|a| a["name"] == json!(name))
-            .cloned()
             .unwrap_or_else(|| panic!("task {task_id} run {run_id} has no artifact {name}"))
     }
 
@@ -596,17 +632,16 @@ impl Env {
         what: &str,
         pred: impl Fn(&RequestState) -> bool,
     ) -> RequestState {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let state = self.request_state(brid).await;
-            if pred(&state) {
-                return state;
-            }
-            if tokio::time::Instant::now() > deadline {
-                panic!("request {brid}: waited {WAIT:?} for {what}; state {state:#?}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let what = format!("request {brid}: {what}");
+        poll_until(&what, async || self.request_state(brid).await, pred).await
+    }
+
+    /// Waits until the request is cancelled.
+    pub async fn wait_cancelled(&self, brid: BuildRequestId) -> RequestState {
+        self.wait_request(brid, "cancelled", |s| {
+            matches!(s, RequestState::Cancelled { .. })
+        })
+        .await
     }
 
     /// Waits until the request is complete with `results`.
@@ -640,6 +675,19 @@ impl Env {
             .expect("the sandbox has the request")
     }
 
+    /// A Buildbot user cancels the request on the sandbox, which answers
+    /// `expected`.
+    fn sandbox_cancel(&self, brid: BuildRequestId, expected: CancelOutcome) {
+        assert_eq!(self.sandbox().cancel_from_master(brid), expected);
+    }
+
+    /// The Buildbot 4 master, locked.
+    async fn bb4_master(&self) -> tokio::sync::MappedMutexGuard<'_, BuildbotMaster> {
+        tokio::sync::MutexGuard::map(self.bb4().master.lock().await, |master| {
+            master.as_mut().expect("the master runs")
+        })
+    }
+
     async fn rest_get(&self, path: &str) -> Value {
         let url = format!("{}{path}", self.bb4().api_url);
         let response = self.http.get(&url).send().await.unwrap();
@@ -647,18 +695,14 @@ impl Env {
         response.json().await.unwrap()
     }
 
-    async fn rest_rpc(&self, path: &str, method: &str, params: Value) -> Value {
+    /// Calls `method` on the resource at `path` of Buildbot 4's REST API
+    /// (JSON-RPC, as the web UI does) with a `reason`.
+    async fn rest_rpc(&self, path: &str, method: &str, reason: &str) -> Value {
         let url = format!("{}{path}", self.bb4().api_url);
-        let answer: Value = self
-            .http
-            .post(&url)
-            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let call =
+            json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": {"reason": reason}});
+        let response = self.http.post(&url).json(&call).send().await.unwrap();
+        let answer: Value = response.json().await.unwrap();
         assert!(
             answer.get("error").is_none_or(Value::is_null),
             "{method} on {url}: {answer}"
@@ -674,26 +718,58 @@ impl Env {
         conn.query(sql).await.unwrap()
     }
 
+    /// Runs `statements` on the simulator's scheduler DB in one
+    /// transaction; returns how many rows each changed.
+    async fn sched_transaction(&self, statements: impl IntoIterator<Item = String>) -> Vec<u64> {
+        let mut conn = self.sim().db.conn().await.unwrap();
+        let mut tx = conn
+            .start_transaction(mysql_async::TxOpts::default())
+            .await
+            .unwrap();
+        let mut changed = Vec::new();
+        for sql in statements {
+            tx.query_drop(sql).await.unwrap();
+            changed.push(tx.affected_rows());
+        }
+        tx.commit().await.unwrap();
+        changed
+    }
+
     async fn sched_exec(&self, sql: &str) {
         let mut conn = self.sim().db.conn().await.unwrap();
         conn.query_drop(sql).await.unwrap();
     }
 
+    /// The first row `sql` selects from the simulator's scheduler DB.
+    async fn sched_first<T: mysql_async::prelude::FromRow + Send + 'static>(&self, sql: &str) -> T {
+        self.sched_query::<T>(sql)
+            .await
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("no row for {sql}"))
+    }
+
+    /// The request as Buildbot 4's REST API shows it.
+    async fn rest_request(&self, brid: BuildRequestId) -> Value {
+        let mut requests = self.rest_get(&format!("/buildrequests/{}", brid.0)).await;
+        requests["buildrequests"][0].take()
+    }
+
     /// The reason of the request's buildset, as the master stored it.
     pub async fn request_reason(&self, brid: BuildRequestId) -> String {
         match self.kind {
-            MasterKind::Simulator => self
-                .sched_query::<String>(&format!(
+            MasterKind::Simulator => {
+                self.sched_first(&format!(
                     "SELECT bs.reason FROM buildsets bs JOIN buildrequests br \
                      ON br.buildsetid = bs.id WHERE br.id = {}",
                     brid.0
                 ))
                 .await
-                .pop()
-                .expect("the request's buildset"),
+            }
             MasterKind::Buildbot4 => {
-                let request = self.rest_get(&format!("/buildrequests/{}", brid.0)).await;
-                let bsid = request["buildrequests"][0]["buildsetid"].as_u64().unwrap();
+                let bsid = self.rest_request(brid).await["buildsetid"]
+                    .as_u64()
+                    .unwrap();
                 let buildset = self.rest_get(&format!("/buildsets/{bsid}")).await;
                 buildset["buildsets"][0]["reason"]
                     .as_str()
@@ -704,44 +780,35 @@ impl Env {
         }
     }
 
+    /// An integer column of the request, as the master stored it: `column`
+    /// of the scheduler DB's `buildrequests` row or of Buildbot 4's REST
+    /// resource, or what `sandbox` reads from the sandbox's request.
+    async fn request_number(
+        &self,
+        brid: BuildRequestId,
+        column: &str,
+        sandbox: impl Fn(bbb_buildbot::sandbox::StoredRequest) -> i64,
+    ) -> i64 {
+        match self.kind {
+            MasterKind::Simulator => {
+                let sql = format!("SELECT {column} FROM buildrequests WHERE id = {}", brid.0);
+                self.sched_first(&sql).await
+            }
+            MasterKind::Buildbot4 => self.rest_request(brid).await[column].as_i64().unwrap(),
+            MasterKind::Sandbox => sandbox(self.sandbox_request(brid)),
+        }
+    }
+
     /// The request's priority, as the master stored it.
     pub async fn request_priority(&self, brid: BuildRequestId) -> i64 {
-        match self.kind {
-            MasterKind::Simulator => self
-                .sched_query::<i64>(&format!(
-                    "SELECT priority FROM buildrequests WHERE id = {}",
-                    brid.0
-                ))
-                .await
-                .pop()
-                .expect("the request"),
-            MasterKind::Buildbot4 => {
-                let request = self.rest_get(&format!("/buildrequests/{}", brid.0)).await;
-                request["buildrequests"][0]["priority"].as_i64().unwrap()
-            }
-            MasterKind::Sandbox => self.sandbox_request(brid).priority.into(),
-        }
+        self.request_number(brid, "priority", |r| r.priority.into())
+            .await
     }
 
     /// The request's own `submitted_at` on the master (epoch seconds).
     pub async fn request_submitted_at(&self, brid: BuildRequestId) -> i64 {
-        match self.kind {
-            MasterKind::Simulator => self
-                .sched_query::<i64>(&format!(
-                    "SELECT submitted_at FROM buildrequests WHERE id = {}",
-                    brid.0
-                ))
-                .await
-                .pop()
-                .expect("the request"),
-            MasterKind::Buildbot4 => {
-                let request = self.rest_get(&format!("/buildrequests/{}", brid.0)).await;
-                request["buildrequests"][0]["submitted_at"]
-                    .as_i64()
-                    .unwrap()
-            }
-            MasterKind::Sandbox => self.sandbox_request(brid).submitted_at,
-        }
+        self.request_number(brid, "submitted_at", |r| r.submitted_at)
+            .await
     }
 
     /// A Buildbot user cancels the pending request: on 0.8 through
@@ -766,19 +833,11 @@ impl Env {
                 assert_eq!(response.status().as_u16(), 202, "DELETE {url}");
             }
             MasterKind::Buildbot4 => {
-                self.rest_rpc(
-                    &format!("/buildrequests/{}", brid.0),
-                    "cancel",
-                    json!({"reason": "cancelled by a sheriff"}),
-                )
-                .await;
+                let path = format!("/buildrequests/{}", brid.0);
+                self.rest_rpc(&path, "cancel", "cancelled by a sheriff")
+                    .await;
             }
-            MasterKind::Sandbox => {
-                assert_eq!(
-                    self.sandbox().cancel_from_master(brid),
-                    CancelOutcome::Cancelled
-                );
-            }
+            MasterKind::Sandbox => self.sandbox_cancel(brid, CancelOutcome::Cancelled),
         }
     }
 
@@ -789,14 +848,12 @@ impl Env {
         match self.kind {
             MasterKind::Simulator => {
                 let (builder, number): (String, u64) = self
-                    .sched_query::<(String, u64)>(&format!(
+                    .sched_first(&format!(
                         "SELECT br.buildername, b.number FROM builds b JOIN buildrequests br \
                          ON br.id = b.brid WHERE b.brid = {} AND b.finish_time IS NULL",
                         brid.0
                     ))
-                    .await
-                    .pop()
-                    .expect("a running build");
+                    .await;
                 let url = format!(
                     "{}/builders/{builder}/builds/{number}/stop",
                     self.sim().sim.web_url()
@@ -811,19 +868,10 @@ impl Env {
                 let id = builds["builds"][0]["buildid"]
                     .as_u64()
                     .expect("a running build");
-                self.rest_rpc(
-                    &format!("/builds/{id}"),
-                    "stop",
-                    json!({"reason": "stopped by a sheriff"}),
-                )
-                .await;
+                self.rest_rpc(&format!("/builds/{id}"), "stop", "stopped by a sheriff")
+                    .await;
             }
-            MasterKind::Sandbox => {
-                assert_eq!(
-                    self.sandbox().cancel_from_master(brid),
-                    CancelOutcome::Requested
-                );
-            }
+            MasterKind::Sandbox => self.sandbox_cancel(brid, CancelOutcome::Requested),
         }
     }
 
@@ -836,8 +884,7 @@ impl Env {
         if self.kind != MasterKind::Buildbot4 {
             return;
         }
-        let mut guard = self.bb4().master.lock().await;
-        let bb = guard.as_mut().expect("the master runs");
+        let mut bb = self.bb4_master().await;
         let deadline = tokio::time::Instant::now() + WAIT;
         while !bb.first_attempt_started(0, task_id) {
             assert!(
@@ -851,27 +898,16 @@ impl Env {
             .expect("kill and restart the worker");
     }
 
-    /// Takes the Buildbot 4 master's worker away: requests of its builders
-    /// stay pending until [`start_worker`](Self::start_worker).
-    pub async fn stop_worker(&self) {
-        let mut guard = self.bb4().master.lock().await;
-        guard
-            .as_mut()
-            .expect("the master runs")
-            .stop_worker(0)
-            .await
-            .expect("stop the worker");
-    }
-
-    /// Brings the Buildbot 4 master's worker back.
-    pub async fn start_worker(&self) {
-        let mut guard = self.bb4().master.lock().await;
-        guard
-            .as_mut()
-            .expect("the master runs")
-            .start_worker(0)
-            .await
-            .expect("start the worker");
+    /// Takes the Buildbot 4 master's worker away (`online: false`):
+    /// requests of its builders stay pending until it is brought back
+    /// (`online: true`).
+    pub async fn set_worker_online(&self, online: bool) {
+        let mut master = self.bb4_master().await;
+        if online {
+            master.start_worker(0).await.expect("start the worker");
+        } else {
+            master.stop_worker(0).await.expect("stop the worker");
+        }
     }
 
     /// Merges pending requests into one build, as a 0.8 master does (the
@@ -888,38 +924,26 @@ impl Env {
                 .start_merged_build(brids)
                 .expect("every request was pending");
         }
-        let ids: Vec<String> = brids.iter().map(|b| b.0.to_string()).collect();
-        let ids = ids.join(",");
+        let ids = id_list(brids);
         // The builder is served by no simulator: its numbers start at 0.
         let number = 0;
         let now = chrono::Utc::now().timestamp();
-        let mut conn = self.sim().db.conn().await.unwrap();
-        let mut tx = conn
-            .start_transaction(mysql_async::TxOpts::default())
-            .await
-            .unwrap();
-        tx.query_drop(format!(
+        let claim = format!(
             "UPDATE buildrequests SET claimed_at = {now}, claimed_by_name = 'sim-master', \
              claimed_by_incarnation = 'merging' \
              WHERE id IN ({ids}) AND complete = 0 AND (claimed_at IS NULL OR claimed_at = 0)"
-        ))
-        .await
-        .unwrap();
-        assert_eq!(
-            tx.affected_rows(),
-            brids.len() as u64,
-            "every request was pending"
         );
-        for brid in brids {
-            tx.query_drop(format!(
+        let builds = brids.iter().map(|brid| {
+            format!(
                 "INSERT INTO builds (number, brid, start_time, finish_time) \
                  VALUES ({number}, {}, {now}, NULL)",
                 brid.0
-            ))
-            .await
-            .unwrap();
-        }
-        tx.commit().await.unwrap();
+            )
+        });
+        let changed = self
+            .sched_transaction(std::iter::once(claim).chain(builds))
+            .await;
+        assert_eq!(changed[0], brids.len() as u64, "every request was pending");
         number
     }
 
@@ -936,34 +960,21 @@ impl Env {
             assert!(matches!(ended, StopOutcome::Requested(_)), "{ended:?}");
             return;
         }
-        let ids: Vec<String> = brids.iter().map(|b| b.0.to_string()).collect();
-        let ids = ids.join(",");
+        let ids = id_list(brids);
         let now = chrono::Utc::now().timestamp();
-        let mut conn = self.sim().db.conn().await.unwrap();
-        let mut tx = conn
-            .start_transaction(mysql_async::TxOpts::default())
-            .await
-            .unwrap();
-        tx.query_drop(format!(
-            "UPDATE builds SET finish_time = {now} WHERE brid IN ({ids})"
-        ))
-        .await
-        .unwrap();
-        tx.query_drop(format!(
-            "UPDATE buildrequests SET complete = 1, results = {}, complete_at = {now} \
-             WHERE id IN ({ids})",
-            result.code()
-        ))
-        .await
-        .unwrap();
-        tx.query_drop(format!(
-            "UPDATE buildsets SET complete = 1, results = {}, complete_at = {now} \
-             WHERE id IN (SELECT buildsetid FROM buildrequests WHERE id IN ({ids}))",
-            result.code()
-        ))
-        .await
-        .unwrap();
-        tx.commit().await.unwrap();
+        let code = result.code();
+        self.sched_transaction([
+            format!("UPDATE builds SET finish_time = {now} WHERE brid IN ({ids})"),
+            format!(
+                "UPDATE buildrequests SET complete = 1, results = {code}, complete_at = {now} \
+                 WHERE id IN ({ids})"
+            ),
+            format!(
+                "UPDATE buildsets SET complete = 1, results = {code}, complete_at = {now} \
+                 WHERE id IN (SELECT buildsetid FROM buildrequests WHERE id IN ({ids}))"
+            ),
+        ])
+        .await;
     }
 
     /// Stops the listeners, the master and the queue.
@@ -1003,6 +1014,17 @@ pub fn payload(builder: &str, extra_props: Value) -> Value {
         "sourcestamp": {"branch": "integration/mozilla-inbound", "revision": "abcdef012345",
                         "repository": "https://hg.mozilla.org/integration/mozilla-inbound"},
     })
+}
+
+/// The build request a row records.
+pub fn request_of(row: &MappingRow) -> BuildRequestId {
+    BuildRequestId(row.build_request_id.expect("a build request") as u64)
+}
+
+/// The requests' ids, comma-separated (for `IN (...)`).
+fn id_list(brids: &[BuildRequestId]) -> String {
+    let ids: Vec<String> = brids.iter().map(|b| b.0.to_string()).collect();
+    ids.join(",")
 }
 
 /// A fresh taskId.

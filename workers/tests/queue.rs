@@ -1,18 +1,20 @@
 //! Real tasks through the native queue (`bbb_queue::testing::TestQueue`), on
 //! SQLite and on PostgreSQL, claimed and run by real workers.
 
+mod common;
+
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bbb_queue::testing::{TestOptions, TestQueue};
-use bbb_workers::{RunOutcome, TaskReport, Worker, WorkerConfig};
-use serde_json::{Value, json};
-use taskcluster::{ClientBuilder, Credentials, Queue};
-use tokio::sync::broadcast;
-use tokio_util::sync::CancellationToken;
+use bbb_workers::RunOutcome;
+use serde_json::json;
 
 use bbb_testdb::on_both_backends;
+use common::{
+    RunningWorker, Scratch, config, create_task, latest_artifact, root, status, task_queue,
+    wait_state,
+};
 
 on_both_backends!(
     bbb_queue::testing::TestQueue::on;
@@ -49,140 +51,6 @@ async fn cancel_while_running_postgres() {
     .unwrap();
     cancel_while_running(&q).await;
     q.stop().await;
-}
-
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Scratch {
-        let p = std::env::temp_dir().join(format!("bbb-worker-test-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&p).unwrap();
-        Scratch(p)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn root(q: &TestQueue) -> Queue {
-    Queue::new(
-        ClientBuilder::new(&q.root_url)
-            .credentials(Credentials::new(&q.root_client_id, &q.root_access_token)),
-    )
-    .unwrap()
-}
-
-fn task_queue() -> String {
-    format!(
-        "bbb-test/w{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    )
-}
-
-fn from_now(secs: i64) -> String {
-    bbb_queue::time::fmt_ms(chrono::Utc::now().timestamp_millis() + secs * 1000)
-}
-
-async fn create_task(q: &TestQueue, tq: &str, payload: Value, retries: u32) -> String {
-    let task_id = bbb_queue::validate::slugid();
-    let def = json!({
-        "taskQueueId": tq,
-        "created": from_now(0),
-        "deadline": from_now(3600),
-        "expires": from_now(86400),
-        "retries": retries,
-        "payload": payload,
-        "metadata": {"name": "worker test", "description": "a worker test task", "owner": "tests@example.com", "source": "https://example.com/tests"},
-    });
-    root(q).createTask(&task_id, &def).await.unwrap();
-    task_id
-}
-
-fn config(q: &TestQueue, tq: &str, worker_id: &str, scratch: &Path) -> WorkerConfig {
-    WorkerConfig {
-        root_url: q.root_url.clone(),
-        client_id: q.root_client_id.clone(),
-        access_token: q.root_access_token.clone(),
-        task_queue_id: tq.to_owned(),
-        worker_group: "tests".into(),
-        worker_id: worker_id.into(),
-        tasks_dir: scratch.join(worker_id),
-        min_poll_interval_ms: 100,
-        shutdown_grace_s: 1,
-        ..WorkerConfig::default()
-    }
-}
-
-struct RunningWorker {
-    shutdown: CancellationToken,
-    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
-    reports: broadcast::Receiver<TaskReport>,
-    tasks_dir: PathBuf,
-}
-
-impl RunningWorker {
-    async fn start(cfg: WorkerConfig) -> RunningWorker {
-        let tasks_dir = cfg.tasks_dir.clone();
-        let worker = Worker::new(cfg).await.unwrap();
-        let reports = worker.subscribe();
-        let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(worker.run(shutdown.clone()));
-        RunningWorker {
-            shutdown,
-            handle,
-            reports,
-            tasks_dir,
-        }
-    }
-
-    async fn next_report(&mut self) -> TaskReport {
-        tokio::time::timeout(Duration::from_secs(60), self.reports.recv())
-            .await
-            .expect("no task finished in time")
-            .unwrap()
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.handle)
-            .await
-            .expect("worker did not stop")
-            .unwrap()
-            .unwrap();
-    }
-}
-
-async fn status(q: &TestQueue, task_id: &str) -> Value {
-    root(q).status(task_id).await.unwrap()["status"].clone()
-}
-
-async fn wait_state(q: &TestQueue, task_id: &str, want: &str) -> Value {
-    let give_up = Instant::now() + Duration::from_secs(60);
-    loop {
-        let s = status(q, task_id).await;
-        if s["state"] == want {
-            return s;
-        }
-        assert!(
-            Instant::now() < give_up,
-            "{task_id} never became {want}: {s}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// GETs the latest run's artifact through `getLatestArtifact`, following
-/// redirects; returns the status and the body.
-async fn latest_artifact(q: &TestQueue, task_id: &str, name: &str) -> (u16, String) {
-    let url = root(q)
-        .getLatestArtifact_signed_url(task_id, name, Duration::from_secs(600))
-        .unwrap();
-    let resp = reqwest_tc::get(&url).await.unwrap();
-    let code = resp.status().as_u16();
-    (code, resp.text().await.unwrap())
 }
 
 async fn success_with_logs_and_artifacts(q: &TestQueue) {
@@ -417,7 +285,7 @@ async fn live_log_while_running_then_backing_log(q: &TestQueue) {
 
 async fn cancel_while_running(q: &TestQueue) {
     let scratch = Scratch::new();
-    let pid_file = scratch.0.join("pid");
+    let pid_file = scratch.shared("shared").join("pid");
     let tq = task_queue();
     let mut w = RunningWorker::start(config(q, &tq, "w1", &scratch.0)).await;
     let task_id = create_task(
@@ -514,8 +382,7 @@ async fn shutdown_reports_worker_shutdown(q: &TestQueue) {
 
 async fn two_workers_run_each_task_once(q: &TestQueue) {
     let scratch = Scratch::new();
-    let marks = scratch.0.join("marks");
-    std::fs::create_dir_all(&marks).unwrap();
+    let marks = scratch.shared("marks");
     let tq = task_queue();
     let mut cfg1 = config(q, &tq, "w1", &scratch.0);
     cfg1.capacity = 3;

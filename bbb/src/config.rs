@@ -6,7 +6,7 @@ use bbb_bridge::BridgeConfig;
 use bbb_queue::QueueConfig;
 use bbb_workers::WorkerConfig;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Help for `bbb up`.
 pub const UP_HELP: &str = "\
@@ -33,6 +33,9 @@ pub struct FileConfig {
     pub worker: Option<toml::Table>,
     /// `[bridge]`.
     pub bridge: Option<toml::Table>,
+    /// The file it was read from.
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
 }
 
 /// What `bbb config --print` shows.
@@ -54,7 +57,32 @@ impl FileConfig {
         };
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+        let mut file: FileConfig =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        file.path = Some(path.to_owned());
+        Ok(file)
+    }
+
+    /// Makes the file readable by its owner only when tasks run as other OS
+    /// users: it may hold access tokens. Changing its mode is logged; failing
+    /// to is a warning, as the tasks could then read it.
+    pub fn keep_from_tasks(&self) {
+        let Some(path) = &self.path else {
+            return;
+        };
+        match crate::private::restrict(path, 0o600) {
+            Ok(Some(old)) => tracing::warn!(
+                path = %path.display(),
+                "the configuration file was readable by other users (mode {old:o}); it is now 0600, \
+                 as tasks run as other users and it may hold secrets"
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                path = %path.display(),
+                error = %e,
+                "cannot make the configuration file private: tasks may read the secrets in it"
+            ),
+        }
     }
 
     /// The queue's configuration: file, then environment.

@@ -7,6 +7,7 @@ mod commands;
 mod config;
 mod demo;
 mod logging;
+mod private;
 mod roles;
 mod services;
 

@@ -7,8 +7,10 @@ and SIGTERM stops the worker cleanly."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 
 import pytest
 import requests
@@ -34,8 +36,13 @@ def worker_process(server, tmp_path):
         BBB_WORKER_LIVELOG_LISTEN="127.0.0.1:0",
         BBB_LOG="info",
     )
+    # Run as root, the worker runs each task as an OS user of its own, which
+    # must reach its task directory: pytest's tmp_path is closed to others, so
+    # the task directories go to a fresh directory in the system's temporary
+    # directory.
+    tasks_dir = tempfile.mkdtemp(prefix="bbb-worker-tasks-")
     config = tmp_path / "worker.toml"
-    config.write_text(f'[worker]\nshutdown_grace_s = 2\ntasks_dir = "{tmp_path / "tasks"}"\n')
+    config.write_text(f'[worker]\nshutdown_grace_s = 2\ntasks_dir = "{tasks_dir}"\n')
     log_path = tmp_path / "worker.log"
     log = open(log_path, "w")
     proc = subprocess.Popen(
@@ -50,6 +57,7 @@ def worker_process(server, tmp_path):
         proc.kill()
         proc.wait(timeout=10)
     log.close()
+    shutil.rmtree(tasks_dir, ignore_errors=True)
 
 
 def test_task_from_python_client_runs_on_bbb_worker(server, queue, worker_process):

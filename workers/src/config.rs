@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
+use crate::users::RunTasksAs;
 
 /// Configuration of a process worker.
 ///
@@ -52,6 +53,11 @@ pub struct WorkerConfig {
     pub min_poll_interval_ms: u64,
     /// How many times an artifact upload is retried after a transient error.
     pub upload_retries: u32,
+    /// Who task commands run as: `task-user` (a fresh unprivileged OS user
+    /// per task; needs root) or `current-user` (the worker's own user).
+    /// Unset: `task-user` when the worker runs as root and `useradd` exists,
+    /// otherwise `current-user` with a warning.
+    pub run_tasks_as: Option<RunTasksAs>,
 }
 
 impl Default for WorkerConfig {
@@ -72,6 +78,7 @@ impl Default for WorkerConfig {
             max_task_run_time_s: 86_400,
             min_poll_interval_ms: 5_000,
             upload_retries: 5,
+            run_tasks_as: None,
         }
     }
 }
@@ -102,6 +109,7 @@ impl fmt::Debug for WorkerConfig {
             .field("max_task_run_time_s", &self.max_task_run_time_s)
             .field("min_poll_interval_ms", &self.min_poll_interval_ms)
             .field("upload_retries", &self.upload_retries)
+            .field("run_tasks_as", &self.run_tasks_as)
             .finish()
     }
 }
@@ -116,7 +124,8 @@ BBB_WORKER_TASK_QUEUE     task queue to claim from, provisionerId/workerType (ta
 BBB_WORKER_GROUP          worker group (worker_group)
 BBB_WORKER_ID             worker id (worker_id)
 BBB_WORKER_CAPACITY       number of tasks run at once (capacity)
-BBB_WORKER_LIVELOG_LISTEN address:port the live log is served on (livelog_listen)";
+BBB_WORKER_LIVELOG_LISTEN address:port the live log is served on (livelog_listen)
+BBB_WORKER_RUN_TASKS_AS   task-user or current-user: who task commands run as (run_tasks_as)";
 
     /// Reads a TOML configuration file; absent keys take their defaults.
     pub fn from_file(path: &Path) -> Result<WorkerConfig, ConfigError> {
@@ -172,6 +181,12 @@ BBB_WORKER_LIVELOG_LISTEN address:port the live log is served on (livelog_listen
         }
         if let Some(v) = get("BBB_WORKER_LIVELOG_LISTEN") {
             self.livelog_listen = v;
+        }
+        if let Some(v) = get("BBB_WORKER_RUN_TASKS_AS") {
+            self.run_tasks_as = Some(v.parse().map_err(|message| ConfigError::Invalid {
+                field: "BBB_WORKER_RUN_TASKS_AS",
+                message,
+            })?);
         }
         Ok(())
     }
@@ -235,6 +250,7 @@ mod tests {
             ("BBB_WORKER_CAPACITY", "4"),
             ("BBB_WORKER_ID", ""),
             ("BBB_WORKER_LIVELOG_LISTEN", "0.0.0.0:60023"),
+            ("BBB_WORKER_RUN_TASKS_AS", "current-user"),
         ]
         .into_iter()
         .collect();
@@ -245,6 +261,7 @@ mod tests {
         assert_eq!(cfg.capacity, 4);
         assert_eq!(cfg.worker_id, id_before, "empty variables are ignored");
         assert_eq!(cfg.livelog_listen, "0.0.0.0:60023");
+        assert_eq!(cfg.run_tasks_as, Some(RunTasksAs::CurrentUser));
         cfg.validate().unwrap();
         let dbg = format!("{cfg:?}");
         assert!(!dbg.contains("sekrit-token"), "{dbg}");
@@ -261,6 +278,13 @@ mod tests {
         assert!(cfg.validate().unwrap_err().to_string().contains("root_url"));
         let err = WorkerConfig::from_toml("nonsense = 1").unwrap_err();
         assert!(err.to_string().contains("nonsense"), "{err}");
-        assert_eq!(WorkerConfig::ENV_HELP.lines().count(), 8);
+        let err = cfg
+            .apply_vars(|n| (n == "BBB_WORKER_RUN_TASKS_AS").then(|| "root".to_owned()))
+            .unwrap_err();
+        assert!(err.to_string().contains("BBB_WORKER_RUN_TASKS_AS"), "{err}");
+        let cfg = WorkerConfig::from_toml("run_tasks_as = \"task-user\"").unwrap();
+        assert_eq!(cfg.run_tasks_as, Some(RunTasksAs::TaskUser));
+        assert!(WorkerConfig::from_toml("run_tasks_as = \"nobody\"").is_err());
+        assert_eq!(WorkerConfig::ENV_HELP.lines().count(), 9);
     }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::{Arc, OnceLock};
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::livelog::TaskLog;
 use crate::payload::{ArtifactDecl, ArtifactKind, Payload, guess_content_type};
+use crate::users::{TaskUser, current_user_name, kill_user_processes};
 
 /// What a task run is about: identity and limits that come from the claim
 /// and the worker, not from the payload.
@@ -39,6 +41,12 @@ pub struct TaskContext {
     pub task_expires: Option<DateTime<Utc>>,
     /// Upper bound of the payload's `maxRunTime`, in seconds.
     pub max_run_time_cap: u64,
+    /// The OS user the commands run as; `None`: the worker's own user (the
+    /// log then warns that the task has the worker's rights).
+    pub user: Option<TaskUser>,
+    /// URL of the task's taskcluster proxy (exported as
+    /// `TASKCLUSTER_PROXY_URL`), when it has one.
+    pub proxy_url: Option<String>,
 }
 
 /// Why a running task is stopped from outside.
@@ -195,15 +203,33 @@ pub struct TaskDir {
 impl TaskDir {
     /// Creates `base/name`, removing whatever was there before.
     pub fn create(base: &Path, name: &str) -> std::io::Result<TaskDir> {
+        TaskDir::create_for(base, name, None)
+    }
+
+    /// Creates `base/name` (removing whatever was there before) with mode
+    /// 0700, owned by `user` when given: only that user (and root) can
+    /// enter it.
+    pub fn create_for(
+        base: &Path,
+        name: &str,
+        user: Option<&TaskUser>,
+    ) -> std::io::Result<TaskDir> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         let path = base.join(name);
-        if path.exists() {
+        if std::fs::symlink_metadata(&path).is_ok() {
             remove_tree(&path)?;
         }
-        std::fs::create_dir_all(&path)?;
-        Ok(TaskDir {
+        std::fs::create_dir_all(base)?;
+        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+        let dir = TaskDir {
             path,
             removed: false,
-        })
+        };
+        if let Some(user) = user {
+            std::os::unix::fs::chown(&dir.path, Some(user.uid), Some(user.gid))?;
+        }
+        std::fs::set_permissions(&dir.path, std::fs::Permissions::from_mode(0o700))?;
+        Ok(dir)
     }
 
     /// The directory.
@@ -282,6 +308,19 @@ pub async fn run_task(
         "Task started at {}",
         started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
     ));
+    match &ctx.user {
+        Some(user) => log.line(&format!(
+            "Running as task user {} (uid {})",
+            user.name, user.uid
+        )),
+        None => log.warning_line(&format!(
+            "This task runs as the worker's own user ({}): it has the worker's rights and can read its credentials and files",
+            current_user_name()
+        )),
+    }
+    if let Some(url) = &ctx.proxy_url {
+        log.line(&format!("Taskcluster proxy running at {url}"));
+    }
 
     let parsed = match Payload::parse(payload, ctx.max_run_time_cap, ctx.task_expires) {
         Ok(p) => p,
@@ -311,6 +350,7 @@ pub async fn run_task(
             argv,
             &env,
             dir.path(),
+            ctx.user.as_ref(),
             log,
             deadline,
             abort,
@@ -373,6 +413,12 @@ pub async fn run_task(
         }
     }
     let duration = started.elapsed();
+    if let Some(user) = &ctx.user {
+        // Whatever the task started in other process groups goes now, before
+        // its files are read.
+        let uid = user.uid;
+        let _ = tokio::task::spawn_blocking(move || kill_user_processes(uid)).await;
+    }
 
     let artifacts = match resolution {
         RunOutcome::ClaimLost => Vec::new(),
@@ -407,8 +453,9 @@ fn task_env(
     dir: &Path,
     payload_env: &BTreeMap<String, String>,
 ) -> BTreeMap<String, String> {
+    // Built from scratch: nothing of the worker's environment but these.
     let mut env = BTreeMap::new();
-    for name in ["LANG", "LC_ALL", "TZ", "USER", "LOGNAME", "SHELL"] {
+    for name in ["LANG", "LC_ALL", "TZ"] {
         if let Ok(v) = std::env::var(name) {
             env.insert(name.to_owned(), v);
         }
@@ -416,15 +463,31 @@ fn task_env(
     let path = std::env::var("PATH")
         .unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     env.insert("PATH".into(), path);
+    let user = match &ctx.user {
+        Some(u) => u.name.clone(),
+        None => current_user_name(),
+    };
+    env.insert("USER".into(), user.clone());
+    env.insert("LOGNAME".into(), user);
+    env.insert("SHELL".into(), "/bin/sh".into());
     let dir = dir.display().to_string();
     env.insert("HOME".into(), dir.clone());
+    // The payload may override the above, not what follows.
+    for (k, v) in payload_env {
+        env.insert(k.clone(), v.clone());
+    }
     env.insert("TASK_WORKDIR".into(), dir);
     env.insert("TASK_ID".into(), ctx.task_id.clone());
     env.insert("RUN_ID".into(), ctx.run_id.to_string());
     env.insert("TASK_GROUP_ID".into(), ctx.task_group_id.clone());
     env.insert("TASKCLUSTER_ROOT_URL".into(), ctx.root_url.clone());
-    for (k, v) in payload_env {
-        env.insert(k.clone(), v.clone());
+    match &ctx.proxy_url {
+        Some(url) => {
+            env.insert("TASKCLUSTER_PROXY_URL".into(), url.clone());
+        }
+        None => {
+            env.remove("TASKCLUSTER_PROXY_URL");
+        }
     }
     env
 }
@@ -436,10 +499,12 @@ enum CommandEnd {
     Aborted(AbortReason),
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_command(
     argv: &[String],
     env: &BTreeMap<String, String>,
     dir: &Path,
+    user: Option<&TaskUser>,
     log: &TaskLog,
     deadline: Instant,
     abort: &AbortSignal,
@@ -461,6 +526,10 @@ async fn run_command(
             .stdin(std::process::Stdio::null())
             .process_group(0)
             .kill_on_drop(true);
+        if let Some(user) = user {
+            // Supplementary groups are dropped too when the uid changes.
+            cmd.uid(user.uid).gid(user.gid);
+        }
         match writer.try_clone() {
             Ok(w2) => {
                 cmd.stdout(w2).stderr(writer);
@@ -554,21 +623,28 @@ fn shell_join(argv: &[String]) -> String {
 }
 
 fn collect_artifacts(ctx: &TaskContext, dir: &Path, decls: &[ArtifactDecl]) -> Vec<Artifact> {
+    let owner = ctx.user.as_ref().map(|u| u.uid);
     let mut out = Vec::new();
     for decl in decls {
         let name = decl.name().to_owned();
         let expires = decl.expires.or(ctx.task_expires);
         let path = dir.join(&decl.path);
-        let error = |reason: &'static str, message: String| Artifact {
-            name: name.clone(),
+        let error = |name: &str, reason: &'static str, message: String| Artifact {
+            name: name.to_owned(),
             expires,
             content: ArtifactContent::Error { reason, message },
+        };
+        let content_type = |file_name: &str| {
+            decl.content_type
+                .clone()
+                .unwrap_or_else(|| guess_content_type(file_name).to_owned())
         };
         let meta = std::fs::metadata(&path);
         match (decl.kind, meta) {
             (_, Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                 if !decl.optional {
                     out.push(error(
+                        &name,
                         "file-missing-on-worker",
                         format!(
                             "{} {:?} was not found in the task directory",
@@ -579,56 +655,115 @@ fn collect_artifacts(ctx: &TaskContext, dir: &Path, decls: &[ArtifactDecl]) -> V
                 }
             }
             (_, Err(e)) => out.push(error(
+                &name,
                 "file-not-readable-on-worker",
                 format!("cannot read {:?}: {e}", decl.path),
             )),
-            (ArtifactKind::File, Ok(m)) if m.is_file() => out.push(Artifact {
-                name: name.clone(),
-                expires,
-                content: ArtifactContent::File {
-                    content_type: decl
-                        .content_type
-                        .clone()
-                        .unwrap_or_else(|| guess_content_type(&decl.path).to_owned()),
-                    path,
-                    size: m.len(),
-                },
-            }),
+            (ArtifactKind::File, Ok(m)) if m.is_file() => match open_artifact(&path, owner) {
+                Ok((_, size)) => out.push(Artifact {
+                    name: name.clone(),
+                    expires,
+                    content: ArtifactContent::File {
+                        content_type: content_type(&decl.path),
+                        path,
+                        size,
+                    },
+                }),
+                Err(e) => out.push(error(
+                    &name,
+                    "file-not-readable-on-worker",
+                    format!("cannot read {:?}: {e}", decl.path),
+                )),
+            },
             (ArtifactKind::File, Ok(_)) => out.push(error(
+                &name,
                 "invalid-resource-on-worker",
                 format!("{:?} is not a regular file", decl.path),
             )),
             (ArtifactKind::Directory, Ok(m)) if m.is_dir() => {
+                if let Some(uid) = owner.filter(|uid| m.uid() != *uid) {
+                    out.push(error(
+                        &name,
+                        "file-not-readable-on-worker",
+                        format!(
+                            "cannot read {:?}: it belongs to uid {}, not to the task user (uid {uid})",
+                            decl.path,
+                            m.uid()
+                        ),
+                    ));
+                    continue;
+                }
                 let mut files = Vec::new();
-                walk(&path, &mut files);
+                walk(&path, owner, &mut files);
                 files.sort();
                 for file in files {
                     let Ok(rel) = file.strip_prefix(&path) else {
                         continue;
                     };
                     let rel = rel.to_string_lossy().into_owned();
-                    let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
-                    out.push(Artifact {
-                        name: format!("{}/{rel}", name.trim_end_matches('/')),
-                        expires,
-                        content: ArtifactContent::File {
-                            content_type: decl
-                                .content_type
-                                .clone()
-                                .unwrap_or_else(|| guess_content_type(&rel).to_owned()),
-                            path: file,
-                            size,
-                        },
-                    });
+                    let file_name = format!("{}/{rel}", name.trim_end_matches('/'));
+                    match open_artifact(&file, owner) {
+                        Ok((_, size)) => out.push(Artifact {
+                            name: file_name,
+                            expires,
+                            content: ArtifactContent::File {
+                                content_type: content_type(&rel),
+                                path: file,
+                                size,
+                            },
+                        }),
+                        Err(e) => out.push(error(
+                            &file_name,
+                            "file-not-readable-on-worker",
+                            format!("cannot read {rel:?} in {:?}: {e}", decl.path),
+                        )),
+                    }
                 }
             }
             (ArtifactKind::Directory, Ok(_)) => out.push(error(
+                &name,
                 "invalid-resource-on-worker",
                 format!("{:?} is not a directory", decl.path),
             )),
         }
     }
     out
+}
+
+/// Opens an artifact file for reading. With `owner`, the file (after
+/// following links) must be a regular file belonging to that uid: the worker
+/// reads with its own rights, so it uploads only what the task user owns,
+/// never a file a task linked to from outside its reach.
+pub fn open_artifact(path: &Path, owner: Option<u32>) -> std::io::Result<(std::fs::File, u64)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let check = |meta: &std::fs::Metadata| -> std::io::Result<()> {
+        if !meta.is_file() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
+        match owner {
+            Some(uid) if meta.uid() != uid => Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "it belongs to uid {}, not to the task user (uid {uid})",
+                    meta.uid()
+                ),
+            )),
+            _ => Ok(()),
+        }
+    };
+    // Checked before opening (opening a device can have effects) and again
+    // on what was opened.
+    check(&std::fs::metadata(path)?)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(path)?;
+    let meta = file.metadata()?;
+    check(&meta)?;
+    Ok((file, meta.len()))
 }
 
 fn kind_word(kind: ArtifactKind) -> &'static str {
@@ -638,16 +773,19 @@ fn kind_word(kind: ArtifactKind) -> &'static str {
     }
 }
 
-fn walk(dir: &Path, files: &mut Vec<PathBuf>) {
+/// Lists the regular files below `dir` (links to files included), not
+/// following links to directories; with `owner`, directories of another
+/// user are not entered.
+fn walk(dir: &Path, owner: Option<u32>, files: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let path = entry.path();
+        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
         match std::fs::metadata(&path) {
-            // Do not follow directory symlinks (they could loop).
-            Ok(m) if m.is_dir() && entry.file_type().map(|t| t.is_dir()).unwrap_or(false) => {
-                walk(&path, files);
+            Ok(m) if m.is_dir() && is_dir && owner.is_none_or(|uid| m.uid() == uid) => {
+                walk(&path, owner, files);
             }
             Ok(m) if m.is_file() => files.push(path),
             _ => {}

@@ -38,9 +38,17 @@ pub struct TaskLog {
 }
 
 impl TaskLog {
-    /// Creates (or truncates) the log file at `path`.
+    /// Creates (or truncates) the log file at `path`, readable by its owner
+    /// only.
     pub fn create(path: &Path) -> std::io::Result<Arc<TaskLog>> {
-        let file = std::fs::File::create(path)?;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         let (state, _) = watch::channel(LogState::default());
         Ok(Arc::new(TaskLog {
             path: path.to_owned(),
@@ -76,6 +84,12 @@ impl TaskLog {
     pub fn line(&self, text: &str) {
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         self.write(format!("[taskcluster {now}] {text}\n").as_bytes());
+    }
+
+    /// Appends a warning line, `[taskcluster:warn <time>] <text>`.
+    pub fn warning_line(&self, text: &str) {
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        self.write(format!("[taskcluster:warn {now}] {text}\n").as_bytes());
     }
 
     /// Appends an error line, `[taskcluster:error] <text>`.

@@ -41,12 +41,16 @@ pub struct Payload {
     /// Mounts; accepted only when empty (mounts are not supported).
     #[serde(default)]
     pub mounts: Vec<Value>,
-    /// OS groups; accepted only when empty (the task runs as the worker user).
+    /// OS groups; accepted only when empty (not supported).
     #[serde(default)]
     pub os_groups: Vec<String>,
     /// Accepted for compatibility and ignored.
     #[serde(default)]
     pub superseder_url: Option<String>,
+    /// Where the taskcluster proxy listens: only `localhost` (the default)
+    /// is supported.
+    #[serde(default)]
+    pub taskcluster_proxy_interface: Option<String>,
 }
 
 /// One artifact declaration of the payload.
@@ -111,9 +115,10 @@ pub struct OnExitStatus {
     pub purge_caches: Vec<i64>,
 }
 
-/// `features`. Unknown feature flags are accepted and ignored.
+/// `features`: generic-worker's feature flags. Unknown flags make the
+/// payload malformed, as upstream's schema says.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Features {
     /// Serve the log live while the task runs (default true).
     #[serde(default = "yes")]
@@ -121,9 +126,28 @@ pub struct Features {
     /// Upload the backing log at the end (default true).
     #[serde(default = "yes")]
     pub backing_log: bool,
-    /// Other feature flags, ignored.
-    #[serde(flatten)]
-    pub other: BTreeMap<String, Value>,
+    /// Run a taskcluster proxy for the task, its URL in
+    /// `TASKCLUSTER_PROXY_URL` (default false).
+    #[serde(default)]
+    pub taskcluster_proxy: bool,
+    /// Accepted and ignored (no chain-of-trust artifacts are made).
+    #[serde(default)]
+    pub chain_of_trust: bool,
+    /// Accepted and ignored (no interactive shell).
+    #[serde(default)]
+    pub interactive: bool,
+    /// Accepted and ignored (no loopback video device).
+    #[serde(default)]
+    pub loopback_video: bool,
+    /// Accepted and ignored (no loopback audio device).
+    #[serde(default)]
+    pub loopback_audio: bool,
+    /// Accepted and ignored (no resource monitor).
+    #[serde(default = "yes")]
+    pub resource_monitor: bool,
+    /// Accepted only when false: tasks always run as their task user.
+    #[serde(default)]
+    pub run_task_as_current_user: bool,
 }
 
 impl Default for Features {
@@ -131,7 +155,13 @@ impl Default for Features {
         Features {
             live_log: true,
             backing_log: true,
-            other: BTreeMap::new(),
+            taskcluster_proxy: false,
+            chain_of_trust: false,
+            interactive: false,
+            loopback_video: false,
+            loopback_audio: false,
+            resource_monitor: true,
+            run_task_as_current_user: false,
         }
     }
 }
@@ -234,6 +264,19 @@ impl Payload {
         }
         if !self.os_groups.is_empty() {
             return err("payload.osGroups: OS groups are not supported by this worker".into());
+        }
+        if self.features.run_task_as_current_user {
+            return err(
+                "payload.features.runTaskAsCurrentUser: not supported by this worker (tasks run as their own task user)".into(),
+            );
+        }
+        match self.taskcluster_proxy_interface.as_deref() {
+            None | Some("localhost") => {}
+            Some(other) => {
+                return err(format!(
+                    "payload.taskclusterProxyInterface: {other:?} is not supported by this worker (only \"localhost\")"
+                ));
+            }
         }
         let mut names = std::collections::BTreeSet::new();
         for (i, a) in self.artifacts.iter().enumerate() {
@@ -340,6 +383,7 @@ mod tests {
     fn minimal_and_full_payloads() {
         let p = parse(json!({"command": [["true"]], "maxRunTime": 10})).unwrap();
         assert!(p.features.live_log && p.features.backing_log);
+        assert!(!p.features.taskcluster_proxy);
         assert_eq!(p.logs.live, LIVE_LOG_NAME);
         let p = parse(json!({
             "command": [["sh", "-c", "exit 3"], ["true"]],
@@ -350,11 +394,13 @@ mod tests {
                 {"type": "directory", "path": "out"}
             ],
             "onExitStatus": {"retry": [3], "purgeCaches": [4]},
-            "features": {"liveLog": false, "chainOfTrust": true},
-            "mounts": [], "osGroups": [], "supersederUrl": "https://x"
+            "features": {"liveLog": false, "chainOfTrust": true, "taskclusterProxy": true, "runTaskAsCurrentUser": false},
+            "mounts": [], "osGroups": [], "supersederUrl": "https://x",
+            "taskclusterProxyInterface": "localhost"
         }))
         .unwrap();
         assert!(!p.features.live_log);
+        assert!(p.features.taskcluster_proxy);
         assert_eq!(p.artifacts[1].name(), "out");
         assert_eq!(p.on_exit_status.retry, vec![3]);
     }
@@ -403,6 +449,22 @@ mod tests {
             (
                 json!({"command": [["true"]], "maxRunTime": 1, "mounts": [{"directory": "x"}]}),
                 "mounts are not supported",
+            ),
+            (
+                json!({"command": [["true"]], "maxRunTime": 1, "features": {"dockerSave": true}}),
+                "payload.features.dockerSave: unknown field `dockerSave`",
+            ),
+            (
+                json!({"command": [["true"]], "maxRunTime": 1, "features": {"taskclusterProxy": "yes"}}),
+                "payload.features.taskclusterProxy: invalid type",
+            ),
+            (
+                json!({"command": [["true"]], "maxRunTime": 1, "features": {"runTaskAsCurrentUser": true}}),
+                "runTaskAsCurrentUser: not supported",
+            ),
+            (
+                json!({"command": [["true"]], "maxRunTime": 1, "taskclusterProxyInterface": "docker-bridge"}),
+                "payload.taskclusterProxyInterface: \"docker-bridge\" is not supported",
             ),
         ];
         for (payload, expected) in cases {

@@ -18,11 +18,13 @@ use tracing::Instrument;
 use crate::config::WorkerConfig;
 use crate::engine::{
     AbortReason, AbortSignal, ArtifactContent, ExceptionReason, RunOutcome, TaskContext, TaskDir,
-    run_task,
+    open_artifact, run_task,
 };
 use crate::error::QueueCallError;
 use crate::livelog::{LiveLogServer, TaskLog};
 use crate::payload::{Logs, Payload};
+use crate::proxy::{SharedCredentials, TaskCredentials, TaskclusterProxy};
+use crate::users::{RunAsDecision, RunTasksAs, TaskUser, TaskUsers};
 
 /// What happened to one claimed task; sent to [`Worker::subscribe`]rs once
 /// the run is resolved (or forgotten after losing its claim).
@@ -46,6 +48,9 @@ pub struct TaskReport {
 
 struct Shared {
     cfg: WorkerConfig,
+    run_as: RunAsDecision,
+    /// Creates and removes task users (`run_tasks_as = "task-user"`).
+    users: Option<TaskUsers>,
     livelog: LiveLogServer,
     http: reqwest_tc::Client,
     reports: broadcast::Sender<TaskReport>,
@@ -77,13 +82,53 @@ fn queue_client(root_url: &str, creds: Credentials) -> anyhow::Result<Queue> {
 }
 
 impl Worker {
-    /// Validates the configuration, creates the tasks directory and starts
-    /// the live-log server.
+    /// Validates the configuration, decides who tasks run as
+    /// ([`crate::users::decide`]), prepares the tasks directory, removes the
+    /// task users a previous run of this worker left, and starts the
+    /// live-log server.
     pub async fn new(cfg: WorkerConfig) -> anyhow::Result<Worker> {
         cfg.validate()?;
-        std::fs::create_dir_all(&cfg.tasks_dir).map_err(|e| {
-            anyhow::anyhow!("cannot create tasks_dir {}: {e}", cfg.tasks_dir.display())
-        })?;
+        let run_as = crate::users::decide(cfg.run_tasks_as).map_err(anyhow::Error::msg)?;
+        let users = match run_as.mode {
+            RunTasksAs::TaskUser => {
+                crate::users::prepare_tasks_dir(&cfg.tasks_dir).map_err(|e| {
+                    anyhow::anyhow!(
+                        "tasks_dir: {e}; choose a tasks_dir that other users can reach, or set run_tasks_as = \"current-user\""
+                    )
+                })?;
+                // Two workers never share a tasks directory: it tells this
+                // worker's users from those of another on the same host.
+                let users = TaskUsers::new(&format!(
+                    "{}/{} on {} in {}",
+                    cfg.worker_group,
+                    cfg.worker_id,
+                    cfg.task_queue_id,
+                    std::path::absolute(&cfg.tasks_dir)
+                        .unwrap_or_else(|_| cfg.tasks_dir.clone())
+                        .display()
+                ))
+                .map_err(anyhow::Error::msg)?;
+                let stale = users.remove_stale().await;
+                if stale > 0 {
+                    tracing::info!(users = stale, "removed task users left by a previous run");
+                }
+                Some(users)
+            }
+            RunTasksAs::CurrentUser => {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::create_dir_all(&cfg.tasks_dir)
+                    .and_then(|()| {
+                        std::fs::set_permissions(
+                            &cfg.tasks_dir,
+                            std::fs::Permissions::from_mode(0o700),
+                        )
+                    })
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot create tasks_dir {}: {e}", cfg.tasks_dir.display())
+                    })?;
+                None
+            }
+        };
         let queue = queue_client(
             &cfg.root_url,
             Credentials::new(cfg.client_id.clone(), cfg.access_token.clone()),
@@ -103,6 +148,8 @@ impl Worker {
         Ok(Worker {
             shared: Arc::new(Shared {
                 cfg,
+                run_as,
+                users,
                 livelog,
                 http,
                 reports,
@@ -111,6 +158,11 @@ impl Worker {
             queue,
             livelog_stop,
         })
+    }
+
+    /// Who this worker runs tasks as.
+    pub fn run_tasks_as(&self) -> RunTasksAs {
+        self.shared.run_as.mode
     }
 
     /// The address the live-log server is bound to.
@@ -138,8 +190,12 @@ impl Worker {
             worker_id = %cfg.worker_id,
             capacity = cfg.capacity,
             livelog = %self.shared.livelog.addr(),
+            run_tasks_as = %self.shared.run_as.mode,
             "worker started"
         );
+        if let Some(warning) = &self.shared.run_as.warning {
+            tracing::warn!("{warning}");
+        }
         let mut running: JoinSet<()> = JoinSet::new();
         let min_poll = Duration::from_millis(cfg.min_poll_interval_ms);
         let mut failures: u32 = 0;
@@ -262,6 +318,10 @@ struct TaskClient {
     root_url: String,
     queue: RwLock<Arc<Queue>>,
     taken_until: Mutex<DateTime<Utc>>,
+    /// The claim's credentials, renewed at each reclaim; `None` when the
+    /// claim had none (the worker's own are used for its calls then, and
+    /// never given to a proxy).
+    credentials: Option<SharedCredentials>,
 }
 
 impl TaskClient {
@@ -277,8 +337,11 @@ impl TaskClient {
         {
             *self.taken_until.lock().unwrap_or_else(|e| e.into_inner()) = t;
         }
-        let creds = task_credentials(claim.get("credentials"), fallback);
-        match queue_client(&self.root_url, creds) {
+        let creds = TaskCredentials::from_claim(claim.get("credentials"));
+        if let (Some(shared), Some(creds)) = (&self.credentials, &creds) {
+            shared.set(creds.clone());
+        }
+        match queue_client(&self.root_url, client_credentials(creds.as_ref(), fallback)) {
             Ok(q) => *self.queue.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(q),
             Err(e) => {
                 tracing::error!(error = %e, "cannot build a client with the task credentials")
@@ -291,23 +354,12 @@ impl TaskClient {
     }
 }
 
-/// The temporary credentials of a claim; the worker's own when the claim
-/// has none.
-fn task_credentials(creds: Option<&Value>, fallback: &WorkerConfig) -> Credentials {
-    let field = |k: &str| creds.and_then(|c| c.get(k)).and_then(Value::as_str);
-    match (field("clientId"), field("accessToken")) {
-        (Some(id), Some(token)) => {
-            let cert = match creds.and_then(|c| c.get("certificate")) {
-                Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-                Some(v @ Value::Object(_)) => Some(v.to_string()),
-                _ => None,
-            };
-            match cert {
-                Some(cert) => Credentials::new_with_certificate(id, token, cert),
-                None => Credentials::new(id, token),
-            }
-        }
-        _ => Credentials::new(fallback.client_id.clone(), fallback.access_token.clone()),
+/// The temporary credentials of a claim for the worker's calls about the
+/// task; the worker's own when the claim has none.
+fn client_credentials(creds: Option<&TaskCredentials>, fallback: &WorkerConfig) -> Credentials {
+    match creds {
+        Some(c) => c.client(),
+        None => Credentials::new(fallback.client_id.clone(), fallback.access_token.clone()),
     }
 }
 
@@ -349,13 +401,11 @@ async fn run_claimed(
         .and_then(Value::as_str)
         .and_then(|s| s.parse::<DateTime<Utc>>().ok());
     let expires = task_expires.unwrap_or_else(|| Utc::now() + chrono::Duration::days(1));
+    let task_creds = TaskCredentials::from_claim(claim.get("credentials"));
     let client = Arc::new(TaskClient {
         root_url: cfg.root_url.clone(),
         queue: RwLock::new(Arc::new(
-            match queue_client(
-                &cfg.root_url,
-                task_credentials(claim.get("credentials"), cfg),
-            ) {
+            match queue_client(&cfg.root_url, client_credentials(task_creds.as_ref(), cfg)) {
                 Ok(q) => q,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot build a queue client for the task");
@@ -370,6 +420,7 @@ async fn run_claimed(
                 .and_then(|s| s.parse::<DateTime<Utc>>().ok())
                 .unwrap_or_else(Utc::now),
         ),
+        credentials: task_creds.map(SharedCredentials::new),
     });
 
     let abort = AbortSignal::new();
@@ -411,14 +462,44 @@ async fn run_claimed(
             return;
         }
     };
-    let dir = match TaskDir::create(&cfg.tasks_dir, &dir_name) {
+    // A task user only for a payload that will run: a malformed one is
+    // reported without running anything.
+    let task_user = match (&shared.users, &parsed) {
+        (Some(users), Some(_)) => match users.create(&cfg.tasks_dir.join(&dir_name)).await {
+            Ok(user) => Some(user),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot create the task user");
+                finish_without_run(&shared, &client, &task_id, run_id, &done).await;
+                let _ = std::fs::remove_file(&log_path);
+                return;
+            }
+        },
+        _ => None,
+    };
+    let dir = match TaskDir::create_for(&cfg.tasks_dir, &dir_name, task_user.as_ref()) {
         Ok(d) => d,
         Err(e) => {
             tracing::error!(error = %e, "cannot create the task directory");
             finish_without_run(&shared, &client, &task_id, run_id, &done).await;
+            remove_task_user(&shared, task_user.as_ref()).await;
             let _ = std::fs::remove_file(&log_path);
             return;
         }
+    };
+    let proxy = match &parsed {
+        Some(p) if p.features.taskcluster_proxy => {
+            start_proxy(
+                cfg,
+                &client,
+                &task,
+                &task_id,
+                run_id,
+                task_user.as_ref(),
+                &log,
+            )
+            .await
+        }
+        _ => None,
     };
 
     // The live log reference is posted while the task starts; it is awaited
@@ -459,9 +540,14 @@ async fn run_claimed(
         root_url: cfg.root_url.clone(),
         task_expires,
         max_run_time_cap: cfg.max_task_run_time_s,
+        user: task_user.clone(),
+        proxy_url: proxy.as_ref().map(|p| p.url().to_owned()),
     };
     let outcome = run_task(&ctx, &payload, &dir, &log, &abort).await;
     let process_ended_at = Instant::now();
+    // The task's processes are gone: so goes its proxy.
+    drop(proxy);
+    let owner = task_user.as_ref().map(|u| u.uid);
     let mut resolution = outcome.resolution;
     if abort.reason() == Some(AbortReason::ClaimLost) {
         resolution = RunOutcome::ClaimLost;
@@ -484,7 +570,7 @@ async fn run_claimed(
                         &task_id,
                         run_id,
                         &artifact.name,
-                        path,
+                        (path, owner),
                         content_type,
                         *size,
                         expires,
@@ -556,6 +642,7 @@ async fn run_claimed(
     if let Err(e) = dir.remove() {
         tracing::warn!(error = %e, "cannot remove the task directory");
     }
+    remove_task_user(&shared, task_user.as_ref()).await;
     drop(log);
     let _ = std::fs::remove_file(&log_path);
     let _ = shared.reports.send(TaskReport {
@@ -567,6 +654,55 @@ async fn run_claimed(
         process_ended_at,
         resolved_at: Instant::now(),
     });
+}
+
+/// Starts the task's taskcluster proxy, signing with the claim's
+/// credentials restricted to the task's scopes plus
+/// `queue:create-artifact:<taskId>/<runId>` (as upstream). Problems are
+/// written into the task log; the task then runs without a proxy.
+async fn start_proxy(
+    cfg: &WorkerConfig,
+    client: &TaskClient,
+    task: &Value,
+    task_id: &str,
+    run_id: u32,
+    user: Option<&TaskUser>,
+    log: &TaskLog,
+) -> Option<TaskclusterProxy> {
+    let Some(creds) = &client.credentials else {
+        log.error_line(
+            "features.taskclusterProxy: the claim carries no task credentials, so the task has no proxy",
+        );
+        return None;
+    };
+    let mut scopes: Vec<String> = task
+        .get("scopes")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    scopes.push(format!("queue:create-artifact:{task_id}/{run_id}"));
+    match TaskclusterProxy::start(&cfg.root_url, creds.clone(), scopes, user.map(|u| u.uid)).await {
+        Ok(proxy) => Some(proxy),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the taskcluster proxy");
+            log.error_line(&format!("cannot start the taskcluster proxy: {e}"));
+            None
+        }
+    }
+}
+
+/// Removes a task user (its processes, its leftovers, its account).
+async fn remove_task_user(shared: &Shared, user: Option<&TaskUser>) {
+    if let (Some(users), Some(user)) = (&shared.users, user)
+        && let Err(e) = users.remove(user).await
+    {
+        tracing::warn!(user = %user.name, error = %e, "cannot remove the task user");
+    }
 }
 
 /// The worker could not even prepare the task: report `internal-error`.
@@ -672,7 +808,7 @@ async fn upload_file(
     task_id: &str,
     run_id: u32,
     name: &str,
-    path: &std::path::Path,
+    (path, owner): (&std::path::Path, Option<u32>),
     content_type: &str,
     size: u64,
     expires: DateTime<Utc>,
@@ -698,7 +834,7 @@ async fn upload_file(
                 message: format!("no putUrl in response for {name}"),
             });
         };
-        let err = match put(shared, put_url, path, content_type, size).await {
+        let err = match put(shared, put_url, (path, owner), content_type, size).await {
             Ok(()) => return Ok(()),
             Err(PutError::Permanent(e)) => return Err(e),
             Err(PutError::Transient(e)) => e,
@@ -721,7 +857,7 @@ enum PutError {
 async fn put(
     shared: &Shared,
     url: &str,
-    path: &std::path::Path,
+    (path, owner): (&std::path::Path, Option<u32>),
     content_type: &str,
     size: u64,
 ) -> Result<(), PutError> {
@@ -729,8 +865,8 @@ async fn put(
         call: "artifact PUT",
         message,
     };
-    let file = tokio::fs::File::open(path)
-        .await
+    let file = open_artifact(path, owner)
+        .map(|(file, _)| tokio::fs::File::from_std(file))
         .map_err(|e| PutError::Permanent(other(format!("cannot open {}: {e}", path.display()))))?;
     let body = reqwest_tc::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
     let resp = shared
@@ -780,7 +916,7 @@ async fn upload_logs(
         task_id,
         run_id,
         &logs.backing,
-        log.path(),
+        (log.path(), None),
         "text/plain; charset=utf-8",
         log.len(),
         expires,

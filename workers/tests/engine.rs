@@ -24,6 +24,8 @@ fn ctx() -> TaskContext {
         root_url: "http://queue.invalid".into(),
         task_expires: Some(chrono::Utc::now() + chrono::Duration::days(1)),
         max_run_time_cap: 3600,
+        user: None,
+        proxy_url: None,
     }
 }
 
@@ -175,7 +177,7 @@ async fn environment_is_clean_and_has_task_variables() {
     let r = run(json!({
         "command": [["sh", "-c", "env | sort"]],
         "maxRunTime": 30,
-        "env": {"GREETING": "hi there", "RUN_ID": "overridden"}
+        "env": {"GREETING": "hi there", "RUN_ID": "overridden", "SHELL": "/bin/bash"}
     }))
     .await;
     assert_eq!(r.outcome.resolution, RunOutcome::Completed, "{}", r.log);
@@ -183,7 +185,10 @@ async fn environment_is_clean_and_has_task_variables() {
     for needle in [
         "GREETING=hi there\n".to_owned(),
         "TASK_ID=fQmtH2ZNQ6ePyX1U0XYbrA\n".to_owned(),
-        "RUN_ID=overridden\n".to_owned(),
+        // As upstream: the payload may override defaults such as SHELL, not
+        // the task's identity.
+        "RUN_ID=2\n".to_owned(),
+        "SHELL=/bin/bash\n".to_owned(),
         "TASK_GROUP_ID=group0ZNQ6ePyX1U0XYbrA\n".to_owned(),
         "TASKCLUSTER_ROOT_URL=http://queue.invalid\n".to_owned(),
         format!("TASK_WORKDIR={dir}\n"),
@@ -191,6 +196,7 @@ async fn environment_is_clean_and_has_task_variables() {
     ] {
         assert!(r.log.contains(&needle), "missing {needle:?} in\n{}", r.log);
     }
+    assert!(!r.log.contains("RUN_ID=overridden"), "{}", r.log);
     let allowed = [
         "GREETING",
         "TASK_ID",

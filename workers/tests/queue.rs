@@ -4,19 +4,17 @@
 mod common;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bbb_queue::testing::{TestOptions, TestQueue};
-use bbb_testdb::TempDir;
-use bbb_workers::{RunOutcome, TaskReport, Worker, WorkerConfig};
-use common::{read_to_end, read_until};
-use serde_json::{Value, json};
-use taskcluster::{ClientBuilder, Credentials, Queue};
-use tokio::sync::broadcast;
-use tokio_util::sync::CancellationToken;
+use bbb_workers::RunOutcome;
+use serde_json::json;
 
 use bbb_testdb::on_both_backends;
+use common::{
+    RunningWorker, Scratch, config, create_task, latest_artifact, root, status, task_queue,
+    wait_state,
+};
 
 on_both_backends!(
     bbb_queue::testing::TestQueue::on;
@@ -32,196 +30,33 @@ on_both_backends!(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancel_while_running_sqlite() {
-    cancel_while_running_on(false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn cancel_while_running_postgres() {
-    cancel_while_running_on(true).await;
-}
-
-/// [`cancel_while_running`] on a queue whose claims expire after 3 s.
-async fn cancel_while_running_on(postgres: bool) {
-    let options = TestOptions {
-        postgres,
+    let q = TestQueue::with(TestOptions {
         claim_timeout_s: Some(3),
         ..Default::default()
-    };
-    let q = TestQueue::with(options).await.unwrap();
+    })
+    .await
+    .unwrap();
     cancel_while_running(&q).await;
     q.stop().await;
 }
 
-fn root(q: &TestQueue) -> Queue {
-    Queue::new(
-        ClientBuilder::new(&q.root_url)
-            .credentials(Credentials::new(&q.root_client_id, &q.root_access_token)),
-    )
-    .unwrap()
-}
-
-fn task_queue() -> String {
-    format!(
-        "bbb-test/w{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    )
-}
-
-fn from_now(secs: i64) -> String {
-    bbb_queue::time::fmt_ms(chrono::Utc::now().timestamp_millis() + secs * 1000)
-}
-
-async fn create_task(q: &TestQueue, tq: &str, payload: Value, retries: u32) -> String {
-    let task_id = bbb_queue::validate::slugid();
-    let def = json!({
-        "taskQueueId": tq,
-        "created": from_now(0),
-        "deadline": from_now(3600),
-        "expires": from_now(86400),
-        "retries": retries,
-        "payload": payload,
-        "metadata": {"name": "worker test", "description": "a worker test task", "owner": "tests@example.com", "source": "https://example.com/tests"},
-    });
-    root(q).createTask(&task_id, &def).await.unwrap();
-    task_id
-}
-
-fn config(q: &TestQueue, tq: &str, worker_id: &str, scratch: &Path) -> WorkerConfig {
-    WorkerConfig {
-        root_url: q.root_url.clone(),
-        client_id: q.root_client_id.clone(),
-        access_token: q.root_access_token.clone(),
-        task_queue_id: tq.to_owned(),
-        worker_group: "tests".into(),
-        worker_id: worker_id.into(),
-        tasks_dir: scratch.join(worker_id),
-        min_poll_interval_ms: 100,
-        shutdown_grace_s: 1,
-        ..WorkerConfig::default()
-    }
-}
-
-struct RunningWorker {
-    shutdown: CancellationToken,
-    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
-    reports: broadcast::Receiver<TaskReport>,
-    tasks_dir: PathBuf,
-}
-
-impl RunningWorker {
-    async fn start(cfg: WorkerConfig) -> RunningWorker {
-        let tasks_dir = cfg.tasks_dir.clone();
-        let worker = Worker::new(cfg).await.unwrap();
-        let reports = worker.subscribe();
-        let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(worker.run(shutdown.clone()));
-        RunningWorker {
-            shutdown,
-            handle,
-            reports,
-            tasks_dir,
-        }
-    }
-
-    async fn next_report(&mut self) -> TaskReport {
-        tokio::time::timeout(Duration::from_secs(60), self.reports.recv())
-            .await
-            .expect("no task finished in time")
-            .unwrap()
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.handle)
-            .await
-            .expect("worker did not stop")
-            .unwrap()
-            .unwrap();
-    }
-}
-
-async fn status(q: &TestQueue, task_id: &str) -> Value {
-    root(q).status(task_id).await.unwrap()["status"].clone()
-}
-
-async fn wait_state(q: &TestQueue, task_id: &str, want: &str) -> Value {
-    let give_up = Instant::now() + Duration::from_secs(60);
-    loop {
-        let s = status(q, task_id).await;
-        if s["state"] == want {
-            return s;
-        }
-        assert!(
-            Instant::now() < give_up,
-            "{task_id} never became {want}: {s}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// GETs the latest run's artifact through `getLatestArtifact`, following
-/// redirects; returns the status and the body.
-async fn latest_artifact(q: &TestQueue, task_id: &str, name: &str) -> (u16, String) {
-    let url = root(q)
-        .getLatestArtifact_signed_url(task_id, name, Duration::from_secs(600))
-        .unwrap();
-    let resp = reqwest_tc::get(&url).await.unwrap();
-    let code = resp.status().as_u16();
-    (code, resp.text().await.unwrap())
-}
-
-/// A scratch directory, a task queue of its own and a worker `w1` serving
-/// it.
-async fn one_worker(q: &TestQueue) -> (TempDir, String, RunningWorker) {
-    let scratch = TempDir::new("bbb-worker-test");
-    let tq = task_queue();
-    let worker = RunningWorker::start(config(q, &tq, "w1", &scratch.0)).await;
-    (scratch, tq, worker)
-}
-
-/// The latest run's backing log, as [`latest_artifact`] reads it.
-async fn backing_log(q: &TestQueue, task_id: &str) -> (u16, String) {
-    latest_artifact(q, task_id, "public/logs/live_backing.log").await
-}
-
-/// Runs a task with `payload` that fails, and checks that its backing log
-/// says each of `expected`.
-async fn fails_with_log(q: &TestQueue, payload: Value, expected: &[&str]) {
-    let (_scratch, tq, mut w) = one_worker(q).await;
-    let task_id = create_task(q, &tq, payload, 0).await;
-    assert_eq!(w.next_report().await.resolution, RunOutcome::Failed);
-    wait_state(q, &task_id, "failed").await;
-    let (_, log) = backing_log(q, &task_id).await;
-    for text in expected {
-        assert!(log.contains(text), "{text:?} not in {log}");
-    }
-    w.stop().await;
-}
-
-/// Creates a task running the shell `script` for at most `max_run_time`
-/// seconds, with the variable `name` set to the path of a file of that name
-/// in `scratch`, and waits until it runs. Returns the task and the path.
-async fn running_with_file(
-    q: &TestQueue,
-    tq: &str,
-    scratch: &TempDir,
-    name: &str,
-    script: &str,
-    max_run_time: u32,
-) -> (String, PathBuf) {
-    let path = scratch.0.join(name);
-    let payload = json!({
-        "command": [["sh", "-c", script]],
-        "maxRunTime": max_run_time,
-        "env": {name: path.display().to_string()}
-    });
-    let task_id = create_task(q, tq, payload, 0).await;
-    wait_state(q, &task_id, "running").await;
-    (task_id, path)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancel_while_running_postgres() {
+    let q = TestQueue::with(TestOptions {
+        postgres: true,
+        claim_timeout_s: Some(3),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    cancel_while_running(&q).await;
+    q.stop().await;
 }
 
 async fn success_with_logs_and_artifacts(q: &TestQueue) {
-    let (_scratch, tq, mut w) = one_worker(q).await;
+    let scratch = Scratch::new();
+    let tq = task_queue();
+    let mut w = RunningWorker::start(config(q, &tq, "w1", &scratch.0)).await;
     let task_id = create_task(
         q,
         &tq,
@@ -243,7 +78,7 @@ async fn success_with_logs_and_artifacts(q: &TestQueue) {
     let s = wait_state(q, &task_id, "completed").await;
     assert_eq!(s["runs"][0]["workerId"], "w1");
 
-    let (code, log) = backing_log(q, &task_id).await;
+    let (code, log) = latest_artifact(q, &task_id, "public/logs/live_backing.log").await;
     assert_eq!(code, 200);
     assert!(log.contains(&format!("hello from {task_id}\n")), "{log}");
     assert!(log.contains("Result: completed"), "{log}");
@@ -289,17 +124,48 @@ async fn success_with_logs_and_artifacts(q: &TestQueue) {
 }
 
 async fn failure(q: &TestQueue) {
-    let payload = json!({"command": [["sh", "-c", "echo broken >&2; exit 3"]], "maxRunTime": 60});
-    fails_with_log(q, payload, &["broken\n", "Exit Code: 3"]).await;
+    let scratch = Scratch::new();
+    let tq = task_queue();
+    let mut w = RunningWorker::start(config(q, &tq, "w1", &scratch.0)).await;
+    let task_id = create_task(
+        q,
+        &tq,
+        json!({"command": [["sh", "-c", "echo broken >&2; exit 3"]], "maxRunTime": 60}),
+        0,
+    )
+    .await;
+    assert_eq!(w.next_report().await.resolution, RunOutcome::Failed);
+    wait_state(q, &task_id, "failed").await;
+    let (_, log) = latest_artifact(q, &task_id, "public/logs/live_backing.log").await;
+    assert!(
+        log.contains("broken\n") && log.contains("Exit Code: 3"),
+        "{log}"
+    );
+    w.stop().await;
 }
 
 async fn max_run_time_exceeded(q: &TestQueue) {
-    let payload = json!({"command": [["sh", "-c", "sleep 120 & wait"]], "maxRunTime": 1});
-    fails_with_log(q, payload, &["max run time exceeded"]).await;
+    let scratch = Scratch::new();
+    let tq = task_queue();
+    let mut w = RunningWorker::start(config(q, &tq, "w1", &scratch.0)).await;
+    let task_id = create_task(
+        q,
+        &tq,
+        json!({"command": [["sh", "-c", "sleep 120 & wait"]], "maxRunTime": 1}),
+        0,
+    )
+    .await;
+    assert_eq!(w.next_report().await.resolution, RunOutcome::Failed);
+    wait_state(q, &task_id, "failed").await;
+    let (_, log) = latest_artifact(q, &task_id, "public/logs/live_backing.log").await;
+    assert!(log.contains("max run time exceeded"), "{log}");
+    w.stop().await;
 }
 
 async fn retry_exit_code(q: &TestQueue) {
-    let (_scratch, tq, mut w) = one_worker(q).await;
+    let scratch = Scratch::new();
+    let tq = task_queue();
+    let mut w = RunningWorker::start(config(q, &tq, "w1", &scratch.0)).await;
     let task_id = create_task(
         q,
         &tq,
@@ -324,7 +190,9 @@ async fn retry_exit_code(q: &TestQueue) {
 }
 
 async fn malformed_payload(q: &TestQueue) {
-    let (_scratch, tq, mut w) = one_worker(q).await;
+    let scratch = Scratch::new();
+    let tq = task_queue();
+    let mut w = RunningWorker::start(config(q, &tq, "w1", &scratch.0)).await;
     let task_id = create_task(
         q,
         &tq,
@@ -339,7 +207,7 @@ async fn malformed_payload(q: &TestQueue) {
     let s = wait_state(q, &task_id, "exception").await;
     assert_eq!(s["runs"].as_array().unwrap().len(), 1, "retried: {s}");
     assert_eq!(s["runs"][0]["reasonResolved"], "malformed-payload");
-    let (code, log) = backing_log(q, &task_id).await;
+    let (code, log) = latest_artifact(q, &task_id, "public/logs/live_backing.log").await;
     assert_eq!(code, 200);
     assert!(
         log.contains(
@@ -351,9 +219,22 @@ async fn malformed_payload(q: &TestQueue) {
 }
 
 async fn live_log_while_running_then_backing_log(q: &TestQueue) {
-    let (scratch, tq, mut w) = one_worker(q).await;
-    let script = "echo waiting; i=0; while [ ! -e \"$GO\" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; echo released";
-    let (task_id, go) = running_with_file(q, &tq, &scratch, "GO", script, 120).await;
+    let scratch = Scratch::new();
+    let go = scratch.0.join("go");
+    let tq = task_queue();
+    let mut w = RunningWorker::start(config(q, &tq, "w1", &scratch.0)).await;
+    let task_id = create_task(
+        q,
+        &tq,
+        json!({
+            "command": [["sh", "-c", "echo waiting; i=0; while [ ! -e \"$GO\" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; echo released"]],
+            "maxRunTime": 120,
+            "env": {"GO": go.display().to_string()}
+        }),
+        0,
+    )
+    .await;
+    wait_state(q, &task_id, "running").await;
     // live.log is a reference to the worker's live log server.
     let url = root(q)
         .getLatestArtifact_signed_url(&task_id, "public/logs/live.log", Duration::from_secs(600))
@@ -368,10 +249,23 @@ async fn live_log_while_running_then_backing_log(q: &TestQueue) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let mut seen = Vec::new();
-    read_until(&mut resp, &mut seen, "\nwaiting\n").await;
+    while !String::from_utf8_lossy(&seen).contains("\nwaiting\n") {
+        let chunk = tokio::time::timeout(Duration::from_secs(30), resp.chunk())
+            .await
+            .expect("live log stalled")
+            .unwrap()
+            .expect("live log ended while the task runs");
+        seen.extend_from_slice(&chunk);
+    }
     assert_eq!(status(q, &task_id).await["state"], "running");
     std::fs::write(&go, "").unwrap();
-    read_to_end(&mut resp, &mut seen).await;
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(30), resp.chunk())
+        .await
+        .expect("live log stalled")
+        .unwrap()
+    {
+        seen.extend_from_slice(&chunk);
+    }
     let live = String::from_utf8(seen).unwrap();
     assert!(
         live.contains("\nreleased\n") && live.contains("=== Task Finished ==="),
@@ -379,7 +273,7 @@ async fn live_log_while_running_then_backing_log(q: &TestQueue) {
     );
     assert_eq!(w.next_report().await.resolution, RunOutcome::Completed);
     wait_state(q, &task_id, "completed").await;
-    let (code, backing) = backing_log(q, &task_id).await;
+    let (code, backing) = latest_artifact(q, &task_id, "public/logs/live_backing.log").await;
     assert_eq!(code, 200);
     assert_eq!(backing, live, "backing log differs from what was streamed");
     assert_eq!(
@@ -390,9 +284,22 @@ async fn live_log_while_running_then_backing_log(q: &TestQueue) {
 }
 
 async fn cancel_while_running(q: &TestQueue) {
-    let (scratch, tq, mut w) = one_worker(q).await;
-    let script = "sleep 300 & echo $! > \"$PID_FILE\"; wait";
-    let (task_id, pid_file) = running_with_file(q, &tq, &scratch, "PID_FILE", script, 600).await;
+    let scratch = Scratch::new();
+    let pid_file = scratch.shared("shared").join("pid");
+    let tq = task_queue();
+    let mut w = RunningWorker::start(config(q, &tq, "w1", &scratch.0)).await;
+    let task_id = create_task(
+        q,
+        &tq,
+        json!({
+            "command": [["sh", "-c", "sleep 300 & echo $! > \"$PID_FILE\"; wait"]],
+            "maxRunTime": 600,
+            "env": {"PID_FILE": pid_file.display().to_string()}
+        }),
+        0,
+    )
+    .await;
+    wait_state(q, &task_id, "running").await;
     let give_up = Instant::now() + Duration::from_secs(30);
     while !pid_file.exists()
         || std::fs::read_to_string(&pid_file)
@@ -419,13 +326,15 @@ async fn cancel_while_running(q: &TestQueue) {
         .unwrap_or(false);
     assert!(!running, "the task's process {pid} is still running");
     // Nothing was uploaded after the cancellation.
-    let (code, _) = backing_log(q, &task_id).await;
+    let (code, _) = latest_artifact(q, &task_id, "public/logs/live_backing.log").await;
     assert_eq!(code, 404);
     w.stop().await;
 }
 
 async fn shutdown_reports_worker_shutdown(q: &TestQueue) {
-    let (scratch, tq, w) = one_worker(q).await;
+    let scratch = Scratch::new();
+    let tq = task_queue();
+    let w = RunningWorker::start(config(q, &tq, "w1", &scratch.0)).await;
     let task_id = create_task(
         q,
         &tq,
@@ -472,9 +381,8 @@ async fn shutdown_reports_worker_shutdown(q: &TestQueue) {
 }
 
 async fn two_workers_run_each_task_once(q: &TestQueue) {
-    let scratch = TempDir::new("bbb-worker-test");
-    let marks = scratch.0.join("marks");
-    std::fs::create_dir_all(&marks).unwrap();
+    let scratch = Scratch::new();
+    let marks = scratch.shared("marks");
     let tq = task_queue();
     let mut cfg1 = config(q, &tq, "w1", &scratch.0);
     cfg1.capacity = 3;

@@ -16,7 +16,55 @@ pub async fn run(file: FileConfig, data_dir: PathBuf, demo: bool) -> anyhow::Res
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize()?;
+    let tasks_dir_configured = file
+        .worker
+        .as_ref()
+        .is_some_and(|w| w.contains_key("tasks_dir"));
+    // The SQLite databases and the artifact store the defaults put in the
+    // data directory.
+    let mut private_dirs = Vec::new();
+    if !file
+        .queue
+        .as_ref()
+        .is_some_and(|q| q.contains_key("blob_dir"))
+    {
+        private_dirs.push("artifacts");
+    }
+    let mut private_files = Vec::new();
+    if !file.queue_database_configured() {
+        private_files.push("queue.sqlite");
+    }
+    if !file.bridge_state_configured() {
+        private_files.push("bridge-state.sqlite");
+    }
     let file = file.with_up_defaults(&data_dir);
+
+    // Tasks run as other OS users unless the worker cannot switch users: the
+    // data directory, the files in it and the configuration are kept from them.
+    let mut wcfg = file.worker_config_unchecked()?;
+    let run_as = bbb_workers::users::decide(wcfg.run_tasks_as).map_err(anyhow::Error::msg)?;
+    let task_users = run_as.mode == bbb_workers::RunTasksAs::TaskUser;
+    crate::private::secure_data_dir(&data_dir, task_users, &private_files, &private_dirs)
+        .with_context(|| format!("securing {}", data_dir.display()))?;
+    if task_users {
+        file.keep_from_tasks();
+    }
+    // Task users must reach their directories: when a directory above the
+    // data directory is closed to others (e.g. /root), task directories go
+    // to a fresh directory in the system's temporary directory instead.
+    let mut own_tasks_dir = None;
+    if task_users
+        && !tasks_dir_configured
+        && let Err(why) = bbb_workers::users::reachable_by_others(&data_dir)
+    {
+        let dir = fresh_tasks_dir()?;
+        tracing::info!(
+            tasks_dir = %dir.display(),
+            "task directories are not in the data directory: {why}"
+        );
+        wcfg.tasks_dir = dir.clone();
+        own_tasks_dir = Some(dir);
+    }
 
     let mut qcfg = file.queue_config()?;
     let token = match &qcfg.root_access_token {
@@ -27,7 +75,6 @@ pub async fn run(file: FileConfig, data_dir: PathBuf, demo: bool) -> anyhow::Res
     let mounts = crate::services::mounts(&file)?;
     let running = bbb_queue::start_with(qcfg, bbb_queue::Clock::system(), mounts).await?;
 
-    let mut wcfg = file.worker_config_unchecked()?;
     wcfg.root_url = running.root_url.clone();
     wcfg.client_id = "root".into();
     wcfg.access_token = token.clone();
@@ -89,7 +136,32 @@ pub async fn run(file: FileConfig, data_dir: PathBuf, demo: bool) -> anyhow::Res
         Ok(Ok(())) => {}
     }
     running.shutdown().await;
+    if let Some(dir) = own_tasks_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     Ok(())
+}
+
+/// A new directory `bbb-tasks-<random>` in the system's temporary directory
+/// (made here, so nobody else can have prepared it).
+fn fresh_tasks_dir() -> anyhow::Result<PathBuf> {
+    let base = std::env::temp_dir();
+    let mut last = None;
+    for _ in 0..16 {
+        let dir = base.join(format!(
+            "bbb-tasks-{}",
+            &bbb_queue::server::random_token()[..12]
+        ));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(anyhow::anyhow!(
+        "cannot create a task directory in {}: {}",
+        base.display(),
+        last.map(|e| e.to_string()).unwrap_or_default()
+    ))
 }
 
 /// The root client's access token kept in the data directory, made on the
@@ -100,7 +172,8 @@ fn kept_root_token(data_dir: &Path) -> anyhow::Result<String> {
         Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
         _ => {
             let t = bbb_queue::server::random_token();
-            std::fs::write(&path, &t).with_context(|| format!("writing {}", path.display()))?;
+            crate::private::write_private(&path, &t)
+                .with_context(|| format!("writing {}", path.display()))?;
             Ok(t)
         }
     }

@@ -9,6 +9,9 @@ use crate::config::FileConfig;
 pub async fn run(file: &FileConfig) -> anyhow::Result<()> {
     let cfg = file.worker_config()?;
     let worker = bbb_workers::Worker::new(cfg).await?;
+    if worker.run_tasks_as() == bbb_workers::RunTasksAs::TaskUser {
+        file.keep_from_tasks();
+    }
     let stop = CancellationToken::new();
     let on_signal = stop.clone();
     tokio::spawn(async move {

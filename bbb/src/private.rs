@@ -21,14 +21,7 @@ pub fn restrict(path: &Path, mode: u32) -> io::Result<Option<u32>> {
 /// Writes `content` to a file only its owner can read, replacing it.
 pub fn write_private(path: &Path, content: &str) -> io::Result<()> {
     use std::io::Write;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    file.write_all(content.as_bytes())
+    bbb_secret::create_private_file(path)?.write_all(content.as_bytes())
 }
 
 /// Secures `bbb up`'s data directory before anything runs: the directory

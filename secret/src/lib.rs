@@ -200,9 +200,38 @@ pub fn mask_url(url: &str) -> String {
     )
 }
 
+/// Creates (or truncates) a file that only its owner may read and write
+/// (mode 0600, also when the file existed with a wider mode): for tokens, and
+/// anything else kept on disk that other users of the host must not read.
+pub fn create_private_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(file)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn private_files_are_for_their_owner() {
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+        let path = std::env::temp_dir().join(format!("bbb-secret-{}", std::process::id()));
+        std::fs::write(&path, "old content").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        create_private_file(&path).unwrap().write_all(b"t").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "t");
+        std::fs::remove_file(&path).unwrap();
+    }
 
     #[test]
     fn a_secret_never_prints_itself() {

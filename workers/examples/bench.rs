@@ -2,7 +2,7 @@
 //! through an in-process native queue.
 //!
 //! ```text
-//! cargo run --release -p bbb-workers --example bench -- [TASKS] [--postgres]
+//! cargo run --release -p bbb-workers --example bench -- [TASKS] [--postgres] [--current-user]
 //! ```
 //!
 //! For capacity 1, 4 and 16 it queues TASKS tasks (default 200), starts one
@@ -10,11 +10,13 @@
 //! resolution, and the worker's own overhead per task at p50/p99: from
 //! `claimWork` returning to the process starting, and from the process
 //! exiting to the run being resolved (log upload and report included).
+//! Tasks run as the worker decides by default (task users when it runs as
+//! root); `--current-user` runs them as the worker's own user.
 
 use std::time::{Duration, Instant};
 
 use bbb_queue::testing::{TestOptions, TestQueue};
-use bbb_workers::{RunOutcome, Worker, WorkerConfig};
+use bbb_workers::{RunOutcome, RunTasksAs, Worker, WorkerConfig};
 use serde_json::json;
 use taskcluster::{ClientBuilder, Credentials, Queue};
 use tokio_util::sync::CancellationToken;
@@ -23,19 +25,23 @@ use tokio_util::sync::CancellationToken;
 async fn main() -> anyhow::Result<()> {
     let mut tasks = 200usize;
     let mut postgres = false;
+    let mut run_as = None;
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             "--postgres" => postgres = true,
+            "--current-user" => run_as = Some(RunTasksAs::CurrentUser),
             n => {
-                tasks = n
-                    .parse()
-                    .map_err(|_| anyhow::anyhow!("usage: bench [TASKS] [--postgres]"))?
+                tasks = n.parse().map_err(|_| {
+                    anyhow::anyhow!("usage: bench [TASKS] [--postgres] [--current-user]")
+                })?
             }
         }
     }
+    let decided = bbb_workers::users::decide(run_as).map_err(anyhow::Error::msg)?;
     println!(
-        "{tasks} tasks `true` per capacity, one worker, queue on {}",
-        if postgres { "PostgreSQL" } else { "SQLite" }
+        "{tasks} tasks `true` per capacity, one worker, queue on {}, tasks run as {}",
+        if postgres { "PostgreSQL" } else { "SQLite" },
+        decided.mode
     );
     println!(
         "{:>8} {:>10} {:>22} {:>22}",
@@ -47,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
             ..Default::default()
         })
         .await?;
-        let r = bench(&q, capacity, tasks).await;
+        let r = bench(&q, capacity, tasks, run_as).await;
         q.stop().await;
         let r = r?;
         println!(
@@ -66,6 +72,7 @@ async fn bench(
     q: &TestQueue,
     capacity: usize,
     n: usize,
+    run_tasks_as: Option<RunTasksAs>,
 ) -> anyhow::Result<(f64, Percentiles, Percentiles)> {
     let root = Queue::new(
         ClientBuilder::new(&q.root_url)
@@ -94,6 +101,7 @@ async fn bench(
         capacity,
         tasks_dir: tasks_dir.clone(),
         min_poll_interval_ms: 100,
+        run_tasks_as,
         ..WorkerConfig::default()
     };
     let worker = Worker::new(cfg).await?;

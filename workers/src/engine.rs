@@ -308,19 +308,6 @@ pub async fn run_task(
         "Task started at {}",
         started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
     ));
-    match &ctx.user {
-        Some(user) => log.line(&format!(
-            "Running as task user {} (uid {})",
-            user.name, user.uid
-        )),
-        None => log.warning_line(&format!(
-            "This task runs as the worker's own user ({}): it has the worker's rights and can read its credentials and files",
-            current_user_name()
-        )),
-    }
-    if let Some(url) = &ctx.proxy_url {
-        log.line(&format!("Taskcluster proxy running at {url}"));
-    }
 
     let parsed = match Payload::parse(payload, ctx.max_run_time_cap, ctx.task_expires) {
         Ok(p) => p,
@@ -339,6 +326,19 @@ pub async fn run_task(
         }
     };
 
+    match &ctx.user {
+        Some(user) => log.line(&format!(
+            "Running as task user {} (uid {})",
+            user.name, user.uid
+        )),
+        None => log.warning_line(&format!(
+            "This task runs as the worker's own user ({}): it has the worker's rights and can read its credentials and files",
+            current_user_name()
+        )),
+    }
+    if let Some(url) = &ctx.proxy_url {
+        log.line(&format!("Taskcluster proxy running at {url}"));
+    }
     let env = task_env(ctx, dir.path(), &parsed.env);
     let deadline = started + Duration::from_secs(parsed.max_run_time);
     let mut resolution = RunOutcome::Completed;

@@ -41,14 +41,7 @@ impl TaskLog {
     /// Creates (or truncates) the log file at `path`, readable by its owner
     /// only.
     pub fn create(path: &Path) -> std::io::Result<Arc<TaskLog>> {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)?;
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        let file = bbb_secret::create_private_file(path)?;
         let (state, _) = watch::channel(LogState::default());
         Ok(Arc::new(TaskLog {
             path: path.to_owned(),
@@ -170,14 +163,7 @@ impl LiveLogServer {
         let app = Router::new()
             .route("/log/{token}", get(serve_log))
             .with_state(logs.clone());
-        tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "live log server failed");
-            }
-        });
+        serve_in_background(listener, app, stop, "live log server");
         Ok(LiveLogServer {
             addr,
             base_url,
@@ -208,6 +194,26 @@ impl LiveLogServer {
             .unwrap_or_else(|e| e.into_inner())
             .remove(token);
     }
+}
+
+/// Serves `app` on `listener` in a task of its own until `stop` is
+/// cancelled (requests in flight finish); a failure is logged as `what`'s.
+pub(crate) fn serve_in_background<L>(
+    listener: L,
+    app: Router,
+    stop: CancellationToken,
+    what: &'static str,
+) where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+{
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "{what} failed");
+        }
+    });
 }
 
 async fn serve_log(State(logs): State<Registry>, UrlPath(token): UrlPath<String>) -> Response {

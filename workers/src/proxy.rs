@@ -40,6 +40,8 @@ use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use crate::livelog::serve_in_background;
+
 /// Largest request body the proxy forwards (API calls carry JSON; artifact
 /// content goes straight to the storage URLs, not through the proxy).
 const MAX_BODY: usize = 64 * 1024 * 1024;
@@ -167,15 +169,7 @@ impl TaskclusterProxy {
             inner: listener,
             allowed_uid,
         };
-        let stopped = stop.clone();
-        tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(stopped.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "taskcluster proxy failed");
-            }
-        });
+        serve_in_background(listener, app, stop.clone(), "taskcluster proxy");
         Ok(TaskclusterProxy {
             url: format!("http://{addr}"),
             addr,
@@ -589,28 +583,33 @@ mod tests {
     #[test]
     fn targets() {
         let root = "https://tc.example.com";
+        let api = |path, query| api_target(root, path, query);
+        let short = |path, query| convert_path(root, path, query);
+        let cases = [
+            (
+                api("/api/queue/v1/task/abc", "?x=1"),
+                Ok("/api/queue/v1/task/abc?x=1"),
+            ),
+            (
+                api("/api/queue/v1/double//slash/a%2Fb", ""),
+                Ok("/api/queue/v1/double//slash/a%2Fb"),
+            ),
+            (api("/api/queue", ""), Err("invalid /api path")),
+            (
+                short("/queue/v1/task/abc", ""),
+                Ok("/api/queue/v1/task/abc"),
+            ),
+        ];
+        for (got, want) in cases {
+            let want = want.map(|p| format!("{root}{p}")).map_err(str::to_owned);
+            assert_eq!(got, want);
+        }
         assert_eq!(
-            api_target(root, "/api/queue/v1/task/abc", "?x=1").unwrap(),
-            "https://tc.example.com/api/queue/v1/task/abc?x=1"
-        );
-        assert_eq!(
-            api_target(root, "/api/queue/v1/double//slash/a%2Fb", "").unwrap(),
-            "https://tc.example.com/api/queue/v1/double//slash/a%2Fb"
-        );
-        assert_eq!(
-            api_target(root, "/api/queue", "").unwrap_err(),
-            "invalid /api path"
-        );
-        assert_eq!(
-            convert_path(root, "/queue/v1/task/abc", "").unwrap(),
-            "https://tc.example.com/api/queue/v1/task/abc"
-        );
-        assert_eq!(
-            convert_path(root, "/hooks.example.com/v1/x", "?y").unwrap(),
+            short("/hooks.example.com/v1/x", "?y").unwrap(),
             "https://hooks.example.com/v1/x?y"
         );
-        assert!(convert_path(root, "/bad_name/v1/x", "").is_err());
-        assert!(convert_path(root, "/", "").is_err());
+        assert!(short("/bad_name/v1/x", "").is_err());
+        assert!(short("/", "").is_err());
     }
 
     #[test]

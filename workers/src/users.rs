@@ -224,6 +224,7 @@ impl TaskUsers {
                 _ => return Err(format!("useradd {name} failed: {}", tool_error(&out))),
             }
             return match User::from_name(&name) {
+                Ok(Some(u)) if u.uid.is_root() => Err(format!("{name} was given uid 0")),
                 Ok(Some(u)) => Ok(TaskUser {
                     name,
                     uid: u.uid.as_raw(),
@@ -334,8 +335,11 @@ fn backoff(attempt: u32) -> Duration {
 
 /// Kills (SIGKILL) every live process whose real, effective or saved uid is
 /// `uid`, repeating until none is left (processes may fork meanwhile).
-/// Returns whether none is left.
+/// Returns whether none is left. Never touches root's processes (uid 0).
 pub fn kill_user_processes(uid: u32) -> bool {
+    if uid == 0 {
+        return false;
+    }
     for _ in 0..100 {
         let pids = user_processes(uid);
         if pids.is_empty() {
@@ -386,8 +390,11 @@ fn user_processes(uid: u32) -> Vec<i32> {
 }
 
 /// Deletes the entries owned by `uid` at the top of the shared temporary
-/// directories, without following symbolic links.
+/// directories, without following symbolic links. Never root's (uid 0).
 fn remove_leftovers(uid: u32) {
+    if uid == 0 {
+        return;
+    }
     let mut dirs = vec![
         PathBuf::from("/tmp"),
         PathBuf::from("/var/tmp"),
@@ -484,6 +491,8 @@ mod tests {
         let d = decide(Some(RunTasksAs::CurrentUser)).unwrap();
         assert_eq!(d.mode, RunTasksAs::CurrentUser);
         assert!(d.warning.unwrap().contains("current-user"));
+        // Root's processes are never a task user's.
+        assert!(!kill_user_processes(0));
     }
 
     #[test]

@@ -629,6 +629,7 @@ async fn run_claimed(
         tracing::warn!("claim lost: task killed and forgotten, nothing reported");
         resolution = RunOutcome::ClaimLost;
     }
+    let resolved_at = Instant::now();
     done.cancel();
     let _ = reclaimer.await;
     shared
@@ -652,7 +653,7 @@ async fn run_claimed(
         claimed_at,
         process_started_at: outcome.first_spawn,
         process_ended_at,
-        resolved_at: Instant::now(),
+        resolved_at,
     });
 }
 

@@ -61,6 +61,9 @@ async fn success_writes_header_output_and_footer() {
         "Task ID: fQmtH2ZNQ6ePyX1U0XYbrA",
         "Run ID: 2",
         "Task started at ",
+        // No task user given: the commands run with the caller's rights.
+        "[taskcluster:warn ",
+        "This task runs as the worker's own user",
         "Executing command 0: echo 'hello world'",
         "\nhello world\n",
         "=== Task Finished ===",
@@ -169,6 +172,7 @@ async fn malformed_payloads_are_explained_in_the_log() {
         );
         assert!(r.log.contains("Result: exception/malformed-payload"));
         assert!(!r.log.contains("Executing command"));
+        assert!(!r.log.contains("runs as the worker's own user"));
     }
 }
 

@@ -15,7 +15,7 @@ use serde_json::json;
 
 use common::{
     RunningWorker, Scratch, backing_log, config, create_task, is_root, latest_artifact, logged,
-    task_queue, wait_for_file,
+    one_worker, task_queue, wait_for_file,
 };
 
 /// Writes its secrets and proxy URL, then waits until the other task probed
@@ -167,30 +167,26 @@ echo "reads the secret: $(if cat "$SECRET" >/dev/null 2>&1; then echo yes; else 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn only_files_of_the_task_user_are_uploaded() {
     let q = TestQueue::sqlite().await;
-    let scratch = Scratch::new();
+    let (scratch, tq, mut w) = one_worker(&q).await;
     let secret = scratch.0.join("worker-secret.txt");
     std::fs::write(&secret, "the worker's secret\n").unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let tq = task_queue();
-    let mut w = RunningWorker::start(config(&q, &tq, "w1", &scratch.0)).await;
-    let task_id = create_task(
-        &q,
-        &tq,
-        json!({
-            "command": [["sh", "-c", THIEF]],
-            "maxRunTime": 60,
-            "env": {"SECRET": secret.display().to_string()},
-            "artifacts": [
-                {"type": "file", "path": "stolen.txt", "name": "public/stolen.txt"},
-                {"type": "file", "path": "hard.txt", "name": "public/hard.txt", "optional": true},
-                {"type": "directory", "path": "loot", "name": "public/loot"}
-            ]
-        }),
-        0,
-    )
-    .await;
-    assert_eq!(w.next_report().await.resolution, RunOutcome::Completed);
-    let log = backing_log(&q, &task_id).await;
+    let (task_id, log) = w
+        .complete(
+            &q,
+            &tq,
+            json!({
+                "command": [["sh", "-c", THIEF]],
+                "maxRunTime": 60,
+                "env": {"SECRET": secret.display().to_string()},
+                "artifacts": [
+                    {"type": "file", "path": "stolen.txt", "name": "public/stolen.txt"},
+                    {"type": "file", "path": "hard.txt", "name": "public/hard.txt", "optional": true},
+                    {"type": "directory", "path": "loot", "name": "public/loot"}
+                ]
+            }),
+        )
+        .await;
     assert_eq!(
         latest_artifact(&q, &task_id, "public/loot/mine.txt").await,
         (200, "mine\n".to_owned())

@@ -13,8 +13,8 @@ use bbb_workers::RunOutcome;
 use serde_json::json;
 
 use common::{
-    RunningWorker, Scratch, backing_log, config, create_task, from_now, logged, root, status,
-    task_definition, task_queue, wait_for_file, wait_state,
+    backing_log, create_task, from_now, logged, one_worker, root, status, task_definition,
+    task_queue, wait_for_file, wait_state,
 };
 
 on_both_backends!(
@@ -57,22 +57,19 @@ echo "credentials in the environment: $(env | grep -c -i -e access -e TASKCLUSTE
 "#;
 
 async fn calls_through_the_proxy_carry_the_task_scopes(q: &TestQueue) {
-    let scratch = Scratch::new();
-    let tq = task_queue();
+    let (_scratch, tq, mut w) = one_worker(q).await;
     let (child_tq, other_tq) = (task_queue(), task_queue());
-    let mut w = RunningWorker::start(config(q, &tq, "w1", &scratch.0)).await;
-    let producer = create_task(
-        q,
-        &tq,
-        json!({
-            "command": [["sh", "-c", "echo proxy secret > secret.txt"]],
-            "maxRunTime": 60,
-            "artifacts": [{"type": "file", "path": "secret.txt", "name": "private/proxy-test/secret.txt"}]
-        }),
-        0,
-    )
-    .await;
-    assert_eq!(w.next_report().await.resolution, RunOutcome::Completed);
+    let (producer, _) = w
+        .complete(
+            q,
+            &tq,
+            json!({
+                "command": [["sh", "-c", "echo proxy secret > secret.txt"]],
+                "maxRunTime": 60,
+                "artifacts": [{"type": "file", "path": "secret.txt", "name": "private/proxy-test/secret.txt"}]
+            }),
+        )
+        .await;
 
     let child_id = bbb_queue::validate::slugid();
     let other_id = bbb_queue::validate::slugid();
@@ -136,22 +133,18 @@ async fn calls_through_the_proxy_carry_the_task_scopes(q: &TestQueue) {
 }
 
 async fn no_proxy_without_the_feature(q: &TestQueue) {
-    let scratch = Scratch::new();
-    let tq = task_queue();
-    let mut w = RunningWorker::start(config(q, &tq, "w1", &scratch.0)).await;
-    let task_id = create_task(
-        q,
-        &tq,
-        json!({
-            "command": [["sh", "-c", "echo \"proxy: ${TASKCLUSTER_PROXY_URL-none}\"; echo \"root: $TASKCLUSTER_ROOT_URL\""]],
-            "maxRunTime": 60,
-            "features": {"taskclusterProxy": false}
-        }),
-        0,
-    )
-    .await;
-    assert_eq!(w.next_report().await.resolution, RunOutcome::Completed);
-    let log = backing_log(q, &task_id).await;
+    let (_scratch, tq, mut w) = one_worker(q).await;
+    let (_, log) = w
+        .complete(
+            q,
+            &tq,
+            json!({
+                "command": [["sh", "-c", "echo \"proxy: ${TASKCLUSTER_PROXY_URL-none}\"; echo \"root: $TASKCLUSTER_ROOT_URL\""]],
+                "maxRunTime": 60,
+                "features": {"taskclusterProxy": false}
+            }),
+        )
+        .await;
     assert_eq!(logged(&log, "proxy: "), Some("none"), "{log}");
     assert_eq!(logged(&log, "root: "), Some(q.root_url.as_str()), "{log}");
     assert!(!log.contains("Taskcluster proxy running"), "{log}");
@@ -182,10 +175,8 @@ async fn the_proxy_follows_reclaims(postgres: bool) {
     })
     .await
     .unwrap();
-    let scratch = Scratch::new();
+    let (scratch, tq, mut w) = one_worker(&q).await;
     let shared = scratch.shared("shared");
-    let tq = task_queue();
-    let mut w = RunningWorker::start(config(&q, &tq, "w1", &scratch.0)).await;
     let task_id = create_task(
         &q,
         &tq,

@@ -135,6 +135,15 @@ pub fn config(q: &TestQueue, tq: &str, worker_id: &str, scratch: &Path) -> Worke
     }
 }
 
+/// A worker `w1` on a fresh task queue of `q`, with the scratch directory
+/// that holds its task directories.
+pub async fn one_worker(q: &TestQueue) -> (Scratch, String, RunningWorker) {
+    let scratch = Scratch::new();
+    let tq = task_queue();
+    let worker = RunningWorker::start(config(q, &tq, "w1", &scratch.0)).await;
+    (scratch, tq, worker)
+}
+
 pub struct RunningWorker {
     pub shutdown: CancellationToken,
     pub handle: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -162,6 +171,17 @@ impl RunningWorker {
             .await
             .expect("no task finished in time")
             .unwrap()
+    }
+
+    /// Creates a task on `tq` and waits until this worker completed it;
+    /// returns its id and its backing log.
+    pub async fn complete(&mut self, q: &TestQueue, tq: &str, payload: Value) -> (String, String) {
+        let task_id = create_task(q, tq, payload, 0).await;
+        let report = self.next_report().await;
+        assert_eq!(report.task_id, task_id);
+        assert_eq!(report.resolution, bbb_workers::RunOutcome::Completed);
+        let log = backing_log(q, &task_id).await;
+        (task_id, log)
     }
 
     pub async fn stop(self) {

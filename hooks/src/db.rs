@@ -78,13 +78,16 @@ fn to_text<T: serde::Serialize>(v: &T) -> Result<String> {
     Ok(serde_json::to_string(v)?)
 }
 
-/// Insert (or, for the same task, overwrite) a firing's record.
+/// Insert a firing's record. A later firing for the same task replaces a
+/// failure's record, never a success's (the task exists: a second attempt
+/// at it is refused by the queue, which changes nothing).
 const INSERT_FIRE: &str = "INSERT INTO hooks_last_fires \
      (hook_group_id, hook_id, task_id, fired_by, task_create_time, result, error) \
      VALUES ($1, $2, $3, $4, $5, $6, $7) \
      ON CONFLICT (hook_group_id, hook_id, task_id) DO UPDATE SET \
      fired_by = excluded.fired_by, task_create_time = excluded.task_create_time, \
-     result = excluded.result, error = excluded.error";
+     result = excluded.result, error = excluded.error \
+     WHERE hooks_last_fires.result <> 'success'";
 
 fn bind_fire<'q>(
     q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
@@ -236,7 +239,7 @@ impl Store {
         Ok(())
     }
 
-    /// Record a firing (a second record for the same task replaces the first).
+    /// Record a firing (see [`INSERT_FIRE`] for a second one of the same task).
     pub async fn record_fire(&self, fire: &LastFire) -> Result<()> {
         bind_fire(sqlx::query(INSERT_FIRE), fire)
             .execute(&self.pool)

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 on_both_backends!(
-    Env::on;
+    crate::common::Env::on;
     a_scheduled_hook_fires_every_slot,
     a_slot_missed_while_nothing_ran_fires_once,
     a_pulse_binding_fires_the_hook_per_matching_message,

@@ -133,8 +133,12 @@ async fn triggers(s: &Server, opts: &Options) -> anyhow::Result<(Vec<Duration>, 
         let mut lat = Vec::with_capacity(per);
         for _ in 0..per {
             let t = Instant::now();
-            s.hooks("POST", "hooks/bench/trigger/trigger", Some(&json!({"n": 1})))
-                .await?;
+            s.hooks(
+                "POST",
+                "hooks/bench/trigger/trigger",
+                Some(&json!({"n": 1})),
+            )
+            .await?;
             lat.push(t.elapsed());
         }
         anyhow::Ok(lat)
@@ -161,23 +165,39 @@ async fn cron_delays(s: &Server, opts: &Options) -> anyhow::Result<(Vec<Duration
         .map(|_| bbb_queue::validate::slugid())
         .collect();
     for (i, g) in groups.iter().enumerate() {
-        s.hooks("PUT", &format!("hooks/bench/cron-{i}"), Some(&hook(g, &["* * * * * *"])))
-            .await?;
+        s.hooks(
+            "PUT",
+            &format!("hooks/bench/cron-{i}"),
+            Some(&hook(g, &["* * * * * *"])),
+        )
+        .await?;
     }
     let until = Instant::now() + Duration::from_secs(opts.cron_seconds);
     let mut seen = Vec::new();
-    while let Ok(Some(d)) = tokio::time::timeout_at(tokio::time::Instant::from_std(until), consumer.next()).await {
+    while let Ok(Some(d)) =
+        tokio::time::timeout_at(tokio::time::Instant::from_std(until), consumer.next()).await
+    {
         let at = s.running.queue.clock.now_ms();
         let v: Value = d.json()?;
         d.ack().await?;
         let group = v["status"]["taskGroupId"].as_str().unwrap_or_default();
         if groups.iter().any(|g| g == group) {
-            seen.push((v["status"]["taskId"].as_str().unwrap_or_default().to_owned(), at));
+            seen.push((
+                v["status"]["taskId"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                at,
+            ));
         }
     }
     for (i, g) in groups.iter().enumerate() {
-        s.hooks("POST", &format!("hooks/bench/cron-{i}"), Some(&hook(g, &[])))
-            .await?;
+        s.hooks(
+            "POST",
+            &format!("hooks/bench/cron-{i}"),
+            Some(&hook(g, &[])),
+        )
+        .await?;
     }
     let queue = &s.running.queue;
     let mut end_to_end = Vec::new();
@@ -194,7 +214,9 @@ async fn cron_delays(s: &Server, opts: &Options) -> anyhow::Result<(Vec<Duration
             .await?;
         for f in fires["lastFires"].as_array().into_iter().flatten() {
             let task_id = f["taskId"].as_str().unwrap_or_default();
-            let fired = f["taskCreateTime"].as_str().and_then(bbb_queue::time::parse_ms);
+            let fired = f["taskCreateTime"]
+                .as_str()
+                .and_then(bbb_queue::time::parse_ms);
             if let (Some(task), Some(fired)) = (queue.load_task(task_id).await?, fired) {
                 let slot = bbb_queue::time::parse_ms(&task.def.created).unwrap_or(fired);
                 start.push(Duration::from_millis((fired - slot).max(0) as u64));

@@ -8,9 +8,7 @@ use crate::schema::{self, Problem};
 use bbb_auth::Authenticator;
 use bbb_service::paging::encode_token;
 use bbb_service::validate::{is_slugid, param, slugid};
-use bbb_service::{
-    ApiError, Call, Reply, Result, Service, all_of, delete, get, post, put, scope,
-};
+use bbb_service::{ApiError, Call, Reply, Result, Service, all_of, delete, get, post, put, scope};
 use regex::Regex;
 use serde_json::{Map, Value, json};
 use std::sync::{Arc, LazyLock};
@@ -398,7 +396,11 @@ async fn trigger(
 pub fn trigger_error(hook: &Hook, e: FireError) -> ApiError {
     match e {
         FireError::CreateTask(answer) if answer.body["requestInfo"].is_object() => {
-            let text = |v: &Value| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+            let text = |v: &Value| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| v.to_string())
+            };
             let code = text(&answer.body["code"]);
             let method = text(&answer.body["requestInfo"]["method"]);
             let message = text(&answer.body["message"]);

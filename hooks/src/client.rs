@@ -52,7 +52,11 @@ impl HawkClient {
 
     /// The URL of `path` (already percent-encoded) in `service`'s API.
     pub fn url(&self, service: &str, path: &str) -> String {
-        format!("{}/api/{service}/v1/{}", self.root_url, path.trim_start_matches('/'))
+        format!(
+            "{}/api/{service}/v1/{}",
+            self.root_url,
+            path.trim_start_matches('/')
+        )
     }
 
     /// `method url` with an optional JSON body, signed with `creds` (none:

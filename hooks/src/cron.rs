@@ -83,12 +83,21 @@ mod tests {
 
     #[test]
     fn no_schedule_is_far_away() {
-        assert_eq!(next(&[], "2026-05-01T10:00:00.000Z"), "4000-02-01T00:00:00.000Z");
+        assert_eq!(
+            next(&[], "2026-05-01T10:00:00.000Z"),
+            "4000-02-01T00:00:00.000Z"
+        );
     }
 
     #[test]
     fn bad_patterns_are_refused() {
-        for bad in ["0 0 3 0 * *", "nope", "", "* * * * * * 2030", "61 * * * * *"] {
+        for bad in [
+            "0 0 3 0 * *",
+            "nope",
+            "",
+            "* * * * * * 2030",
+            "61 * * * * *",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?} parsed");
         }
         for good in ["0 0 1 * * *", "@daily", "0 0 12 * * MON-FRI", "0 0 0 L * *"] {

@@ -143,7 +143,8 @@ impl Store {
                 sqlx::query(&sql).bind(g).fetch_all(&self.pool).await?
             }
             None => {
-                let sql = format!("SELECT {HOOK_COLUMNS} FROM hooks ORDER BY hook_group_id, hook_id");
+                let sql =
+                    format!("SELECT {HOOK_COLUMNS} FROM hooks ORDER BY hook_group_id, hook_id");
                 sqlx::query(&sql).fetch_all(&self.pool).await?
             }
         };
@@ -152,10 +153,9 @@ impl Store {
 
     /// The groups with at least one hook, sorted.
     pub async fn groups(&self) -> Result<Vec<String>> {
-        let rows =
-            sqlx::query("SELECT DISTINCT hook_group_id FROM hooks ORDER BY hook_group_id")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query("SELECT DISTINCT hook_group_id FROM hooks ORDER BY hook_group_id")
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows
             .iter()
             .map(|r| r.try_get("hook_group_id"))
@@ -256,7 +256,9 @@ impl Store {
         limit: i64,
         after: Option<(Millis, String)>,
     ) -> Result<Vec<LastFire>> {
-        let base = format!("SELECT {FIRE_COLUMNS} FROM hooks_last_fires WHERE hook_group_id = $1 AND hook_id = $2");
+        let base = format!(
+            "SELECT {FIRE_COLUMNS} FROM hooks_last_fires WHERE hook_group_id = $1 AND hook_id = $2"
+        );
         let order = "ORDER BY task_create_time DESC, task_id DESC";
         let rows = match after {
             None => {
@@ -267,19 +269,17 @@ impl Store {
                     .fetch_all(&self.pool)
                     .await?
             }
-            Some((time, task_id)) => {
-                sqlx::query(&format!(
-                    "{base} AND (task_create_time < $3 OR (task_create_time = $3 AND task_id < $4)) \
+            Some((time, task_id)) => sqlx::query(&format!(
+                "{base} AND (task_create_time < $3 OR (task_create_time = $3 AND task_id < $4)) \
                      {order} LIMIT $5"
-                ))
-                .bind(group)
-                .bind(id)
-                .bind(time)
-                .bind(task_id)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?
-            }
+            ))
+            .bind(group)
+            .bind(id)
+            .bind(time)
+            .bind(task_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?,
         };
         rows.iter().map(fire_from_row).collect()
     }

@@ -257,7 +257,7 @@ async fn handle(hooks: &Hooks, group: &str, id: &str, delivery: Delivery, discar
     let problems = schema::check(&hook.trigger_schema, &payload);
     if !problems.is_empty() {
         *discarded += 1;
-        if *discarded == 1 || *discarded % DISCARD_LOG_INTERVAL == 0 {
+        if *discarded == 1 || discarded.is_multiple_of(DISCARD_LOG_INTERVAL) {
             tracing::info!(
                 hook.group = %group, hook.id = %id, exchange = %delivery.exchange,
                 routing_key = %delivery.routing_key, discarded = *discarded,

@@ -99,7 +99,8 @@ fn explain(e: ValidationError<'_>) -> Vec<Problem> {
             one(format!("must NOT have more than {limit} items"))
         }
         ValidationErrorKind::AnyOf { .. } => one("must match a schema in anyOf".into()),
-        ValidationErrorKind::OneOfNotValid { .. } | ValidationErrorKind::OneOfMultipleValid { .. } => {
+        ValidationErrorKind::OneOfNotValid { .. }
+        | ValidationErrorKind::OneOfMultipleValid { .. } => {
             one("must match exactly one schema in oneOf".into())
         }
         ValidationErrorKind::Constant { .. } => one("must be equal to constant".into()),
@@ -112,9 +113,7 @@ fn explain(e: ValidationError<'_>) -> Vec<Problem> {
         ValidationErrorKind::Maximum { limit } => one(format!("must be <= {limit}")),
         ValidationErrorKind::Minimum { limit } => one(format!("must be >= {limit}")),
         ValidationErrorKind::FalseSchema => one("boolean schema is false".into()),
-        ValidationErrorKind::Format { format } => {
-            one(format!("must match format \"{format}\""))
-        }
+        ValidationErrorKind::Format { format } => one(format!("must match format \"{format}\"")),
         ValidationErrorKind::MaxItems { limit } => {
             one(format!("must NOT have more than {limit} items"))
         }
@@ -210,7 +209,10 @@ mod tests {
             texts(schema, json!({"location": "x", "mail": "nope"})),
             "data/mail must match format \"email\""
         );
-        assert_eq!(texts(json!({"type": ["string", "null"]}), json!(1)), "data must be null,string");
+        assert_eq!(
+            texts(json!({"type": ["string", "null"]}), json!(1)),
+            "data must be null,string"
+        );
     }
 
     #[test]
@@ -219,7 +221,10 @@ mod tests {
         let bad = schema_problems(&json!({"type": "beer"}));
         assert!(!bad.is_empty());
         assert!(bad.iter().all(|p| p.path == "/type"), "{bad:?}");
-        assert!(bad.iter().any(|p| p.message.starts_with("must ")), "{bad:?}");
+        assert!(
+            bad.iter().any(|p| p.message.starts_with("must ")),
+            "{bad:?}"
+        );
         let unresolvable = schema_problems(&json!({"$ref": "#/definitions/none"}));
         assert_eq!(unresolvable.len(), 1, "{unresolvable:?}");
     }

@@ -46,7 +46,9 @@ async fn hooks_are_created_read_listed_updated_and_removed(env: &Env) {
             "triggerSchema": {"type": "object"},
         })
     );
-    let nested = env.ok(Who::Root, "GET", "hooks/g/nested%2Fhook", None).await;
+    let nested = env
+        .ok(Who::Root, "GET", "hooks/g/nested%2Fhook", None)
+        .await;
     assert_eq!(nested["hookId"], "nested/hook");
 
     let groups = env.ok(Who::Root, "GET", "hooks", None).await;
@@ -68,9 +70,7 @@ async fn hooks_are_created_read_listed_updated_and_removed(env: &Env) {
     update["schedule"] = json!(["0 0 3 * * *"]);
     update["bindings"] = json!([{"exchange": "exchange/bbb-test/x", "routingKeyPattern": "#"}]);
     update["metadata"]["name"] = json!("renamed");
-    let updated = env
-        .ok(Who::Root, "POST", "hooks/g/h1", Some(&update))
-        .await;
+    let updated = env.ok(Who::Root, "POST", "hooks/g/h1", Some(&update)).await;
     assert_eq!(updated["metadata"]["name"], "renamed");
     assert_eq!(updated["schedule"], json!(["0 0 3 * * *"]));
     let status = env.ok(Who::Root, "GET", "hooks/g/h1/status", None).await;
@@ -124,17 +124,83 @@ async fn every_endpoint_checks_its_scopes(env: &Env) {
     env.create("g/ok", &def).await;
     let cases: [(Who, &str, &str, Option<Value>, &str); 12] = [
         (Who::Anonymous, "GET", "hooks", None, "hooks:list-hooks:"),
-        (Who::Client("nobody"), "GET", "hooks/g", None, "hooks:list-hooks:g"),
-        (Who::Client("nobody"), "GET", "hooks/g/ok", None, "hooks:get:g:ok"),
-        (Who::Client("nobody"), "GET", "hooks/g/ok/status", None, "hooks:status:g/ok"),
-        (Who::Client("modifier"), "PUT", "hooks/g/new", Some(def.clone()), "assume:hook-id:g/new"),
-        (Who::Client("admin"), "PUT", "hooks/other/new", Some(def.clone()), "hooks:modify-hook:other/new"),
-        (Who::Client("modifier"), "POST", "hooks/g/ok", Some(def.clone()), "assume:hook-id:g/ok"),
-        (Who::Client("nobody"), "DELETE", "hooks/g/ok", None, "hooks:modify-hook:g/ok"),
-        (Who::Client("trigger"), "POST", "hooks/g/other/trigger", Some(json!({})), "hooks:trigger-hook:g/other"),
-        (Who::Client("trigger"), "GET", "hooks/g/ok/token", None, "hooks:get-trigger-token:g/ok"),
-        (Who::Client("trigger"), "POST", "hooks/g/ok/token", None, "hooks:reset-trigger-token:g/ok"),
-        (Who::Client("trigger"), "GET", "hooks/g/ok/last-fires", None, "hooks:list-last-fires:g/ok"),
+        (
+            Who::Client("nobody"),
+            "GET",
+            "hooks/g",
+            None,
+            "hooks:list-hooks:g",
+        ),
+        (
+            Who::Client("nobody"),
+            "GET",
+            "hooks/g/ok",
+            None,
+            "hooks:get:g:ok",
+        ),
+        (
+            Who::Client("nobody"),
+            "GET",
+            "hooks/g/ok/status",
+            None,
+            "hooks:status:g/ok",
+        ),
+        (
+            Who::Client("modifier"),
+            "PUT",
+            "hooks/g/new",
+            Some(def.clone()),
+            "assume:hook-id:g/new",
+        ),
+        (
+            Who::Client("admin"),
+            "PUT",
+            "hooks/other/new",
+            Some(def.clone()),
+            "hooks:modify-hook:other/new",
+        ),
+        (
+            Who::Client("modifier"),
+            "POST",
+            "hooks/g/ok",
+            Some(def.clone()),
+            "assume:hook-id:g/ok",
+        ),
+        (
+            Who::Client("nobody"),
+            "DELETE",
+            "hooks/g/ok",
+            None,
+            "hooks:modify-hook:g/ok",
+        ),
+        (
+            Who::Client("trigger"),
+            "POST",
+            "hooks/g/other/trigger",
+            Some(json!({})),
+            "hooks:trigger-hook:g/other",
+        ),
+        (
+            Who::Client("trigger"),
+            "GET",
+            "hooks/g/ok/token",
+            None,
+            "hooks:get-trigger-token:g/ok",
+        ),
+        (
+            Who::Client("trigger"),
+            "POST",
+            "hooks/g/ok/token",
+            None,
+            "hooks:reset-trigger-token:g/ok",
+        ),
+        (
+            Who::Client("trigger"),
+            "GET",
+            "hooks/g/ok/last-fires",
+            None,
+            "hooks:list-last-fires:g/ok",
+        ),
     ];
     for (who, method, path, body, missing) in cases {
         let a = env.hooks(who, method, path, body.as_ref()).await;
@@ -176,7 +242,12 @@ async fn bad_input_gets_upstreams_errors(env: &Env) {
     let a = env
         .hooks(Who::Root, "PUT", "hooks/g/bad", Some(&no_routing_key))
         .await;
-    assert_error(&a, 400, "InputValidationError", "\nSchema Validation Failed!");
+    assert_error(
+        &a,
+        400,
+        "InputValidationError",
+        "\nSchema Validation Failed!",
+    );
     let text = a.body["message"].as_str().unwrap();
     assert!(
         text.contains("/schemas/hooks/v1/create-hook-request.json#")
@@ -184,16 +255,33 @@ async fn bad_input_gets_upstreams_errors(env: &Env) {
         "{text}"
     );
     for (field, value, says) in [
-        ("bindings", json!({"exchange": "e", "routingKeyPattern": "#"}), "data/bindings must be array"),
+        (
+            "bindings",
+            json!({"exchange": "e", "routingKeyPattern": "#"}),
+            "data/bindings must be array",
+        ),
         ("task", json!("a string"), "data/task must be object"),
         ("schedule", json!([1]), "data/schedule/0 must be string"),
-        ("nonsense", json!(1), "data must NOT have additional properties"),
+        (
+            "nonsense",
+            json!(1),
+            "data must NOT have additional properties",
+        ),
     ] {
         let mut bad = def.clone();
         bad[field] = value;
         let a = env.hooks(Who::Root, "PUT", "hooks/g/bad", Some(&bad)).await;
-        assert_error(&a, 400, "InputValidationError", "\nSchema Validation Failed!");
-        assert!(a.body["message"].as_str().unwrap().contains(says), "{}", a.body);
+        assert_error(
+            &a,
+            400,
+            "InputValidationError",
+            "\nSchema Validation Failed!",
+        );
+        assert!(
+            a.body["message"].as_str().unwrap().contains(says),
+            "{}",
+            a.body
+        );
     }
     let a = env
         .hooks(Who::Root, "PUT", "hooks/g/bad", Some(&json!({"task": {}})))
@@ -222,17 +310,24 @@ async fn bad_input_gets_upstreams_errors(env: &Env) {
     // A schedule that is no cron pattern.
     let mut cron = def.clone();
     cron["schedule"] = json!(["0 0 3 0 * *"]);
-    let a = env.hooks(Who::Root, "PUT", "hooks/g/bad", Some(&cron)).await;
+    let a = env
+        .hooks(Who::Root, "PUT", "hooks/g/bad", Some(&cron))
+        .await;
     assert_error(&a, 400, "InputError", "");
     assert!(
-        a.body["message"].as_str().unwrap().contains(" in 0 0 3 0 * *"),
+        a.body["message"]
+            .as_str()
+            .unwrap()
+            .contains(" in 0 0 3 0 * *"),
         "{}",
         a.body
     );
     // A trigger schema that is no JSON schema.
     let mut schema = def.clone();
     schema["triggerSchema"] = json!({"type": "beer"});
-    let a = env.hooks(Who::Root, "PUT", "hooks/g/bad", Some(&schema)).await;
+    let a = env
+        .hooks(Who::Root, "PUT", "hooks/g/bad", Some(&schema))
+        .await;
     assert_error(
         &a,
         400,
@@ -245,7 +340,9 @@ async fn bad_input_gets_upstreams_errors(env: &Env) {
         "exchange": "exchange/taskcluster-queue/v1/task-created",
         "routingKeyPattern": "#",
     }]);
-    let a = env.hooks(Who::Root, "PUT", "hooks/g/bad", Some(&denied)).await;
+    let a = env
+        .hooks(Who::Root, "PUT", "hooks/g/bad", Some(&denied))
+        .await;
     assert_error(
         &a,
         400,
@@ -277,9 +374,17 @@ async fn bad_input_gets_upstreams_errors(env: &Env) {
     let a = env
         .hooks(Who::Root, "POST", "hooks/g/p/trigger", Some(&json!([1])))
         .await;
-    assert_error(&a, 400, "InputValidationError", "\nSchema Validation Failed!");
+    assert_error(
+        &a,
+        400,
+        "InputValidationError",
+        "\nSchema Validation Failed!",
+    );
     assert!(
-        a.body["message"].as_str().unwrap().contains("trigger-hook.json#"),
+        a.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("trigger-hook.json#"),
         "{}",
         a.body
     );
@@ -309,11 +414,17 @@ async fn trigger_hook_creates_the_task_with_the_hooks_role(env: &Env) {
         )
         .await;
     let task_id = reply["taskId"].as_str().unwrap().to_owned();
-    assert_eq!(reply, json!({"taskId": task_id, "status": {"taskId": task_id}}));
+    assert_eq!(
+        reply,
+        json!({"taskId": task_id, "status": {"taskId": task_id}})
+    );
     let task = env.task(&task_id).await;
     assert_eq!(task["scopes"], json!([GRANTED]));
     assert_eq!(task["taskQueueId"], TASK_QUEUE);
-    assert_eq!(task["payload"], json!({"by": "trigger", "via": "triggerHook", "v": "7"}));
+    assert_eq!(
+        task["payload"],
+        json!({"by": "trigger", "via": "triggerHook", "v": "7"})
+    );
     assert_eq!(task["taskGroupId"], json!(task_id));
     let created = bbb_clock::parse_ms(task["created"].as_str().unwrap()).unwrap();
     let deadline = bbb_clock::parse_ms(task["deadline"].as_str().unwrap()).unwrap();
@@ -344,7 +455,11 @@ async fn a_task_scope_the_role_lacks_fails_and_is_recorded(env: &Env) {
         "InsufficientScopes",
         "The role `hook-id:g/weak` does not have sufficient scopes to create the task:\n\n",
     );
-    assert!(a.body["message"].as_str().unwrap().contains(GRANTED), "{}", a.body);
+    assert!(
+        a.body["message"].as_str().unwrap().contains(GRANTED),
+        "{}",
+        a.body
+    );
     let fire = only_fire(env, "g/weak").await;
     assert_eq!(fire["result"], "error");
     assert_eq!(fire["taskState"], "unknown");
@@ -357,15 +472,29 @@ async fn a_task_scope_the_role_lacks_fails_and_is_recorded(env: &Env) {
     assert_eq!(status["lastFire"]["error"]["code"], "InsufficientScopes");
     // The task was not created.
     let missing = env
-        .call(Who::Root, "queue", "GET", &format!("task/{}", fire["taskId"].as_str().unwrap()), None)
+        .call(
+            Who::Root,
+            "queue",
+            "GET",
+            &format!("task/{}", fire["taskId"].as_str().unwrap()),
+            None,
+        )
         .await;
     assert_eq!(missing.status, 404);
 
     // Another refusal of the queue is a 400 naming the call.
-    env.create("g/invalid", &hook_def(json!({"taskQueueId": "not a queue"})))
-        .await;
+    env.create(
+        "g/invalid",
+        &hook_def(json!({"taskQueueId": "not a queue"})),
+    )
+    .await;
     let a = env
-        .hooks(Who::Root, "POST", "hooks/g/invalid/trigger", Some(&json!({})))
+        .hooks(
+            Who::Root,
+            "POST",
+            "hooks/g/invalid/trigger",
+            Some(&json!({})),
+        )
         .await;
     assert_error(&a, 400, "InputError", "While calling createTask: ");
     assert_eq!(only_fire(env, "g/invalid").await["result"], "error");
@@ -373,16 +502,26 @@ async fn a_task_scope_the_role_lacks_fails_and_is_recorded(env: &Env) {
 }
 
 async fn a_template_that_fails_to_render_is_recorded(env: &Env) {
-    env.create("g/broken", &hook_def(json!({"payload": {"$eval": "nosuch + 1"}})))
-        .await;
+    env.create(
+        "g/broken",
+        &hook_def(json!({"payload": {"$eval": "nosuch + 1"}})),
+    )
+    .await;
     let a = env
-        .hooks(Who::Root, "POST", "hooks/g/broken/trigger", Some(&json!({})))
+        .hooks(
+            Who::Root,
+            "POST",
+            "hooks/g/broken/trigger",
+            Some(&json!({})),
+        )
         .await;
     assert_error(&a, 400, "InputError", "While firing hook:\n\n");
     let fire = only_fire(env, "g/broken").await;
     assert_eq!(fire["result"], "error");
     assert!(fire["error"].as_str().unwrap().contains("nosuch"), "{fire}");
-    let status = env.ok(Who::Root, "GET", "hooks/g/broken/status", None).await;
+    let status = env
+        .ok(Who::Root, "GET", "hooks/g/broken/status", None)
+        .await;
     assert!(
         status["lastFire"]["error"]["message"]
             .as_str()
@@ -405,24 +544,40 @@ async fn trigger_payloads_and_task_ids_are_checked(env: &Env) {
     });
     env.create("g/p", &def).await;
     let a = env
-        .hooks(Who::Root, "POST", "hooks/g/p/trigger", Some(&json!({"go": 1, "x": 2})))
+        .hooks(
+            Who::Root,
+            "POST",
+            "hooks/g/p/trigger",
+            Some(&json!({"go": 1, "x": 2})),
+        )
         .await;
     assert_error(&a, 400, "InputError", "");
     let text = a.body["message"].as_str().unwrap();
     assert!(
         text.starts_with("data/go must be boolean; data must NOT have additional properties")
-            || text.starts_with("data must NOT have additional properties; data/go must be boolean"),
+            || text
+                .starts_with("data must NOT have additional properties; data/go must be boolean"),
         "{text}"
     );
     let a = env
-        .hooks(Who::Root, "POST", "hooks/g/p/trigger", Some(&json!({"go": true, "taskId": "nope"})))
+        .hooks(
+            Who::Root,
+            "POST",
+            "hooks/g/p/trigger",
+            Some(&json!({"go": true, "taskId": "nope"})),
+        )
         .await;
     assert_error(&a, 400, "InputError", "Invalid taskId format: nope");
     assert!(env.fires("g/p").await.is_empty());
 
     // Nothing rendered: no task, nothing recorded.
     let none = env
-        .ok(Who::Root, "POST", "hooks/g/p/trigger", Some(&json!({"go": false})))
+        .ok(
+            Who::Root,
+            "POST",
+            "hooks/g/p/trigger",
+            Some(&json!({"go": false})),
+        )
         .await;
     assert_eq!(none, json!({}));
     assert!(env.fires("g/p").await.is_empty());
@@ -441,9 +596,17 @@ async fn trigger_payloads_and_task_ids_are_checked(env: &Env) {
     let again = env
         .hooks(Who::Root, "POST", "hooks/g/p/trigger", Some(&body))
         .await;
-    assert_error(&again, 400, "InputError", "While calling createTask: RequestConflict");
+    assert_error(
+        &again,
+        400,
+        "InputError",
+        "While calling createTask: RequestConflict",
+    );
     let fire = only_fire(env, "g/p").await;
-    assert_eq!((&fire["taskId"], &fire["result"]), (&json!(task_id), &json!("success")));
+    assert_eq!(
+        (&fire["taskId"], &fire["result"]),
+        (&json!(task_id), &json!("success"))
+    );
 }
 
 async fn trigger_tokens_fire_the_hook_and_can_be_reset(env: &Env) {
@@ -465,10 +628,18 @@ async fn trigger_tokens_fire_the_hook_and_can_be_reset(env: &Env) {
         .await;
     let task = env.task(reply["taskId"].as_str().unwrap()).await;
     assert_eq!(task["payload"]["firedBy"], "triggerHookWithToken");
-    assert_eq!(only_fire(env, "g/tok").await["firedBy"], "triggerHookWithToken");
+    assert_eq!(
+        only_fire(env, "g/tok").await["firedBy"],
+        "triggerHookWithToken"
+    );
 
     let wrong = env
-        .hooks(Who::Anonymous, "POST", "hooks/g/tok/trigger/wrong", Some(&json!({})))
+        .hooks(
+            Who::Anonymous,
+            "POST",
+            "hooks/g/tok/trigger/wrong",
+            Some(&json!({})),
+        )
         .await;
     assert_error(&wrong, 401, "AuthenticationFailed", "invalid hook token");
 
@@ -480,7 +651,12 @@ async fn trigger_tokens_fire_the_hook_and_can_be_reset(env: &Env) {
         json!(new)
     );
     let old = env
-        .hooks(Who::Anonymous, "POST", &format!("hooks/g/tok/trigger/{token}"), Some(&json!({})))
+        .hooks(
+            Who::Anonymous,
+            "POST",
+            &format!("hooks/g/tok/trigger/{token}"),
+            Some(&json!({})),
+        )
         .await;
     assert_error(&old, 401, "AuthenticationFailed", "invalid hook token");
     env.ok(
@@ -527,7 +703,12 @@ async fn last_fires_are_paged_newest_first(env: &Env) {
     assert_eq!(second["lastFires"].as_array().unwrap().len(), 1);
     assert!(second.get("continuationToken").is_none());
     let bad = env
-        .hooks(Who::Root, "GET", "hooks/g/many/last-fires?continuationToken=x", None)
+        .hooks(
+            Who::Root,
+            "GET",
+            "hooks/g/many/last-fires?continuationToken=x",
+            None,
+        )
         .await;
     assert_error(&bad, 400, "InputError", "Invalid continuationToken");
 }

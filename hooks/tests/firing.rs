@@ -29,7 +29,13 @@ fn every_second(group_id: &str) -> Value {
 /// The tasks of a task group: (taskId, created).
 async fn group_tasks(env: &Env, group_id: &str) -> Vec<(String, String)> {
     let a = env
-        .call(Who::Root, "queue", "GET", &format!("task-group/{group_id}/list"), None)
+        .call(
+            Who::Root,
+            "queue",
+            "GET",
+            &format!("task-group/{group_id}/list"),
+            None,
+        )
         .await;
     assert_eq!(a.status, 200, "{}", a.body);
     a.body["tasks"]
@@ -50,13 +56,25 @@ async fn group_tasks(env: &Env, group_id: &str) -> Vec<(String, String)> {
 async fn assert_one_task_per_slot(env: &Env, path: &str, group_id: &str) -> usize {
     let fires = env.fires(path).await;
     let tasks = group_tasks(env, group_id).await;
-    assert!(fires.iter().all(|f| f["result"] == "success" && f["firedBy"] == "schedule"), "{fires:?}");
-    let fired: BTreeSet<&str> = fires.iter().map(|f| f["taskId"].as_str().unwrap()).collect();
+    assert!(
+        fires
+            .iter()
+            .all(|f| f["result"] == "success" && f["firedBy"] == "schedule"),
+        "{fires:?}"
+    );
+    let fired: BTreeSet<&str> = fires
+        .iter()
+        .map(|f| f["taskId"].as_str().unwrap())
+        .collect();
     let created: BTreeSet<&str> = tasks.iter().map(|(id, _)| id.as_str()).collect();
     assert_eq!(fired, created, "firings and tasks differ");
     assert_eq!(fired.len(), fires.len(), "a task was recorded twice");
     let slots: BTreeSet<&str> = tasks.iter().map(|(_, c)| c.as_str()).collect();
-    assert_eq!(slots.len(), tasks.len(), "two tasks for one slot: {tasks:?}");
+    assert_eq!(
+        slots.len(),
+        tasks.len(),
+        "two tasks for one slot: {tasks:?}"
+    );
     assert!(slots.iter().all(|c| c.ends_with(".000Z")), "{slots:?}");
     tasks.len()
 }
@@ -71,7 +89,8 @@ async fn a_scheduled_hook_fires_every_slot(env: &Env) {
     // Stop it, then look: nothing fires after the schedule is gone.
     let mut stopped = every_second(&group_id);
     stopped["schedule"] = json!([]);
-    env.ok(Who::Root, "POST", "hooks/g/cron", Some(&stopped)).await;
+    env.ok(Who::Root, "POST", "hooks/g/cron", Some(&stopped))
+        .await;
     let status = env.ok(Who::Root, "GET", "hooks/g/cron/status", None).await;
     assert!(status.get("nextScheduledDate").is_none(), "{status}");
     assert_eq!(status["lastFire"]["result"], "success");
@@ -96,7 +115,9 @@ async fn a_slot_missed_while_nothing_ran_fires_once(env: &Env) {
     // Three slots pass while nothing fires: the first of them fires, once,
     // and the next slot is the one after the present.
     let ahead = bbb_clock::parse_ms(&first).unwrap() - env.q.clock.now_ms();
-    env.q.clock.advance(Duration::from_millis(ahead as u64 + 2 * 86_400_000 + 3_600_000));
+    env.q.clock.advance(Duration::from_millis(
+        ahead as u64 + 2 * 86_400_000 + 3_600_000,
+    ));
     let status = wait_for(30, "the missed slot to fire", async || {
         let s = env.ok(Who::Root, "GET", "hooks/g/daily/status", None).await;
         (s["nextScheduledDate"].as_str() != Some(first.as_str())).then_some(s)
@@ -165,14 +186,25 @@ async fn pulse_binding_fires(env: &Env) {
     })
     .await;
     let distinct: BTreeSet<i64> = fired.iter().copied().collect();
-    assert_eq!(distinct.len(), fired.len(), "a message fired twice: {fired:?}");
-    assert!(!fired.contains(&1000), "an unmatched message fired: {fired:?}");
-    assert!(fired.iter().all(|n| *n == 2000 || sent.contains(n)), "{fired:?}");
+    assert_eq!(
+        distinct.len(),
+        fired.len(),
+        "a message fired twice: {fired:?}"
+    );
+    assert!(
+        !fired.contains(&1000),
+        "an unmatched message fired: {fired:?}"
+    );
+    assert!(
+        fired.iter().all(|n| *n == 2000 || sent.contains(n)),
+        "{fired:?}"
+    );
 
     // Bound to another pattern instead, the hook fires for that one only.
     let mut moved = def.clone();
     moved["bindings"] = json!([{"exchange": exchange, "routingKeyPattern": "second.#"}]);
-    env.ok(Who::Root, "POST", "hooks/g/pulse", Some(&moved)).await;
+    env.ok(Who::Root, "POST", "hooks/g/pulse", Some(&moved))
+        .await;
     let mut n = 4000;
     wait_for(30, "the new binding to fire the hook", async || {
         n += 1;
@@ -199,14 +231,22 @@ async fn fired_ns(env: &Env) -> Vec<i64> {
         assert_eq!(f["result"], "success", "{f}");
         let task = env.task(f["taskId"].as_str().unwrap()).await;
         assert_eq!(task["payload"]["by"], "pulseMessage");
-        ns.push(task["payload"]["n"].as_str().unwrap().parse::<i64>().unwrap());
+        ns.push(
+            task["payload"]["n"]
+                .as_str()
+                .unwrap()
+                .parse::<i64>()
+                .unwrap(),
+        );
     }
     ns
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_pulse_binding_fires_the_hook_on_rabbitmq() {
-    let vhost = bbb_pulse::testing::fresh_vhost("hooks").await.expect("vhost");
+    let vhost = bbb_pulse::testing::fresh_vhost("hooks")
+        .await
+        .expect("vhost");
     let env = Env::start(TestOptions {
         amqp_url: Some(vhost.url.clone()),
         ..options(Backend::Postgres)
@@ -233,7 +273,8 @@ async fn two_processes_on_one_database_fire_each_slot_once() {
     .await;
     let mut stopped = every_second(&group_id);
     stopped["schedule"] = json!([]);
-    b.ok(Who::Root, "POST", "hooks/g/cron", Some(&stopped)).await;
+    b.ok(Who::Root, "POST", "hooks/g/cron", Some(&stopped))
+        .await;
     // Both stopped (a firing under way ends first), a third process looks.
     a.q.stop().await;
     b.q.stop().await;

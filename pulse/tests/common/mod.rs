@@ -375,14 +375,18 @@ pub async fn unbind_and_delete_queue(env: &Env) {
     bus.unbind("moving", std::slice::from_ref(&completed))
         .await
         .expect("unbind again");
-    bus.unbind("never-declared", &[failed.clone()])
+    bus.unbind("never-declared", std::slice::from_ref(&failed))
         .await
         .expect("unbind from no queue");
     bus.publish(&[numbered(COMPLETED, 1), numbered(FAILED, 2)])
         .await
         .expect("publish");
     let delivery = next(&mut consumer).await;
-    assert_eq!(number(&delivery), 2, "the unbound exchange's message arrived");
+    assert_eq!(
+        number(&delivery),
+        2,
+        "the unbound exchange's message arrived"
+    );
     delivery.ack().await.expect("ack");
 
     bus.publish(&[numbered(FAILED, 3)]).await.expect("publish");
@@ -395,7 +399,11 @@ pub async fn unbind_and_delete_queue(env: &Env) {
     bus.publish(&[numbered(FAILED, 4)]).await.expect("publish");
     let mut consumer = bus.consume("moving", &[], 5).await.expect("consume");
     let delivery = next(&mut consumer).await;
-    assert_eq!(number(&delivery), 4, "a message of the deleted queue survived");
+    assert_eq!(
+        number(&delivery),
+        4,
+        "a message of the deleted queue survived"
+    );
     delivery.ack().await.expect("ack");
 }
 

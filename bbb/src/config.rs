@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use bbb_bridge::BridgeConfig;
+use bbb_hooks::HooksConfig;
 use bbb_queue::QueueConfig;
 use bbb_workers::WorkerConfig;
 use serde::{Deserialize, Serialize};
@@ -33,6 +34,8 @@ pub struct FileConfig {
     pub worker: Option<toml::Table>,
     /// `[bridge]`.
     pub bridge: Option<toml::Table>,
+    /// `[hooks]`.
+    pub hooks: Option<toml::Table>,
     /// The file it was read from.
     #[serde(skip)]
     pub path: Option<PathBuf>,
@@ -47,6 +50,8 @@ pub struct Printable {
     pub worker: WorkerConfig,
     /// The bridge section.
     pub bridge: BridgeConfig,
+    /// The hooks section.
+    pub hooks: HooksConfig,
 }
 
 impl FileConfig {
@@ -94,6 +99,16 @@ impl FileConfig {
         let mut cfg: QueueConfig = toml::Value::Table(table)
             .try_into()
             .context("the [queue] section")?;
+        cfg.apply_env().map_err(anyhow::Error::msg)?;
+        Ok(cfg)
+    }
+
+    /// The hooks service's configuration: file, then environment.
+    pub fn hooks_config(&self) -> anyhow::Result<HooksConfig> {
+        let table = self.hooks.clone().unwrap_or_default();
+        let mut cfg: HooksConfig = toml::Value::Table(table)
+            .try_into()
+            .context("the [hooks] section")?;
         cfg.apply_env().map_err(anyhow::Error::msg)?;
         Ok(cfg)
     }

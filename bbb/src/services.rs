@@ -5,6 +5,6 @@
 use crate::config::FileConfig;
 
 /// The services to serve beside the queue, built from the configuration.
-pub fn mounts(_file: &FileConfig) -> anyhow::Result<Vec<bbb_queue::Mount>> {
-    Ok(Vec::new())
+pub fn mounts(file: &FileConfig) -> anyhow::Result<Vec<bbb_queue::Mount>> {
+    Ok(vec![bbb_hooks::mount(file.hooks_config()?)])
 }

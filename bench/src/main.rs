@@ -2,7 +2,7 @@
 //! and ratios; see the crate README. A binary of its own, so the product binary
 //! `bbb` links no benchmark or test-support code.
 
-use bbb_bench::{bridge, queue};
+use bbb_bench::{bridge, hooks, queue};
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// mimalloc, as in the `bbb` binary: the queue benchmark runs the queue server
@@ -79,6 +79,31 @@ enum Command {
         /// Running rows for the reflector passes (0 skips them).
         #[arg(long, default_value_t = 10_000)]
         rows: usize,
+    },
+    /// The hooks service: triggerHook latency (template rendered, task created
+    /// through the queue's API, firing recorded) and how late scheduled hooks
+    /// fire, on SQLite and PostgreSQL.
+    Hooks {
+        /// Backends to measure.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "sqlite,postgres"
+        )]
+        backends: Vec<Backend>,
+        /// triggerHook calls measured.
+        #[arg(long, default_value_t = 1000)]
+        triggers: usize,
+        /// Concurrent triggerHook callers.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Hooks scheduled every second.
+        #[arg(long, default_value_t = 10)]
+        cron_hooks: usize,
+        /// Seconds the scheduled hooks run.
+        #[arg(long, default_value_t = 10)]
+        cron_seconds: u64,
     },
 }
 
@@ -173,6 +198,22 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 ..bridge::Options::default()
             };
             bridge::run(opts).await?;
+        }
+        Command::Hooks {
+            backends,
+            triggers,
+            concurrency,
+            cron_hooks,
+            cron_seconds,
+        } => {
+            hooks::run(hooks::Options {
+                backends: backends.iter().map(|b| b.name().to_owned()).collect(),
+                triggers,
+                concurrency,
+                cron_hooks,
+                cron_seconds,
+            })
+            .await?;
         }
     }
     Ok(())

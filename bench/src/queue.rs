@@ -44,7 +44,8 @@ impl Default for Options {
     }
 }
 
-fn pct(sorted: &[Duration], p: f64) -> f64 {
+/// The `p` quantile of `sorted`, in milliseconds.
+pub(crate) fn pct(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

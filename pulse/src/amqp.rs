@@ -11,6 +11,7 @@ use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use lapin::uri::AMQPUri;
@@ -65,6 +66,11 @@ fn durable_topic(channel: &Channel, exchange: &str) -> impl Future<Output = lapi
         },
         FieldTable::default(),
     )
+}
+
+/// Whether the broker answered 404 NOT_FOUND (no such queue or exchange).
+fn is_not_found(e: &lapin::Error) -> bool {
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(p) if p.get_id() == 404)
 }
 
 fn is_predeclared(exchange: &str) -> bool {
@@ -390,6 +396,40 @@ impl AmqpBus {
         declare_topology(&channel, queue, bindings).await?;
         channel.close(200, "OK".into()).await?;
         Ok(())
+    }
+
+    pub(crate) async fn unbind(&self, queue: &str, bindings: &[Binding]) -> Result<(), BusError> {
+        for binding in bindings {
+            // One channel per binding: the broker closes the channel of a
+            // refused operation.
+            let channel = self.channel().await?;
+            let unbound = channel
+                .queue_unbind(
+                    queue.into(),
+                    binding.exchange.as_str().into(),
+                    binding.pattern.as_str().into(),
+                    FieldTable::default(),
+                )
+                .await;
+            match unbound {
+                Ok(()) => channel.close(200, "OK".into()).await?,
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn delete_queue(&self, queue: &str) -> Result<(), BusError> {
+        let channel = self.channel().await?;
+        match channel
+            .queue_delete(queue.into(), QueueDeleteOptions::default())
+            .await
+        {
+            Ok(_) => Ok(channel.close(200, "OK".into()).await?),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub(crate) async fn close(&self) {

@@ -282,6 +282,35 @@ impl Bus {
         }
     }
 
+    /// Removes bindings from a queue (a binding it does not have, or a queue
+    /// that does not exist, is no error). Consumers of the queue keep
+    /// consuming; a consumer started with those bindings binds them again
+    /// when it reconnects, so queues whose bindings change are consumed with
+    /// none and bound with [`Bus::declare`].
+    pub async fn unbind(&self, queue: &str, bindings: &[Binding]) -> Result<(), BusError> {
+        validate_queue(queue, bindings)?;
+        match &self.backend {
+            Backend::Amqp(bus) => bus.unbind(queue, bindings).await,
+            Backend::Memory(bus) => {
+                bus.unbind(queue, bindings);
+                Ok(())
+            }
+        }
+    }
+
+    /// Deletes a queue and the messages in it (no error if it does not
+    /// exist). Stop its consumers first.
+    pub async fn delete_queue(&self, queue: &str) -> Result<(), BusError> {
+        validate_queue(queue, &[])?;
+        match &self.backend {
+            Backend::Amqp(bus) => bus.delete_queue(queue).await,
+            Backend::Memory(bus) => {
+                bus.delete_queue(queue);
+                Ok(())
+            }
+        }
+    }
+
     /// Consumes from a durable named queue, declared if missing and bound to
     /// each binding. Several consumers on the same queue name, in this process
     /// or others, compete: each message goes to one of them. `prefetch`

@@ -107,6 +107,23 @@ impl MemoryBus {
         Arc::clone(&entry.queue)
     }
 
+    /// Removes the given bindings from the queue, if it exists.
+    pub(crate) fn unbind(&self, queue: &str, bindings: &[Binding]) {
+        if let Some(entry) = self.queues().get_mut(queue) {
+            entry.bindings.retain(|b| {
+                !bindings
+                    .iter()
+                    .any(|u| u.exchange == b.exchange && u.pattern == b.pattern)
+            });
+        }
+    }
+
+    /// Forgets the queue and the messages in it. Its consumers get nothing
+    /// more.
+    pub(crate) fn delete_queue(&self, queue: &str) {
+        self.queues().remove(queue);
+    }
+
     pub(crate) fn publish(&self, batch: &[Message]) -> Result<(), BusError> {
         if self.is_closed() {
             return Err(BusError::Closed);

@@ -39,6 +39,10 @@ LIMITED_SCOPES = ["queue:get-task:*", "queue:status:*"]
 #: Scopes of the ``anonymous`` role (requests without credentials).
 ANONYMOUS_SCOPES = ["queue:get-artifact:public/*"]
 
+#: Scopes of the roles ``hook-id:bbb-test/*``: the tasks the suite's hooks
+#: create may be created on any task queue, by any scheduler.
+HOOK_ROLE_SCOPES = ["queue:create-task:*", "queue:scheduler-id:*"]
+
 #: Storage backends every server-backed test module runs against.
 BACKENDS = ["sqlite", "postgres"]
 
@@ -246,6 +250,10 @@ class BbbServer:
             "[[auth.roles]]\n"
             'role_id = "anonymous"\n'
             f"scopes = {toml_list(ANONYMOUS_SCOPES)}\n"
+            "\n"
+            "[[auth.roles]]\n"
+            f'role_id = "hook-id:{PROVISIONER}/*"\n'
+            f"scopes = {toml_list(HOOK_ROLE_SCOPES)}\n"
         )
 
     def start(self, timeout: float = 60) -> None:
@@ -325,15 +333,25 @@ class BbbServer:
 
     # -- clients --
 
-    def queue(self, client: str | None = None, **options: Any) -> taskcluster.Queue:
-        """A ``taskcluster.Queue`` for one of the configured clients, or an
-        anonymous one for ``client=None``. No automatic retries, so a server
-        error shows up as the error it is."""
+    def client_config(self, client: str | None = None, **options: Any) -> dict[str, Any]:
+        """Options of an official client for one of the configured clients, or
+        an anonymous one for ``client=None``. No automatic retries, so a
+        server error shows up as the error it is."""
         config: dict[str, Any] = {"rootUrl": self.root_url, "maxRetries": 0}
         if client is not None:
             config["credentials"] = dict(self.clients[client])
         config.update(options)
-        return taskcluster.Queue(config)
+        return config
+
+    def queue(self, client: str | None = None, **options: Any) -> taskcluster.Queue:
+        """A ``taskcluster.Queue`` for one of the configured clients (see
+        ``client_config``)."""
+        return taskcluster.Queue(self.client_config(client, **options))
+
+    def hooks(self, client: str | None = None) -> taskcluster.Hooks:
+        """A ``taskcluster.Hooks`` client of the hooks service served beside
+        the queue (see ``client_config``)."""
+        return taskcluster.Hooks(self.client_config(client))
 
     def queue_with(self, credentials: dict) -> taskcluster.Queue:
         """A ``taskcluster.Queue`` using the given credentials (e.g. the task

@@ -12,6 +12,7 @@ pub fn run(file: &FileConfig, print: bool) -> anyhow::Result<()> {
         worker.access_token = "***".into();
     }
     let bridge = file.bridge_config()?.masked();
+    let hooks = file.hooks_config()?;
     if print {
         println!(
             "{}",
@@ -19,6 +20,7 @@ pub fn run(file: &FileConfig, print: bool) -> anyhow::Result<()> {
                 queue,
                 worker,
                 bridge,
+                hooks,
             })?
         );
     }

@@ -8,7 +8,10 @@ use crate::config::FileConfig;
 pub async fn run(file: &FileConfig) -> anyhow::Result<()> {
     if file.queue_database_configured() || !file.bridge_state_configured() {
         let cfg = file.queue_config()?;
-        bbb_queue::server::open_db(&cfg).await?;
+        let db = bbb_queue::server::open_db(&cfg).await?;
+        bbb_hooks::db::Store::new(db.pool, db.backend)
+            .migrate()
+            .await?;
         println!(
             "migrations applied to {}",
             bbb_secret::mask_url(&cfg.database_url)

@@ -352,6 +352,61 @@ pub async fn close_ends_consumers(env: &Env) {
     ));
 }
 
+/// The number a [`numbered`] delivery carries.
+fn number(delivery: &Delivery) -> u64 {
+    delivery.json::<serde_json::Value>().expect("json")["n"]
+        .as_u64()
+        .expect("n")
+}
+
+/// Bindings removed from a queue route nothing more to it; a deleted queue
+/// loses its messages and starts empty when declared again; neither is an
+/// error when there is nothing to remove.
+pub async fn unbind_and_delete_queue(env: &Env) {
+    let bus = env.bus().await;
+    let (completed, failed) = (Binding::new(COMPLETED, "#"), Binding::new(FAILED, "#"));
+    let mut consumer = bus.consume("moving", &[], 5).await.expect("consume");
+    bus.declare("moving", &[completed.clone(), failed.clone()])
+        .await
+        .expect("declare");
+    bus.unbind("moving", std::slice::from_ref(&completed))
+        .await
+        .expect("unbind");
+    bus.unbind("moving", std::slice::from_ref(&completed))
+        .await
+        .expect("unbind again");
+    bus.unbind("never-declared", std::slice::from_ref(&failed))
+        .await
+        .expect("unbind from no queue");
+    bus.publish(&[numbered(COMPLETED, 1), numbered(FAILED, 2)])
+        .await
+        .expect("publish");
+    let delivery = next(&mut consumer).await;
+    assert_eq!(
+        number(&delivery),
+        2,
+        "the unbound exchange's message arrived"
+    );
+    delivery.ack().await.expect("ack");
+
+    bus.publish(&[numbered(FAILED, 3)]).await.expect("publish");
+    drop(consumer);
+    bus.delete_queue("moving").await.expect("delete");
+    bus.delete_queue("moving").await.expect("delete again");
+    bus.declare("moving", std::slice::from_ref(&failed))
+        .await
+        .expect("declare again");
+    bus.publish(&[numbered(FAILED, 4)]).await.expect("publish");
+    let mut consumer = bus.consume("moving", &[], 5).await.expect("consume");
+    let delivery = next(&mut consumer).await;
+    assert_eq!(
+        number(&delivery),
+        4,
+        "a message of the deleted queue survived"
+    );
+    delivery.ack().await.expect("ack");
+}
+
 /// Generates one `#[tokio::test]` per semantic test, each on its own `Env`.
 #[macro_export]
 macro_rules! semantic_tests {
@@ -364,6 +419,7 @@ macro_rules! semantic_tests {
             declared_queue_keeps_early_messages,
             prefetch_bounds_unacked,
             close_ends_consumers,
+            unbind_and_delete_queue,
         );
     };
     (@each $make_env:expr, $($name:ident),+ $(,)?) => {

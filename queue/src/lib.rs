@@ -10,6 +10,7 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod facade;
+pub mod feeds;
 pub mod model;
 pub mod ops;
 pub mod resolvers;

@@ -217,6 +217,7 @@ pub async fn start_with(
         signals: Arc::new(Signals::default()),
         issuer: Arc::new((ISSUER_CLIENT_ID.to_string(), secret)),
         batches: Arc::default(),
+        feeds: Arc::default(),
     };
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod batch;
 pub mod blob;
+pub mod builtin;
 pub mod config;
 pub mod core;
 pub mod db;

@@ -3,7 +3,7 @@
 
 use bbb_testdb::{Backend, PgDatabase, TempDir};
 
-use crate::config::{BlobConfig, ClientConfig, QueueConfig};
+use crate::config::{BlobConfig, ClientConfig, QueueConfig, RoleConfig};
 use crate::server::{Mount, Running, random_token, start_with};
 use crate::time::Clock;
 
@@ -41,6 +41,8 @@ pub struct TestOptions {
     pub commit_batch: Option<usize>,
     /// Extra clients.
     pub clients: Vec<ClientConfig>,
+    /// Roles (an `anonymous` one replaces the default anonymous scopes).
+    pub roles: Vec<RoleConfig>,
     /// The blob store of `s3` artifacts (default: local disk in the test's directory).
     pub blob: Option<BlobConfig>,
     /// The source URL `__version__` reports (default: the queue's default).
@@ -100,6 +102,7 @@ impl TestQueue {
             cfg.commit_batch = n;
         }
         cfg.auth.clients = opts.clients.clone();
+        cfg.auth.roles = opts.roles.clone();
         if let Some(b) = &opts.blob {
             cfg.blob = b.clone();
         }

@@ -23,6 +23,7 @@ pub const OWN_CRATES: &[&str] = &[
     "bbb_bridge",
     "bbb_clock",
     "bbb_buildbot",
+    "bbb_index",
     "bbb_listeners",
     "bbb_pulse",
     "bbb_queue",

@@ -4,7 +4,8 @@
 
 use crate::config::FileConfig;
 
-/// The services to serve beside the queue, built from the configuration.
+/// The services to serve beside the queue, built from the configuration: the
+/// index and the built-in workers (`built-in/succeed`, `built-in/fail`).
 pub fn mounts(_file: &FileConfig) -> anyhow::Result<Vec<bbb_queue::Mount>> {
-    Ok(Vec::new())
+    Ok(vec![bbb_index::mount(), bbb_queue::builtin::mount()])
 }

@@ -24,6 +24,7 @@ pub const OWN_CRATES: &[&str] = &[
     "bbb_clock",
     "bbb_hooks",
     "bbb_buildbot",
+    "bbb_index",
     "bbb_listeners",
     "bbb_pulse",
     "bbb_queue",

@@ -20,6 +20,9 @@ pub const DEFAULT_ANONYMOUS_SCOPES: &[&str] = &[
     "queue:get-provisioner:*",
     "queue:list-worker-types:*",
     "queue:get-worker-type:*",
+    "index:find-task:*",
+    "index:list-namespaces:*",
+    "index:list-tasks:*",
 ];
 
 /// A client allowed to call the API.

@@ -94,6 +94,8 @@ pub struct Queue {
     pub issuer: Arc<(String, String)>,
     /// Calls waiting to be committed together.
     pub batches: Arc<crate::batch::Batches>,
+    /// The feeds its commits write ([`crate::feeds`]).
+    pub feeds: Arc<crate::feeds::Feeds>,
 }
 
 /// A transaction plus the side effects to announce once it commits.
@@ -142,16 +144,19 @@ impl Queue {
     pub async fn commit(&self, mut t: Txn) -> Result<()> {
         let messages = std::mem::take(&mut t.outbox);
         let wrote_outbox = !messages.is_empty();
+        let feed = self.feeds.matching(&messages);
         crate::writes::write(
             &mut t.tx,
             self.db.backend,
             t.deferred.take(),
             &messages,
+            &feed,
             &t.woke,
             &self.signals.instance,
         )
         .await?;
         t.tx.commit().await?;
+        self.feeds.wake(feed.iter().map(|(f, _)| f.as_str()));
         for (key, now) in &t.throttled {
             self.signals.done(key, *now);
         }

@@ -41,6 +41,11 @@ impl Events {
         }
     }
 
+    /// The full name of the exchange `name` (`task-completed`).
+    pub fn exchange(&self, name: &str) -> String {
+        format!("{}{}", self.prefix, name)
+    }
+
     fn task_msg(
         &self,
         name: &str,
@@ -50,7 +55,7 @@ impl Events {
         payload: Value,
     ) -> Message {
         Message {
-            exchange: format!("{}{}", self.prefix, name),
+            exchange: self.exchange(name),
             routing_key: task_routing_key(task, run_id, worker),
             cc: task
                 .def
@@ -154,7 +159,7 @@ impl Events {
         let mut payload = group.clone();
         payload["version"] = 1.into();
         Message {
-            exchange: format!("{}{}", self.prefix, name),
+            exchange: self.exchange(name),
             routing_key: format!("primary.{gid}.{sid}._"),
             cc: vec![],
             payload,

@@ -4,12 +4,14 @@
 pub mod api;
 pub mod batch;
 pub mod blob;
+pub mod builtin;
 pub mod config;
 pub mod core;
 pub mod db;
 pub mod error;
 pub mod events;
 pub mod facade;
+pub mod feeds;
 pub mod model;
 pub mod ops;
 pub mod resolvers;

@@ -331,12 +331,7 @@ impl Queue {
         let mut batch = Vec::with_capacity(rows.len());
         for row in &rows {
             ids.push(row.try_get::<i64, _>("id")?);
-            batch.push(Message {
-                exchange: row.try_get("exchange")?,
-                routing_key: row.try_get("routing_key")?,
-                cc: serde_json::from_str(&row.try_get::<String, _>("cc")?)?,
-                payload: serde_json::from_str::<Value>(&row.try_get::<String, _>("payload")?)?,
-            });
+            batch.push(crate::feeds::message_from_row(row)?);
         }
         if self.db.backend == crate::db::Backend::Sqlite {
             // SQLite has a single connection: don't hold it while the broker confirms.

@@ -146,13 +146,15 @@ impl Running {
 }
 
 /// What a service served beside the queue gets from it: the queue itself (its
-/// database, clock and configuration), the authenticator every service shares,
-/// the event bus, the public root URL and the stop signal for its background
-/// loops.
+/// database, clock and configuration), where artifacts' bytes live, the
+/// authenticator every service shares, the event bus, the public root URL and
+/// the stop signal for its background loops.
 #[derive(Clone)]
 pub struct Shared {
     /// The queue, for in-process calls and its database.
     pub queue: Queue,
+    /// Where `s3` artifacts' bytes live (for their download URLs).
+    pub blobs: BlobStore,
     /// The authenticator all services on this listener share.
     pub auth: Arc<Authenticator>,
     /// The event bus the queue publishes on.
@@ -176,9 +178,8 @@ pub struct Mounted {
 
 /// Builds a service to serve beside the queue once the queue's database, bus and
 /// authenticator exist (e.g. after applying its own migrations).
-pub type Mount = Box<
-    dyn FnOnce(Shared) -> futures::future::BoxFuture<'static, anyhow::Result<Mounted>> + Send,
->;
+pub type Mount =
+    Box<dyn FnOnce(Shared) -> futures::future::BoxFuture<'static, anyhow::Result<Mounted>> + Send>;
 
 /// Start the queue: serve the API on `cfg.listen` (port 0 picks a free port) and run
 /// the background work. `clock` lets tests move time.
@@ -217,6 +218,7 @@ pub async fn start_with(
         signals: Arc::new(Signals::default()),
         issuer: Arc::new((ISSUER_CLIENT_ID.to_string(), secret)),
         batches: Arc::default(),
+        feeds: Arc::default(),
     };
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -234,6 +236,7 @@ pub async fn start_with(
     let auth = Arc::new(auth);
     let shared = Shared {
         queue: queue.clone(),
+        blobs: blobs.clone(),
         auth: auth.clone(),
         bus: bus.clone(),
         root_url: root_url.clone(),

@@ -41,7 +41,7 @@ pub struct TestOptions {
     pub commit_batch: Option<usize>,
     /// Extra clients.
     pub clients: Vec<ClientConfig>,
-    /// Roles (besides the default `anonymous` role).
+    /// Roles (an `anonymous` one replaces the default anonymous scopes).
     pub roles: Vec<RoleConfig>,
     /// The blob store of `s3` artifacts (default: local disk in the test's directory).
     pub blob: Option<BlobConfig>,

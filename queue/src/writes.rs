@@ -226,13 +226,16 @@ fn blanks(sql: &mut Sql, n: usize) -> Vec<String> {
     (0..n).map(|_| sql.text("")).collect()
 }
 
-/// Write everything `t` holds back, plus `outbox` and the notifications of
-/// `woke` (task queue → newly pending runs, PostgreSQL only), within `tx`.
+/// Write everything `t` holds back, plus `outbox`, the copies of messages
+/// `feed` gives (feed name, message; see [`crate::feeds`]) and the
+/// notifications of `woke` (task queue → newly pending runs, PostgreSQL only),
+/// within `tx`.
 pub async fn write(
     tx: &mut Transaction<'static, Any>,
     backend: Backend,
     writes: Option<Writes>,
     outbox: &[Message],
+    feed: &[(String, &Message)],
     woke: &BTreeMap<String, usize>,
     instance: &str,
 ) -> Result<()> {
@@ -244,7 +247,8 @@ pub async fn write(
             && w.dequeued.len() <= ROWS
             && w.resolutions.len() <= ROWS
             && w.worker_tasks.len() <= ROWS
-    }) && outbox.len() <= ROWS;
+    }) && outbox.len() <= ROWS
+        && feed.len() <= ROWS;
     let mut parts = Parts {
         combine: pg && small,
         cur: Sql::default(),
@@ -395,6 +399,27 @@ pub async fn write(
         )?;
         parts.end(format!(
             "INSERT INTO outbox (exchange, routing_key, cc, payload) \
+             SELECT * FROM (VALUES {values}) AS v WHERE v.column1 <> ''"
+        ));
+    }
+    for chunk in feed.chunks(ROWS) {
+        let sql = parts.sql();
+        let values = tuples(
+            sql,
+            chunk,
+            |sql, (name, m)| {
+                Ok(vec![
+                    sql.text(name.clone()),
+                    sql.text(m.exchange.clone()),
+                    sql.text(m.routing_key.clone()),
+                    sql.text(serde_json::to_string(&m.cc)?),
+                    sql.text(serde_json::to_string(&m.payload)?),
+                ])
+            },
+            |sql| blanks(sql, 5),
+        )?;
+        parts.end(format!(
+            "INSERT INTO feed (feed, exchange, routing_key, cc, payload) \
              SELECT * FROM (VALUES {values}) AS v WHERE v.column1 <> ''"
         ));
     }

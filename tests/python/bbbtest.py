@@ -353,6 +353,14 @@ class BbbServer:
         the queue (see ``client_config``)."""
         return taskcluster.Hooks(self.client_config(client))
 
+    def index(self, client: str | None = None) -> taskcluster.Index:
+        """A ``taskcluster.Index`` for one of the configured clients, or an
+        anonymous one for ``client=None``, without automatic retries."""
+        config: dict[str, Any] = {"rootUrl": self.root_url, "maxRetries": 0}
+        if client is not None:
+            config["credentials"] = dict(self.clients[client])
+        return taskcluster.Index(config)
+
     def queue_with(self, credentials: dict) -> taskcluster.Queue:
         """A ``taskcluster.Queue`` using the given credentials (e.g. the task
         credentials returned by a claim)."""

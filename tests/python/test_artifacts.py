@@ -6,7 +6,9 @@ import datetime
 
 import pytest
 import requests
-from taskcluster.exceptions import TaskclusterRestFailure
+import taskcluster
+import taskcluster.download
+from taskcluster.exceptions import TaskclusterArtifactError, TaskclusterRestFailure
 
 from bbbtest import create_and_claim, error_code, from_now, parse_date
 
@@ -168,3 +170,58 @@ def test_unknown_artifact_is_not_found(queue, running):
         queue.getArtifact(task_id, 0, "public/nothing-here.txt")
     assert excinfo.value.status_code == 404
     assert error_code(excinfo) == "ResourceNotFound"
+
+
+def test_artifact_content_and_the_download_helpers(server, queue, running):
+    """``artifact``/``latestArtifact`` answer where the content is (JSON, no
+    redirect), and the client's download helpers, which call them, fetch the
+    bytes of ``s3`` and ``reference`` artifacts and raise for ``error`` ones."""
+    task_id, _, task_queue = running
+    content = b"downloaded through the helpers\n"
+    upload_s3(task_queue, task_id, 0, "public/dl.txt", content)
+    reference_url = f"{server.root_url}/api/queue/v1/ping"
+    task_queue.createArtifact(
+        task_id,
+        0,
+        "public/ref",
+        {
+            "storageType": "reference",
+            "contentType": "application/json",
+            "expires": from_now(3600),
+            "url": reference_url,
+        },
+    )
+    task_queue.createArtifact(
+        task_id,
+        0,
+        "public/err",
+        {"storageType": "error", "expires": from_now(3600), "reason": "file-missing-on-worker", "message": "gone"},
+    )
+
+    for result in (queue.artifact(task_id, 0, "public/dl.txt"), queue.latestArtifact(task_id, "public/dl.txt")):
+        assert set(result) == {"storageType", "url"}
+        assert result["storageType"] == "s3"
+        assert requests.get(result["url"], timeout=30).content == content
+    assert queue.latestArtifact(task_id, "public/ref") == {"storageType": "reference", "url": reference_url}
+    assert queue.artifact(task_id, 0, "public/err") == {
+        "storageType": "error",
+        "reason": "file-missing-on-worker",
+        "message": "gone",
+    }
+
+    anonymous = server.queue()
+    buf, content_type = taskcluster.download.downloadArtifactToBuf(
+        taskId=task_id, name="public/dl.txt", queueService=anonymous
+    )
+    assert (bytes(buf), content_type) == (content, "text/plain")
+    buf, _ = taskcluster.download.downloadArtifactToBuf(
+        taskId=task_id, runId=0, name="public/ref", queueService=anonymous
+    )
+    assert b'"alive"' in bytes(buf)
+    with pytest.raises(TaskclusterArtifactError):
+        taskcluster.download.downloadArtifactToBuf(taskId=task_id, name="public/err", queueService=anonymous)
+
+    with pytest.raises(TaskclusterRestFailure) as excinfo:
+        anonymous.latestArtifact(task_id, "private/none")
+    assert excinfo.value.status_code == 403
+    assert error_code(excinfo) == "InsufficientScopes"

@@ -1,8 +1,10 @@
-//! Artifacts: create, get (following links to a redirect), list, info, and
-//! the signed blob URLs where the queue itself keeps `s3` artifacts' bytes.
+//! Artifacts: create, get (following links to a redirect, or the content's
+//! whereabouts as JSON), list, info, and the signed blob URLs where the queue
+//! itself keeps `s3` artifacts' bytes.
 
 use super::{Api, run_id};
 use crate::error::{ApiError, Result};
+use crate::ops::artifacts::Artifact;
 use crate::time::fmt_ms;
 use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode};
@@ -55,16 +57,79 @@ pub async fn get_latest_artifact(api: Api, call: Call) -> Result<Reply> {
     artifact_reply(&api, &call, id, run_id, call.param("name")).await
 }
 
-/// Follow links from `name` to the artifact to redirect to (checking the
-/// scope of each name on the way), or its error.
-async fn artifact_reply(
-    api: &Api,
-    call: &Call,
+/// `artifact`: how to get the artifact's content (following links), as JSON.
+pub async fn artifact(api: Api, call: Call) -> Result<Reply> {
+    let (id, run_id, name) = (call.param("taskId"), run_id(&call), call.param("name"));
+    let a = follow_links(&api.queue, id, run_id, name, &caller_may_get(&call)).await?;
+    Ok(Reply::json(api.content(&a)))
+}
+
+/// `latestArtifact`: [`artifact`] on the task's last run.
+pub async fn latest_artifact(api: Api, call: Call) -> Result<Reply> {
+    let id = call.param("taskId");
+    let run_id = latest_run(&api.queue, id).await?;
+    let a = follow_links(
+        &api.queue,
+        id,
+        run_id,
+        call.param("name"),
+        &caller_may_get(&call),
+    )
+    .await?;
+    Ok(Reply::json(api.content(&a)))
+}
+
+impl Api {
+    /// What `latestArtifact` answers, for an in-process caller that may get
+    /// every artifact (the index's `findArtifactFromTask`): `{storageType,
+    /// url}`, or `{storageType: "error", reason, message}`.
+    pub async fn latest_artifact_content(&self, task_id: &str, name: &str) -> Result<Value> {
+        let run_id = latest_run(&self.queue, task_id).await?;
+        let a = follow_links(&self.queue, task_id, run_id, name, &|_| Ok(())).await?;
+        Ok(self.content(&a))
+    }
+
+    /// The artifact-content body of `a` (not a link): where to download it
+    /// (a fresh signed URL for `s3`), or its error.
+    fn content(&self, a: &Artifact) -> Value {
+        match a.storage_type.as_str() {
+            "error" => json!({
+                "storageType": "error",
+                "reason": a.details.get("reason"),
+                "message": a.details.get("message"),
+            }),
+            "reference" => json!({
+                "storageType": "reference",
+                "url": a.details.get("url").and_then(Value::as_str).unwrap_or_default(),
+            }),
+            _ => {
+                let now = self.queue.clock.now_ms();
+                let url = self.blobs.get_url(
+                    (&a.task_id, a.run_id, &a.name),
+                    now,
+                    now + crate::blob::GET_URL_TTL_MS,
+                );
+                json!({"storageType": "s3", "url": url})
+            }
+        }
+    }
+}
+
+/// The check of each name a download follows: the caller's
+/// `queue:get-artifact:<name>`.
+fn caller_may_get(call: &Call) -> impl Fn(&str) -> Result<()> + Sync + '_ {
+    move |name| call.authorize(&ScopeExpr::Scope(format!("queue:get-artifact:{name}")))
+}
+
+/// Follow links from `name` to the artifact they lead to, checking
+/// `may_get` on each name on the way.
+async fn follow_links(
+    q: &crate::core::Queue,
     task_id: &str,
     run_id: i64,
     name: &str,
-) -> Result<Reply> {
-    let q = &api.queue;
+    may_get: &(dyn Fn(&str) -> Result<()> + Sync),
+) -> Result<Artifact> {
     let now = q.clock.now_ms();
     let task = q.task_or_404(task_id).await?;
     if task.runs.len() <= run_id as usize {
@@ -78,7 +143,7 @@ async fn artifact_reply(
         if !seen.insert(name.clone()) {
             return Err(ApiError::Input(format!("Artifact link cycle at {name}")));
         }
-        call.authorize(&ScopeExpr::Scope(format!("queue:get-artifact:{name}")))?;
+        may_get(&name)?;
         let a = q.artifact(task_id, run_id, &name).await?;
         if a.expires < now {
             return Err(ApiError::Expired(format!(
@@ -86,47 +151,41 @@ async fn artifact_reply(
                 fmt_ms(a.expires)
             )));
         }
-        match a.storage_type.as_str() {
-            "link" => {
-                name = a
-                    .details
-                    .get("artifact")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
-            }
-            "reference" => {
-                let url = a
-                    .details
-                    .get("url")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
-                return Ok(
-                    Reply::redirect(&url, json!({"storageType": "reference", "url": url}))
-                        .header(STORAGE_TYPE, "reference"),
-                );
-            }
-            "error" => {
-                return Ok(Reply::status(
-                    StatusCode::FAILED_DEPENDENCY,
-                    json!({"reason": a.details.get("reason"), "message": a.details.get("message")}),
-                )
-                .header(STORAGE_TYPE, "error"));
-            }
-            _ => {
-                let url = api.blobs.get_url(
-                    (task_id, run_id, &name),
-                    now,
-                    now + crate::blob::GET_URL_TTL_MS,
-                );
-                return Ok(
-                    Reply::redirect(&url, json!({"storageType": "s3", "url": url}))
-                        .header(STORAGE_TYPE, "s3"),
-                );
-            }
+        if a.storage_type != "link" {
+            return Ok(a);
         }
+        name = a
+            .details
+            .get("artifact")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
     }
+}
+
+/// The redirect to the artifact `name` leads to, or its error (424).
+async fn artifact_reply(
+    api: &Api,
+    call: &Call,
+    task_id: &str,
+    run_id: i64,
+    name: &str,
+) -> Result<Reply> {
+    let a = follow_links(&api.queue, task_id, run_id, name, &caller_may_get(call)).await?;
+    let content = api.content(&a);
+    if a.storage_type == "error" {
+        return Ok(Reply::status(
+            StatusCode::FAILED_DEPENDENCY,
+            json!({"reason": content["reason"], "message": content["message"]}),
+        )
+        .header(STORAGE_TYPE, "error"));
+    }
+    let url = content["url"].as_str().unwrap_or_default().to_string();
+    let storage_type = content["storageType"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    Ok(Reply::redirect(&url, content).header(STORAGE_TYPE, &storage_type))
 }
 
 async fn latest_run(q: &crate::core::Queue, task_id: &str) -> Result<i64> {

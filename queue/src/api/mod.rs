@@ -144,6 +144,9 @@ pub fn service(api: Api, auth: Arc<Authenticator>) -> Service<Api> {
             get("/task/<taskId>/runs/<runId>/artifacts/<name..>", "getArtifact")
                 .scopes(scope("queue:get-artifact:<name>"))
                 .to(artifacts::get_artifact),
+            get("/task/<taskId>/runs/<runId>/artifact-content/<name..>", "artifact")
+                .scopes(scope("queue:get-artifact:<name>"))
+                .to(artifacts::artifact),
             get("/task/<taskId>/runs/<runId>/artifact-info/<name..>", "artifactInfo")
                 .scopes(scope("queue:list-artifacts:<taskId>:<runId>"))
                 .to(artifacts::artifact_info),
@@ -153,6 +156,9 @@ pub fn service(api: Api, auth: Arc<Authenticator>) -> Service<Api> {
             get("/task/<taskId>/artifacts/<name..>", "getLatestArtifact")
                 .scopes(scope("queue:get-artifact:<name>"))
                 .to(artifacts::get_latest_artifact),
+            get("/task/<taskId>/artifact-content/<name..>", "latestArtifact")
+                .scopes(scope("queue:get-artifact:<name>"))
+                .to(artifacts::latest_artifact),
             get("/task/<taskId>/artifact-info/<name..>", "latestArtifactInfo")
                 .scopes(scope("queue:list-artifacts:<taskId>"))
                 .to(artifacts::latest_artifact_info),

@@ -2,9 +2,10 @@
 //! and `__lbheartbeat__`).
 
 use super::Api;
+use crate::core::Queue;
 use crate::error::Result;
 use bbb_service::{Call, Reply};
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// `__heartbeat__`: the database answers.
 pub async fn heartbeat(api: Api, _: Call) -> Result<Reply> {
@@ -14,10 +15,18 @@ pub async fn heartbeat(api: Api, _: Call) -> Result<Reply> {
 
 /// `__version__`: the source, version and commit of this build.
 pub async fn version(api: Api, _: Call) -> Result<Reply> {
-    Ok(Reply::json(json!({
-        "source": api.queue.cfg.source_url,
-        "version": env!("CARGO_PKG_VERSION"),
-        "commit": option_env!("BBB_GIT_COMMIT").unwrap_or("unknown"),
-        "build": "cargo",
-    })))
+    Ok(Reply::json(api.queue.version_info()))
+}
+
+impl Queue {
+    /// What `__version__` answers, for the queue and the services beside it:
+    /// the source, version and commit of this build.
+    pub fn version_info(&self) -> Value {
+        json!({
+            "source": self.cfg.source_url,
+            "version": env!("CARGO_PKG_VERSION"),
+            "commit": option_env!("BBB_GIT_COMMIT").unwrap_or("unknown"),
+            "build": "cargo",
+        })
+    }
 }

@@ -1,0 +1,186 @@
+//! Feeds: durable subscriptions of the services served beside the queue to
+//! some of the queue's messages, kept in the queue's own database.
+//!
+//! A service binds a feed to an exchange and a route prefix
+//! ([`Queue::bind_feed`]; the index binds `task-completed` messages with a
+//! route `index.…`, as upstream's index binds its Pulse queue to
+//! `route.index.#`). From then on, a transaction of this process that emits a
+//! matching message also writes a copy of it into the table `feed`, at commit,
+//! beside its outbox rows: an item exists exactly when the change that caused it
+//! was committed, and one change makes one item.
+//!
+//! The service takes items in a transaction of its own ([`Queue::take_feed`]:
+//! oldest first, `FOR UPDATE SKIP LOCKED` on PostgreSQL, so several processes
+//! share the work without taking the same item), acts on them in that
+//! transaction and deletes them there ([`Queue::delete_feed`]). An item is thus
+//! handled once; one whose handling did not commit (an error, a process that
+//! stopped) stays and is taken again.
+
+use crate::core::Queue;
+use crate::db::{padded, placeholders};
+use crate::error::Result;
+use bbb_pulse::Message;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::Notify;
+
+/// What one feed receives: the messages of one exchange with a route that
+/// starts with a prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeedBinding {
+    /// The feed's name (its consumer's: `index`).
+    pub feed: String,
+    /// The exchange's full name (`exchange/taskcluster-queue/v1/task-completed`).
+    pub exchange: String,
+    /// A message matches when one of its task's routes starts with this (`index.`).
+    pub route_prefix: String,
+}
+
+impl FeedBinding {
+    /// Whether `m` goes to this feed.
+    pub fn matches(&self, m: &Message) -> bool {
+        m.exchange == self.exchange
+            && m.cc.iter().any(|cc| {
+                cc.strip_prefix("route.")
+                    .is_some_and(|r| r.starts_with(&self.route_prefix))
+            })
+    }
+}
+
+/// One message of a feed, as taken by [`Queue::take_feed`].
+#[derive(Clone, Debug)]
+pub struct FeedItem {
+    /// Its id: give it to [`Queue::delete_feed`] once handled.
+    pub id: i64,
+    /// The message, as published on the bus.
+    pub message: Message,
+}
+
+/// The feeds this process writes, and the signals that wake their consumers.
+#[derive(Debug, Default)]
+pub struct Feeds {
+    bindings: RwLock<Vec<FeedBinding>>,
+    wake: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+impl Feeds {
+    /// `(feed, message)` for each feed each message goes to.
+    pub(crate) fn matching<'m>(&self, messages: &'m [Message]) -> Vec<(String, &'m Message)> {
+        let bindings = self.bindings.read().unwrap_or_else(|e| e.into_inner());
+        if bindings.is_empty() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for m in messages {
+            for b in bindings.iter().filter(|b| b.matches(m)) {
+                out.push((b.feed.clone(), m));
+            }
+        }
+        out
+    }
+
+    /// The signal that wakes the consumers of `feed` in this process when a
+    /// commit of this process wrote items to it.
+    pub fn signal(&self, feed: &str) -> Arc<Notify> {
+        let mut m = self.wake.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(feed.to_string()).or_default().clone()
+    }
+
+    /// Wake the consumers of `feeds`.
+    pub(crate) fn wake<'a>(&self, feeds: impl IntoIterator<Item = &'a str>) {
+        for f in feeds {
+            self.signal(f).notify_one();
+        }
+    }
+}
+
+/// A message stored as the outbox and the feeds store it (the columns
+/// `exchange`, `routing_key`, `cc`, `payload`).
+pub(crate) fn message_from_row(row: &AnyRow) -> Result<Message> {
+    Ok(Message {
+        exchange: row.try_get("exchange")?,
+        routing_key: row.try_get("routing_key")?,
+        cc: serde_json::from_str(&row.try_get::<String, _>("cc")?)?,
+        payload: serde_json::from_str(&row.try_get::<String, _>("payload")?)?,
+    })
+}
+
+impl Queue {
+    /// Subscribe the feed `feed` to the messages of the exchange `exchange`
+    /// (the name after the queue's prefix: `task-completed`) with a route
+    /// starting with `route_prefix`. Binding the same feed twice changes nothing.
+    /// The binding holds for this process: every process that commits such
+    /// messages must bind it (a service does when it is mounted, before the
+    /// queue serves requests).
+    pub fn bind_feed(&self, feed: &str, exchange: &str, route_prefix: &str) {
+        let binding = FeedBinding {
+            feed: feed.to_string(),
+            exchange: self.events.exchange(exchange),
+            route_prefix: route_prefix.to_string(),
+        };
+        let mut bindings = self
+            .feeds
+            .bindings
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if !bindings.contains(&binding) {
+            bindings.push(binding);
+        }
+    }
+
+    /// Take up to `limit` items of `feed`, oldest first, locking them for the
+    /// rest of `tx` (and skipping those another transaction holds) on PostgreSQL.
+    pub async fn take_feed(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        feed: &str,
+        limit: i64,
+    ) -> Result<Vec<FeedItem>> {
+        let sql = format!(
+            "SELECT id, exchange, routing_key, cc, payload FROM feed WHERE feed = $1 \
+             ORDER BY id LIMIT $2{}",
+            self.db.skip_locked()
+        );
+        let rows = sqlx::query(&sql)
+            .bind(feed)
+            .bind(limit)
+            .fetch_all(&mut **tx)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(FeedItem {
+                    id: r.try_get("id")?,
+                    message: message_from_row(r)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Delete handled items, within the transaction that handled them.
+    pub async fn delete_feed(&self, tx: &mut Transaction<'static, Any>, ids: &[i64]) -> Result<()> {
+        for chunk in ids.chunks(500) {
+            let chunk = padded(chunk);
+            let sql = format!(
+                "DELETE FROM feed WHERE id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for id in &chunk {
+                q = q.bind(*id);
+            }
+            q.execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    /// How many items `feed` holds.
+    pub async fn feed_len(&self, feed: &str) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM feed WHERE feed = $1")
+            .bind(feed)
+            .fetch_one(&self.db.pool)
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+}

@@ -1,7 +1,9 @@
 //! Clients, the authenticator, and verification of Hawk-signed requests.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
@@ -22,7 +24,8 @@ pub const TIMESTAMP_SKEW: TimeDelta = TimeDelta::minutes(15);
 /// The scope every caller implicitly holds.
 pub const ANONYMOUS_SCOPE: &str = "assume:anonymous";
 
-/// A permanent client: an id, its secret access token, its scopes and an optional expiry.
+/// A permanent client: an id, its secret access token, its scopes, an optional expiry and
+/// whether it is disabled.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Client {
@@ -36,6 +39,9 @@ pub struct Client {
     /// When the client stops being valid; `None` for never.
     #[serde(default)]
     pub expires: Option<DateTime<Utc>>,
+    /// A disabled client cannot authenticate (nor issue temporary credentials).
+    #[serde(default)]
+    pub disabled: bool,
 }
 
 impl Client {
@@ -54,12 +60,19 @@ impl Client {
             access_token: access_token.into(),
             scopes: scopes.into_iter().map(Into::into).collect(),
             expires: None,
+            disabled: false,
         }
     }
 
     /// The same client, expiring at `expires`.
     pub fn with_expires(mut self, expires: DateTime<Utc>) -> Self {
         self.expires = Some(expires);
+        self
+    }
+
+    /// The same client, disabled or not.
+    pub fn with_disabled(mut self, disabled: bool) -> Self {
+        self.disabled = disabled;
         self
     }
 }
@@ -71,6 +84,7 @@ impl std::fmt::Debug for Client {
             .field("access_token", &"<redacted>")
             .field("scopes", &self.scopes)
             .field("expires", &self.expires)
+            .field("disabled", &self.disabled)
             .finish()
     }
 }
@@ -133,13 +147,97 @@ impl Identity {
     }
 }
 
-/// A configured client with its scopes expanded once.
+/// A known client, its scopes expanded once, when first needed.
 struct ClientEntry {
     client: Client,
     /// `expand(client.scopes)`: what the client may delegate through certificates.
-    expanded: Vec<String>,
+    expanded: OnceLock<Vec<String>>,
     /// `expand(client.scopes + assume:anonymous)`: the scopes of a plain request.
-    with_anonymous: Vec<String>,
+    with_anonymous: OnceLock<Vec<String>>,
+    /// Whether a request authenticated with it (directly or as the issuer of temporary
+    /// credentials) since [`Authenticator::take_used`] last looked.
+    used: AtomicBool,
+}
+
+impl ClientEntry {
+    fn new(client: Client) -> Self {
+        ClientEntry {
+            client,
+            expanded: OnceLock::new(),
+            with_anonymous: OnceLock::new(),
+            used: AtomicBool::new(false),
+        }
+    }
+
+    fn expanded(&self, resolver: &RoleResolver) -> &[String] {
+        self.expanded
+            .get_or_init(|| resolver.expand(&self.client.scopes))
+    }
+
+    fn with_anonymous(&self, resolver: &RoleResolver) -> &[String] {
+        self.with_anonymous.get_or_init(|| {
+            let mut scopes = self.client.scopes.clone();
+            scopes.push(ANONYMOUS_SCOPE.to_owned());
+            resolver.expand(&scopes)
+        })
+    }
+
+    fn mark_used(&self) {
+        if !self.used.load(Ordering::Relaxed) {
+            self.used.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The clients and roles in force: the static ones the authenticator was built with plus the
+/// dynamic ones last given to [`Authenticator::set_dynamic`]. Replaced whole, never changed.
+struct Tables {
+    clients: HashMap<String, ClientEntry>,
+    resolver: Arc<RoleResolver>,
+    anonymous: Vec<String>,
+}
+
+impl Tables {
+    /// Validate and prepare `clients` and `roles` (see [`Authenticator::new`]).
+    fn build(clients: Vec<Client>, roles: Vec<Role>) -> Result<Tables, AuthError> {
+        let resolver = RoleResolver::new(roles)?;
+        let anonymous = resolver.expand(&[ANONYMOUS_SCOPE.to_owned()]);
+        let mut entries = HashMap::with_capacity(clients.len());
+        for client in clients {
+            check_client(&client)?;
+            if entries.contains_key(&client.client_id) {
+                return Err(invalid_client(&client.client_id, "defined more than once"));
+            }
+            entries.insert(client.client_id.clone(), ClientEntry::new(client));
+        }
+        Ok(Tables {
+            clients: entries,
+            resolver: Arc::new(resolver),
+            anonymous,
+        })
+    }
+}
+
+/// Check one client: a non-empty id usable in a Hawk header, a non-empty access token and
+/// valid scopes.
+fn check_client(client: &Client) -> Result<(), AuthError> {
+    let id = client.client_id.as_str();
+    if id.is_empty() {
+        return Err(invalid_client(id, "the client id is empty"));
+    }
+    if !id
+        .chars()
+        .all(|c| (' '..='~').contains(&c) && c != '"' && c != '\\')
+    {
+        return Err(invalid_client(
+            id,
+            "client ids may only contain printable ASCII characters other than `\"` and `\\`",
+        ));
+    }
+    if client.access_token.is_empty() {
+        return Err(invalid_client(id, "the access token is empty"));
+    }
+    validate_scopes(&client.scopes)
 }
 
 /// What the `ext` attribute carries.
@@ -156,22 +254,25 @@ struct Loaded<'a> {
     expires: Option<DateTime<Utc>>,
 }
 
-/// Verifies Hawk-signed requests (headers and bewits) against a static table of clients and
-/// roles, the way the TaskCluster auth service does, and computes the caller's scopes.
+/// Verifies Hawk-signed requests (headers and bewits) against a table of clients and roles,
+/// the way the TaskCluster auth service does, and computes the caller's scopes.
 ///
-/// It is immutable after construction and `Send + Sync`: build it once and share it.
+/// The table is the static configuration it was built with, plus the dynamic clients and
+/// roles (those an auth service keeps in a database) last given to
+/// [`Authenticator::set_dynamic`], which replaces them at once for every later request. It is
+/// `Send + Sync`: build it once and share it.
 pub struct Authenticator {
-    clients: HashMap<String, ClientEntry>,
-    resolver: RoleResolver,
-    anonymous: Vec<String>,
+    bootstrap: AuthConfig,
+    tables: RwLock<Arc<Tables>>,
     allow_unsigned_query: bool,
 }
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tables = self.tables();
         f.debug_struct("Authenticator")
-            .field("clients", &self.clients.keys().collect::<Vec<_>>())
-            .field("resolver", &self.resolver)
+            .field("clients", &tables.clients.keys().collect::<Vec<_>>())
+            .field("resolver", &tables.resolver)
             .field("allow_unsigned_query", &self.allow_unsigned_query)
             .finish()
     }
@@ -189,53 +290,74 @@ fn cert_err(m: impl Into<String>) -> AuthError {
 }
 
 impl Authenticator {
-    /// Build an authenticator: validates the roles (see [`RoleResolver::new`]) and the clients
-    /// (unique, non-empty ids usable in a Hawk header, non-empty access tokens, valid scopes
-    /// not ending in `**`), and expands every client's scopes once.
+    /// Build an authenticator from its static configuration: validates the roles (see
+    /// [`RoleResolver::new`]) and the clients (unique, non-empty ids usable in a Hawk header,
+    /// non-empty access tokens, valid scopes not ending in `**`). A client's scopes are
+    /// expanded once, when it first authenticates.
     pub fn new(cfg: AuthConfig) -> Result<Self, AuthError> {
-        let resolver = RoleResolver::new(cfg.roles)?;
-        let anonymous = resolver.expand(&[ANONYMOUS_SCOPE.to_owned()]);
-        let mut clients = HashMap::with_capacity(cfg.clients.len());
-        for client in cfg.clients {
-            let id = client.client_id.as_str();
-            if id.is_empty() {
-                return Err(invalid_client(id, "the client id is empty"));
-            }
-            if !id
-                .chars()
-                .all(|c| (' '..='~').contains(&c) && c != '"' && c != '\\')
-            {
-                return Err(invalid_client(
-                    id,
-                    "client ids may only contain printable ASCII characters other than `\"` and `\\`",
-                ));
-            }
-            if client.access_token.is_empty() {
-                return Err(invalid_client(id, "the access token is empty"));
-            }
-            validate_scopes(&client.scopes)?;
-            if clients.contains_key(id) {
-                return Err(invalid_client(id, "defined more than once"));
-            }
-            let expanded = resolver.expand(&client.scopes);
-            let mut plus_anonymous = client.scopes.clone();
-            plus_anonymous.push(ANONYMOUS_SCOPE.to_owned());
-            let with_anonymous = resolver.expand(&plus_anonymous);
-            clients.insert(
-                client.client_id.clone(),
-                ClientEntry {
-                    client,
-                    expanded,
-                    with_anonymous,
-                },
-            );
-        }
+        let tables = Tables::build(cfg.clients.clone(), cfg.roles.clone())?;
         Ok(Authenticator {
-            clients,
-            resolver,
-            anonymous,
+            bootstrap: cfg,
+            tables: RwLock::new(Arc::new(tables)),
             allow_unsigned_query: false,
         })
+    }
+
+    /// Replace the dynamic clients and roles: from now on every request is checked against
+    /// the static configuration plus `dynamic`. A dynamic client or role with the id of a
+    /// static one is ignored (the static one stays). The whole set is validated as
+    /// [`Authenticator::new`] validates its configuration, together with the static roles
+    /// (so a dynamic role may not close a cycle through a static one); on an error nothing
+    /// changes.
+    pub fn set_dynamic(&self, dynamic: AuthConfig) -> Result<(), AuthError> {
+        let static_clients: HashSet<&str> = self
+            .bootstrap
+            .clients
+            .iter()
+            .map(|c| c.client_id.as_str())
+            .collect();
+        let static_roles: HashSet<&str> = self
+            .bootstrap
+            .roles
+            .iter()
+            .map(|r| r.role_id.as_str())
+            .collect();
+        let clients = self.bootstrap.clients.iter().cloned().chain(
+            dynamic
+                .clients
+                .into_iter()
+                .filter(|c| !static_clients.contains(c.client_id.as_str())),
+        );
+        let roles = self.bootstrap.roles.iter().cloned().chain(
+            dynamic
+                .roles
+                .into_iter()
+                .filter(|r| !static_roles.contains(r.role_id.as_str())),
+        );
+        let tables = Tables::build(clients.collect(), roles.collect())?;
+        *self.tables.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(tables);
+        Ok(())
+    }
+
+    /// The static configuration this authenticator was built with.
+    pub fn bootstrap(&self) -> &AuthConfig {
+        &self.bootstrap
+    }
+
+    /// The ids of the clients that authenticated a request (directly or as the issuer of
+    /// temporary credentials) since the last call, each once.
+    pub fn take_used(&self) -> Vec<String> {
+        self.tables()
+            .clients
+            .values()
+            .filter(|e| e.used.swap(false, Ordering::Relaxed))
+            .map(|e| e.client.client_id.clone())
+            .collect()
+    }
+
+    /// The tables in force now.
+    fn tables(&self) -> Arc<Tables> {
+        Arc::clone(&self.tables.read().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Also accept header-signed requests whose MAC covers only the path, not the query
@@ -250,24 +372,26 @@ impl Authenticator {
         self
     }
 
-    /// Expand `scopes` through the configured roles and normalise them.
+    /// Expand `scopes` through the roles in force (static and dynamic) and normalise them.
     pub fn expand(&self, scopes: &[String]) -> Vec<String> {
-        self.resolver.expand(scopes)
+        self.tables().resolver.expand(scopes)
     }
 
-    /// The role resolver.
-    pub fn resolver(&self) -> &RoleResolver {
-        &self.resolver
+    /// The role resolver in force (static and dynamic roles).
+    pub fn resolver(&self) -> Arc<RoleResolver> {
+        Arc::clone(&self.tables().resolver)
     }
 
     /// The scopes of anonymous callers: the expansion of `assume:anonymous`.
-    pub fn anonymous_scopes(&self) -> &[String] {
-        &self.anonymous
+    pub fn anonymous_scopes(&self) -> Vec<String> {
+        self.tables().anonymous.clone()
     }
 
-    /// The expanded scopes of a configured client (without the anonymous role), if it exists.
-    pub fn client_scopes(&self, client_id: &str) -> Option<&[String]> {
-        self.clients.get(client_id).map(|e| e.expanded.as_slice())
+    /// The expanded scopes of a known client (without the anonymous role), if it exists.
+    pub fn client_scopes(&self, client_id: &str) -> Option<Vec<String>> {
+        let tables = self.tables();
+        let entry = tables.clients.get(client_id)?;
+        Some(entry.expanded(&tables.resolver).to_vec())
     }
 
     /// Authenticate one HTTP request.
@@ -284,13 +408,14 @@ impl Authenticator {
     ) -> Result<Identity, AuthError> {
         let header = req.authorization.filter(|h| !h.trim().is_empty());
         let bewit = has_bewit(req.resource);
+        let tables = self.tables();
         match (header, bewit) {
             (Some(_), true) => Err(AuthError::MultipleAuthentications),
-            (Some(header), false) => self.authenticate_header(req, header, now),
-            (None, true) => self.authenticate_bewit(req, now),
+            (Some(header), false) => self.authenticate_header(&tables, req, header, now),
+            (None, true) => authenticate_bewit(&tables, req, now),
             (None, false) => Ok(Identity {
                 client_id: None,
-                scopes: self.anonymous.clone(),
+                scopes: tables.anonymous.clone(),
                 expires: None,
             }),
         }
@@ -298,13 +423,14 @@ impl Authenticator {
 
     fn authenticate_header(
         &self,
+        tables: &Tables,
         req: &HawkRequest<'_>,
         header: &str,
         now: DateTime<Utc>,
     ) -> Result<Identity, AuthError> {
         let attrs = parse_header(header)?;
         let ext = parse_ext(attrs.ext.as_deref())?;
-        let loaded = self.load(&attrs.id, ext, now)?;
+        let loaded = tables.load(&attrs.id, ext, now)?;
 
         let mut normalized = Normalized {
             kind: "header",
@@ -356,51 +482,54 @@ impl Authenticator {
             expires: loaded.expires,
         })
     }
+}
 
-    fn authenticate_bewit(
-        &self,
-        req: &HawkRequest<'_>,
-        now: DateTime<Utc>,
-    ) -> Result<Identity, AuthError> {
-        if !req.method.eq_ignore_ascii_case("GET") && !req.method.eq_ignore_ascii_case("HEAD") {
-            return Err(AuthError::InvalidBewit(
-                "only GET and HEAD requests may be authenticated with a bewit".into(),
-            ));
-        }
-        let bewit = parse_bewit(req.resource)?;
-        if bewit.exp.saturating_mul(1000) <= now.timestamp_millis() {
-            let when = DateTime::from_timestamp(bewit.exp, 0)
-                .map(|t| t.to_rfc3339())
-                .unwrap_or_else(|| bewit.exp.to_string());
-            return Err(AuthError::BewitExpired(when));
-        }
-        let ext = parse_ext(Some(&bewit.ext))?;
-        let loaded = self.load(&bewit.id, ext, now)?;
-        let exp = bewit.exp.to_string();
-        let mac = Normalized {
-            kind: "bewit",
-            ts: &exp,
-            nonce: "",
-            method: "GET",
-            resource: &bewit.resource,
-            host: req.host,
-            port: req.port,
-            hash: "",
-            ext: &bewit.ext,
-            app: None,
-            dlg: None,
-        }
-        .mac(&loaded.key);
-        if !ct_eq(&mac, &bewit.mac) {
-            return Err(AuthError::BadMac);
-        }
-        Ok(Identity {
-            client_id: Some(bewit.id),
-            scopes: loaded.scopes.into_owned(),
-            expires: loaded.expires,
-        })
+/// Authenticate a request carrying a bewit.
+fn authenticate_bewit(
+    tables: &Tables,
+    req: &HawkRequest<'_>,
+    now: DateTime<Utc>,
+) -> Result<Identity, AuthError> {
+    if !req.method.eq_ignore_ascii_case("GET") && !req.method.eq_ignore_ascii_case("HEAD") {
+        return Err(AuthError::InvalidBewit(
+            "only GET and HEAD requests may be authenticated with a bewit".into(),
+        ));
     }
+    let bewit = parse_bewit(req.resource)?;
+    if bewit.exp.saturating_mul(1000) <= now.timestamp_millis() {
+        let when = DateTime::from_timestamp(bewit.exp, 0)
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_else(|| bewit.exp.to_string());
+        return Err(AuthError::BewitExpired(when));
+    }
+    let ext = parse_ext(Some(&bewit.ext))?;
+    let loaded = tables.load(&bewit.id, ext, now)?;
+    let exp = bewit.exp.to_string();
+    let mac = Normalized {
+        kind: "bewit",
+        ts: &exp,
+        nonce: "",
+        method: "GET",
+        resource: &bewit.resource,
+        host: req.host,
+        port: req.port,
+        hash: "",
+        ext: &bewit.ext,
+        app: None,
+        dlg: None,
+    }
+    .mac(&loaded.key);
+    if !ct_eq(&mac, &bewit.mac) {
+        return Err(AuthError::BadMac);
+    }
+    Ok(Identity {
+        client_id: Some(bewit.id),
+        scopes: loaded.scopes.into_owned(),
+        expires: loaded.expires,
+    })
+}
 
+impl Tables {
     /// Find the key and compute the scopes for Hawk id `name` with the given `ext`.
     fn load(&self, name: &str, ext: Ext, now: DateTime<Utc>) -> Result<Loaded<'_>, AuthError> {
         // For named temporary credentials the Hawk id is the new name and the certificate
@@ -422,24 +551,29 @@ impl Authenticator {
             .clients
             .get(issuer_id)
             .ok_or_else(|| AuthError::UnknownClient(issuer_id.to_owned()))?;
+        if entry.client.disabled {
+            return Err(AuthError::ClientDisabled(issuer_id.to_owned()));
+        }
         if entry.client.expires.is_some_and(|e| e < now) {
             return Err(AuthError::ClientExpired(issuer_id.to_owned()));
         }
+        entry.mark_used();
 
         if ext.certificate.is_none() && ext.authorized_scopes.is_none() {
             return Ok(Loaded {
                 key: Cow::Borrowed(&entry.client.access_token),
-                scopes: Cow::Borrowed(&entry.with_anonymous),
+                scopes: Cow::Borrowed(entry.with_anonymous(&self.resolver)),
                 expires: entry.client.expires,
             });
         }
 
         let mut key = Cow::Borrowed(entry.client.access_token.as_str());
         let mut expires = entry.client.expires;
-        let mut scopes: Vec<String> = entry.expanded.clone();
+        let expanded = entry.expanded(&self.resolver);
+        let mut scopes: Vec<String> = expanded.to_vec();
 
         if let Some(cert) = &ext.certificate {
-            let checked = check_certificate(cert, name, issuer_id, entry, now)?;
+            let checked = check_certificate(cert, name, issuer_id, entry, expanded, now)?;
             key = Cow::Owned(checked.key);
             expires = Some(match expires {
                 Some(e) if e < checked.expiry => e,
@@ -503,6 +637,7 @@ fn check_certificate(
     name: &str,
     issuer_id: &str,
     entry: &ClientEntry,
+    issuer_scopes: &[String],
     now: DateTime<Utc>,
 ) -> Result<CheckedCertificate, AuthError> {
     match cert.get("version") {
@@ -546,7 +681,7 @@ fn check_certificate(
     let named = issuer_id != name;
     if named {
         let create = format!("auth:create-client:{name}");
-        if !ScopeExpr::scope(create.as_str()).satisfied_by(&entry.expanded) {
+        if !ScopeExpr::scope(create.as_str()).satisfied_by(issuer_scopes) {
             return Err(cert_err(format!(
                 "ext.certificate issuer `{issuer_id}` doesn't have `{create}` for supplied clientId"
             )));
@@ -566,7 +701,7 @@ fn check_certificate(
         ));
     }
 
-    if !ScopeExpr::all_of(&scopes).satisfied_by(&entry.expanded) {
+    if !ScopeExpr::all_of(&scopes).satisfied_by(issuer_scopes) {
         return Err(cert_err(format!(
             "ext.certificate issuer `{issuer_id}` doesn't satisfy all certificate scopes {}. \
              The temporary credentials were not generated correctly.",

@@ -28,6 +28,10 @@ pub enum AuthError {
     #[error("Client with clientId '{0}' not found")]
     UnknownClient(String),
 
+    /// The client is disabled.
+    #[error("Client with clientId '{0}' is disabled")]
+    ClientDisabled(String),
+
     /// The client's `expires` time has passed.
     #[error("Client with clientId '{0}' has expired")]
     ClientExpired(String),

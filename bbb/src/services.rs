@@ -5,10 +5,11 @@
 use crate::config::FileConfig;
 
 /// The services to serve beside the queue, built from the configuration: the
-/// hooks, the index and the built-in workers (`built-in/succeed`,
+/// auth service, the hooks, the index and the built-in workers (`built-in/succeed`,
 /// `built-in/fail`).
 pub fn mounts(file: &FileConfig) -> anyhow::Result<Vec<bbb_queue::Mount>> {
     Ok(vec![
+        bbb_auth_api::mount(),
         bbb_hooks::mount(file.hooks_config()?),
         bbb_index::mount(),
         bbb_queue::builtin::mount(),

@@ -32,6 +32,11 @@ impl Reply {
         }
     }
 
+    /// 204 without a body, as upstream answers a method with no output.
+    pub fn empty() -> Reply {
+        Reply::status(StatusCode::NO_CONTENT, Value::Null)
+    }
+
     /// 303 to `location` with `body`, not to be cached (artifact redirects).
     pub fn redirect(location: &str, body: Value) -> Reply {
         Reply::status(StatusCode::SEE_OTHER, body)
@@ -51,7 +56,11 @@ impl Reply {
 
 impl IntoResponse for Reply {
     fn into_response(self) -> Response {
-        let mut r = json_response(self.status, &self.body);
+        let mut r = if self.status == StatusCode::NO_CONTENT {
+            self.status.into_response()
+        } else {
+            json_response(self.status, &self.body)
+        };
         for (name, value) in self.headers {
             r.headers_mut().insert(name, value);
         }
@@ -77,4 +86,23 @@ pub fn bytes_response(status: StatusCode, content_type: &str, bytes: Vec<u8>) ->
         r.headers_mut().insert(header::CONTENT_TYPE, ct);
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_empty_reply_is_204_without_a_body() {
+        let r = Reply::empty().into_response();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        assert!(r.headers().get(header::CONTENT_TYPE).is_none());
+        let body = axum::body::to_bytes(r.into_body(), 1024).await.unwrap();
+        assert!(body.is_empty());
+
+        let r = Reply::json(serde_json::json!({"a": 1})).into_response();
+        assert_eq!(r.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(r.into_body(), 1024).await.unwrap();
+        assert_eq!(&body[..], br#"{"a":1}"#);
+    }
 }

@@ -10,6 +10,11 @@
 //!   (holding a `/` once decoded) or as `N` raw segments (`taskQueueId`);
 //! - `<name..>`: the rest of the path, one or more segments joined with `/`
 //!   (an artifact's name); only last.
+//!
+//! As in upstream's routing, a trailing `/` is optional on both sides: the
+//! pattern `/roles/` matches `roles` and `roles/` (the official Python client
+//! drops the slash, the Rust client keeps it), and `/task/<taskId>` matches
+//! `task/abc/` too.
 
 /// URL parameters by name, in path order.
 pub type Params = Vec<(String, String)>;
@@ -35,6 +40,7 @@ impl Pattern {
     /// as soon as the service is built.
     pub fn parse(path: &str) -> Pattern {
         let path = path.strip_prefix('/').unwrap_or(path);
+        let path = path.strip_suffix('/').unwrap_or(path);
         let segs: Vec<&str> = path.split('/').collect();
         let parts =
             segs.iter()
@@ -107,7 +113,11 @@ impl Pattern {
                 }
             }
         }
-        rest.is_empty().then_some(params)
+        match rest {
+            [] => Some(params),
+            [last] if last.is_empty() => Some(params),
+            _ => None,
+        }
     }
 }
 
@@ -202,6 +212,17 @@ mod tests {
             m(pat, "task/T/artifacts/"),
             p(&[("taskId", "T"), ("name", "")])
         );
+    }
+
+    #[test]
+    fn a_trailing_slash_is_optional() {
+        assert_eq!(m("/roles/", "roles"), p(&[]));
+        assert_eq!(m("/roles/", "roles/"), p(&[]));
+        assert_eq!(m("/roles/", "roles/x"), None);
+        assert_eq!(m("/roles/", "roles//"), None);
+        assert_eq!(m("/task/<taskId>", "task/abc/"), p(&[("taskId", "abc")]));
+        assert_eq!(m("/task/<taskId>", "task/abc/x"), None);
+        assert_eq!(m("/task/<taskId>", "task/"), p(&[("taskId", "")]));
     }
 
     #[test]

@@ -467,7 +467,7 @@ async fn list_last_fires(hooks: Hooks, call: Call) -> Result<Reply> {
             .queue
             .load_task(&f.task_id)
             .await?
-            .and_then(|t| t.runs.last().map(|r| r.state.clone()))
+            .and_then(|t| t.runs.last().map(|r| r.state.as_str().to_owned()))
             .unwrap_or_else(|| "unknown".into());
         list.push(json!({
             "hookGroupId": f.hook_group_id,

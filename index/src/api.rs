@@ -287,7 +287,7 @@ async fn find_artifact_from_task(index: Index, call: Call) -> Result<Reply> {
     let entry = live_entry(&index, call.param("indexPath")).await?;
     let name = call.param("name");
     let public = ScopeExpr::scope(format!("queue:get-artifact:{name}"))
-        .satisfied_by(index.auth.anonymous_scopes());
+        .satisfied_by(&index.auth.anonymous_scopes());
     let url = if public {
         let content = index
             .artifacts

@@ -13,6 +13,7 @@
 use crate::core::Queue;
 use crate::error::Result;
 use crate::model::RunResolution;
+use bbb_tcvalues::ExceptionReason;
 use crate::server::{Mount, Mounted, Shared};
 use serde_json::Value;
 use std::time::Duration;
@@ -51,9 +52,9 @@ impl BuiltIn {
     }
 
     /// How it resolves a claimed run whose task has the payload `payload`.
-    fn resolution(self, payload: &Value) -> RunResolution<'static> {
+    fn resolution(self, payload: &Value) -> RunResolution {
         if !payload.as_object().is_some_and(|p| p.is_empty()) {
-            return RunResolution::Exception("malformed-payload");
+            return RunResolution::Exception(ExceptionReason::MalformedPayload);
         }
         match self {
             BuiltIn::Succeed => RunResolution::Completed,

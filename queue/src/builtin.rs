@@ -13,8 +13,8 @@
 use crate::core::Queue;
 use crate::error::Result;
 use crate::model::RunResolution;
-use bbb_tcvalues::ExceptionReason;
 use crate::server::{Mount, Mounted, Shared};
+use bbb_tcvalues::ExceptionReason;
 use serde_json::Value;
 use std::time::Duration;
 use tokio::sync::watch;

@@ -185,7 +185,7 @@ pub async fn upsert(
     // expiries are rounded to days), so concurrent writers seldom lock them.
     let keys: Vec<(String, String)> = namespaces.keys().cloned().collect();
     for row in at_keys(
-        &mut **tx,
+        tx,
         "SELECT parent, name, expires FROM index_namespaces WHERE (parent, name)",
         &keys,
         0,

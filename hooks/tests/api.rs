@@ -122,87 +122,61 @@ async fn creating_the_same_hook_again_is_idempotent_another_is_a_conflict(env: &
 async fn every_endpoint_checks_its_scopes(env: &Env) {
     let def = hook_def(json!({}));
     env.create("g/ok", &def).await;
-    let cases: [(Who, &str, &str, Option<Value>, &str); 12] = [
-        (Who::Anonymous, "GET", "hooks", None, "hooks:list-hooks:"),
+    let (nobody, trigger) = (Who::Client("nobody"), Who::Client("trigger"));
+    let (admin, modifier) = (Who::Client("admin"), Who::Client("modifier"));
+    let body = Some(def.clone());
+    // (who, "METHOD path", body, a scope the call lacks)
+    let cases = [
+        (Who::Anonymous, "GET hooks", None, "hooks:list-hooks:"),
+        (nobody, "GET hooks/g", None, "hooks:list-hooks:g"),
+        (nobody, "GET hooks/g/ok", None, "hooks:get:g:ok"),
+        (nobody, "GET hooks/g/ok/status", None, "hooks:status:g/ok"),
         (
-            Who::Client("nobody"),
-            "GET",
-            "hooks/g",
-            None,
-            "hooks:list-hooks:g",
-        ),
-        (
-            Who::Client("nobody"),
-            "GET",
-            "hooks/g/ok",
-            None,
-            "hooks:get:g:ok",
-        ),
-        (
-            Who::Client("nobody"),
-            "GET",
-            "hooks/g/ok/status",
-            None,
-            "hooks:status:g/ok",
-        ),
-        (
-            Who::Client("modifier"),
-            "PUT",
-            "hooks/g/new",
-            Some(def.clone()),
+            modifier,
+            "PUT hooks/g/new",
+            body.clone(),
             "assume:hook-id:g/new",
         ),
         (
-            Who::Client("admin"),
-            "PUT",
-            "hooks/other/new",
-            Some(def.clone()),
+            admin,
+            "PUT hooks/other/new",
+            body.clone(),
             "hooks:modify-hook:other/new",
         ),
         (
-            Who::Client("modifier"),
-            "POST",
-            "hooks/g/ok",
-            Some(def.clone()),
+            modifier,
+            "POST hooks/g/ok",
+            body.clone(),
             "assume:hook-id:g/ok",
         ),
+        (nobody, "DELETE hooks/g/ok", None, "hooks:modify-hook:g/ok"),
         (
-            Who::Client("nobody"),
-            "DELETE",
-            "hooks/g/ok",
-            None,
-            "hooks:modify-hook:g/ok",
-        ),
-        (
-            Who::Client("trigger"),
-            "POST",
-            "hooks/g/other/trigger",
+            trigger,
+            "POST hooks/g/other/trigger",
             Some(json!({})),
             "hooks:trigger-hook:g/other",
         ),
         (
-            Who::Client("trigger"),
-            "GET",
-            "hooks/g/ok/token",
+            trigger,
+            "GET hooks/g/ok/token",
             None,
             "hooks:get-trigger-token:g/ok",
         ),
         (
-            Who::Client("trigger"),
-            "POST",
-            "hooks/g/ok/token",
+            trigger,
+            "POST hooks/g/ok/token",
             None,
             "hooks:reset-trigger-token:g/ok",
         ),
         (
-            Who::Client("trigger"),
-            "GET",
-            "hooks/g/ok/last-fires",
+            trigger,
+            "GET hooks/g/ok/last-fires",
             None,
             "hooks:list-last-fires:g/ok",
         ),
     ];
-    for (who, method, path, body, missing) in cases {
+    for (who, call, body, missing) in cases {
+        let (method, path) = call.split_once(' ').unwrap();
         let a = env.hooks(who, method, path, body.as_ref()).await;
         assert_error(&a, 403, "InsufficientScopes", "Client ID ");
         let text = a.body["message"].as_str().unwrap();

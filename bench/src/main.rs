@@ -27,14 +27,8 @@ enum Command {
     /// Queue lifecycle throughput beside raw commits, claimWork wake-up latency and
     /// the drain of a 10,000-task graph, on SQLite and PostgreSQL.
     Queue {
-        /// Backends to measure.
-        #[arg(
-            long,
-            value_enum,
-            value_delimiter = ',',
-            default_value = "sqlite,postgres"
-        )]
-        backends: Vec<Backend>,
+        #[command(flatten)]
+        backends: Backends,
         /// Concurrent loops (workers, each creating, claiming and completing tasks).
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
@@ -84,14 +78,8 @@ enum Command {
     /// through the queue's API, firing recorded) and how late scheduled hooks
     /// fire, on SQLite and PostgreSQL.
     Hooks {
-        /// Backends to measure.
-        #[arg(
-            long,
-            value_enum,
-            value_delimiter = ',',
-            default_value = "sqlite,postgres"
-        )]
-        backends: Vec<Backend>,
+        #[command(flatten)]
+        backends: Backends,
         /// triggerHook calls measured.
         #[arg(long, default_value_t = 1000)]
         triggers: usize,
@@ -105,6 +93,26 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         cron_seconds: u64,
     },
+}
+
+/// The databases a benchmark measures.
+#[derive(clap::Args)]
+struct Backends {
+    /// Backends to measure.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "sqlite,postgres"
+    )]
+    backends: Vec<Backend>,
+}
+
+impl Backends {
+    /// Their names, as the benchmarks take them.
+    fn names(&self) -> Vec<String> {
+        self.backends.iter().map(|b| b.name().to_owned()).collect()
+    }
 }
 
 /// A database the queue benchmark measures.
@@ -167,7 +175,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             no_compare,
         } => {
             let opts = queue::Options {
-                backends: backends.iter().map(|b| b.name().to_owned()).collect(),
+                backends: backends.names(),
                 concurrency,
                 seconds,
                 wake_samples,
@@ -207,7 +215,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             cron_seconds,
         } => {
             hooks::run(hooks::Options {
-                backends: backends.iter().map(|b| b.name().to_owned()).collect(),
+                backends: backends.names(),
                 triggers,
                 concurrency,
                 cron_hooks,

@@ -89,10 +89,11 @@ const INSERT_FIRE: &str = "INSERT INTO hooks_last_fires \
      result = excluded.result, error = excluded.error \
      WHERE hooks_last_fires.result <> 'success'";
 
-fn bind_fire<'q>(
-    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-    f: &'q LastFire,
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+/// A statement on the `Any` driver.
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// `q` with a firing's record bound as `$1` to `$7`.
+fn bind_fire<'q>(q: AnyQuery<'q>, f: &'q LastFire) -> AnyQuery<'q> {
     q.bind(&f.hook_group_id)
         .bind(&f.hook_id)
         .bind(&f.task_id)
@@ -100,6 +101,21 @@ fn bind_fire<'q>(
         .bind(f.task_create_time)
         .bind(&f.result)
         .bind(&f.error)
+}
+
+/// `q` with a hook's ids, definition and next slot bound as `$1` to `$9`:
+/// group, id, metadata, task, bindings, schedule, trigger schema, next
+/// taskId, next date.
+fn bind_hook<'q>(q: AnyQuery<'q>, h: &'q Hook) -> Result<AnyQuery<'q>> {
+    Ok(q.bind(&h.hook_group_id)
+        .bind(&h.hook_id)
+        .bind(to_text(&h.metadata)?)
+        .bind(to_text(&h.task)?)
+        .bind(to_text(&h.bindings)?)
+        .bind(to_text(&h.schedule)?)
+        .bind(to_text(&h.trigger_schema)?)
+        .bind(&h.next_task_id)
+        .bind(h.next_scheduled_date))
 }
 
 impl Store {
@@ -164,21 +180,15 @@ impl Store {
 
     /// Insert a new hook; `false` if one with its ids exists already.
     pub async fn create(&self, h: &Hook) -> Result<bool> {
-        let done = sqlx::query(
-            "INSERT INTO hooks (hook_group_id, hook_id, metadata, task, bindings, schedule, \
-             trigger_schema, trigger_token, next_task_id, next_scheduled_date) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
-        )
-        .bind(&h.hook_group_id)
-        .bind(&h.hook_id)
-        .bind(to_text(&h.metadata)?)
-        .bind(to_text(&h.task)?)
-        .bind(to_text(&h.bindings)?)
-        .bind(to_text(&h.schedule)?)
-        .bind(to_text(&h.trigger_schema)?)
+        let done = bind_hook(
+            sqlx::query(
+                "INSERT INTO hooks (hook_group_id, hook_id, metadata, task, bindings, schedule, \
+                 trigger_schema, next_task_id, next_scheduled_date, trigger_token) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+            ),
+            h,
+        )?
         .bind(&h.trigger_token)
-        .bind(&h.next_task_id)
-        .bind(h.next_scheduled_date)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -188,20 +198,14 @@ impl Store {
     /// and date; a slot being fired is given up). The updated hook, or `None`
     /// if it does not exist.
     pub async fn update(&self, h: &Hook) -> Result<Option<Hook>> {
-        let done = sqlx::query(
-            "UPDATE hooks SET metadata = $3, task = $4, bindings = $5, schedule = $6, \
-             trigger_schema = $7, next_task_id = $8, next_scheduled_date = $9, \
-             fire_lease_until = NULL WHERE hook_group_id = $1 AND hook_id = $2",
-        )
-        .bind(&h.hook_group_id)
-        .bind(&h.hook_id)
-        .bind(to_text(&h.metadata)?)
-        .bind(to_text(&h.task)?)
-        .bind(to_text(&h.bindings)?)
-        .bind(to_text(&h.schedule)?)
-        .bind(to_text(&h.trigger_schema)?)
-        .bind(&h.next_task_id)
-        .bind(h.next_scheduled_date)
+        let done = bind_hook(
+            sqlx::query(
+                "UPDATE hooks SET metadata = $3, task = $4, bindings = $5, schedule = $6, \
+                 trigger_schema = $7, next_task_id = $8, next_scheduled_date = $9, \
+                 fire_lease_until = NULL WHERE hook_group_id = $1 AND hook_id = $2",
+            ),
+            h,
+        )?
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 0 {

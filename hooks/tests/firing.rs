@@ -79,18 +79,25 @@ async fn assert_one_task_per_slot(env: &Env, path: &str, group_id: &str) -> usiz
     tasks.len()
 }
 
-async fn a_scheduled_hook_fires_every_slot(env: &Env) {
-    let group_id = bbb_service::validate::slugid();
-    env.create("g/cron", &every_second(&group_id)).await;
-    wait_for(30, "three scheduled firings", async || {
-        (env.fires("g/cron").await.len() >= 3).then_some(())
+/// Create `g/cron` firing every second through `by`, wait until `watch`
+/// sees `n` firings, and take the schedule away again through `watch`.
+async fn fire_every_second(by: &Env, watch: &Env, group_id: &str, n: usize) {
+    by.create("g/cron", &every_second(group_id)).await;
+    wait_for(60, "scheduled firings", async || {
+        (watch.fires("g/cron").await.len() >= n).then_some(())
     })
     .await;
-    // Stop it, then look: nothing fires after the schedule is gone.
-    let mut stopped = every_second(&group_id);
+    let mut stopped = every_second(group_id);
     stopped["schedule"] = json!([]);
-    env.ok(Who::Root, "POST", "hooks/g/cron", Some(&stopped))
+    watch
+        .ok(Who::Root, "POST", "hooks/g/cron", Some(&stopped))
         .await;
+}
+
+async fn a_scheduled_hook_fires_every_slot(env: &Env) {
+    let group_id = bbb_service::validate::slugid();
+    // Once stopped, nothing fires after the schedule is gone.
+    fire_every_second(env, env, &group_id, 3).await;
     let status = env.ok(Who::Root, "GET", "hooks/g/cron/status", None).await;
     assert!(status.get("nextScheduledDate").is_none(), "{status}");
     assert_eq!(status["lastFire"]["result"], "success");
@@ -266,15 +273,7 @@ async fn two_processes_on_one_database_fire_each_slot_once() {
     let a = Env::start(on_db()).await;
     let b = Env::start(on_db()).await;
     let group_id = bbb_service::validate::slugid();
-    a.create("g/cron", &every_second(&group_id)).await;
-    wait_for(60, "five scheduled firings", async || {
-        (b.fires("g/cron").await.len() >= 5).then_some(())
-    })
-    .await;
-    let mut stopped = every_second(&group_id);
-    stopped["schedule"] = json!([]);
-    b.ok(Who::Root, "POST", "hooks/g/cron", Some(&stopped))
-        .await;
+    fire_every_second(&a, &b, &group_id, 5).await;
     // Both stopped (a firing under way ends first), a third process looks.
     a.q.stop().await;
     b.q.stop().await;

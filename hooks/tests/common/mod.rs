@@ -261,3 +261,9 @@ pub fn assert_error(a: &Answer, status: u16, code: &str, message: &str) {
     );
     assert!(a.body["requestInfo"].is_object(), "{}", a.body);
 }
+
+/// An error body's message holds `part`.
+pub fn assert_message_contains(a: &Answer, part: &str) {
+    let text = a.body["message"].as_str().unwrap_or_default();
+    assert!(text.contains(part), "message {text:?} lacks {part:?}");
+}

@@ -19,6 +19,7 @@ use tracing_subscriber::EnvFilter;
 pub const OWN_CRATES: &[&str] = &[
     "bbb",
     "bbb_auth",
+    "bbb_auth_api",
     "bbb_bench",
     "bbb_bridge",
     "bbb_clock",

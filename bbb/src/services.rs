@@ -4,7 +4,8 @@
 
 use crate::config::FileConfig;
 
-/// The services to serve beside the queue, built from the configuration.
+/// The services to serve beside the queue, built from the configuration:
+/// the auth service (clients and roles, `/api/auth/v1/`).
 pub fn mounts(_file: &FileConfig) -> anyhow::Result<Vec<bbb_queue::Mount>> {
-    Ok(Vec::new())
+    Ok(vec![bbb_auth_api::mount()])
 }

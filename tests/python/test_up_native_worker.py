@@ -4,55 +4,20 @@ process on that worker, and its log comes back through getLatestArtifact."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-
 import pytest
 import requests
 import taskcluster
 
-from bbbtest import bbb_binary, free_port, task_definition, wait_for, wait_for_state
+from bbbtest import UpProcess, task_definition, wait_for_state
 
 
 @pytest.fixture
 def up(tmp_path):
     """A ``bbb up`` process on a free port with its own data directory."""
-    port = free_port()
-    token = "up-test-" + taskcluster.slugId()
-    env = dict(
-        os.environ,
-        BBB_LISTEN=f"127.0.0.1:{port}",
-        BBB_ROOT_ACCESS_TOKEN=token,
-        BBB_LOG="info",
-    )
-    log = open(tmp_path / "up.log", "w")
-    proc = subprocess.Popen(
-        [str(bbb_binary()), "up", "--data-dir", str(tmp_path / "data")],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=tmp_path,
-    )
-    root_url = f"http://127.0.0.1:{port}"
-
-    def ping():
-        try:
-            return requests.get(f"{root_url}/api/queue/v1/ping", timeout=2).ok
-        except requests.ConnectionError:
-            assert proc.poll() is None, (tmp_path / "up.log").read_text()
-            return False
-
-    wait_for(ping, 60, "bbb up to answer ping")
-    queue = taskcluster.Queue({"rootUrl": root_url, "credentials": {"clientId": "root", "accessToken": token}})
+    process = UpProcess(tmp_path, "up-test-" + taskcluster.slugId()).start()
+    queue = taskcluster.Queue({"rootUrl": process.root_url, "credentials": process.root_credentials()})
     yield queue, tmp_path
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        log.close()
+    process.stop()
 
 
 def test_python_task_runs_on_the_native_worker(up):

@@ -342,6 +342,19 @@ class BbbServer:
             {"rootUrl": self.root_url, "maxRetries": 0, "credentials": dict(credentials)}
         )
 
+    def temporary_credentials(self, scopes: list[str], client: str = "root") -> dict:
+        """Temporary credentials issued by one of the configured clients for
+        ``scopes``, valid from a minute ago for an hour."""
+        issuer = self.clients[client]
+        now = datetime.datetime.now(datetime.timezone.utc)
+        return taskcluster.createTemporaryCredentials(
+            issuer["clientId"],
+            issuer["accessToken"],
+            now - datetime.timedelta(minutes=1),
+            now + datetime.timedelta(hours=1),
+            scopes,
+        )
+
     def events(self) -> taskcluster.QueueEvents:
         return taskcluster.QueueEvents({"rootUrl": self.root_url})
 

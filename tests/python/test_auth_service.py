@@ -5,8 +5,6 @@ changed and deleted, and clients created here calling the queue."""
 
 from __future__ import annotations
 
-import datetime
-
 import pytest
 import taskcluster
 from taskcluster.exceptions import TaskclusterAuthFailure, TaskclusterRestFailure
@@ -197,20 +195,12 @@ def test_configured_clients_cannot_be_changed(root_auth):
 def test_temporary_credentials_and_authorized_scopes(server, root_auth):
     """currentScopes reports what temporary credentials and authorizedScopes
     leave of the issuer's scopes."""
-    root = server.clients["root"]
-    now = datetime.datetime.now(datetime.timezone.utc)
-    temp = taskcluster.createTemporaryCredentials(
-        root["clientId"],
-        root["accessToken"],
-        now - datetime.timedelta(minutes=1),
-        now + datetime.timedelta(hours=1),
-        ["auth:current-scopes", "temp:1"],
-    )
+    temp = server.temporary_credentials(["auth:current-scopes", "temp:1"])
     scopes = auth_client(server, temp).currentScopes()["scopes"]
     assert "temp:1" in scopes and "*" not in scopes
     assert set(ANONYMOUS_SCOPES) <= set(scopes)
 
-    restricted = auth_client(server, root, authorizedScopes=["auth:current-scopes", "only:this"])
+    restricted = auth_client(server, server.clients["root"], authorizedScopes=["auth:current-scopes", "only:this"])
     scopes = restricted.currentScopes()["scopes"]
     assert "only:this" in scopes and "*" not in scopes
     with pytest.raises(TaskclusterRestFailure) as excinfo:

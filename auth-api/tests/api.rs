@@ -23,6 +23,7 @@ bbb_testdb::on_both_backends!(crate::common::on;
     list_roles_in_pages,
     temporary_credentials_and_authorized_scopes,
     official_rust_client,
+    housekeeping_records_use_and_deletes_expired_clients,
 );
 
 async fn monitoring(q: &TestQueue) {
@@ -183,10 +184,7 @@ async fn created_clients_call_the_queue(q: &TestQueue) {
     root.create_role("role-for-queue", &["queue:cancel-task:-/*"])
         .await
         .ok();
-    let creator = Caller::of(
-        &q.root_url,
-        &root.create_client("task-creator", &queue_scopes).await.ok(),
-    );
+    let creator = root.new_client("task-creator", &queue_scopes).await;
     let task_id = bbb_service::validate::slugid();
     let now = chrono::Utc::now().timestamp_millis();
     let task = json!({
@@ -407,13 +405,7 @@ async fn missing_and_insufficient_scopes(q: &TestQueue) {
         assert!(m.contains(scope), "{method} {path}: {m}");
     }
     // A client with other scopes only: the same 403, naming it.
-    let weak = Caller::of(
-        &q.root_url,
-        &root
-            .create_client("weak", &["auth:get-client:other"])
-            .await
-            .ok(),
-    );
+    let weak = root.new_client("weak", &["auth:get-client:other"]).await;
     for (method, path, body, scope) in &calls {
         let a = weak.raw(method.clone(), path, *body).await;
         assert!(a.body["requestInfo"]["method"].is_string());
@@ -427,104 +419,86 @@ async fn missing_and_insufficient_scopes(q: &TestQueue) {
     assert_eq!(still["disabled"], false);
 
     // Insufficient: allowed to create clients, but not to grant what it lacks.
-    let creator = Caller::of(
-        &q.root_url,
-        &root
-            .create_client(
-                "creator",
-                &[
-                    "auth:create-client:made/*",
-                    "auth:update-client:made/*",
-                    "own:*",
-                ],
-            )
-            .await
-            .ok(),
-    );
+    let creator = root
+        .new_client(
+            "creator",
+            &[
+                "auth:create-client:made/*",
+                "auth:update-client:made/*",
+                "own:*",
+            ],
+        )
+        .await;
     creator.create_client("made/ok", &["own:x"]).await.ok();
-    let m = creator
+    let refused = creator
         .create_client("made/too-much", &["own:x", "foreign:y"])
-        .await
-        .err(403, "InsufficientScopes");
-    assert!(m.contains("foreign:y"), "{m}");
-    assert!(
-        !m.contains("own:x\n*"),
-        "only the missing part is named: {m}"
+        .await;
+    assert_eq!(refused.body["requestInfo"]["method"], "createClient");
+    assert_eq!(
+        refused.body["requestInfo"]["params"],
+        json!({"clientId": "made/too-much"})
     );
+    let m = refused.err(403, "InsufficientScopes");
+    // Upstream's wording: only the missing part, then what the caller has,
+    // then the whole expression.
+    assert!(
+        m.starts_with(
+            "Client ID creator does not have sufficient scopes and is missing the following \
+             scopes:\n\n```\n\"foreign:y\"\n```\n\nYou have the following scopes:"
+        ),
+        "{m}"
+    );
+    assert!(
+        m.contains("\"auth:create-client:made/too-much\""),
+        "the whole expression: {m}"
+    );
+    assert!(m.contains("* errorCode:  InsufficientScopes"), "{m}");
     creator
         .create_client("elsewhere", &["own:x"])
         .await
         .err(403, "InsufficientScopes");
     // updateClient needs only the scopes it adds: keeping one the caller
     // lacks is fine, adding one is not.
-    root.send(
-        Method::POST,
-        "/clients/made%2Fok",
-        &client_body(&["own:x", "foreign:y"]),
-    )
-    .await
-    .ok();
+    root.update_client("made/ok", &["own:x", "foreign:y"])
+        .await
+        .ok();
     creator
-        .send(
-            Method::POST,
-            "/clients/made%2Fok",
-            &client_body(&["foreign:y", "own:z"]),
-        )
+        .update_client("made/ok", &["foreign:y", "own:z"])
         .await
         .ok();
     let m = creator
-        .send(
-            Method::POST,
-            "/clients/made%2Fok",
-            &client_body(&["foreign:y", "foreign:w"]),
-        )
+        .update_client("made/ok", &["foreign:y", "foreign:w"])
         .await
         .err(403, "InsufficientScopes");
     assert!(m.contains("foreign:w"), "{m}");
 
     // Roles: creating needs the role's scopes; updating only the added ones
     // the role's expansion did not hold.
-    let role_maker = Caller::of(
-        &q.root_url,
-        &root
-            .create_client(
-                "role-maker",
-                &[
-                    "auth:create-role:team-*",
-                    "auth:update-role:team-*",
-                    "own:*",
-                ],
-            )
-            .await
-            .ok(),
-    );
+    let role_maker = root
+        .new_client(
+            "role-maker",
+            &[
+                "auth:create-role:team-*",
+                "auth:update-role:team-*",
+                "own:*",
+            ],
+        )
+        .await;
     role_maker.create_role("team-a", &["own:1"]).await.ok();
     let m = role_maker
         .create_role("team-b", &["own:1", "foreign:1"])
         .await
         .err(403, "InsufficientScopes");
     assert!(m.contains("foreign:1"), "{m}");
-    root.send(
-        Method::POST,
-        "/roles/team-a",
-        &json!({"description": "d", "scopes": ["own:1", "foreign:1"]}),
-    )
-    .await
-    .ok();
-    role_maker
-        .send(
-            Method::POST,
-            "/roles/team-a",
-            &json!({"description": "d", "scopes": ["foreign:1", "own:2"]}),
-        )
+    root.update_role("team-a", &["own:1", "foreign:1"])
         .await
         .ok();
     role_maker
-        .send(
-            Method::POST,
-            "/roles/team-a",
-            &json!({"description": "d", "scopes": ["foreign:2"]}),
-        )
+        .update_role("team-a", &["foreign:1", "own:2"])
+        .await
+        .ok();
+    role_maker
+        .update_role("team-a", &["foreign:2"])
         .await
         .err(403, "InsufficientScopes");
 }
@@ -610,7 +584,7 @@ async fn bad_input_is_refused_and_the_service_keeps_serving(q: &TestQueue) {
         .await
         .err(404, "ResourceNotFound");
     assert!(m.starts_with("Client not found"), "{m}");
-    root.send(Method::POST, "/clients/nobody", &client_body(&[]))
+    root.update_client("nobody", &[])
         .await
         .err(404, "ResourceNotFound");
     for action in ["reset", "enable", "disable"] {
@@ -621,11 +595,7 @@ async fn bad_input_is_refused_and_the_service_keeps_serving(q: &TestQueue) {
     let m = root.get("/roles/nobody").await.err(404, "ResourceNotFound");
     assert!(m.starts_with("Role not found"), "{m}");
     let m = root
-        .send(
-            Method::POST,
-            "/roles/nobody",
-            &json!({"description": "d", "scopes": []}),
-        )
+        .update_role("nobody", &[])
         .await
         .err(404, "ResourceNotFound");
     assert!(m.starts_with("Role with roleId 'nobody' not found"), "{m}");
@@ -788,13 +758,9 @@ async fn roles_expand_as_upstream(q: &TestQueue) {
 
     // The same expansion is what requests are checked with: a client with
     // `assume:a` holds all of it (and the anonymous role).
-    let client = Caller::of(
-        &q.root_url,
-        &root
-            .create_client("holder", &["assume:a", "auth:current-scopes"])
-            .await
-            .ok(),
-    );
+    let client = root
+        .new_client("holder", &["assume:a", "auth:current-scopes"])
+        .await;
     let current = strings(&client.current_scopes().await.ok()["scopes"]);
     for s in want {
         assert!(current.contains(&s.to_string()), "{s} in {current:?}");
@@ -805,13 +771,7 @@ async fn roles_expand_as_upstream(q: &TestQueue) {
     assert_eq!(current, expanded);
 
     // Changing a role changes what every holder has, at once.
-    root.send(
-        Method::POST,
-        "/roles/c",
-        &json!({"description": "d", "scopes": ["w:1"]}),
-    )
-    .await
-    .ok();
+    root.update_role("c", &["w:1"]).await.ok();
     let current = strings(&client.current_scopes().await.ok()["scopes"]);
     assert!(current.contains(&"w:1".to_string()));
     assert!(!current.contains(&"z:*".to_string()));
@@ -849,11 +809,7 @@ async fn role_changes_that_close_a_cycle_are_refused(q: &TestQueue) {
     root.get("/roles/ring-c").await.err(404, "ResourceNotFound");
     root.create_role("ring-c", &["leaf"]).await.ok();
     let m = root
-        .send(
-            Method::POST,
-            "/roles/ring-c",
-            &json!({"description": "d", "scopes": ["assume:ring-*"]}),
-        )
+        .update_role("ring-c", &["assume:ring-*"])
         .await
         .err(400, "InputError");
     assert!(m.contains("dependency cycles"), "{m}");
@@ -981,13 +937,9 @@ async fn temporary_credentials_and_authorized_scopes(q: &TestQueue) {
     assert!(current.contains(&"auth:current-scopes".to_string()));
 
     // A client created through the API issues temporary credentials too.
-    let issuer = Caller::of(
-        &q.root_url,
-        &root
-            .create_client("issuer", &["auth:current-scopes", "i:*"])
-            .await
-            .ok(),
-    );
+    let issuer = root
+        .new_client("issuer", &["auth:current-scopes", "i:*"])
+        .await;
     let its_temp = issuer.temporary(&["auth:current-scopes", "i:1"]);
     let current = strings(&its_temp.current_scopes().await.ok()["scopes"]);
     assert!(current.contains(&"i:1".to_string()));
@@ -1058,4 +1010,68 @@ async fn official_rust_client(q: &TestQueue) {
         taskcluster::err_status_code(&e).map(|s| s.as_u16()),
         Some(404)
     );
+}
+
+/// The periodic housekeeping, run here by a second reloader on the server's
+/// database (the server's own runs once a minute).
+async fn housekeeping_records_use_and_deletes_expired_clients(q: &TestQueue) {
+    use bbb_auth_api::{Reloader, Store};
+    use std::sync::Arc;
+    let root = root(q);
+    let mut expired = client_body(&[]);
+    expired["expires"] = "2020-01-01T00:00:00.000Z".into();
+    expired["deleteOnExpiration"] = true.into();
+    root.send(Method::PUT, "/clients/goes", &expired).await.ok();
+    expired["deleteOnExpiration"] = false.into();
+    root.send(Method::PUT, "/clients/stays", &expired)
+        .await
+        .ok();
+    let used = root.create_client("used", &[]).await.ok();
+
+    let db = &q.running.queue.db;
+    let auth = Arc::new(
+        bbb_auth::Authenticator::new(bbb_auth::AuthConfig::default()).expect("authenticator"),
+    );
+    let reloader = Reloader::new(Store::new(db.pool.clone(), db.backend), auth.clone());
+    reloader.reload().await.expect("reload");
+    let now = chrono::Utc::now();
+    let header = bbb_auth::hawk_header(
+        "used",
+        used["accessToken"].as_str().unwrap(),
+        None,
+        None,
+        "GET",
+        "/",
+        "h",
+        80,
+        None,
+        now,
+    );
+    auth.authenticate(
+        &bbb_auth::HawkRequest {
+            method: "GET",
+            resource: "/",
+            host: "h",
+            port: 80,
+            authorization: Some(&header),
+            ..Default::default()
+        },
+        now,
+    )
+    .expect("authenticates");
+    // Seven hours on: the use is recorded (it is older than six hours).
+    let later = now.timestamp_millis() + 7 * 3600 * 1000;
+    reloader.housekeeping(later).await.expect("housekeeping");
+
+    let used = root.get("/clients/used").await.ok();
+    assert_eq!(used["lastDateUsed"], bbb_clock::fmt_ms(later));
+    root.get("/clients/goes").await.err(404, "ResourceNotFound");
+    root.get("/clients/stays").await.ok();
+    // Nothing used since: nothing changes.
+    reloader
+        .housekeeping(later + 7 * 3600 * 1000)
+        .await
+        .expect("housekeeping");
+    let again = root.get("/clients/used").await.ok();
+    assert_eq!(again["lastDateUsed"], used["lastDateUsed"]);
 }

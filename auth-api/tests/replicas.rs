@@ -3,7 +3,7 @@
 
 mod common;
 
-use bbb_testdb::{Backend, PgDatabase};
+use bbb_testdb::{Backend, PgDatabase, wait_for};
 use common::*;
 use reqwest::Method;
 use serde_json::json;
@@ -54,10 +54,9 @@ async fn changes_on_one_process_take_effect_on_the_other() {
         .await
         .ok();
     root_a
-        .send(
-            Method::POST,
-            "/clients/replicated",
-            &client_body(&["auth:current-scopes", "assume:replicated-role"]),
+        .update_client(
+            "replicated",
+            &["auth:current-scopes", "assume:replicated-role"],
         )
         .await
         .ok();

@@ -15,10 +15,20 @@ fn now() -> DateTime<Utc> {
 }
 
 fn call(auth: &Authenticator, id: &str, token: &str) -> Result<Identity, AuthError> {
+    call_with(auth, id, token, None)
+}
+
+/// A request signed by `id` with `token` and, for temporary credentials, `certificate`.
+fn call_with(
+    auth: &Authenticator,
+    id: &str,
+    token: &str,
+    certificate: Option<&str>,
+) -> Result<Identity, AuthError> {
     let h = hawk_header(
         id,
         token,
-        None,
+        certificate,
         None,
         "GET",
         "/api/auth/v1/scopes/current",
@@ -193,31 +203,13 @@ fn disabled_and_expired_clients_cannot_authenticate_nor_issue_credentials() {
         now() + TimeDelta::minutes(10),
     )
     .unwrap();
-    let h = hawk_header(
+    let e = call_with(
+        &auth,
         &temp.client_id,
         &temp.access_token,
         temp.certificate.as_deref(),
-        None,
-        "GET",
-        "/r",
-        HOST,
-        PORT,
-        None,
-        now(),
-    );
-    let e = auth
-        .authenticate(
-            &HawkRequest {
-                method: "GET",
-                resource: "/r",
-                host: HOST,
-                port: PORT,
-                authorization: Some(&h),
-                ..HawkRequest::default()
-            },
-            now(),
-        )
-        .unwrap_err();
+    )
+    .unwrap_err();
     assert_eq!(e, AuthError::ClientDisabled("off".into()));
 
     // Enabled again, it works.

@@ -133,6 +133,31 @@ impl Drop for TempDir {
     }
 }
 
+/// How long [`wait_for`] polls before it fails the test.
+pub const WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Poll `f` every 50 ms until it returns `Some`, and return that; fail the
+/// test, naming `what`, when [`WAIT_LIMIT`] passes first. For what another
+/// task or process does in its own time, so a test waits for the outcome,
+/// never for a fixed time.
+pub async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let give_up = tokio::time::Instant::now() + WAIT_LIMIT;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Runs each named test body once on SQLite and once on PostgreSQL:
 /// `on_both_backends!(FIXTURE; name, other_name);` makes the tests
 /// `name::sqlite` and `name::postgres` (multi-threaded Tokio runtimes), each

@@ -368,6 +368,19 @@ class BbbServer:
             {"rootUrl": self.root_url, "maxRetries": 0, "credentials": dict(credentials)}
         )
 
+    def temporary_credentials(self, scopes: list[str], client: str = "root") -> dict:
+        """Temporary credentials issued by one of the configured clients for
+        ``scopes``, valid from a minute ago for an hour."""
+        issuer = self.clients[client]
+        now = datetime.datetime.now(datetime.timezone.utc)
+        return taskcluster.createTemporaryCredentials(
+            issuer["clientId"],
+            issuer["accessToken"],
+            now - datetime.timedelta(minutes=1),
+            now + datetime.timedelta(hours=1),
+            scopes,
+        )
+
     def events(self) -> taskcluster.QueueEvents:
         return taskcluster.QueueEvents({"rootUrl": self.root_url})
 
@@ -490,3 +503,58 @@ def start_server(request, tmp_path_factory, **env: str) -> BbbServer:
     request.addfinalizer(server.stop)
     server.start()
     return server
+
+
+class UpProcess:
+    """One ``bbb up`` process on free ports, with its own data directory under
+    ``workdir`` and the root access token ``token``. Extra environment in
+    ``env``. ``root_url`` answers once :meth:`start` returns."""
+
+    def __init__(self, workdir: Path, token: str, **env: str):
+        self.workdir = Path(workdir)
+        self.token = token
+        self.port = free_port()
+        self.root_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = self.workdir / "up.log"
+        self.env = dict(
+            os.environ,
+            BBB_LISTEN=f"127.0.0.1:{self.port}",
+            BBB_ROOT_ACCESS_TOKEN=token,
+            BBB_LOG="info",
+            **env,
+        )
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> "UpProcess":
+        self._log = open(self.log_path, "w")
+        self.process = subprocess.Popen(
+            [str(bbb_binary()), "up", "--data-dir", str(self.workdir / "data")],
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+        )
+
+        def ping():
+            try:
+                return requests.get(f"{self.root_url}/api/queue/v1/ping", timeout=2).ok
+            except requests.ConnectionError:
+                assert self.process.poll() is None, self.log_path.read_text()
+                return False
+
+        wait_for(ping, timeout, "bbb up to answer ping")
+        return self
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+            self._log.close()
+
+    def root_credentials(self) -> dict:
+        return {"clientId": "root", "accessToken": self.token}

@@ -46,16 +46,7 @@ def test_anonymous_client_cannot_create_tasks(server):
 
 def temporary_queue(server, scopes):
     """A client with temporary credentials issued by root for ``scopes``."""
-    root = server.clients["root"]
-    now = datetime.datetime.now(datetime.timezone.utc)
-    temp = taskcluster.createTemporaryCredentials(
-        root["clientId"],
-        root["accessToken"],
-        now - datetime.timedelta(minutes=1),
-        now + datetime.timedelta(hours=1),
-        scopes,
-    )
-    return server.queue_with(temp)
+    return server.queue_with(server.temporary_credentials(scopes))
 
 
 def test_creating_a_task_needs_its_scopes(server):

@@ -236,6 +236,31 @@ impl Caller {
         .await
     }
 
+    /// A client this caller creates with `scopes`, as a caller.
+    pub async fn new_client(&self, id: &str, scopes: &[&str]) -> Caller {
+        Caller::of(&self.root_url, &self.create_client(id, scopes).await.ok())
+    }
+
+    /// `updateClient` of `id` to `scopes`.
+    pub async fn update_client(&self, id: &str, scopes: &[&str]) -> Answer {
+        self.send(
+            Method::POST,
+            &format!("/clients/{}", enc(id)),
+            &client_body(scopes),
+        )
+        .await
+    }
+
+    /// `updateRole` of `id` to `scopes`.
+    pub async fn update_role(&self, id: &str, scopes: &[&str]) -> Answer {
+        self.send(
+            Method::POST,
+            &format!("/roles/{}", enc(id)),
+            &json!({"description": "an updated role", "scopes": scopes}),
+        )
+        .await
+    }
+
     /// `createRole` of `id` with `scopes`.
     pub async fn create_role(&self, id: &str, scopes: &[&str]) -> Answer {
         self.send(
@@ -291,23 +316,4 @@ pub fn strings(v: &Value) -> Vec<String> {
         .iter()
         .map(|s| s.as_str().expect("string").to_string())
         .collect()
-}
-
-/// Poll `f` until it returns `Some`, for at most 30 s.
-pub async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let give_up = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < give_up,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

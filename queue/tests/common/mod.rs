@@ -83,24 +83,7 @@ pub fn text_of(e: &anyhow::Error) -> String {
     format!("{e:#}")
 }
 
-/// Poll `f` until it returns `Some`, for at most 30 s.
-pub async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let give_up = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < give_up,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+pub use bbb_queue::testing::wait_for;
 
 /// The state of a task.
 pub async fn state(queue: &Queue, task_id: &str) -> String {

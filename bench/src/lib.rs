@@ -4,4 +4,5 @@
 pub mod bridge;
 pub mod client;
 pub mod cpu;
+pub mod index;
 pub mod queue;

@@ -5,4 +5,5 @@ pub mod bridge;
 pub mod client;
 pub mod cpu;
 pub mod hooks;
+pub mod index;
 pub mod queue;

@@ -2,7 +2,7 @@
 //! and ratios; see the crate README. A binary of its own, so the product binary
 //! `bbb` links no benchmark or test-support code.
 
-use bbb_bench::{bridge, hooks, queue};
+use bbb_bench::{bridge, hooks, index, queue};
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// mimalloc, as in the `bbb` binary: the queue benchmark runs the queue server
@@ -47,6 +47,22 @@ enum Command {
         /// Skip the lifecycle measurement with one transaction per call.
         #[arg(long)]
         no_compare: bool,
+    },
+    /// The index: entries made per second from completed tasks' index routes
+    /// beside the queue's completion rate in the same run, on PostgreSQL.
+    Index {
+        /// Concurrent loops (each creating, claiming and completing tasks).
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Seconds the loops run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Index routes per task (each makes one entry).
+        #[arg(long, default_value_t = 1)]
+        routes: usize,
+        /// Most concurrent calls the queue commits in one transaction.
+        #[arg(long, default_value_t = 64)]
+        commit_batch: usize,
     },
     /// The bridge: task-pending → build-request-injected latency at rising task
     /// rates, and reflector passes over running rows.
@@ -184,6 +200,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 compare_unbatched: !no_compare,
             };
             queue::run(opts).await?;
+        }
+        Command::Index {
+            concurrency,
+            seconds,
+            routes,
+            commit_batch,
+        } => {
+            index::run(index::Options {
+                concurrency,
+                seconds,
+                routes,
+                commit_batch,
+            })
+            .await?;
         }
         Command::Bridge {
             master,

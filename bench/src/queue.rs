@@ -66,16 +66,28 @@ fn def(task_queue_id: &str, group: &str, deps: &[String]) -> Value {
     })
 }
 
-struct Server {
-    running: bbb_queue::Running,
+/// A queue server for one measurement, with its database and directory.
+pub(crate) struct Server {
+    pub(crate) running: bbb_queue::Running,
     api: Api,
     root: Creds,
-    url: String,
+    pub(crate) url: String,
     _pg: Option<PgDatabase>,
     _dir: TempDir,
 }
 
 async fn server(backend: &str, opts: &Options, commit_batch: usize) -> anyhow::Result<Server> {
+    server_with(backend, opts.concurrency, commit_batch, Vec::new()).await
+}
+
+/// A queue server on a fresh `backend` database, with pool room for
+/// `concurrency` loops, and the services `mounts` beside it.
+pub(crate) async fn server_with(
+    backend: &str,
+    concurrency: usize,
+    commit_batch: usize,
+    mounts: Vec<bbb_queue::Mount>,
+) -> anyhow::Result<Server> {
     let dir = TempDir::new("bbb-bench");
     let mut pg = None;
     let url = if backend == "postgres" {
@@ -89,14 +101,14 @@ async fn server(backend: &str, opts: &Options, commit_batch: usize) -> anyhow::R
     let cfg = QueueConfig {
         listen: "127.0.0.1:0".into(),
         database_url: url.clone(),
-        database_max_connections: (opts.concurrency as u32 + 4).min(40),
+        database_max_connections: (concurrency as u32 + 4).min(40),
         root_access_token: Some(token.clone()),
         blob_dir: dir.0.join("blobs"),
         resolver_interval_ms: 200,
         commit_batch,
         ..QueueConfig::default()
     };
-    let running = bbb_queue::start(cfg, Clock::system()).await?;
+    let running = bbb_queue::start_with(cfg, Clock::system(), mounts).await?;
     let api = Api::new(&running.root_url)?;
     Ok(Server {
         api,
@@ -168,11 +180,11 @@ impl PhaseTimes {
 }
 
 /// What one lifecycle measurement gives.
-struct Lifecycles {
+pub(crate) struct Lifecycles {
     /// Lifecycles per second.
-    rate: f64,
+    pub(crate) rate: f64,
     /// How many were done.
-    count: f64,
+    pub(crate) count: f64,
     /// Mean latency of createTask, claimWork and reportCompleted (ms).
     latency_ms: [f64; 3],
     /// CPU used while they ran: (the benchmark's process less the client's thread,
@@ -182,10 +194,16 @@ struct Lifecycles {
     client_cpu: Duration,
 }
 
-/// Lifecycles (create → claimWork → reportCompleted) at `concurrency`. The
+/// Lifecycles (create → claimWork → reportCompleted) at `concurrency`, each
+/// task with `routes` index routes (`index.bench.<taskId>.r<n>`). The
 /// client runs on a thread of its own (a single-threaded runtime with its own
 /// HTTP connections), so its CPU time is told apart from the server's.
-async fn lifecycle(s: &Server, concurrency: usize, seconds: u64) -> anyhow::Result<Lifecycles> {
+pub(crate) async fn lifecycle(
+    s: &Server,
+    concurrency: usize,
+    seconds: u64,
+    routes: usize,
+) -> anyhow::Result<Lifecycles> {
     let (root_url, root) = (s.running.root_url.clone(), s.root.clone());
     let cpu = CpuSample::now();
     let started = Instant::now();
@@ -196,7 +214,13 @@ async fn lifecycle(s: &Server, concurrency: usize, seconds: u64) -> anyhow::Resu
                 .enable_all()
                 .build()?;
             let before = crate::cpu::thread_cpu();
-            let out = runtime.block_on(lifecycle_client(&root_url, root, concurrency, seconds));
+            let out = runtime.block_on(lifecycle_client(
+                &root_url,
+                root,
+                concurrency,
+                seconds,
+                routes,
+            ));
             anyhow::Ok((out?, crate::cpu::thread_cpu().saturating_sub(before)))
         })?;
     let joined = tokio::task::spawn_blocking(move || client.join()).await?;
@@ -222,6 +246,7 @@ async fn lifecycle_client(
     root: Creds,
     concurrency: usize,
     seconds: u64,
+    routes: usize,
 ) -> anyhow::Result<(usize, Arc<PhaseTimes>)> {
     let api = Api::new(root_url)?;
     let group = bbb_queue::validate::slugid();
@@ -233,8 +258,10 @@ async fn lifecycle_client(
         async move {
             while Instant::now() < stop {
                 let id = bbb_queue::validate::slugid();
+                let mut task = def("bench/life", &group, &[]);
+                task["routes"] = (0..routes).map(|r| format!("index.bench.{id}.r{r}")).collect();
                 let t0 = Instant::now();
-                api.call(&root, "PUT", &format!("task/{id}"), Some(&def("bench/life", &group, &[]))).await?;
+                api.call(&root, "PUT", &format!("task/{id}"), Some(&task)).await?;
                 PhaseTimes::add(&times.create, t0);
                 let t0 = Instant::now();
                 let r = api
@@ -492,7 +519,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         }
         let s = server(backend, &opts, opts.commit_batch).await?;
         let (raw, raw_cpu) = raw_commits(&s.url, opts.concurrency, opts.seconds).await?;
-        let measured = lifecycle(&s, opts.concurrency, opts.seconds).await?;
+        let measured = lifecycle(&s, opts.concurrency, opts.seconds, 0).await?;
         let life = measured.rate;
         let [create, claim, complete] = measured.latency_ms;
         println!("raw single-row commits:      {raw:>9.0} /s");
@@ -510,7 +537,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         );
         if opts.compare_unbatched && opts.commit_batch > 1 {
             let alone = server(backend, &opts, 1).await?;
-            let one = lifecycle(&alone, opts.concurrency, opts.seconds)
+            let one = lifecycle(&alone, opts.concurrency, opts.seconds, 0)
                 .await?
                 .rate;
             alone.running.shutdown().await;

@@ -17,13 +17,11 @@
 use crate::store::{self, Entry};
 use crate::{FEED, Index, ROUTE_PREFIX, namespace};
 use bbb_clock::{Millis, parse_ms};
-use bbb_queue::db::{TASK_COLUMNS, padded, placeholders, task_from_row};
 use bbb_queue::feeds::FeedItem;
 use bbb_queue::model::Task;
 use bbb_service::Result;
 use serde_json::{Map, Value};
 use sqlx::{Any, Transaction};
-use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -81,7 +79,7 @@ impl FeedPass {
             }
         }
         let ids: Vec<&str> = wanted.iter().map(|(id, _)| *id).collect();
-        let tasks = load_tasks(&mut self.tx, &ids).await?;
+        let tasks = index.queue.load_tasks_in(&mut self.tx, &ids, false).await?;
         let mut entries = Vec::new();
         for (task_id, namespaces) in &wanted {
             let Some(task) = tasks.get(*task_id) else {
@@ -166,33 +164,6 @@ fn options(task: &Task) -> Option<Options> {
         expires,
         data,
     })
-}
-
-/// The tasks `ids`, read within `tx`.
-async fn load_tasks(
-    tx: &mut Transaction<'static, Any>,
-    ids: &[&str],
-) -> Result<HashMap<String, Task>> {
-    let mut sorted = ids.to_vec();
-    sorted.sort_unstable();
-    sorted.dedup();
-    let mut out = HashMap::with_capacity(sorted.len());
-    for chunk in sorted.chunks(500) {
-        let chunk = padded(chunk);
-        let sql = format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE task_id IN ({})",
-            placeholders(1, chunk.len())
-        );
-        let mut q = sqlx::query(&sql);
-        for id in &chunk {
-            q = q.bind(*id);
-        }
-        for row in q.fetch_all(&mut **tx).await? {
-            let task = task_from_row(&row)?;
-            out.insert(task.task_id.clone(), task);
-        }
-    }
-    Ok(out)
 }
 
 impl Index {

@@ -224,19 +224,12 @@ const ENTRY_COLUMNS: &str = "namespace, name, rank, task_id, data, expires";
 
 /// The entry at `namespace`.`name`, expired or not.
 pub async fn get(db: &Db, namespace: &str, name: &str) -> Result<Option<Entry>> {
-    let sql =
-        format!("SELECT {ENTRY_COLUMNS} FROM indexed_tasks WHERE namespace = $1 AND name = $2");
-    let row = sqlx::query(&sql)
-        .bind(namespace)
-        .bind(name)
-        .fetch_optional(&db.pool)
-        .await?;
-    row.as_ref().map(Entry::from_row).transpose()
+    get_in(&mut *db.pool.acquire().await?, namespace, name).await
 }
 
-/// The entry at `namespace`.`name` within `tx`.
+/// The entry at `namespace`.`name` on `conn` (within a transaction: `&mut *tx`).
 pub async fn get_in(
-    tx: &mut Transaction<'static, Any>,
+    conn: &mut AnyConnection,
     namespace: &str,
     name: &str,
 ) -> Result<Option<Entry>> {
@@ -245,7 +238,7 @@ pub async fn get_in(
     let row = sqlx::query(&sql)
         .bind(namespace)
         .bind(name)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(conn)
         .await?;
     row.as_ref().map(Entry::from_row).transpose()
 }

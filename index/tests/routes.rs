@@ -6,6 +6,7 @@
 mod common;
 
 use bbb_index::{FEED, Index};
+use bbb_queue::model::RunResolution;
 use bbb_queue::testing::{TestOptions, TestQueue};
 use bbb_testdb::{PgDatabase, on_both_backends};
 use common::*;
@@ -205,21 +206,19 @@ async fn complete_tasks(processes: &[&TestQueue], n: usize) -> Vec<String> {
             .unwrap();
         ids.push(id);
     }
+    // Claimed and completed in-process (as the HTTP handlers do), through each
+    // process in turn.
     let mut done = 0;
     while done < n {
-        let p = processes[done % processes.len()];
-        let queue = root_queue(p);
-        let claims = queue
-            .claimWork(
-                "prov/feed",
-                &json!({"workerGroup": "g", "workerId": "w", "tasks": 32}),
-            )
+        let queue = &processes[done % processes.len()].running.queue;
+        for c in queue
+            .claim_pending("prov/feed", "g", "w", 32)
             .await
-            .unwrap();
-        for c in claims["tasks"].as_array().unwrap() {
+            .unwrap()
+        {
             let id = c["status"]["taskId"].as_str().unwrap();
-            queue_with(p, task_creds(c))
-                .reportCompleted(id, "0")
+            queue
+                .resolve_run(id, 0, RunResolution::Completed)
                 .await
                 .unwrap();
             done += 1;

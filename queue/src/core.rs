@@ -208,6 +208,17 @@ impl Queue {
         t: &mut Txn,
         ids: &[&str],
     ) -> Result<HashMap<String, Task>> {
+        self.load_tasks_in(&mut t.tx, ids, true).await
+    }
+
+    /// Load the tasks `ids` within `tx`, locking them (PostgreSQL) when `lock`,
+    /// in id order.
+    pub async fn load_tasks_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        ids: &[&str],
+        lock: bool,
+    ) -> Result<HashMap<String, Task>> {
         let mut sorted: Vec<&str> = ids.to_vec();
         sorted.sort_unstable();
         sorted.dedup();
@@ -217,13 +228,13 @@ impl Queue {
             let sql = format!(
                 "SELECT {TASK_COLUMNS} FROM tasks WHERE task_id IN ({}) ORDER BY task_id{}",
                 placeholders(1, chunk.len()),
-                self.db.for_update()
+                if lock { self.db.for_update() } else { "" }
             );
             let mut q = sqlx::query(&sql);
             for id in &chunk {
                 q = q.bind(*id);
             }
-            for row in q.fetch_all(&mut *t.tx).await? {
+            for row in q.fetch_all(&mut **tx).await? {
                 let task = task_from_row(&row)?;
                 out.insert(task.task_id.clone(), task);
             }

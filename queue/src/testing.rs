@@ -138,3 +138,43 @@ impl TestQueue {
         q.stop().await;
     }
 }
+
+/// Poll until a value comes (the one helper of [`bbb_testdb`]).
+pub use bbb_testdb::wait_for;
+
+impl TestQueue {
+    /// Create the `s3` artifact `name` (expiring in an hour) of the running
+    /// run `run_id` of `task_id` and upload `bytes` to the URL the queue hands
+    /// out for it, as a worker does.
+    pub async fn upload_s3(
+        &self,
+        task_id: &str,
+        run_id: i64,
+        name: &str,
+        content_type: &str,
+        bytes: &[u8],
+    ) -> anyhow::Result<()> {
+        let q = &self.running.queue;
+        let now = q.clock.now_ms();
+        let body = serde_json::json!({
+            "storageType": "s3",
+            "contentType": content_type,
+            "expires": crate::time::fmt_ms(now + 3600 * 1000),
+        });
+        q.create_artifact(task_id, run_id, name, &body).await?;
+        let url = self.running.blobs.put_url(
+            (task_id, run_id, name),
+            content_type,
+            now,
+            now + crate::blob::PUT_URL_TTL_MS,
+        );
+        reqwest_tc::Client::new()
+            .put(url)
+            .header("content-type", content_type)
+            .body(bytes.to_vec())
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+}

@@ -226,6 +226,17 @@ fn blanks(sql: &mut Sql, n: usize) -> Vec<String> {
     (0..n).map(|_| sql.text("")).collect()
 }
 
+/// The columns `exchange`, `routing_key`, `cc` and `payload` of a message
+/// (in the outbox and the feeds).
+fn message_cells(sql: &mut Sql, m: &Message) -> Result<Vec<String>> {
+    Ok(vec![
+        sql.text(m.exchange.clone()),
+        sql.text(m.routing_key.clone()),
+        sql.text(serde_json::to_string(&m.cc)?),
+        sql.text(serde_json::to_string(&m.payload)?),
+    ])
+}
+
 /// Write everything `t` holds back, plus `outbox`, the copies of messages
 /// `feed` gives (feed name, message; see [`crate::feeds`]) and the
 /// notifications of `woke` (task queue → newly pending runs, PostgreSQL only),
@@ -384,19 +395,7 @@ pub async fn write(
     }
     for chunk in outbox.chunks(ROWS) {
         let sql = parts.sql();
-        let values = tuples(
-            sql,
-            chunk,
-            |sql, m| {
-                Ok(vec![
-                    sql.text(m.exchange.clone()),
-                    sql.text(m.routing_key.clone()),
-                    sql.text(serde_json::to_string(&m.cc)?),
-                    sql.text(serde_json::to_string(&m.payload)?),
-                ])
-            },
-            |sql| blanks(sql, 4),
-        )?;
+        let values = tuples(sql, chunk, message_cells, |sql| blanks(sql, 4))?;
         parts.end(format!(
             "INSERT INTO outbox (exchange, routing_key, cc, payload) \
              SELECT * FROM (VALUES {values}) AS v WHERE v.column1 <> ''"
@@ -408,13 +407,9 @@ pub async fn write(
             sql,
             chunk,
             |sql, (name, m)| {
-                Ok(vec![
-                    sql.text(name.clone()),
-                    sql.text(m.exchange.clone()),
-                    sql.text(m.routing_key.clone()),
-                    sql.text(serde_json::to_string(&m.cc)?),
-                    sql.text(serde_json::to_string(&m.payload)?),
-                ])
+                let mut cells = vec![sql.text(name.clone())];
+                cells.extend(message_cells(sql, m)?);
+                Ok(cells)
             },
             |sql| blanks(sql, 5),
         )?;

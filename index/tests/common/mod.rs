@@ -7,7 +7,6 @@ use bbb_queue::config::{ClientConfig, RoleConfig};
 use bbb_queue::testing::{TestOptions, TestQueue};
 use bbb_testdb::Backend;
 use serde_json::{Value, json};
-use std::time::Duration;
 use taskcluster::{ClientBuilder, Credentials, Index, Queue, Retry};
 
 /// A client whose scopes a test chooses.
@@ -84,18 +83,18 @@ pub async fn on(backend: Backend, test: impl AsyncFnOnce(&TestQueue)) {
     q.stop().await;
 }
 
-fn builder(root_url: &str) -> ClientBuilder {
-    ClientBuilder::new(root_url)
-        .retry(Retry {
-            retries: 0,
-            ..Retry::default()
-        })
-        .timeout(Duration::from_secs(40))
+/// A client builder for `q` that does not retry, so an error shows as itself.
+fn builder(q: &TestQueue) -> ClientBuilder {
+    let no_retries = Retry {
+        retries: 0,
+        ..Retry::default()
+    };
+    ClientBuilder::new(&q.root_url).retry(no_retries)
 }
 
 /// The official index client with `creds` (none: anonymous).
 pub fn index(q: &TestQueue, creds: Option<Credentials>) -> Index {
-    let b = builder(&q.root_url);
+    let b = builder(q);
     Index::new(match creds {
         Some(c) => b.credentials(c),
         None => b,
@@ -110,27 +109,12 @@ pub fn root_creds(q: &TestQueue) -> Credentials {
 
 /// The credentials of a client of [`clients`].
 pub fn creds(id: &str) -> Credentials {
-    Credentials::new(id, &format!("{id}-token"))
+    Credentials::new(id, format!("{id}-token"))
 }
 
 /// The official queue client with root credentials.
 pub fn root_queue(q: &TestQueue) -> Queue {
-    Queue::new(builder(&q.root_url).credentials(root_creds(q))).expect("client")
-}
-
-/// The official queue client with `creds`.
-pub fn queue_with(q: &TestQueue, creds: Credentials) -> Queue {
-    Queue::new(builder(&q.root_url).credentials(creds)).expect("client")
-}
-
-/// The task credentials in a claim.
-pub fn task_creds(claim: &Value) -> Credentials {
-    let c = &claim["credentials"];
-    Credentials::new_with_certificate(
-        c["clientId"].as_str().expect("clientId"),
-        c["accessToken"].as_str().expect("accessToken"),
-        c["certificate"].as_str().expect("certificate"),
-    )
+    Queue::new(builder(q).credentials(root_creds(q))).expect("client")
 }
 
 /// A fresh slugid.
@@ -211,24 +195,7 @@ pub async fn call(
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-/// Poll `f` until it returns `Some`, for at most 60 s.
-pub async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < give_up,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+pub use bbb_queue::testing::wait_for;
 
 /// Wait until a task is resolved; its status.
 pub async fn wait_resolved(q: &TestQueue, task_id: &str) -> Value {

@@ -156,17 +156,23 @@ pub fn serialize_exposed_url<S: Serializer>(
 }
 
 /// `url` with the password of its user information replaced by `***`, for
-/// logs and error messages. It never returns a password, even from a string
-/// that is not a valid URL:
+/// logs and error messages. Only that password is masked: an `@` in the
+/// path, the query or the fragment is left as it is. It never returns a
+/// password written the way people write them, even in a string that is not
+/// a valid URL:
 ///
 /// - `scheme://user:password@host/...` gives `scheme://user:***@host/...`;
-///   a URL without a password (`scheme://user@host`, `scheme://host`) is
+///   a URL without a password (`scheme://user@host`, `scheme://host`, or an
+///   `@` only after the host, as in `http://host/users/me@example.com`) is
 ///   returned as is.
-/// - When a `/`, `?` or `#` comes before the last `@` (a password with such
-///   a character unescaped, or an `@` in the path or query), everything from
-///   after `://` up to that last `@` is taken as the user information: the
-///   user name (up to the first `:`) is kept and the rest masked, or all of
-///   it when there is no `:`.
+/// - The user information ends at the last `@` before the first `/`, `?` or
+///   `#`, so an unescaped `@` in a password is masked with the rest of it
+///   (`postgres://u:p@ss@host/db` gives `postgres://u:***@host/db`).
+/// - When no `@` comes before the first `/`, `?` or `#` but a `:` does, and
+///   what follows the `:` is not a port, that character is taken as part of
+///   an unescaped password (`mysql://bbb:pa/ss@db/sched` gives
+///   `mysql://bbb:***@db/sched`): the user information then runs to the
+///   last `@`.
 /// - A string without `://` that holds an `@` is masked whole.
 pub fn mask_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
@@ -178,26 +184,36 @@ pub fn mask_url(url: &str) -> String {
     };
     let authority_start = scheme_end + 3;
     let rest = &url[authority_start..];
-    let Some(at) = rest.rfind('@') else {
+    let Some(last_at) = rest.rfind('@') else {
         return url.to_owned();
     };
-    let userinfo = &rest[..at];
-    let ambiguous = userinfo.contains(['/', '?', '#']);
-    let user = match userinfo.find(':') {
-        Some(colon) => &userinfo[..colon],
-        None if ambiguous => "",
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let userinfo_end = match authority.rfind('@') {
+        Some(at) => at,
+        None if is_cut_password(authority) => last_at,
+        // The '@' is in the path, the query or the fragment.
         None => return url.to_owned(),
     };
-    let separator = if user.is_empty() && !userinfo.contains(':') {
-        ""
-    } else {
-        ":"
+    let userinfo = &rest[..userinfo_end];
+    let Some(colon) = userinfo.find(':') else {
+        return url.to_owned();
     };
     format!(
-        "{}{user}{separator}{MASK}{}",
+        "{}{}:{MASK}{}",
         &url[..authority_start],
-        &rest[at..]
+        &userinfo[..colon],
+        &rest[userinfo_end..]
     )
+}
+
+/// Whether `authority` (what precedes the first `/`, `?` or `#`, holding no
+/// `@`) is `user:` and the start of a password cut short by one of those
+/// characters, rather than a host with a port or an IPv6 literal.
+fn is_cut_password(authority: &str) -> bool {
+    match authority.split_once(':') {
+        Some((user, after)) => !user.starts_with('[') && !after.bytes().all(|b| b.is_ascii_digit()),
+        None => false,
+    }
 }
 
 #[cfg(test)]
@@ -292,20 +308,54 @@ mod tests {
 
     #[test]
     fn masks_the_password_of_unparsable_urls() {
-        // A '/' or '@' in an unescaped password makes the URL unparsable (or
-        // parse with the wrong host); the password is masked all the same.
+        // A '/', '?', '#' or '@' in an unescaped password makes the URL
+        // unparsable (or parse with the wrong host); the password is masked
+        // all the same.
         for (url, masked) in [
             ("mysql://bbb:pa/ss@db/sched", "mysql://bbb:***@db/sched"),
+            (
+                "mysql://bbb:sched/db@pw@db/sched",
+                "mysql://bbb:***@db/sched",
+            ),
             ("postgres://u:p@ss@host/db", "postgres://u:***@host/db"),
-            ("postgres://u:p@ss/word@host/db", "postgres://u:***@host/db"),
             ("postgres://u:p?ss#x@host/db", "postgres://u:***@host/db"),
             ("postgres://:pw/x@host/db", "postgres://:***@host/db"),
-            ("http://tok/en@host/", "http://***@host/"),
         ] {
             assert_eq!(mask_url(url), masked, "{url}");
         }
         // No scheme separator: nothing is kept around an '@'.
         assert_eq!(mask_url("u:secret@host/db"), "***");
         assert_eq!(mask_url("postgres:/u:secret@host/db"), "***");
+    }
+
+    #[test]
+    fn an_at_sign_after_the_host_is_not_a_password() {
+        // The user information ends where the host's part of the URL does:
+        // an '@' in the path, the query or the fragment is shown as it is.
+        for url in [
+            "http://tok/en@host/",
+            "https://example.com/users/me@example.com",
+            "http://builders:8080/list@2024.json",
+            "http://host/path?mail=a@b",
+            "http://host#a@b",
+            "http://[::1]:8010/a@b",
+            "http://host:/a@b",
+        ] {
+            assert_eq!(mask_url(url), url);
+        }
+        // With a password as well, only the password is masked.
+        assert_eq!(
+            mask_url("http://u:pw@host/users/me@example.com"),
+            "http://u:***@host/users/me@example.com"
+        );
+        assert_eq!(
+            mask_url("postgres://u:p@ss/word@host/db"),
+            "postgres://u:***@ss/word@host/db"
+        );
+        assert_eq!(
+            mask_url("http://user@host/a@b"),
+            "http://user@host/a@b",
+            "no password"
+        );
     }
 }

@@ -22,6 +22,7 @@ pub const OWN_CRATES: &[&str] = &[
     "bbb_bench",
     "bbb_bridge",
     "bbb_clock",
+    "bbb_envlayer",
     "bbb_buildbot",
     "bbb_listeners",
     "bbb_pulse",

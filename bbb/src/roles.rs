@@ -92,7 +92,7 @@ pub async fn legacy_master(cfg: &BridgeConfig, bus: &Bus) -> anyhow::Result<Arc<
             let mut c = SchedulerDbConfig::new(url);
             c.builders = match (&cfg.builders_url, cfg.builders.is_empty()) {
                 (Some(url), _) => BuilderSource::Url {
-                    url: url.clone(),
+                    url: url.clone().into(),
                     refresh: Duration::from_secs(300),
                 },
                 (None, false) => BuilderSource::List(cfg.builders.clone()),
@@ -102,7 +102,7 @@ pub async fn legacy_master(cfg: &BridgeConfig, bus: &Bus) -> anyhow::Result<Arc<
                 c.pulse = Some(pulse(&cfg.build_exchange, "buildbot-builds"));
             }
             c.poll = Some(poll);
-            c.selfserve_url = cfg.selfserve_url.clone();
+            c.selfserve_url = cfg.selfserve_url.clone().map(Into::into);
             c.selfserve_user = cfg.selfserve_user.clone();
             c.master_urls = cfg.master_urls.clone();
             c.default_master_url = cfg.default_master_url.clone();
@@ -118,7 +118,7 @@ pub async fn legacy_master(cfg: &BridgeConfig, bus: &Bus) -> anyhow::Result<Arc<
             if let (Some(user), Some(password)) = (&cfg.buildbot_user, &cfg.buildbot_password) {
                 c.auth = RestAuth::Basic {
                     user: user.clone(),
-                    password: password.clone(),
+                    password: password.clone().into(),
                 };
             }
             if !bus.is_in_process() {

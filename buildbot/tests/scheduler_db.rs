@@ -307,7 +307,7 @@ async fn builders_are_validated_against_a_url() {
     let mut config = SchedulerDbConfig::new(&db.url);
     config.poll = None;
     config.builders = BuilderSource::Url {
-        url: format!("http://{address}/allthethings.json"),
+        url: format!("http://{address}/allthethings.json").into(),
         refresh: Duration::from_secs(300),
     };
     let master = SchedulerDb::new(config).unwrap();
@@ -334,7 +334,7 @@ async fn builders_are_validated_against_a_url() {
     let mut config = SchedulerDbConfig::new(&db.url);
     config.poll = None;
     config.builders = BuilderSource::Url {
-        url: format!("http://{address}/missing.json"),
+        url: format!("http://{address}/missing.json").into(),
         refresh: Duration::from_secs(300),
     };
     let broken = SchedulerDb::new(config).unwrap();

@@ -86,7 +86,7 @@ impl Worker {
         })?;
         let queue = queue_client(
             &cfg.root_url,
-            Credentials::new(cfg.client_id.clone(), cfg.access_token.clone()),
+            Credentials::new(cfg.client_id.clone(), cfg.access_token.expose().clone()),
         )?;
         let livelog_stop = CancellationToken::new();
         let livelog = LiveLogServer::start(
@@ -307,7 +307,10 @@ fn task_credentials(creds: Option<&Value>, fallback: &WorkerConfig) -> Credentia
                 None => Credentials::new(id, token),
             }
         }
-        _ => Credentials::new(fallback.client_id.clone(), fallback.access_token.clone()),
+        _ => Credentials::new(
+            fallback.client_id.clone(),
+            fallback.access_token.expose().clone(),
+        ),
     }
 }
 

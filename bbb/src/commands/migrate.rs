@@ -9,19 +9,13 @@ pub async fn run(file: &FileConfig) -> anyhow::Result<()> {
     if file.queue_database_configured() || !file.bridge_state_configured() {
         let cfg = file.queue_config()?;
         bbb_queue::server::open_db(&cfg).await?;
-        println!(
-            "migrations applied to {}",
-            bbb_secret::mask_url(&cfg.database_url)
-        );
+        println!("migrations applied to {}", cfg.database_url);
     }
     if file.bridge_state_configured() {
         let cfg = file.bridge_config()?;
-        let state = bbb_state::StateDb::connect(&cfg.state_database_url, 1).await?;
+        let state = bbb_state::StateDb::connect(cfg.state_database_url.expose(), 1).await?;
         state.migrate().await?;
-        println!(
-            "migrations applied to {}",
-            bbb_secret::mask_url(&cfg.state_database_url)
-        );
+        println!("migrations applied to {}", cfg.state_database_url);
     }
     Ok(())
 }

@@ -9,18 +9,75 @@ use bbb_workers::WorkerConfig;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// Help for `bbb up`.
-pub const UP_HELP: &str = "\
+/// What `bbb up` runs besides the queue and the worker, for its `--help`.
+const UP_HELP: &str = "\
 `bbb up` also runs the bridge (TC listener, Buildbot listener, reflector) on the task
 queue buildbot-bridge/buildbot-bridge against an in-memory sandbox Buildbot master with
 the builders linux.build, linux.test, win.build and win.test, and submits one demo task
 (skip it with --no-demo). A [bridge] section in --config may point it at a real master.
+Without BBB_ROOT_ACCESS_TOKEN, the root client's token is generated once and kept in the
+data directory.";
 
-Environment:
-  BBB_DATA_DIR            data directory (default ./bbb-data)
-  BBB_LISTEN              address:port of the queue API (default 127.0.0.1:8080)
-  BBB_ROOT_ACCESS_TOKEN   access token of the client `root` (default: generated once, kept in the data directory)
-  and every variable `bbb queue --help` lists.";
+/// The variables of [`QueueConfig::ENV`], for `--help`.
+pub fn queue_env_help() -> String {
+    bbb_envlayer::help(
+        "Environment (overrides the [queue] section of --config):",
+        QueueConfig::ENV,
+    )
+}
+
+/// The variables of [`WorkerConfig::ENV`], for `--help`.
+pub fn worker_env_help() -> String {
+    bbb_envlayer::help(
+        "Environment (overrides the [worker] section of --config):",
+        WorkerConfig::ENV,
+    )
+}
+
+/// The variables of [`BridgeConfig::ENV`], for `--help`.
+pub fn bridge_env_help() -> String {
+    bbb_envlayer::help(
+        "Environment (overrides the [bridge] section of --config):",
+        BridgeConfig::ENV,
+    )
+}
+
+/// The variables of [`HooksConfig::ENV`], for `--help`.
+pub fn hooks_env_help() -> String {
+    bbb_envlayer::help(
+        "Environment (overrides the [hooks] section of --config):",
+        HooksConfig::ENV,
+    )
+}
+
+/// `--help` of `bbb queue`: the queue's variables and those of the services
+/// it serves beside it.
+pub fn queue_and_services_env_help() -> String {
+    [queue_env_help(), hooks_env_help()].join("\n\n")
+}
+
+/// `--help` of `bbb migrate`, which reads the queue's and the bridge's
+/// sections (their databases).
+pub fn migrate_env_help() -> String {
+    [queue_env_help(), bridge_env_help()].join("\n\n")
+}
+
+/// `--help` of the commands that read every section (`up`, `config`): the
+/// variables of each.
+pub fn all_env_help() -> String {
+    [
+        queue_env_help(),
+        hooks_env_help(),
+        worker_env_help(),
+        bridge_env_help(),
+    ]
+    .join("\n\n")
+}
+
+/// `--help` of `bbb up`.
+pub fn up_help() -> String {
+    format!("{UP_HELP}\n\n{}", all_env_help())
+}
 
 /// The file as read: sections kept as TOML values so defaults apply per key.
 #[derive(Default, Deserialize)]
@@ -99,7 +156,7 @@ impl FileConfig {
         let mut cfg: QueueConfig = toml::Value::Table(table)
             .try_into()
             .context("the [queue] section")?;
-        cfg.apply_env().map_err(anyhow::Error::msg)?;
+        cfg.apply_env()?;
         Ok(cfg)
     }
 
@@ -128,7 +185,7 @@ impl FileConfig {
         let mut cfg: BridgeConfig = toml::Value::Table(table)
             .try_into()
             .context("the [bridge] section")?;
-        cfg.apply_env().map_err(anyhow::Error::msg)?;
+        cfg.apply_env()?;
         Ok(cfg)
     }
 

@@ -23,6 +23,7 @@ pub const OWN_CRATES: &[&str] = &[
     "bbb_bench",
     "bbb_bridge",
     "bbb_clock",
+    "bbb_envlayer",
     "bbb_hooks",
     "bbb_buildbot",
     "bbb_index",

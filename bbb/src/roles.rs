@@ -160,19 +160,14 @@ pub async fn start(
     master: Arc<dyn LegacyMaster>,
 ) -> anyhow::Result<RunningBridge> {
     cfg.validate().map_err(anyhow::Error::msg)?;
-    let max = if cfg.state_database_url.starts_with("sqlite:") {
+    let max = if cfg.state_database_url.expose().starts_with("sqlite:") {
         1
     } else {
         16
     };
-    let state = StateDb::connect(&cfg.state_database_url, max)
+    let state = StateDb::connect(cfg.state_database_url.expose(), max)
         .await
-        .with_context(|| {
-            format!(
-                "mapping DB {}",
-                bbb_secret::mask_url(&cfg.state_database_url)
-            )
-        })?;
+        .with_context(|| format!("mapping DB {}", cfg.state_database_url))?;
     state.migrate().await?;
     let mut settings =
         BridgeSettings::new(&cfg.task_queue_id, &cfg.master_name, &cfg.instance_name());
@@ -182,7 +177,7 @@ pub async fn start(
     let queue = QueueClient::new(
         &cfg.queue_root_url,
         &cfg.queue_client_id,
-        &cfg.queue_access_token,
+        cfg.queue_access_token.expose(),
         &settings.worker_group,
         &settings.worker_id,
     )?;
@@ -264,7 +259,7 @@ pub async fn start(
         instance = %bridge.settings.instance,
         task_queue = %cfg.task_queue_id,
         master = ?cfg.buildbot_kind,
-        state = %bbb_secret::mask_url(&cfg.state_database_url),
+        state = %cfg.state_database_url,
         ?roles,
         "bridge started"
     );

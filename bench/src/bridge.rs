@@ -286,9 +286,9 @@ impl Env {
         let token = bbb_queue::server::random_token();
         let cfg = QueueConfig {
             listen: "127.0.0.1:0".into(),
-            database_url: format!("sqlite://{}/queue.sqlite", dir.0.display()),
+            database_url: format!("sqlite://{}/queue.sqlite", dir.0.display()).into(),
             database_max_connections: 10,
-            root_access_token: Some(token.clone()),
+            root_access_token: Some(token.clone().into()),
             blob_dir: dir.0.join("blobs"),
             ..QueueConfig::default()
         };

@@ -64,9 +64,9 @@ impl Server {
         let token = bbb_queue::server::random_token();
         let mut cfg = QueueConfig {
             listen: "127.0.0.1:0".into(),
-            database_url,
+            database_url: database_url.into(),
             database_max_connections: 20,
-            root_access_token: Some(token.clone()),
+            root_access_token: Some(token.clone().into()),
             blob_dir: dir.0.join("blobs"),
             ..QueueConfig::default()
         };

@@ -100,9 +100,9 @@ pub(crate) async fn server_with(
     let token = bbb_queue::server::random_token();
     let cfg = QueueConfig {
         listen: "127.0.0.1:0".into(),
-        database_url: url.clone(),
+        database_url: url.clone().into(),
         database_max_connections: (concurrency as u32 + 4).min(40),
-        root_access_token: Some(token.clone()),
+        root_access_token: Some(token.clone().into()),
         blob_dir: dir.0.join("blobs"),
         resolver_interval_ms: 200,
         commit_batch,

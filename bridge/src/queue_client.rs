@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use bbb_clock::{fmt_ms, parse_ms};
 use bbb_tcvalues::{ExceptionReason, ReasonResolved, RunState, TaskState, UnknownValue};
 use serde_json::{Value, json};
 use taskcluster::{ClientBuilder, Credentials, Queue};
@@ -137,12 +138,12 @@ impl TaskStatus {
                 scheduled: run
                     .get("scheduled")
                     .and_then(Value::as_str)
-                    .and_then(parse_time_ms)
+                    .and_then(parse_ms)
                     .unwrap_or(0),
                 taken_until: run
                     .get("takenUntil")
                     .and_then(Value::as_str)
-                    .and_then(parse_time_ms),
+                    .and_then(parse_ms),
             });
         }
         Ok(TaskStatus {
@@ -151,8 +152,8 @@ impl TaskStatus {
             state: str_field("state")?
                 .parse()
                 .map_err(|e: UnknownValue| e.to_string())?,
-            deadline: parse_time_ms(&str_field("deadline")?).ok_or("bad deadline")?,
-            expires: parse_time_ms(&str_field("expires")?).ok_or("bad expires")?,
+            deadline: parse_ms(&str_field("deadline")?).ok_or("bad deadline")?,
+            expires: parse_ms(&str_field("expires")?).ok_or("bad expires")?,
             runs,
         })
     }
@@ -161,20 +162,6 @@ impl TaskStatus {
     pub fn run(&self, run_id: u32) -> Option<&RunInfo> {
         self.runs.iter().find(|r| r.run_id == run_id)
     }
-}
-
-/// Parses an RFC 3339 date into milliseconds since the epoch.
-pub fn parse_time_ms(text: &str) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc3339(text)
-        .ok()
-        .map(|t| t.timestamp_millis())
-}
-
-/// Formats milliseconds since the epoch as the queue writes dates.
-pub fn format_time_ms(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// The queue, as the bridge uses it.
@@ -315,7 +302,7 @@ impl QueueClient {
                 else {
                     continue;
                 };
-                let inserted = t["inserted"].as_str().and_then(parse_time_ms).unwrap_or(0);
+                let inserted = t["inserted"].as_str().and_then(parse_ms).unwrap_or(0);
                 out.push((
                     task_id.to_owned(),
                     u32::try_from(run_id).unwrap_or(u32::MAX),
@@ -358,7 +345,7 @@ impl QueueClient {
                 &json!({
                     "storageType": "s3",
                     "contentType": content_type,
-                    "expires": format_time_ms(expires_ms),
+                    "expires": fmt_ms(expires_ms),
                 }),
             )
             .await
@@ -415,7 +402,7 @@ impl QueueClient {
                     "storageType": "reference",
                     "url": url,
                     "contentType": content_type,
-                    "expires": format_time_ms(expires_ms),
+                    "expires": fmt_ms(expires_ms),
                 }),
             )
             .await
@@ -436,7 +423,7 @@ fn taken_until(call: &'static str, answer: &Value) -> TcResult<i64> {
     answer
         .get("takenUntil")
         .and_then(Value::as_str)
-        .and_then(parse_time_ms)
+        .and_then(parse_ms)
         .ok_or_else(|| TcError {
             call,
             status: None,
@@ -474,7 +461,7 @@ mod tests {
         let run1 = status.run(1).unwrap();
         assert_eq!(run1.state.as_str(), "running");
         assert_eq!(run1.taken_until, Some(run1.scheduled + 20 * 60 * 1000));
-        assert_eq!(format_time_ms(run1.scheduled), "2026-11-28T10:05:00.000Z");
+        assert_eq!(fmt_ms(run1.scheduled), "2026-11-28T10:05:00.000Z");
     }
 
     #[test]

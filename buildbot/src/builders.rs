@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
-use bbb_secret::mask_url;
+use bbb_secret::{SecretUrl, mask_url};
 
 use crate::error::{LegacyError, Result};
 
@@ -20,8 +20,8 @@ pub enum BuilderSource {
     /// list of names (`["a", "b"]`) or an object with a `builders` object
     /// whose keys are the names, like Mozilla's `allthethings.json`.
     Url {
-        /// Where to fetch it.
-        url: String,
+        /// Where to fetch it (its password, if any, masked in `Debug`).
+        url: SecretUrl,
         /// How long a fetched list is used before fetching again (Mozilla's
         /// bridge used 300 s).
         refresh: Duration,
@@ -56,7 +56,7 @@ impl BuilderCatalog {
                 {
                     return Ok(Some(list.clone()));
                 }
-                match self.fetch(url).await {
+                match self.fetch(url.expose()).await {
                     Ok(list) => {
                         *cache = Some((Instant::now(), list.clone()));
                         Ok(Some(list))
@@ -65,7 +65,7 @@ impl BuilderCatalog {
                         // A stale list beats refusing every task while the
                         // list's server is down.
                         if let Some((_, list)) = cache.as_ref() {
-                            tracing::warn!(url = %mask_url(url), %error, "builder list refresh failed, using the cached list");
+                            tracing::warn!(%url, %error, "builder list refresh failed, using the cached list");
                             return Ok(Some(list.clone()));
                         }
                         Err(error)

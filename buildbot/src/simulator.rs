@@ -59,6 +59,8 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
+use bbb_secret::SecretUrl;
+
 use crate::common::now_secs;
 use crate::error::{LegacyError, Result};
 use crate::messages::{
@@ -76,8 +78,9 @@ pub type SimBuilder = ScriptedBuilder;
 /// Configuration of a [`Simulator`].
 #[derive(Clone, Debug)]
 pub struct SimulatorConfig {
-    /// The scheduler DB (`mysql://...`), with the 0.8 tables.
-    pub db_url: String,
+    /// The scheduler DB (`mysql://...`), with the 0.8 tables (its password
+    /// masked in `Debug`).
+    pub db_url: SecretUrl,
     /// Where to publish `exchange/build` messages; `None` publishes nothing
     /// (a master without Pulse).
     pub bus: Option<bbb_pulse::Bus>,
@@ -97,7 +100,7 @@ impl SimulatorConfig {
     /// Defaults: exchange `exchange/build`, master `sim-master`, polls every
     /// 50 ms, web server on a free loopback port.
     pub fn new(
-        db_url: impl Into<String>,
+        db_url: impl Into<SecretUrl>,
         bus: Option<bbb_pulse::Bus>,
         builders: Vec<SimBuilder>,
     ) -> Self {
@@ -167,7 +170,7 @@ impl std::fmt::Debug for Simulator {
 impl Simulator {
     /// Starts polling, and serving the web endpoints.
     pub async fn start(config: SimulatorConfig) -> Result<Simulator> {
-        let pool = open_pool(&config.db_url)?;
+        let pool = open_pool(config.db_url.expose())?;
         let mut numbers = HashMap::new();
         {
             let mut conn = pool.get_conn().await?;

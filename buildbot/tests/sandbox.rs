@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use bbb_buildbot::sandbox::{
-    Clock, SandboxBuilder, SandboxConfig, SandboxMaster, SandboxStats, StoredRequest,
+    SandboxBuilder, SandboxConfig, SandboxMaster, SandboxStats, StoredRequest,
 };
 use bbb_buildbot::{
     BuildId, BuildInfo, BuildRequestId, BuildRequestSpec, BuildResult, CancelOutcome, EventSource,
     LegacyError, LegacyEvent, LegacyEventStream, LegacyMaster, RequestState, SourceStamp,
     StopOutcome, StopTarget,
 };
+use bbb_clock::Clock;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -44,7 +45,7 @@ fn fast(name: &str) -> SandboxBuilder {
 
 fn config(builders: impl IntoIterator<Item = SandboxBuilder>) -> SandboxConfig {
     SandboxConfig {
-        clock: Clock::fixed(NOW),
+        clock: Clock::stopped_at(NOW * 1000),
         ..SandboxConfig::with_builders(builders)
     }
 }

@@ -17,7 +17,7 @@ fn with_builders_from(db_url: &str, list_url: String) -> SchedulerDb {
     let mut config = SchedulerDbConfig::new(db_url);
     config.poll = None;
     config.builders = BuilderSource::Url {
-        url: list_url,
+        url: list_url.into(),
         refresh: Duration::from_secs(300),
     };
     SchedulerDb::new(config).unwrap()

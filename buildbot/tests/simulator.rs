@@ -305,7 +305,7 @@ async fn stop_build_stops_a_running_build_through_the_master_and_self_serve() {
     // Through self-serve: a running build by build id, a pending request.
     let mut config = SchedulerDbConfig::new(&db.url);
     config.poll = None;
-    config.selfserve_url = Some(simulator.selfserve_url());
+    config.selfserve_url = Some(simulator.selfserve_url().into());
     let selfserve = SchedulerDb::new(config).unwrap();
     let running = selfserve
         .submit(&common::spec("T-ss-build", "slow"))

@@ -10,10 +10,13 @@ pub type Millis = i64;
 
 /// The clock every decision reads. The system clock plus an offset that tests may
 /// advance, so deadline and claim-expiry logic can be exercised without sleeping
-/// for minutes.
+/// for minutes; or, for tests that compare times exactly, a clock stopped at a
+/// given time that moves only when advanced.
 #[derive(Clone, Debug, Default)]
 pub struct Clock {
+    /// Added to the system time; for a stopped clock, the time itself.
     offset_ms: Arc<AtomicI64>,
+    stopped: bool,
 }
 
 impl Clock {
@@ -22,9 +25,28 @@ impl Clock {
         Self::default()
     }
 
+    /// A clock stopped at `ms` (milliseconds since the epoch): it reads `ms`
+    /// until [`Clock::advance`] moves it.
+    pub fn stopped_at(ms: Millis) -> Self {
+        Clock {
+            offset_ms: Arc::new(AtomicI64::new(ms)),
+            stopped: true,
+        }
+    }
+
     /// Now, in milliseconds since the epoch.
     pub fn now_ms(&self) -> Millis {
-        Utc::now().timestamp_millis() + self.offset_ms.load(Ordering::Relaxed)
+        let offset = self.offset_ms.load(Ordering::Relaxed);
+        if self.stopped {
+            offset
+        } else {
+            Utc::now().timestamp_millis() + offset
+        }
+    }
+
+    /// Now, in whole seconds since the epoch (as Buildbot stores times).
+    pub fn now_secs(&self) -> i64 {
+        self.now_ms().div_euclid(1000)
     }
 
     /// Now, as a date.
@@ -72,6 +94,19 @@ mod tests {
             "2026-01-02T03:04:05.000Z"
         );
         assert!(parse_ms("yesterday").is_none());
+    }
+
+    #[test]
+    fn a_stopped_clock_moves_only_when_advanced() {
+        let c = Clock::stopped_at(1_700_000_000_500);
+        let d = c.clone();
+        assert_eq!(d.now_ms(), 1_700_000_000_500);
+        assert_eq!(d.now_secs(), 1_700_000_000);
+        assert_eq!(fmt_ms(d.now_ms()), "2023-11-14T22:13:20.500Z");
+        c.advance(std::time::Duration::from_millis(600));
+        assert_eq!(d.now_ms(), 1_700_000_001_100);
+        assert_eq!(d.now_secs(), 1_700_000_001);
+        assert_eq!(Clock::stopped_at(-1).now_secs(), -1);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The `[hooks]` section of the configuration file.
 
+use bbb_envlayer::Var;
 use serde::{Deserialize, Serialize};
 
 /// How the hooks service runs. Every key has a default that works on one
@@ -36,26 +37,40 @@ impl Default for HooksConfig {
 }
 
 impl HooksConfig {
+    /// The `BBB_HOOKS_*` variables that override the `[hooks]` section, in
+    /// the order they are applied and listed by `--help`.
+    pub const ENV: &'static [Var<HooksConfig>] = &[
+        Var::new(
+            "BBB_HOOKS_SCHEDULER_POLL_MS",
+            "longest wait between the scheduler's looks at the hooks, ms (scheduler_poll_ms)",
+            |c, v| positive(&mut c.scheduler_poll_ms, v),
+        ),
+        Var::new(
+            "BBB_HOOKS_RECONCILE_MS",
+            "how often Pulse bindings are reconciled with the bus, ms (reconcile_ms)",
+            |c, v| positive(&mut c.reconcile_ms, v),
+        ),
+    ];
+
     /// Apply the `BBB_HOOKS_*` environment variables.
     pub fn apply_env(&mut self) -> Result<(), String> {
-        self.apply_vars(|name| std::env::var(name).ok())
+        self.apply_vars(bbb_envlayer::from_env)
     }
 
     /// Apply the `BBB_HOOKS_*` overrides `lookup` gives; empty values are ignored.
     pub fn apply_vars(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<(), String> {
-        for (name, field) in [
-            ("BBB_HOOKS_SCHEDULER_POLL_MS", &mut self.scheduler_poll_ms),
-            ("BBB_HOOKS_RECONCILE_MS", &mut self.reconcile_ms),
-        ] {
-            if let Some(v) = lookup(name).filter(|v| !v.is_empty()) {
-                *field = v
-                    .parse()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| format!("{name}={v:?} is not a positive number"))?;
-            }
+        bbb_envlayer::apply(Self::ENV, self, lookup).map_err(|e| e.to_string())
+    }
+}
+
+/// Sets `slot` to the value read as a number above zero.
+fn positive(slot: &mut u64, value: &str) -> Result<(), String> {
+    match bbb_envlayer::number(value)? {
+        0 => Err("not a positive number".to_owned()),
+        n => {
+            *slot = n;
+            Ok(())
         }
-        Ok(())
     }
 }
 

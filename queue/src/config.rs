@@ -1,5 +1,7 @@
 //! The queue's configuration: a TOML section plus `BBB_*` environment overrides.
 
+use bbb_envlayer::{EnvError, Var, set, set_flag, set_number, set_one_of, set_some};
+use bbb_secret::{Secret, SecretUrl};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -31,8 +33,8 @@ pub const DEFAULT_ANONYMOUS_SCOPES: &[&str] = &[
 pub struct ClientConfig {
     /// The Hawk id.
     pub client_id: String,
-    /// The Hawk key. Masked when the configuration is printed.
-    pub access_token: String,
+    /// The Hawk key. Masked when printed.
+    pub access_token: Secret<String>,
     /// Scopes, which may include `assume:<role>`.
     pub scopes: Vec<String>,
     /// When the client stops working (RFC 3339), if ever.
@@ -87,7 +89,7 @@ pub enum BlobKind {
 /// `[queue.blob]`: the store behind `s3` artifacts. With `kind = "s3"` uploads and
 /// downloads go straight to the store through presigned URLs; objects are keyed
 /// `<taskId>/<runId>/<name>` (after `prefix`).
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BlobConfig {
     /// `local` (default) or `s3` (`BBB_BLOB_KIND`).
@@ -101,9 +103,9 @@ pub struct BlobConfig {
     pub s3_region: String,
     /// Access key id (`BBB_BLOB_S3_ACCESS_KEY_ID`).
     pub s3_access_key_id: String,
-    /// Secret access key (`BBB_BLOB_S3_SECRET_ACCESS_KEY`). Masked when the
-    /// configuration is printed; never logged.
-    pub s3_secret_access_key: String,
+    /// Secret access key (`BBB_BLOB_S3_SECRET_ACCESS_KEY`). Masked when
+    /// printed; never logged.
+    pub s3_secret_access_key: Secret<String>,
     /// Path-style URLs (`<endpoint>/<bucket>/<key>`, as MinIO, Ceph and moto want);
     /// `false` for virtual-hosted style (`<bucket>.<endpoint host>/<key>`)
     /// (`BBB_BLOB_S3_PATH_STYLE`, default `true`).
@@ -117,24 +119,6 @@ pub struct BlobConfig {
     pub s3_create_bucket: bool,
 }
 
-impl std::fmt::Debug for BlobConfig {
-    /// Like the derived form, with the secret masked.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BlobConfig")
-            .field("kind", &self.kind)
-            .field("s3_endpoint", &self.s3_endpoint)
-            .field("s3_bucket", &self.s3_bucket)
-            .field("s3_region", &self.s3_region)
-            .field("s3_access_key_id", &self.s3_access_key_id)
-            .field("s3_secret_access_key", &"***")
-            .field("s3_path_style", &self.s3_path_style)
-            .field("s3_prefix", &self.s3_prefix)
-            .field("s3_public_url", &self.s3_public_url)
-            .field("s3_create_bucket", &self.s3_create_bucket)
-            .finish()
-    }
-}
-
 impl Default for BlobConfig {
     fn default() -> Self {
         BlobConfig {
@@ -143,7 +127,7 @@ impl Default for BlobConfig {
             s3_bucket: String::new(),
             s3_region: "us-east-1".into(),
             s3_access_key_id: String::new(),
-            s3_secret_access_key: String::new(),
+            s3_secret_access_key: Secret::default(),
             s3_path_style: true,
             s3_prefix: String::new(),
             s3_public_url: None,
@@ -160,16 +144,19 @@ pub struct QueueConfig {
     pub listen: String,
     /// Public root URL (`BBB_ROOT_URL`); derived from `listen` when unset.
     pub root_url: Option<String>,
-    /// `sqlite://PATH` or `postgres://...` (`BBB_DATABASE_URL`).
-    pub database_url: String,
+    /// `sqlite://PATH` or `postgres://...` (`BBB_DATABASE_URL`). Its password
+    /// is masked when printed.
+    pub database_url: SecretUrl,
     /// PostgreSQL pool size.
     pub database_max_connections: u32,
-    /// AMQP URL for Pulse events (`BBB_AMQP_URL`); unset: in-process bus.
-    pub amqp_url: Option<String>,
+    /// AMQP URL for Pulse events (`BBB_AMQP_URL`); unset: in-process bus. Its
+    /// password is masked when printed.
+    pub amqp_url: Option<SecretUrl>,
     /// Exchange name prefix.
     pub exchange_prefix: String,
     /// Access token of the client `root`, scopes `*` (`BBB_ROOT_ACCESS_TOKEN`).
-    pub root_access_token: Option<String>,
+    /// Masked when printed.
+    pub root_access_token: Option<Secret<String>>,
     /// Seconds a claim lasts before it must be reclaimed (`BBB_CLAIM_TIMEOUT_S`).
     pub claim_timeout_s: u64,
     /// Seconds after a deadline before the task is resolved (`BBB_DEADLINE_DELAY_S`).
@@ -202,7 +189,7 @@ impl Default for QueueConfig {
         QueueConfig {
             listen: "127.0.0.1:8080".into(),
             root_url: None,
-            database_url: "sqlite://bbb-queue.sqlite".into(),
+            database_url: SecretUrl::new("sqlite://bbb-queue.sqlite"),
             database_max_connections: 20,
             amqp_url: None,
             exchange_prefix: "exchange/taskcluster-queue/v1/".into(),
@@ -221,117 +208,120 @@ impl Default for QueueConfig {
     }
 }
 
-/// The environment overrides, one line each, for `--help`.
-pub const ENV_HELP: &str = "\
-  BBB_LISTEN                address:port the queue API listens on (default 127.0.0.1:8080)
-  BBB_ROOT_URL              public root URL (default http://<listen>)
-  BBB_DATABASE_URL          sqlite://PATH or postgres://... (default sqlite://bbb-queue.sqlite)
-  BBB_AMQP_URL              AMQP URL for Pulse events (unset: in-process bus)
-  BBB_ROOT_ACCESS_TOKEN     access token of the client `root` (scopes `*`)
-  BBB_CLAIM_TIMEOUT_S       claim timeout in seconds (default 1200)
-  BBB_DEADLINE_DELAY_S      delay after a deadline before resolving, seconds (default 60)
-  BBB_RESOLVER_INTERVAL_MS  idle poll interval of background resolvers (default 1000)
-  BBB_COMMIT_BATCH          most concurrent create/claim/report calls per transaction (default 64; 1: one each)
-  BBB_SOURCE_URL            source code URL __version__ reports (default the project's repository)
-  BBB_BLOB_KIND             store of `s3` artifacts: local (default, under blob_dir) or s3
-  BBB_BLOB_S3_ENDPOINT      S3-compatible endpoint URL, e.g. http://127.0.0.1:9000
-  BBB_BLOB_S3_BUCKET        bucket of the artifacts
-  BBB_BLOB_S3_REGION        region for signatures (default us-east-1)
-  BBB_BLOB_S3_ACCESS_KEY_ID      access key id of the store
-  BBB_BLOB_S3_SECRET_ACCESS_KEY  secret access key of the store
-  BBB_BLOB_S3_PATH_STYLE    true (default): <endpoint>/<bucket>/<key>; false: virtual-hosted
-  BBB_BLOB_S3_PUBLIC_URL    base URL public/ artifacts redirect to (unset: presigned URLs)
-  BBB_BLOB_S3_CREATE_BUCKET true: create the bucket at start if missing (default false)";
-
 impl QueueConfig {
-    /// Apply the `BBB_*` environment overrides.
-    pub fn apply_env(&mut self) -> Result<(), String> {
-        self.apply_vars(|name| std::env::var(name).ok())
+    /// The `BBB_*` variables that override the `[queue]` section, in the order
+    /// they are applied and listed by `--help`.
+    pub const ENV: &'static [Var<QueueConfig>] = &[
+        Var::new(
+            "BBB_LISTEN",
+            "address:port the queue API listens on (default 127.0.0.1:8080)",
+            |c, v| set(&mut c.listen, v),
+        ),
+        Var::new(
+            "BBB_ROOT_URL",
+            "public root URL (default http://<listen>)",
+            |c, v| set_some(&mut c.root_url, v),
+        ),
+        Var::secret(
+            "BBB_DATABASE_URL",
+            "sqlite://PATH or postgres://... (default sqlite://bbb-queue.sqlite)",
+            |c, v| set(&mut c.database_url, v),
+        ),
+        Var::secret(
+            "BBB_AMQP_URL",
+            "AMQP URL for Pulse events (unset: in-process bus)",
+            |c, v| set_some(&mut c.amqp_url, v),
+        ),
+        Var::secret(
+            "BBB_ROOT_ACCESS_TOKEN",
+            "access token of the client `root` (scopes `*`)",
+            |c, v| set_some(&mut c.root_access_token, v),
+        ),
+        Var::new(
+            "BBB_CLAIM_TIMEOUT_S",
+            "claim timeout in seconds (default 1200)",
+            |c, v| set_number(&mut c.claim_timeout_s, v),
+        ),
+        Var::new(
+            "BBB_DEADLINE_DELAY_S",
+            "delay after a deadline before resolving, seconds (default 60)",
+            |c, v| set_number(&mut c.deadline_delay_s, v),
+        ),
+        Var::new(
+            "BBB_RESOLVER_INTERVAL_MS",
+            "idle poll interval of background resolvers (default 1000)",
+            |c, v| set_number(&mut c.resolver_interval_ms, v),
+        ),
+        Var::new(
+            "BBB_COMMIT_BATCH",
+            "most concurrent create/claim/report calls per transaction (default 64; 1: one each)",
+            |c, v| set_number(&mut c.commit_batch, v),
+        ),
+        Var::new(
+            "BBB_SOURCE_URL",
+            "source code URL __version__ reports (default the project's repository)",
+            |c, v| set(&mut c.source_url, v),
+        ),
+        Var::new(
+            "BBB_BLOB_KIND",
+            "store of `s3` artifacts: local (default, under blob_dir) or s3",
+            |c, v| {
+                set_one_of(
+                    &mut c.blob.kind,
+                    v,
+                    &[("local", BlobKind::Local), ("s3", BlobKind::S3)],
+                )
+            },
+        ),
+        Var::new(
+            "BBB_BLOB_S3_ENDPOINT",
+            "S3-compatible endpoint URL, e.g. http://127.0.0.1:9000",
+            |c, v| set(&mut c.blob.s3_endpoint, v),
+        ),
+        Var::new("BBB_BLOB_S3_BUCKET", "bucket of the artifacts", |c, v| {
+            set(&mut c.blob.s3_bucket, v)
+        }),
+        Var::new(
+            "BBB_BLOB_S3_REGION",
+            "region for signatures (default us-east-1)",
+            |c, v| set(&mut c.blob.s3_region, v),
+        ),
+        Var::new(
+            "BBB_BLOB_S3_ACCESS_KEY_ID",
+            "access key id of the store",
+            |c, v| set(&mut c.blob.s3_access_key_id, v),
+        ),
+        Var::secret(
+            "BBB_BLOB_S3_SECRET_ACCESS_KEY",
+            "secret access key of the store",
+            |c, v| set(&mut c.blob.s3_secret_access_key, v),
+        ),
+        Var::new(
+            "BBB_BLOB_S3_PATH_STYLE",
+            "true (default): <endpoint>/<bucket>/<key>; false: virtual-hosted",
+            |c, v| set_flag(&mut c.blob.s3_path_style, v),
+        ),
+        Var::new(
+            "BBB_BLOB_S3_PUBLIC_URL",
+            "base URL public/ artifacts redirect to (unset: presigned URLs)",
+            |c, v| set_some(&mut c.blob.s3_public_url, v),
+        ),
+        Var::new(
+            "BBB_BLOB_S3_CREATE_BUCKET",
+            "true: create the bucket at start if missing (default false)",
+            |c, v| set_flag(&mut c.blob.s3_create_bucket, v),
+        ),
+    ];
+
+    /// Apply the `BBB_*` environment overrides ([`QueueConfig::ENV`]).
+    pub fn apply_env(&mut self) -> Result<(), EnvError> {
+        self.apply_vars(bbb_envlayer::from_env)
     }
 
-    /// Apply the `BBB_*` overrides that `lookup` gives (the environment, for
-    /// [`QueueConfig::apply_env`]); empty values are ignored.
-    pub fn apply_vars(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<(), String> {
-        let var = |name: &str| lookup(name).filter(|v| !v.is_empty());
-        fn num<T: std::str::FromStr>(
-            var: &dyn Fn(&str) -> Option<String>,
-            name: &str,
-        ) -> Result<Option<T>, String> {
-            var(name)
-                .map(|v| {
-                    v.parse::<T>()
-                        .map_err(|_| format!("{name}={v:?} is not a number"))
-                })
-                .transpose()
-        }
-        if let Some(v) = var("BBB_LISTEN") {
-            self.listen = v;
-        }
-        if let Some(v) = var("BBB_ROOT_URL") {
-            self.root_url = Some(v);
-        }
-        if let Some(v) = var("BBB_DATABASE_URL") {
-            self.database_url = v;
-        }
-        if let Some(v) = var("BBB_AMQP_URL") {
-            self.amqp_url = Some(v);
-        }
-        if let Some(v) = var("BBB_ROOT_ACCESS_TOKEN") {
-            self.root_access_token = Some(v);
-        }
-        if let Some(v) = num(&var, "BBB_CLAIM_TIMEOUT_S")? {
-            self.claim_timeout_s = v;
-        }
-        if let Some(v) = num(&var, "BBB_DEADLINE_DELAY_S")? {
-            self.deadline_delay_s = v;
-        }
-        if let Some(v) = num(&var, "BBB_RESOLVER_INTERVAL_MS")? {
-            self.resolver_interval_ms = v;
-        }
-        if let Some(v) = num(&var, "BBB_COMMIT_BATCH")? {
-            self.commit_batch = v;
-        }
-        if let Some(v) = var("BBB_SOURCE_URL") {
-            self.source_url = v;
-        }
-        let flag = |name: &str| -> Result<Option<bool>, String> {
-            var(name)
-                .map(|v| match v.to_ascii_lowercase().as_str() {
-                    "1" | "true" | "yes" | "on" => Ok(true),
-                    "0" | "false" | "no" | "off" => Ok(false),
-                    _ => Err(format!("{name}={v:?} is not true or false")),
-                })
-                .transpose()
-        };
-        let b = &mut self.blob;
-        if let Some(v) = var("BBB_BLOB_KIND") {
-            b.kind = match v.as_str() {
-                "local" => BlobKind::Local,
-                "s3" => BlobKind::S3,
-                _ => return Err(format!("BBB_BLOB_KIND={v:?} is not local or s3")),
-            };
-        }
-        for (name, field) in [
-            ("BBB_BLOB_S3_ENDPOINT", &mut b.s3_endpoint),
-            ("BBB_BLOB_S3_BUCKET", &mut b.s3_bucket),
-            ("BBB_BLOB_S3_REGION", &mut b.s3_region),
-            ("BBB_BLOB_S3_ACCESS_KEY_ID", &mut b.s3_access_key_id),
-            ("BBB_BLOB_S3_SECRET_ACCESS_KEY", &mut b.s3_secret_access_key),
-        ] {
-            if let Some(v) = var(name) {
-                *field = v;
-            }
-        }
-        if let Some(v) = flag("BBB_BLOB_S3_PATH_STYLE")? {
-            b.s3_path_style = v;
-        }
-        if let Some(v) = var("BBB_BLOB_S3_PUBLIC_URL") {
-            b.s3_public_url = Some(v);
-        }
-        if let Some(v) = flag("BBB_BLOB_S3_CREATE_BUCKET")? {
-            b.s3_create_bucket = v;
-        }
-        Ok(())
+    /// Apply the overrides of [`QueueConfig::ENV`] that `lookup` gives (the environment,
+    /// for [`QueueConfig::apply_env`]); empty values are ignored.
+    pub fn apply_vars(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<(), EnvError> {
+        bbb_envlayer::apply(Self::ENV, self, lookup)
     }
 
     /// The public root URL, without a trailing slash.
@@ -342,28 +332,14 @@ impl QueueConfig {
             .trim_end_matches('/')
             .to_string()
     }
-
-    /// A copy safe to print: secrets masked.
-    pub fn masked(&self) -> QueueConfig {
-        let mut c = self.clone();
-        if c.root_access_token.is_some() {
-            c.root_access_token = Some("***".into());
-        }
-        for cl in &mut c.auth.clients {
-            cl.access_token = "***".into();
-        }
-        c.database_url = bbb_secret::mask_url(&c.database_url);
-        c.amqp_url = c.amqp_url.as_deref().map(bbb_secret::mask_url);
-        if !c.blob.s3_secret_access_key.is_empty() {
-            c.blob.s3_secret_access_key = "***".into();
-        }
-        c
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bbb_envlayer::testing::{
+        Sample, assert_bad_values_are_refused, assert_each_variable_sets_its_field,
+    };
 
     #[test]
     fn blob_section_defaults_and_masking() {
@@ -376,10 +352,11 @@ mod tests {
         assert_eq!(QueueConfig::default().blob.kind, BlobKind::Local);
         let mut c = c;
         c.blob.s3_secret_access_key = "hush".into();
-        let printed = serde_json::to_string(&c.masked()).unwrap();
+        let printed = serde_json::to_string(&c).unwrap();
         assert!(!printed.contains("hush"));
         assert!(printed.contains("\"s3_secret_access_key\":\"***\""));
         assert!(!format!("{c:?}").contains("hush"));
+        assert_eq!(c.blob.s3_secret_access_key.expose(), "hush");
         assert!(
             serde_json::from_value::<BlobConfig>(serde_json::json!({"kind": "gcs"})).is_err(),
             "unknown kinds are refused"
@@ -404,10 +381,130 @@ mod tests {
         c.apply_vars(|n| (n == "BBB_SOURCE_URL").then(|| "https://git.example.com/bbb".into()))
             .unwrap();
         assert_eq!(c.source_url, "https://git.example.com/bbb");
-        assert!(ENV_HELP.contains("BBB_SOURCE_URL"));
+        assert!(QueueConfig::ENV.iter().any(|v| v.name == "BBB_SOURCE_URL"));
         let err = c
             .apply_vars(|n| (n == "BBB_COMMIT_BATCH").then(|| "many".into()))
             .unwrap_err();
-        assert!(err.contains("BBB_COMMIT_BATCH"), "{err}");
+        assert!(err.to_string().contains("BBB_COMMIT_BATCH"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let c: QueueConfig = serde_json::from_value(serde_json::json!({
+            "database_url": "postgres://bbb:db-pw@db/queue",
+            "amqp_url": "amqp://bbb:mq/pw@mq/%2f",
+            "root_access_token": "root-token",
+            "blob": {"s3_secret_access_key": "s3-key"},
+            "auth": {"clients": [{"client_id": "c", "access_token": "client-token"}]},
+        }))
+        .unwrap();
+        assert_eq!(c.database_url.expose(), "postgres://bbb:db-pw@db/queue");
+        assert_eq!(c.auth.clients[0].access_token.expose(), "client-token");
+        let json = serde_json::to_string(&c).unwrap();
+        let toml = toml::to_string(&c).unwrap();
+        for shown in [json, toml, format!("{c:?}")] {
+            for secret in ["db-pw", "mq/pw", "root-token", "s3-key", "client-token"] {
+                assert!(!shown.contains(secret), "{secret} in {shown}");
+            }
+            assert!(shown.contains("postgres://bbb:***@db/queue"), "{shown}");
+            assert!(shown.contains("amqp://bbb:***@mq/%2f"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn the_file_reads_as_before() {
+        let c: QueueConfig = toml::from_str(
+            r#"
+            listen = "0.0.0.0:80"
+            database_url = "postgres://bbb:pw@db/queue"
+            amqp_url = "amqp://bbb:pw@mq/%2f"
+            root_access_token = "root-token"
+            [blob]
+            kind = "s3"
+            s3_secret_access_key = "s3-key"
+            [auth]
+            clients = [{ client_id = "ci", access_token = "client-token", scopes = ["*"] }]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.listen, "0.0.0.0:80");
+        assert_eq!(c.database_url.expose(), "postgres://bbb:pw@db/queue");
+        assert_eq!(
+            c.amqp_url.as_ref().map(SecretUrl::expose),
+            Some("amqp://bbb:pw@mq/%2f")
+        );
+        assert_eq!(c.root_access_token.as_ref().unwrap().expose(), "root-token");
+        assert_eq!(c.blob.s3_secret_access_key.expose(), "s3-key");
+        assert_eq!(c.auth.clients[0].access_token.expose(), "client-token");
+        assert_eq!(c.auth.clients[0].scopes, ["*"]);
+    }
+
+    /// A value for every variable of [`QueueConfig::ENV`], and the check that it set its
+    /// field.
+    const SAMPLES: &[Sample<QueueConfig>] = &[
+        ("BBB_LISTEN", "0.0.0.0:81", |c| c.listen == "0.0.0.0:81"),
+        ("BBB_ROOT_URL", "https://q.example.com", |c| {
+            c.root_url.as_deref() == Some("https://q.example.com")
+        }),
+        ("BBB_DATABASE_URL", "postgres://u:pw@db/q", |c| {
+            c.database_url.expose() == "postgres://u:pw@db/q"
+        }),
+        ("BBB_AMQP_URL", "amqp://u:pw@mq/%2f", |c| {
+            c.amqp_url.as_ref().map(SecretUrl::expose) == Some("amqp://u:pw@mq/%2f")
+        }),
+        ("BBB_ROOT_ACCESS_TOKEN", "root-token", |c| {
+            c.root_access_token.as_ref().map(|t| t.expose().as_str()) == Some("root-token")
+        }),
+        ("BBB_CLAIM_TIMEOUT_S", "11", |c| c.claim_timeout_s == 11),
+        ("BBB_DEADLINE_DELAY_S", "12", |c| c.deadline_delay_s == 12),
+        ("BBB_RESOLVER_INTERVAL_MS", "13", |c| {
+            c.resolver_interval_ms == 13
+        }),
+        ("BBB_COMMIT_BATCH", "14", |c| c.commit_batch == 14),
+        ("BBB_SOURCE_URL", "https://src.example.com", |c| {
+            c.source_url == "https://src.example.com"
+        }),
+        ("BBB_BLOB_KIND", "s3", |c| c.blob.kind == BlobKind::S3),
+        ("BBB_BLOB_S3_ENDPOINT", "http://s3:9000", |c| {
+            c.blob.s3_endpoint == "http://s3:9000"
+        }),
+        ("BBB_BLOB_S3_BUCKET", "bkt", |c| c.blob.s3_bucket == "bkt"),
+        ("BBB_BLOB_S3_REGION", "eu-west-3", |c| {
+            c.blob.s3_region == "eu-west-3"
+        }),
+        ("BBB_BLOB_S3_ACCESS_KEY_ID", "AKID", |c| {
+            c.blob.s3_access_key_id == "AKID"
+        }),
+        ("BBB_BLOB_S3_SECRET_ACCESS_KEY", "s3-key", |c| {
+            c.blob.s3_secret_access_key.expose() == "s3-key"
+        }),
+        ("BBB_BLOB_S3_PATH_STYLE", "false", |c| !c.blob.s3_path_style),
+        ("BBB_BLOB_S3_PUBLIC_URL", "https://cdn", |c| {
+            c.blob.s3_public_url.as_deref() == Some("https://cdn")
+        }),
+        ("BBB_BLOB_S3_CREATE_BUCKET", "yes", |c| {
+            c.blob.s3_create_bucket
+        }),
+    ];
+
+    #[test]
+    fn each_variable_sets_its_field() {
+        assert_each_variable_sets_its_field(QueueConfig::ENV, SAMPLES);
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        assert_bad_values_are_refused(
+            QueueConfig::ENV,
+            &[
+                ("BBB_CLAIM_TIMEOUT_S", "soon"),
+                ("BBB_DEADLINE_DELAY_S", "-1"),
+                ("BBB_RESOLVER_INTERVAL_MS", "1.5"),
+                ("BBB_COMMIT_BATCH", "many"),
+                ("BBB_BLOB_KIND", "gcs"),
+                ("BBB_BLOB_S3_PATH_STYLE", "maybe"),
+                ("BBB_BLOB_S3_CREATE_BUCKET", "2"),
+            ],
+        );
     }
 }

@@ -58,7 +58,7 @@ impl S3Store {
             ("s3_bucket", &cfg.s3_bucket),
             ("s3_region", &cfg.s3_region),
             ("s3_access_key_id", &cfg.s3_access_key_id),
-            ("s3_secret_access_key", &cfg.s3_secret_access_key),
+            ("s3_secret_access_key", cfg.s3_secret_access_key.expose()),
         ] {
             if value.is_empty() {
                 anyhow::bail!("blob.{key} must be set when blob.kind is s3");
@@ -82,7 +82,7 @@ impl S3Store {
                 .map(|u| u.trim_end_matches('/').to_string()),
             signer: Signer::new(
                 &cfg.s3_access_key_id,
-                &cfg.s3_secret_access_key,
+                cfg.s3_secret_access_key.expose(),
                 &cfg.s3_region,
                 "s3",
             ),

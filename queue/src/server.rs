@@ -31,7 +31,7 @@ pub fn random_token() -> String {
 
 /// Open the database and apply migrations.
 pub async fn open_db(cfg: &QueueConfig) -> anyhow::Result<Db> {
-    if let Some(path) = cfg.database_url.strip_prefix("sqlite://") {
+    if let Some(path) = cfg.database_url.expose().strip_prefix("sqlite://") {
         let path = path.split('?').next().unwrap_or(path);
         if let Some(parent) = std::path::Path::new(path)
             .parent()
@@ -41,9 +41,9 @@ pub async fn open_db(cfg: &QueueConfig) -> anyhow::Result<Db> {
                 .with_context(|| format!("creating {}", parent.display()))?;
         }
     }
-    let db = Db::connect(&cfg.database_url, cfg.database_max_connections)
+    let db = Db::connect(cfg.database_url.expose(), cfg.database_max_connections)
         .await
-        .with_context(|| format!("connecting to {}", bbb_secret::mask_url(&cfg.database_url)))?;
+        .with_context(|| format!("connecting to {}", cfg.database_url))?;
     db.migrate().await?;
     Ok(db)
 }
@@ -65,12 +65,12 @@ async fn issuer_secret(db: &Db) -> anyhow::Result<String> {
 pub fn authenticator(cfg: &QueueConfig, issuer_token: &str) -> anyhow::Result<Authenticator> {
     let mut clients = vec![Client::new(ISSUER_CLIENT_ID, issuer_token, ["*"])];
     if let Some(token) = &cfg.root_access_token {
-        clients.push(Client::new("root", token.clone(), ["*"]));
+        clients.push(Client::new("root", token.expose().clone(), ["*"]));
     }
     for c in &cfg.auth.clients {
         let mut client = Client::new(
             c.client_id.clone(),
-            c.access_token.clone(),
+            c.access_token.expose().clone(),
             c.scopes.clone(),
         );
         if let Some(e) = &c.expires {
@@ -206,7 +206,7 @@ pub async fn start_with(
     let db = open_db(&cfg).await?;
     let secret = issuer_secret(&db).await?;
     let auth = authenticator(&cfg, &secret)?;
-    let bus = Bus::connect(cfg.amqp_url.as_deref())
+    let bus = Bus::connect(cfg.amqp_url.as_ref().map(bbb_secret::SecretUrl::expose))
         .await
         .map_err(|e| anyhow::anyhow!("event bus: {e}"))?;
     let blobs = blob_store(&cfg, &secret, &root_url).await?;

@@ -2,6 +2,7 @@
 //! `Authorization` headers, as S3 and S3-compatible stores (MinIO, Ceph, moto)
 //! check them.
 
+use bbb_secret::Secret;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
@@ -11,27 +12,17 @@ pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 /// Longest validity S3 accepts for a presigned URL, in seconds (7 days).
 pub const MAX_PRESIGN_EXPIRES_S: i64 = 7 * 24 * 3600;
 
-/// Access key pair plus the region and service they sign for.
-#[derive(Clone)]
+/// Access key pair plus the region and service they sign for. `Debug` shows
+/// the secret key as `***`.
+#[derive(Clone, Debug)]
 pub struct Signer {
     /// The access key id (appears in URLs and headers).
     pub access_key_id: String,
-    secret_access_key: String,
+    secret_access_key: Secret<String>,
     /// The region, e.g. `us-east-1`.
     pub region: String,
     /// The service, `s3` for object stores.
     pub service: String,
-}
-
-impl std::fmt::Debug for Signer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Signer")
-            .field("access_key_id", &self.access_key_id)
-            .field("secret_access_key", &"***")
-            .field("region", &self.region)
-            .field("service", &self.service)
-            .finish()
-    }
 }
 
 /// One request to sign: method, host (with `:port` unless default), the path as sent
@@ -146,7 +137,10 @@ impl Signer {
             self.scope(date),
             sha256_hex(canonical_request.as_bytes())
         );
-        let k_date = hmac(format!("AWS4{}", self.secret_access_key).as_bytes(), date);
+        let k_date = hmac(
+            format!("AWS4{}", self.secret_access_key.expose()).as_bytes(),
+            date,
+        );
         let k_region = hmac(&k_date, &self.region);
         let k_service = hmac(&k_region, &self.service);
         let k_signing = hmac(&k_service, "aws4_request");
@@ -264,7 +258,20 @@ mod tests {
         );
         assert_eq!(uri_encode("a/b", false), "a%2Fb");
         assert_eq!(amz_date(1_369_353_600_000), "20130524T000000Z");
+    }
+
+    #[test]
+    fn debug_shows_everything_but_the_secret_key() {
         let s = Signer::new(AKID, SECRET, "r", "s3");
-        assert!(!format!("{s:?}").contains(SECRET));
+        let shown = format!("{s:?}");
+        assert!(!shown.contains(SECRET), "{shown}");
+        assert!(!shown.contains("wJalr"), "{shown}");
+        assert_eq!(
+            shown,
+            format!(
+                "Signer {{ access_key_id: \"{AKID}\", secret_access_key: ***, \
+                 region: \"r\", service: \"s3\" }}"
+            )
+        );
     }
 }

@@ -88,10 +88,10 @@ impl TestQueue {
         let token = random_token();
         let mut cfg = QueueConfig {
             listen: "127.0.0.1:0".into(),
-            database_url,
+            database_url: database_url.into(),
             database_max_connections: 10,
-            amqp_url: opts.amqp_url.clone(),
-            root_access_token: Some(token.clone()),
+            amqp_url: opts.amqp_url.clone().map(Into::into),
+            root_access_token: Some(token.clone().into()),
             claim_timeout_s: opts.claim_timeout_s.unwrap_or(1200),
             deadline_delay_s: 0,
             resolver_interval_ms: 100,

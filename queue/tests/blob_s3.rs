@@ -309,7 +309,7 @@ async fn store_checks_credentials(postgres: bool) {
     let (key_id, secret) = moto.iam_user().await;
     let mut good = moto.blob_config("checked");
     good.s3_access_key_id = key_id.clone();
-    good.s3_secret_access_key = secret;
+    good.s3_secret_access_key = secret.into();
     let q = TestQueue::with(TestOptions {
         postgres,
         blob: Some(good.clone()),

@@ -121,6 +121,12 @@ impl From<&str> for SecretUrl {
     }
 }
 
+impl From<&String> for SecretUrl {
+    fn from(url: &String) -> Self {
+        SecretUrl(url.clone())
+    }
+}
+
 impl fmt::Debug for SecretUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&self.masked(), f)

@@ -134,7 +134,7 @@ impl Drop for TempDir {
 }
 
 /// How long [`wait_for`] polls before it fails the test.
-pub const WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+pub const WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Poll `f` every 50 ms until it returns `Some`, and return that; fail the
 /// test, naming `what`, when [`WAIT_LIMIT`] passes first. For what another

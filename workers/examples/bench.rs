@@ -95,7 +95,7 @@ async fn bench(
     let cfg = WorkerConfig {
         root_url: q.root_url.clone(),
         client_id: q.root_client_id.clone(),
-        access_token: q.root_access_token.clone(),
+        access_token: q.root_access_token.clone().into(),
         task_queue_id: tq,
         worker_id: format!("bench-{capacity}"),
         capacity,

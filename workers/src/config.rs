@@ -1,8 +1,9 @@
 //! Worker configuration: a TOML file plus `BBB_*` environment overrides.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
+use bbb_envlayer::{Var, set, set_number};
+use bbb_secret::Secret;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
@@ -12,7 +13,7 @@ use crate::users::RunTasksAs;
 ///
 /// Every field has a working default except the queue credentials and the
 /// task queue, which must come from the file or the environment.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkerConfig {
     /// Root URL of the TaskCluster deployment (or the native queue),
@@ -20,8 +21,8 @@ pub struct WorkerConfig {
     pub root_url: String,
     /// Client id the worker claims work with.
     pub client_id: String,
-    /// Access token for `client_id`. Never logged; masked in `Debug`.
-    pub access_token: String,
+    /// Access token for `client_id`. Never logged; masked when printed.
+    pub access_token: Secret<String>,
     /// Task queue to claim from, `provisionerId/workerType`.
     pub task_queue_id: String,
     /// Worker group reported to the queue.
@@ -65,7 +66,7 @@ impl Default for WorkerConfig {
         WorkerConfig {
             root_url: String::new(),
             client_id: String::new(),
-            access_token: String::new(),
+            access_token: Secret::default(),
             task_queue_id: String::new(),
             worker_group: "bbb".to_owned(),
             worker_id: default_worker_id(),
@@ -91,41 +92,55 @@ fn default_worker_id() -> String {
         .unwrap_or_else(|| "bbb-worker".to_owned())
 }
 
-impl fmt::Debug for WorkerConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WorkerConfig")
-            .field("root_url", &self.root_url)
-            .field("client_id", &self.client_id)
-            .field("access_token", &"***")
-            .field("task_queue_id", &self.task_queue_id)
-            .field("worker_group", &self.worker_group)
-            .field("worker_id", &self.worker_id)
-            .field("capacity", &self.capacity)
-            .field("livelog_listen", &self.livelog_listen)
-            .field("livelog_public_url", &self.livelog_public_url)
-            .field("reclaim_before_s", &self.reclaim_before_s)
-            .field("shutdown_grace_s", &self.shutdown_grace_s)
-            .field("tasks_dir", &self.tasks_dir)
-            .field("max_task_run_time_s", &self.max_task_run_time_s)
-            .field("min_poll_interval_ms", &self.min_poll_interval_ms)
-            .field("upload_retries", &self.upload_retries)
-            .field("run_tasks_as", &self.run_tasks_as)
-            .finish()
-    }
-}
-
 impl WorkerConfig {
-    /// Help text for the environment overrides, one line per variable.
-    pub const ENV_HELP: &'static str = "\
-BBB_QUEUE_ROOT_URL        root URL of the queue (root_url)
-BBB_QUEUE_CLIENT_ID       client id the worker claims with (client_id)
-BBB_QUEUE_ACCESS_TOKEN    access token of that client (access_token)
-BBB_WORKER_TASK_QUEUE     task queue to claim from, provisionerId/workerType (task_queue_id)
-BBB_WORKER_GROUP          worker group (worker_group)
-BBB_WORKER_ID             worker id (worker_id)
-BBB_WORKER_CAPACITY       number of tasks run at once (capacity)
-BBB_WORKER_LIVELOG_LISTEN address:port the live log is served on (livelog_listen)
-BBB_WORKER_RUN_TASKS_AS   task-user or current-user: who task commands run as (run_tasks_as)";
+    /// The `BBB_*` variables that override the `[worker]` section, in the
+    /// order they are applied and listed by `--help`.
+    pub const ENV: &'static [Var<WorkerConfig>] = &[
+        Var::new(
+            "BBB_QUEUE_ROOT_URL",
+            "root URL of the queue (root_url)",
+            |c, v| set(&mut c.root_url, v),
+        ),
+        Var::new(
+            "BBB_QUEUE_CLIENT_ID",
+            "client id the worker claims with (client_id)",
+            |c, v| set(&mut c.client_id, v),
+        ),
+        Var::secret(
+            "BBB_QUEUE_ACCESS_TOKEN",
+            "access token of that client (access_token)",
+            |c, v| set(&mut c.access_token, v),
+        ),
+        Var::new(
+            "BBB_WORKER_TASK_QUEUE",
+            "task queue to claim from, provisionerId/workerType (task_queue_id)",
+            |c, v| set(&mut c.task_queue_id, v),
+        ),
+        Var::new("BBB_WORKER_GROUP", "worker group (worker_group)", |c, v| {
+            set(&mut c.worker_group, v)
+        }),
+        Var::new("BBB_WORKER_ID", "worker id (worker_id)", |c, v| {
+            set(&mut c.worker_id, v)
+        }),
+        Var::new(
+            "BBB_WORKER_CAPACITY",
+            "number of tasks run at once (capacity)",
+            |c, v| set_number(&mut c.capacity, v),
+        ),
+        Var::new(
+            "BBB_WORKER_LIVELOG_LISTEN",
+            "address:port the live log is served on (livelog_listen)",
+            |c, v| set(&mut c.livelog_listen, v),
+        ),
+        Var::new(
+            "BBB_WORKER_RUN_TASKS_AS",
+            "task-user or current-user: who task commands run as (run_tasks_as)",
+            |c, v| {
+                c.run_tasks_as = Some(v.parse()?);
+                Ok(())
+            },
+        ),
+    ];
 
     /// Reads a TOML configuration file; absent keys take their defaults.
     pub fn from_file(path: &Path) -> Result<WorkerConfig, ConfigError> {
@@ -141,54 +156,19 @@ BBB_WORKER_RUN_TASKS_AS   task-user or current-user: who task commands run as (r
         toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))
     }
 
-    /// Applies the `BBB_*` environment overrides listed in
-    /// [`WorkerConfig::ENV_HELP`]. Empty variables are ignored.
-    pub fn apply_env(&mut self) -> anyhow::Result<()> {
-        self.apply_vars(|name| std::env::var(name).ok())?;
-        Ok(())
+    /// Applies the `BBB_*` environment overrides of
+    /// [`WorkerConfig::ENV`]. Empty variables are ignored.
+    pub fn apply_env(&mut self) -> Result<(), ConfigError> {
+        self.apply_vars(bbb_envlayer::from_env)
     }
 
-    /// Applies overrides from any variable source (the environment in
-    /// [`WorkerConfig::apply_env`]).
+    /// Applies the overrides of [`WorkerConfig::ENV`] from any variable
+    /// source (the environment in [`WorkerConfig::apply_env`]).
     pub fn apply_vars(
         &mut self,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<(), ConfigError> {
-        let get = |name: &str| lookup(name).filter(|v| !v.is_empty());
-        if let Some(v) = get("BBB_QUEUE_ROOT_URL") {
-            self.root_url = v;
-        }
-        if let Some(v) = get("BBB_QUEUE_CLIENT_ID") {
-            self.client_id = v;
-        }
-        if let Some(v) = get("BBB_QUEUE_ACCESS_TOKEN") {
-            self.access_token = v;
-        }
-        if let Some(v) = get("BBB_WORKER_TASK_QUEUE") {
-            self.task_queue_id = v;
-        }
-        if let Some(v) = get("BBB_WORKER_GROUP") {
-            self.worker_group = v;
-        }
-        if let Some(v) = get("BBB_WORKER_ID") {
-            self.worker_id = v;
-        }
-        if let Some(v) = get("BBB_WORKER_CAPACITY") {
-            self.capacity = v.trim().parse().map_err(|_| ConfigError::Invalid {
-                field: "BBB_WORKER_CAPACITY",
-                message: format!("not a number: {v:?}"),
-            })?;
-        }
-        if let Some(v) = get("BBB_WORKER_LIVELOG_LISTEN") {
-            self.livelog_listen = v;
-        }
-        if let Some(v) = get("BBB_WORKER_RUN_TASKS_AS") {
-            self.run_tasks_as = Some(v.parse().map_err(|message| ConfigError::Invalid {
-                field: "BBB_WORKER_RUN_TASKS_AS",
-                message,
-            })?);
-        }
-        Ok(())
+        Ok(bbb_envlayer::apply(Self::ENV, self, lookup)?)
     }
 
     /// Checks the configuration is complete and consistent.
@@ -238,6 +218,7 @@ BBB_WORKER_RUN_TASKS_AS   task-user or current-user: who task commands run as (r
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bbb_envlayer::testing::{Sample, assert_each_variable_sets_its_field};
     use std::collections::HashMap;
 
     #[test]
@@ -265,6 +246,10 @@ mod tests {
         cfg.validate().unwrap();
         let dbg = format!("{cfg:?}");
         assert!(!dbg.contains("sekrit-token"), "{dbg}");
+        let printed = toml::to_string(&cfg).unwrap();
+        assert!(!printed.contains("sekrit-token"), "{printed}");
+        assert!(printed.contains("access_token = \"***\""), "{printed}");
+        assert_eq!(cfg.access_token.expose(), "sekrit-token");
         assert_eq!(cfg.provisioner_and_worker_type(), ("prov", "type"));
     }
 
@@ -285,6 +270,30 @@ mod tests {
         let cfg = WorkerConfig::from_toml("run_tasks_as = \"task-user\"").unwrap();
         assert_eq!(cfg.run_tasks_as, Some(RunTasksAs::TaskUser));
         assert!(WorkerConfig::from_toml("run_tasks_as = \"nobody\"").is_err());
-        assert_eq!(WorkerConfig::ENV_HELP.lines().count(), 9);
+        assert_eq!(WorkerConfig::ENV.len(), 9);
+    }
+
+    #[test]
+    fn each_variable_sets_its_field() {
+        let samples: &[Sample<WorkerConfig>] = &[
+            ("BBB_QUEUE_ROOT_URL", "http://q", |c| {
+                c.root_url == "http://q"
+            }),
+            ("BBB_QUEUE_CLIENT_ID", "cid", |c| c.client_id == "cid"),
+            ("BBB_QUEUE_ACCESS_TOKEN", "tok", |c| {
+                c.access_token.expose() == "tok"
+            }),
+            ("BBB_WORKER_TASK_QUEUE", "p/t", |c| c.task_queue_id == "p/t"),
+            ("BBB_WORKER_GROUP", "grp", |c| c.worker_group == "grp"),
+            ("BBB_WORKER_ID", "w-9", |c| c.worker_id == "w-9"),
+            ("BBB_WORKER_CAPACITY", "7", |c| c.capacity == 7),
+            ("BBB_WORKER_LIVELOG_LISTEN", "0.0.0.0:1", |c| {
+                c.livelog_listen == "0.0.0.0:1"
+            }),
+            ("BBB_WORKER_RUN_TASKS_AS", "current-user", |c| {
+                c.run_tasks_as == Some(RunTasksAs::CurrentUser)
+            }),
+        ];
+        assert_each_variable_sets_its_field(WorkerConfig::ENV, samples);
     }
 }

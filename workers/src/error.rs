@@ -16,6 +16,9 @@ pub enum ConfigError {
     /// The configuration file is not valid TOML for [`crate::WorkerConfig`].
     #[error("invalid configuration: {0}")]
     Parse(String),
+    /// A `BBB_*` variable's value does not parse.
+    #[error("invalid configuration: {0}")]
+    Env(#[from] bbb_envlayer::EnvError),
     /// A value is missing or out of range.
     #[error("invalid configuration: {field} {message}")]
     Invalid {

@@ -131,7 +131,7 @@ impl Worker {
         };
         let queue = queue_client(
             &cfg.root_url,
-            Credentials::new(cfg.client_id.clone(), cfg.access_token.clone()),
+            Credentials::new(cfg.client_id.clone(), cfg.access_token.expose().clone()),
         )?;
         let livelog_stop = CancellationToken::new();
         let livelog = LiveLogServer::start(
@@ -359,7 +359,10 @@ impl TaskClient {
 fn client_credentials(creds: Option<&TaskCredentials>, fallback: &WorkerConfig) -> Credentials {
     match creds {
         Some(c) => c.client(),
-        None => Credentials::new(fallback.client_id.clone(), fallback.access_token.clone()),
+        None => Credentials::new(
+            fallback.client_id.clone(),
+            fallback.access_token.expose().clone(),
+        ),
     }
 }
 

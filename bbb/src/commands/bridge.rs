@@ -1,6 +1,8 @@
 //! `bbb bridge` and its single-role variants (`tc-listener`, `bb-listener`,
 //! `reflector`), until SIGINT/SIGTERM or until a role stops.
 
+use bbb_secret::SecretUrl;
+
 use crate::config::FileConfig;
 use crate::roles::{self, RoleSet};
 
@@ -14,7 +16,7 @@ pub async fn run(file: &FileConfig, set: RoleSet) -> anyhow::Result<()> {
              (and the masters' build events) from the broker"
         );
     }
-    let bus = bbb_pulse::Bus::connect(cfg.amqp_url.as_deref()).await?;
+    let bus = bbb_pulse::Bus::connect(cfg.amqp_url.as_ref().map(SecretUrl::expose)).await?;
     let master = roles::legacy_master(&cfg, &bus).await?;
     let running = roles::start(&cfg, set, bus.clone(), master).await?;
     if let Some(addr) = running.metrics_addr {

@@ -17,19 +17,13 @@ pub async fn run(file: &FileConfig) -> anyhow::Result<()> {
             .migrate()
             .await?;
         bbb_index::migrate(&db).await?;
-        println!(
-            "migrations applied to {}",
-            bbb_secret::mask_url(&cfg.database_url)
-        );
+        println!("migrations applied to {}", cfg.database_url.masked());
     }
     if file.bridge_state_configured() {
         let cfg = file.bridge_config()?;
-        let state = bbb_state::StateDb::connect(&cfg.state_database_url, 1).await?;
+        let state = bbb_state::StateDb::connect(cfg.state_database_url.expose(), 1).await?;
         state.migrate().await?;
-        println!(
-            "migrations applied to {}",
-            bbb_secret::mask_url(&cfg.state_database_url)
-        );
+        println!("migrations applied to {}", cfg.state_database_url);
     }
     Ok(())
 }

@@ -67,17 +67,18 @@ pub async fn run(file: FileConfig, data_dir: PathBuf, demo: bool) -> anyhow::Res
     }
 
     let mut qcfg = file.queue_config()?;
+    // Shown in the banner below: the user needs it.
     let token = match &qcfg.root_access_token {
-        Some(t) => t.clone(),
+        Some(t) => t.expose().clone(),
         None => kept_root_token(&data_dir)?,
     };
-    qcfg.root_access_token = Some(token.clone());
+    qcfg.root_access_token = Some(token.clone().into());
     let mounts = crate::services::mounts(&file)?;
     let running = bbb_queue::start_with(qcfg, bbb_queue::Clock::system(), mounts).await?;
 
     wcfg.root_url = running.root_url.clone();
     wcfg.client_id = "root".into();
-    wcfg.access_token = token.clone();
+    wcfg.access_token = token.clone().into();
     let worker = bbb_workers::Worker::new(wcfg.clone()).await?;
     let stop = CancellationToken::new();
     let worker_task = tokio::spawn(worker.run(stop.clone()));
@@ -85,7 +86,7 @@ pub async fn run(file: FileConfig, data_dir: PathBuf, demo: bool) -> anyhow::Res
     let mut bcfg = file.bridge_config()?;
     bcfg.queue_root_url = running.root_url.clone();
     bcfg.queue_client_id = "root".into();
-    bcfg.queue_access_token = token.clone();
+    bcfg.queue_access_token = token.clone().into();
     let master = roles::legacy_master(&bcfg, &running.bus).await?;
     let bridge = roles::start(&bcfg, RoleSet::ALL, running.bus.clone(), master).await?;
 

@@ -112,15 +112,17 @@ pub(super) fn results_or(code: Option<i64>, default: BuildResult) -> BuildResult
 
 impl RestMaster {
     pub(super) fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.inner.api)
+        format!("{}{path}", self.inner.api.expose())
     }
 
     pub(super) fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
         let builder = self.inner.http.request(method, url);
         match &self.inner.config.auth {
             RestAuth::None => builder,
-            RestAuth::Basic { user, password } => builder.basic_auth(user, Some(password)),
-            RestAuth::Header { name, value } => builder.header(name.as_str(), value.as_str()),
+            RestAuth::Basic { user, password } => builder.basic_auth(user, Some(password.expose())),
+            RestAuth::Header { name, value } => {
+                builder.header(name.as_str(), value.expose().as_str())
+            }
         }
     }
 

@@ -16,7 +16,6 @@ mod client;
 mod poller;
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +25,7 @@ use tokio::sync::Mutex;
 
 use self::client::{BuilderRow, RestBuild, api_base, results_or, rows};
 use crate::common::{PollOptions, PulseOptions, buildset_reason, normalize_branch};
-use bbb_secret::mask_url;
+use bbb_secret::{Secret, SecretUrl};
 
 use crate::error::{LegacyError, Result};
 use crate::events::EventSources;
@@ -55,8 +54,8 @@ pub const REPORTER_BINDINGS: [&str; 4] = [
     "buildrequest.*.*.requeued",
 ];
 
-/// How to authenticate to the REST API.
-#[derive(Clone, Default, PartialEq, Eq)]
+/// How to authenticate to the REST API. `Debug` shows the secrets as `***`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum RestAuth {
     /// No credentials (a master whose `www` has no `auth`).
     #[default]
@@ -67,7 +66,7 @@ pub enum RestAuth {
         /// User name.
         user: String,
         /// Password.
-        password: String,
+        password: Secret<String>,
     },
     /// One header sent with every call, e.g. `Authorization: Bearer …` or a
     /// cookie, for masters behind an authenticating proxy.
@@ -75,26 +74,8 @@ pub enum RestAuth {
         /// Header name.
         name: String,
         /// Header value.
-        value: String,
+        value: Secret<String>,
     },
-}
-
-impl fmt::Debug for RestAuth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RestAuth::None => f.write_str("None"),
-            RestAuth::Basic { user, .. } => f
-                .debug_struct("Basic")
-                .field("user", user)
-                .field("password", &"***")
-                .finish(),
-            RestAuth::Header { name, .. } => f
-                .debug_struct("Header")
-                .field("name", name)
-                .field("value", &"***")
-                .finish(),
-        }
-    }
 }
 
 /// Configuration of a [`RestMaster`].
@@ -103,8 +84,9 @@ pub struct RestMasterConfig {
     /// The REST API's base URL, `http://host:8010/api/v2`. The master's own
     /// URL (`http://host:8010/`, its `buildbotURL`) is accepted too: `api/v2`
     /// is appended to a URL whose path does not end with it. Only `http`:
-    /// the crate's HTTP client is built without TLS.
-    pub api_url: String,
+    /// the crate's HTTP client is built without TLS. Its password, if any,
+    /// is masked in `Debug`.
+    pub api_url: SecretUrl,
     /// The force scheduler to submit through ([`DEFAULT_SCHEDULER`]). It
     /// must list every builder bbb submits to.
     pub scheduler: String,
@@ -136,7 +118,7 @@ impl RestMasterConfig {
     /// parameter `bbb_properties`, no credentials, builder list refreshed
     /// every 300 s, no reporter messages, REST polling every 5 s looking back
     /// an hour, 30 s HTTP timeout, 10 s to confirm a cancellation.
-    pub fn new(api_url: impl Into<String>) -> Self {
+    pub fn new(api_url: impl Into<SecretUrl>) -> Self {
         Self {
             api_url: api_url.into(),
             scheduler: DEFAULT_SCHEDULER.to_owned(),
@@ -163,7 +145,7 @@ pub struct RestMaster {
 #[derive(Debug)]
 struct Inner {
     config: RestMasterConfig,
-    api: String,
+    api: SecretUrl,
     http: reqwest::Client,
     builders: Mutex<Option<(Instant, Vec<BuilderRow>)>>,
     masters: Mutex<HashMap<u64, String>>,
@@ -177,21 +159,21 @@ impl RestMaster {
             .timeout(config.http_timeout)
             .build()
             .map_err(|e| LegacyError::Http {
-                url: mask_url(&config.api_url),
+                url: config.api_url.masked(),
                 reason: e.to_string(),
             })?;
-        let api = api_base(&config.api_url);
-        let parsed = url::Url::parse(&api).map_err(|e| LegacyError::InvalidUrl {
-            url: mask_url(&api),
+        let api = SecretUrl::new(api_base(config.api_url.expose()));
+        let parsed = url::Url::parse(api.expose()).map_err(|e| LegacyError::InvalidUrl {
+            url: api.masked(),
             reason: e.to_string(),
         })?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(LegacyError::InvalidUrl {
-                url: mask_url(&api),
+                url: api.masked(),
                 reason: "expected an http:// or https:// URL".to_owned(),
             });
         }
-        tracing::info!(api = %mask_url(&api), scheduler = %config.scheduler, "Buildbot REST adapter configured");
+        tracing::info!(%api, scheduler = %config.scheduler, "Buildbot REST adapter configured");
         Ok(RestMaster {
             inner: Arc::new(Inner {
                 config,
@@ -205,7 +187,7 @@ impl RestMaster {
 
     /// The REST API base URL in use (ending in `/api/v2`).
     pub fn api_url(&self) -> &str {
-        &self.inner.api
+        self.inner.api.expose()
     }
 }
 
@@ -522,8 +504,20 @@ mod tests {
     fn credentials_are_not_shown() {
         let auth = RestAuth::Basic {
             user: "u".to_owned(),
-            password: "secret".to_owned(),
+            password: "secret".into(),
         };
         assert!(!format!("{auth:?}").contains("secret"));
+        let auth = RestAuth::Header {
+            name: "Authorization".to_owned(),
+            value: "Bearer secret".into(),
+        };
+        assert!(!format!("{auth:?}").contains("secret"));
+        let config = super::RestMasterConfig::new("http://bbb:secret@bb:8010/api/v2");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("http://bbb:***@bb:8010/api/v2"), "{shown}");
+        let master = super::RestMaster::new(config).unwrap();
+        assert!(!format!("{master:?}").contains("secret"));
+        assert_eq!(master.api_url(), "http://bbb:secret@bb:8010/api/v2");
     }
 }

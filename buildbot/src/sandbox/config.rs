@@ -3,55 +3,12 @@
 //! it reports (counters, running builds).
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::sync::Arc;
 
+use bbb_clock::Clock;
 use serde_json::Value;
 
-use crate::common::now_secs;
 use crate::script::ScriptedBuilder;
 use crate::types::{BuildId, BuildRequestId, SourceStamp};
-
-/// The wall clock the sandbox stamps its times with (epoch seconds):
-/// `claimed_at`, `start_time`, `finish_time` and `complete_at`. Build
-/// durations are measured with Tokio's timer instead, so tests can also
-/// pause and advance Tokio's clock.
-#[derive(Clone)]
-pub struct Clock(Arc<dyn Fn() -> i64 + Send + Sync>);
-
-impl Clock {
-    /// The system clock.
-    pub fn system() -> Self {
-        Self(Arc::new(now_secs))
-    }
-
-    /// A clock that reads `now` (epoch seconds) from a function.
-    pub fn from_fn(now: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
-        Self(Arc::new(now))
-    }
-
-    /// A clock stopped at `secs` epoch seconds.
-    pub fn fixed(secs: i64) -> Self {
-        Self::from_fn(move || secs)
-    }
-
-    /// The current time, in epoch seconds.
-    pub fn now(&self) -> i64 {
-        (self.0)()
-    }
-}
-
-impl Default for Clock {
-    fn default() -> Self {
-        Self::system()
-    }
-}
-
-impl fmt::Debug for Clock {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Clock").field(&self.now()).finish()
-    }
-}
 
 /// A builder of the sandbox master, with its default script (as the
 /// simulator's: [`ScriptedBuilder::new`] gives 4 slots and builds that pass
@@ -82,7 +39,10 @@ pub struct SandboxConfig {
     /// set an `http://` base when something serves
     /// [`SandboxMaster::build_log`](super::SandboxMaster::build_log) there.
     pub log_url_base: Option<String>,
-    /// The wall clock for recorded times.
+    /// The wall clock the sandbox stamps its times with, in epoch seconds
+    /// ([`Clock::now_secs`]): `claimed_at`, `start_time`, `finish_time` and
+    /// `complete_at`. Build durations are measured with Tokio's timer
+    /// instead, so tests can also pause and advance Tokio's clock.
     pub clock: Clock,
 }
 

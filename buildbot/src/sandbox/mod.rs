@@ -24,9 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
 
-pub use self::config::{
-    Clock, RunningBuild, SandboxBuilder, SandboxConfig, SandboxStats, StoredRequest,
-};
+pub use self::config::{RunningBuild, SandboxBuilder, SandboxConfig, SandboxStats, StoredRequest};
 use self::state::{
     BuilderState, Shared, State, Status, cancel_pending, encode_segment, end_as, request_stop,
     signal_builds,

@@ -60,7 +60,7 @@ pub(super) fn start_build(
     builder: &str,
     brids: &[u64],
 ) -> Option<StartedBuild> {
-    let now = shared.clock.now();
+    let now = shared.clock.now_secs();
     let &lead = brids.first()?;
     let pending_here = |brid: &u64| {
         state
@@ -172,7 +172,7 @@ pub(super) async fn run_build(
 }
 
 fn finish_build(shared: &Shared, build_id: u64) {
-    let now = shared.clock.now();
+    let now = shared.clock.now_secs();
     let mut state = shared.lock();
     if state.shut_down {
         return;

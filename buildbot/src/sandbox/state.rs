@@ -9,7 +9,9 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::{Notify, broadcast, watch};
 
-use super::config::{Clock, SandboxBuilder, SandboxStats};
+use bbb_clock::Clock;
+
+use super::config::{SandboxBuilder, SandboxStats};
 use crate::messages::BuildSnapshot;
 use crate::types::{
     BuildId, BuildInfo, BuildRequestId, BuildResult, EventSource, LegacyEvent, SourceStamp,
@@ -200,7 +202,7 @@ pub(super) struct StartedBuild {
 /// Completes a pending request CANCELLED, unclaimed. The caller checked it
 /// is pending.
 pub(super) fn cancel_pending(shared: &Shared, state: &mut State, brid: u64) {
-    let now = shared.clock.now();
+    let now = shared.clock.now_secs();
     let Some(request) = state.requests.get_mut(&brid) else {
         return;
     };

@@ -11,7 +11,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Opts, Pool, TxOpts};
 
 use crate::builders::{BuilderCatalog, BuilderSource};
-use bbb_secret::mask_url;
+use bbb_secret::{SecretUrl, mask_url};
 
 use crate::common::{
     PollOptions, PulseOptions, buildset_reason, normalize_branch, now_secs, url_with_segments,
@@ -38,8 +38,9 @@ pub const PULSE_BINDINGS: [&str; 2] = ["build.*.*.started", "build.*.*.log_uploa
 /// Configuration of a [`SchedulerDb`].
 #[derive(Clone, Debug)]
 pub struct SchedulerDbConfig {
-    /// `mysql://user:password@host:port/database` of the scheduler DB.
-    pub db_url: String,
+    /// `mysql://user:password@host:port/database` of the scheduler DB (its
+    /// password masked in `Debug`).
+    pub db_url: SecretUrl,
     /// Accepted builders.
     pub builders: BuilderSource,
     /// Pulse events, if the masters publish them.
@@ -49,8 +50,9 @@ pub struct SchedulerDbConfig {
     /// Base URL of a self-serve (buildapi) API, e.g.
     /// `http://buildapi/buildapi/self-serve`. When set, cancels and stops
     /// go through it (`DELETE {url}/{branch}/request/{brid}` and
-    /// `DELETE {url}/{branch}/build/{build_id}`).
-    pub selfserve_url: Option<String>,
+    /// `DELETE {url}/{branch}/build/{build_id}`). Its password, if any, is
+    /// masked in `Debug`.
+    pub selfserve_url: Option<SecretUrl>,
     /// The `X-Remote-User` header self-serve requires.
     pub selfserve_user: String,
     /// Web URL of each master, by the name it claims requests with
@@ -64,7 +66,7 @@ pub struct SchedulerDbConfig {
 impl SchedulerDbConfig {
     /// A configuration with every builder accepted, no Pulse, default DB
     /// polling, no self-serve and no master URLs.
-    pub fn new(db_url: impl Into<String>) -> Self {
+    pub fn new(db_url: impl Into<SecretUrl>) -> Self {
         Self {
             db_url: db_url.into(),
             builders: BuilderSource::Any,
@@ -85,12 +87,22 @@ pub struct SchedulerDb {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
     pool: Pool,
     config: SchedulerDbConfig,
     catalog: BuilderCatalog,
     http: reqwest::Client,
+}
+
+impl std::fmt::Debug for Inner {
+    /// Without the pool: its `Debug` shows the connection options, the
+    /// password included.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("config", &self.config)
+            .field("catalog", &self.catalog)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Opens a pool on a MySQL URL, masking the URL in errors.
@@ -140,7 +152,7 @@ struct RunningBuild {
 impl SchedulerDb {
     /// Connects lazily to the scheduler DB described by `config`.
     pub fn new(config: SchedulerDbConfig) -> Result<SchedulerDb> {
-        let pool = open_pool(&config.db_url)?;
+        let pool = open_pool(config.db_url.expose())?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             // A 0.8 master answers a stop with a redirect to the build page.
@@ -151,7 +163,7 @@ impl SchedulerDb {
                 reason: e.to_string(),
             })?;
         let catalog = BuilderCatalog::new(config.builders.clone(), http.clone());
-        tracing::info!(db = %mask_url(&config.db_url), "scheduler DB adapter configured");
+        tracing::info!(db = %config.db_url, "scheduler DB adapter configured");
         Ok(SchedulerDb {
             inner: Arc::new(Inner {
                 pool,
@@ -462,7 +474,7 @@ impl LegacyMaster for SchedulerDb {
         if let Some(base) = &self.inner.config.selfserve_url {
             let branch = self.branch_of(id).await?.unwrap_or_default();
             let accepted = self
-                .selfserve_delete(base, &branch, "request", id.0)
+                .selfserve_delete(base.expose(), &branch, "request", id.0)
                 .await?;
             tracing::info!(
                 build_request.id = id.0,
@@ -516,7 +528,7 @@ impl LegacyMaster for SchedulerDb {
             }
             if let Some(base) = &self.inner.config.selfserve_url {
                 let branch = build.branch.clone().unwrap_or_default();
-                self.selfserve_delete(base, &branch, "build", build.build_id.0)
+                self.selfserve_delete(base.expose(), &branch, "build", build.build_id.0)
                     .await?;
             } else {
                 self.stop_on_master(build).await?;
@@ -603,7 +615,32 @@ pub(crate) async fn complete_buildset_if_done(
 
 #[cfg(test)]
 mod tests {
-    use super::short_branch;
+    use super::{SchedulerDb, SchedulerDbConfig, short_branch};
+    use crate::builders::BuilderSource;
+
+    #[tokio::test]
+    async fn passwords_in_the_configuration_are_not_shown() {
+        let mut config = SchedulerDbConfig::new("mysql://bbb:db-pw@db/sched");
+        config.selfserve_url = Some("http://bbb:ss-pw@buildapi/self-serve".into());
+        config.builders = BuilderSource::Url {
+            url: "http://bbb:list-pw@buildapi/allthethings.json".into(),
+            refresh: std::time::Duration::from_secs(300),
+        };
+        config.poll = None;
+        let shown = format!("{config:?}");
+        for secret in ["db-pw", "ss-pw", "list-pw"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("mysql://bbb:***@db/sched"), "{shown}");
+        assert!(
+            shown.contains("http://bbb:***@buildapi/self-serve"),
+            "{shown}"
+        );
+        assert_eq!(config.db_url.expose(), "mysql://bbb:db-pw@db/sched");
+        // The pool connects lazily: the adapter is built without a server.
+        let master = SchedulerDb::new(config).unwrap();
+        assert!(!format!("{master:?}").contains("db-pw"));
+    }
 
     #[test]
     fn self_serve_takes_the_short_branch_name() {

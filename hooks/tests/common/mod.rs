@@ -97,7 +97,7 @@ pub fn options(backend: Backend) -> TestOptions {
             .into_iter()
             .map(|(id, scopes)| ClientConfig {
                 client_id: id.into(),
-                access_token: format!("{id}-token"),
+                access_token: format!("{id}-token").into(),
                 scopes: scopes.into_iter().map(String::from).collect(),
                 expires: None,
             })

@@ -13,7 +13,7 @@ use taskcluster::{ClientBuilder, Credentials, Index, Queue, Retry};
 pub fn client(id: &str, scopes: &[&str]) -> ClientConfig {
     ClientConfig {
         client_id: id.into(),
-        access_token: format!("{id}-token"),
+        access_token: format!("{id}-token").into(),
         scopes: scopes.iter().map(|s| s.to_string()).collect(),
         expires: None,
     }

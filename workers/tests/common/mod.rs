@@ -124,7 +124,7 @@ pub fn config(q: &TestQueue, tq: &str, worker_id: &str, scratch: &Path) -> Worke
     WorkerConfig {
         root_url: q.root_url.clone(),
         client_id: q.root_client_id.clone(),
-        access_token: q.root_access_token.clone(),
+        access_token: q.root_access_token.clone().into(),
         task_queue_id: tq.to_owned(),
         worker_group: "tests".into(),
         worker_id: worker_id.into(),

@@ -186,15 +186,14 @@ impl Store {
     /// Apply this service's migrations (versions 2001 and up), leaving the
     /// other services' versions alone.
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        let mut migrator = match self.backend {
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
-            Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
-        };
-        migrator.set_ignore_missing(true);
-        migrator
-            .run(&self.pool)
-            .await
-            .map_err(|e| anyhow::anyhow!("auth migrations failed: {e}"))
+        bbb_sqlstore::migrate_shared(
+            &self.pool,
+            self.backend,
+            sqlx::migrate!("./migrations/sqlite"),
+            sqlx::migrate!("./migrations/postgres"),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("auth migrations failed: {e}"))
     }
 
     /// Whether the database answers.

@@ -7,7 +7,7 @@ pub mod namespace;
 pub mod store;
 
 use bbb_auth::Authenticator;
-use bbb_queue::db::{Backend, Db};
+use bbb_queue::db::Db;
 use bbb_queue::{Mount, Mounted, Queue, Shared};
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,15 +82,14 @@ pub fn bind(queue: &Queue) {
 
 /// Apply the index's migrations (versions 1001 and up) to the queue's database.
 pub async fn migrate(db: &Db) -> anyhow::Result<()> {
-    let mut migrator = match db.backend {
-        Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
-        Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
-    };
-    migrator.set_ignore_missing(true);
-    migrator
-        .run(&db.pool)
-        .await
-        .map_err(|e| anyhow::anyhow!("index migrations: {e}"))
+    bbb_sqlstore::migrate_shared(
+        &db.pool,
+        db.backend,
+        sqlx::migrate!("./migrations/sqlite"),
+        sqlx::migrate!("./migrations/postgres"),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("index migrations: {e}"))
 }
 
 /// The index as a service served beside the queue: its API, the feed

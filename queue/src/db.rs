@@ -49,12 +49,13 @@ impl Db {
     /// below 1000, then a thousand per service: see the services' crates), so
     /// every migrator ignores the versions it does not know.
     pub async fn migrate(&self) -> Result<()> {
-        let mut migrator = match self.backend {
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
-            Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
-        };
-        migrator.set_ignore_missing(true);
-        let res = migrator.run(&self.pool).await;
+        let res = bbb_sqlstore::migrate_shared(
+            &self.pool,
+            self.backend,
+            sqlx::migrate!("./migrations/sqlite"),
+            sqlx::migrate!("./migrations/postgres"),
+        )
+        .await;
         res.map_err(|e| ApiError::Internal(format!("migration failed: {e}")))
     }
 

@@ -18,6 +18,25 @@ pub enum Backend {
     Postgres,
 }
 
+/// Applies one of the migration sets that share a database: `sqlite` or
+/// `postgres` as `backend` says. The queue and each service served beside it
+/// keep their tables in one database, each set in a version range of its own
+/// (the queue below 1000, the index from 1001, the auth service from 2001, the
+/// hooks from 3001), so every set ignores the versions it does not know.
+pub async fn migrate_shared(
+    pool: &AnyPool,
+    backend: Backend,
+    sqlite: sqlx::migrate::Migrator,
+    postgres: sqlx::migrate::Migrator,
+) -> Result<(), sqlx::migrate::MigrateError> {
+    let mut migrator = match backend {
+        Backend::Sqlite => sqlite,
+        Backend::Postgres => postgres,
+    };
+    migrator.set_ignore_missing(true);
+    migrator.run(pool).await
+}
+
 impl Backend {
     /// The engine a URL names, if supported (`sqlite:` or `postgres:`/`postgresql:`).
     pub fn of_url(url: &str) -> Option<Backend> {

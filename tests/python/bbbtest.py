@@ -430,52 +430,6 @@ def bbb_binary() -> Path:
     return Path(os.environ.get("BBB_BIN", REPO / "target" / "debug" / "bbb"))
 
 
-def _answers(url: str, proc: subprocess.Popen, log_path: Path) -> bool:
-    """Whether ``url`` answers; fails with the log if ``proc`` died."""
-    try:
-        return requests.get(url, timeout=2).ok
-    except requests.ConnectionError:
-        assert proc.poll() is None, log_path.read_text()
-        return False
-
-
-@contextlib.contextmanager
-def bbb_up(tmp_path: Path, **env: str):
-    """Run ``bbb up`` on a free port with its own data directory in
-    ``tmp_path`` and extra environment ``env``; yield ``(queue, log_path,
-    answers)`` once it answers ping: a root client of its queue, its log
-    file and a function telling whether a URL answers while ``bbb up``
-    lives. Stopped with SIGTERM on exit."""
-    port = free_port()
-    token = "up-" + taskcluster.slugId()
-    env = dict(os.environ, BBB_LISTEN=f"127.0.0.1:{port}", BBB_ROOT_ACCESS_TOKEN=token, BBB_LOG="info", **env)
-    log_path = tmp_path / "up.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [str(bbb_binary()), "up", "--data-dir", str(tmp_path / "data")],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-        )
-        try:
-            root_url = f"http://127.0.0.1:{port}"
-
-            def answers(url: str) -> bool:
-                return _answers(url, proc, log_path)
-
-            wait_for(lambda: answers(f"{root_url}/api/queue/v1/ping"), 60, "bbb up to answer ping")
-            credentials = {"clientId": "root", "accessToken": token}
-            yield taskcluster.Queue({"rootUrl": root_url, "credentials": credentials}), log_path, answers
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-
-
 def start_server(request, tmp_path_factory, **env: str) -> BbbServer:
     """Start a ``bbb queue`` for the current backend parameter
     (``request.param``, one of BACKENDS) with extra environment ``env``.
@@ -506,20 +460,22 @@ def start_server(request, tmp_path_factory, **env: str) -> BbbServer:
 
 
 class UpProcess:
-    """One ``bbb up`` process on free ports, with its own data directory under
-    ``workdir`` and the root access token ``token``. Extra environment in
-    ``env``. ``root_url`` answers once :meth:`start` returns."""
+    """One ``bbb up`` process on a free port, with its own data directory
+    under ``workdir``, the root access token ``token`` (a fresh one if not
+    given) and extra environment ``env``. ``root_url`` answers once
+    :meth:`start` returns; as a context manager it starts on entry and stops
+    (SIGTERM) on exit."""
 
-    def __init__(self, workdir: Path, token: str, **env: str):
+    def __init__(self, workdir: Path, token: str | None = None, **env: str):
         self.workdir = Path(workdir)
-        self.token = token
+        self.token = token or "up-" + taskcluster.slugId()
         self.port = free_port()
         self.root_url = f"http://127.0.0.1:{self.port}"
         self.log_path = self.workdir / "up.log"
         self.env = dict(
             os.environ,
             BBB_LISTEN=f"127.0.0.1:{self.port}",
-            BBB_ROOT_ACCESS_TOKEN=token,
+            BBB_ROOT_ACCESS_TOKEN=self.token,
             BBB_LOG="info",
             **env,
         )
@@ -534,16 +490,16 @@ class UpProcess:
             stderr=subprocess.STDOUT,
             cwd=self.workdir,
         )
-
-        def ping():
-            try:
-                return requests.get(f"{self.root_url}/api/queue/v1/ping", timeout=2).ok
-            except requests.ConnectionError:
-                assert self.process.poll() is None, self.log_path.read_text()
-                return False
-
-        wait_for(ping, timeout, "bbb up to answer ping")
+        wait_for(lambda: self.answers(f"{self.root_url}/api/queue/v1/ping"), timeout, "bbb up to answer ping")
         return self
+
+    def answers(self, url: str) -> bool:
+        """Whether ``url`` answers; fails with the log if ``bbb up`` died."""
+        try:
+            return requests.get(url, timeout=2).ok
+        except requests.ConnectionError:
+            assert self.process is not None and self.process.poll() is None, self.log_path.read_text()
+            return False
 
     def stop(self) -> None:
         if self.process is None:
@@ -555,6 +511,24 @@ class UpProcess:
             if self.process.poll() is None:
                 self.process.kill()
             self._log.close()
+            self.process = None
+
+    def __enter__(self) -> "UpProcess":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
     def root_credentials(self) -> dict:
         return {"clientId": "root", "accessToken": self.token}
+
+    def client(self, kind: str, credentials: dict | None = None) -> Any:
+        """An official client (``"Queue"``, ``"Auth"``, ``"Hooks"``...) of
+        this ``bbb up``, with the root credentials unless others are given."""
+        return getattr(taskcluster, kind)(
+            {"rootUrl": self.root_url, "credentials": credentials or self.root_credentials()}
+        )
+
+    def queue(self) -> taskcluster.Queue:
+        """A root client of its queue."""
+        return self.client("Queue")

@@ -211,8 +211,7 @@ def test_temporary_credentials_and_authorized_scopes(server, root_auth):
 def test_bbb_up_serves_the_auth_service(tmp_path):
     """``bbb up`` serves the auth service too: a client created there creates
     tasks on its queue."""
-    up = UpProcess(tmp_path, "up-auth-" + taskcluster.slugId()).start()
-    try:
+    with UpProcess(tmp_path) as up:
         options = {"rootUrl": up.root_url, "maxRetries": 0}
         auth = taskcluster.Auth({**options, "credentials": up.root_credentials()})
         assert auth.ping()["alive"] is True
@@ -235,5 +234,4 @@ def test_bbb_up_serves_the_auth_service(tmp_path):
         anonymous = auth.expandScopes({"scopes": ["assume:anonymous"]})["scopes"]
         assert anonymous == auth.role("anonymous")["expandedScopes"]
         assert "assume:anonymous" in anonymous and len(anonymous) > 1
-    finally:
-        up.stop()
+

@@ -11,7 +11,7 @@ import pytest
 import requests
 import taskcluster
 
-from bbbtest import bbb_up, free_port, task_definition, wait_for, wait_for_state
+from bbbtest import UpProcess, free_port, task_definition, wait_for, wait_for_state
 
 BRIDGE_QUEUE = "buildbot-bridge/buildbot-bridge"
 
@@ -20,13 +20,13 @@ BRIDGE_QUEUE = "buildbot-bridge/buildbot-bridge"
 def up(tmp_path):
     """A ``bbb up`` process with its metrics on a known port."""
     metrics_port = free_port()
-    with bbb_up(tmp_path, BBB_METRICS_LISTEN=f"127.0.0.1:{metrics_port}") as (queue, log_path, answers):
+    with UpProcess(tmp_path, BBB_METRICS_LISTEN=f"127.0.0.1:{metrics_port}") as up:
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         # /metrics answers once the bridge has subscribed to the queue's
         # exchanges; a task created before that is only adopted by the
         # reflector's next pass.
-        wait_for(lambda: answers(metrics_url), 60, "the bridge's /metrics to answer")
-        yield queue, log_path, metrics_url
+        wait_for(lambda: up.answers(metrics_url), 60, "the bridge's /metrics to answer")
+        yield up.queue(), up.log_path, metrics_url
 
 
 def bridged(builder: str, **properties) -> dict:

@@ -8,14 +8,14 @@ import pytest
 import requests
 import taskcluster
 
-from bbbtest import bbb_up, task_definition, wait_for_state
+from bbbtest import UpProcess, task_definition, wait_for_state
 
 
 @pytest.fixture
 def up(tmp_path):
     """A ``bbb up`` process on a free port with its own data directory."""
-    with bbb_up(tmp_path) as (queue, _, _):
-        yield queue, tmp_path
+    with UpProcess(tmp_path) as up:
+        yield up.queue(), tmp_path
 
 
 def test_python_task_runs_on_the_native_worker(up):

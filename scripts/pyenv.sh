@@ -7,8 +7,9 @@
 # (target/ is ignored by git) with exactly the versions pinned in
 # tests/python/requirements.txt. With arguments, <cargo target dir>/NAME with
 # the versions pinned in REQUIREMENTS (a path relative to the repository). A
-# stamp file records the sha256 of the requirements that were installed; when
-# it matches, nothing is reinstalled and the script returns at once.
+# stamp file records the sha256 of the requirements that were installed and
+# the interpreter; when both match, nothing is reinstalled and the script
+# returns at once (another interpreter makes a new venv).
 #
 # Prints the venv path on stdout (last line), progress on stderr.
 #
@@ -27,7 +28,14 @@ python="${PYTHON:-python3}"
 
 log() { echo "$name: $*" >&2; }
 
-want=$(sha256sum "$requirements" | cut -d' ' -f1)
+# The interpreter's real binary (through shims and symlinks), as a venv made
+# with it also reports.
+real_executable() { "$1" -c 'import os, sys; print(os.path.realpath(sys.executable))'; }
+if ! interpreter=$(real_executable "$python"); then
+    echo "$name: ERROR: cannot run the interpreter '$python'" >&2
+    exit 1
+fi
+want="$(sha256sum "$requirements" | cut -d' ' -f1) $interpreter"
 
 if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
     log "up to date ($venv)"
@@ -35,6 +43,10 @@ if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; t
     exit 0
 fi
 
+if [[ -x "$venv/bin/python" && "$(real_executable "$venv/bin/python")" != "$interpreter" ]]; then
+    log "made with another interpreter; recreating it with $interpreter"
+    rm -rf "$venv"
+fi
 if [[ ! -x "$venv/bin/python" ]]; then
     log "creating $venv"
     mkdir -p "$target_dir"

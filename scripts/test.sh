@@ -8,6 +8,9 @@
 #   1. cargo fmt --check and cargo clippy -D warnings (fail fast: nothing else
 #      runs if either fails). Meanwhile, in the background: scripts/services.sh
 #      (PostgreSQL, MariaDB, RabbitMQ), scripts/pyenv.sh (Python venv) and
+#      scripts/pyenv.sh taskgraph-venv (the venv whose taskgraph the example
+#      project's decision tasks run, made with the system's /usr/bin/python3
+#      so the tasks' unprivileged users can run it),
 #      scripts/buildbot-venv.sh (the Buildbot 4.3 venv the bbb-buildbot tests
 #      start masters from).
 #   2. cargo build --workspace --all-targets (one shared build).
@@ -87,6 +90,9 @@ scripts/pyenv.sh >"$log_dir/pyenv.log" 2>&1 &
 pyenv_pid=$!
 scripts/buildbot-venv.sh >"$log_dir/buildbot-venv.log" 2>&1 &
 buildbot_venv_pid=$!
+PYTHON="${BBB_TASK_PYTHON:-/usr/bin/python3}" scripts/pyenv.sh taskgraph-venv tests/taskgraph/requirements.txt \
+    >"$log_dir/taskgraph-venv.log" 2>&1 &
+taskgraph_venv_pid=$!
 
 # Collect a background preparation job and show its log.
 finish_prep() { # finish_prep NAME PID
@@ -108,7 +114,7 @@ if ((lint_ok)); then
 fi
 if ((!lint_ok)); then
     # Fail fast, but leave no stray background jobs behind.
-    wait "$services_pid" "$pyenv_pid" "$buildbot_venv_pid" 2>/dev/null || true
+    wait "$services_pid" "$pyenv_pid" "$buildbot_venv_pid" "$taskgraph_venv_pid" 2>/dev/null || true
     summary
     echo "test.sh: lint failed; build and tests were not run" >&2
     exit 1
@@ -117,7 +123,7 @@ fi
 # --- 2. one shared build ----------------------------------------------------------
 
 if ! run_step build cargo build --workspace --all-targets --locked; then
-    wait "$services_pid" "$pyenv_pid" "$buildbot_venv_pid" 2>/dev/null || true
+    wait "$services_pid" "$pyenv_pid" "$buildbot_venv_pid" "$taskgraph_venv_pid" 2>/dev/null || true
     summary
     exit 1
 fi
@@ -125,7 +131,9 @@ fi
 finish_prep services "$services_pid"
 finish_prep pyenv "$pyenv_pid"
 finish_prep buildbot-venv "$buildbot_venv_pid"
-if [[ ${part_result[services]} != ok || ${part_result[pyenv]} != ok || ${part_result[buildbot-venv]} != ok ]]; then
+finish_prep taskgraph-venv "$taskgraph_venv_pid"
+if [[ ${part_result[services]} != ok || ${part_result[pyenv]} != ok || ${part_result[buildbot-venv]} != ok
+      || ${part_result[taskgraph-venv]} != ok ]]; then
     summary
     echo "test.sh: services or Python venvs not ready; tests were not run" >&2
     exit 1

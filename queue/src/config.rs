@@ -6,8 +6,21 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// Scopes of the `anonymous` role when the configuration defines none: the read
-/// access public TaskCluster deployments grant.
+/// access public TaskCluster deployments grant (upstream's recommended
+/// anonymous role, for the services bbb serves). `auth:current-scopes` lets a
+/// task ask what it may do (taskgraph's action callback does),
+/// `auth:expand-scopes` what a role grants (Treeherder does before an action).
 pub const DEFAULT_ANONYMOUS_SCOPES: &[&str] = &[
+    "auth:current-scopes",
+    "auth:expand-scopes",
+    "auth:get-client:*",
+    "auth:get-role:*",
+    "auth:list-clients",
+    "auth:list-roles",
+    "hooks:get:*",
+    "hooks:list-hooks:*",
+    "hooks:list-last-fires:*",
+    "hooks:status:*",
     "queue:get-task:*",
     "queue:status:*",
     "queue:get-artifact:public/*",
@@ -22,6 +35,8 @@ pub const DEFAULT_ANONYMOUS_SCOPES: &[&str] = &[
     "queue:get-provisioner:*",
     "queue:list-worker-types:*",
     "queue:get-worker-type:*",
+    "queue:list-workers:*",
+    "queue:get-worker:*",
     "index:find-task:*",
     "index:list-namespaces:*",
     "index:list-tasks:*",

@@ -70,23 +70,25 @@ def limited_queue(server) -> taskcluster.Queue:
 
 
 #: Hard limit for one test, in seconds: every wait in the suite is bounded
-#: well below this, so reaching it means the server stopped answering.
+#: well below this, so reaching it means the server stopped answering. A test
+#: module whose tests run whole task graphs sets its own ``TEST_TIMEOUT_S``.
 TEST_TIMEOUT_S = 150
 
 
 @pytest.fixture(autouse=True)
-def _per_test_timeout():
+def _per_test_timeout(request):
     """Abort a test that hangs (e.g. an HTTP request the server never answers)."""
+    limit = getattr(request.module, "TEST_TIMEOUT_S", TEST_TIMEOUT_S)
 
     def on_alarm(signum, frame):
-        raise TimeoutError(f"test exceeded {TEST_TIMEOUT_S}s")
+        raise TimeoutError(f"test exceeded {limit}s")
 
     try:
         previous = signal.signal(signal.SIGALRM, on_alarm)
     except ValueError:  # not in the main thread: no alarm available
         yield
         return
-    signal.alarm(TEST_TIMEOUT_S)
+    signal.alarm(limit)
     try:
         yield
     finally:

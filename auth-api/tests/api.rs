@@ -10,12 +10,14 @@ use common::*;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+bbb_testdb::on_both_backends!(crate::common::on_without_anonymous_scopes;
+    missing_and_insufficient_scopes,
+);
 bbb_testdb::on_both_backends!(crate::common::on;
     monitoring,
     client_lifecycle,
     created_clients_call_the_queue,
     list_clients_by_prefix_and_page,
-    missing_and_insufficient_scopes,
     bad_input_is_refused_and_the_service_keeps_serving,
     configured_clients_and_roles_are_read_only,
     roles_expand_as_upstream,

@@ -327,9 +327,7 @@ async fn bad_input_gets_upstreams_errors(env: &Env) {
     assert_error(&a, 404, "ResourceNotFound", "No such hook or never fired");
     // A trigger payload that is not an object.
     env.create("g/p", &def).await;
-    let a = env
-        .hooks(Who::Root, "POST", "hooks/g/p/trigger", Some(&json!([1])))
-        .await;
+    let a = env.trigger("g/p", &json!([1])).await;
     assert_error(
         &a,
         400,
@@ -395,9 +393,7 @@ async fn trigger_hook_creates_the_task_with_the_hooks_role(env: &Env) {
 async fn a_task_scope_the_role_lacks_fails_and_is_recorded(env: &Env) {
     env.create("g/weak", &hook_def(json!({"scopes": [GRANTED]})))
         .await;
-    let a = env
-        .hooks(Who::Root, "POST", "hooks/g/weak/trigger", Some(&json!({})))
-        .await;
+    let a = env.trigger("g/weak", &json!({})).await;
     assert_error(
         &a,
         403,
@@ -433,14 +429,7 @@ async fn a_task_scope_the_role_lacks_fails_and_is_recorded(env: &Env) {
         &hook_def(json!({"taskQueueId": "not a queue"})),
     )
     .await;
-    let a = env
-        .hooks(
-            Who::Root,
-            "POST",
-            "hooks/g/invalid/trigger",
-            Some(&json!({})),
-        )
-        .await;
+    let a = env.trigger("g/invalid", &json!({})).await;
     assert_error(&a, 400, "InputError", "While calling createTask: ");
     assert_eq!(only_fire(env, "g/invalid").await["result"], "error");
     env.assert_alive().await;
@@ -452,14 +441,7 @@ async fn a_template_that_fails_to_render_is_recorded(env: &Env) {
         &hook_def(json!({"payload": {"$eval": "nosuch + 1"}})),
     )
     .await;
-    let a = env
-        .hooks(
-            Who::Root,
-            "POST",
-            "hooks/g/broken/trigger",
-            Some(&json!({})),
-        )
-        .await;
+    let a = env.trigger("g/broken", &json!({})).await;
     assert_error(&a, 400, "InputError", "While firing hook:\n\n");
     let fire = only_fire(env, "g/broken").await;
     assert_eq!(fire["result"], "error");
@@ -488,14 +470,7 @@ async fn trigger_payloads_and_task_ids_are_checked(env: &Env) {
         "additionalProperties": false,
     });
     env.create("g/p", &def).await;
-    let a = env
-        .hooks(
-            Who::Root,
-            "POST",
-            "hooks/g/p/trigger",
-            Some(&json!({"go": 1, "x": 2})),
-        )
-        .await;
+    let a = env.trigger("g/p", &json!({"go": 1, "x": 2})).await;
     assert_error(&a, 400, "InputError", "");
     let text = a.body["message"].as_str().unwrap();
     assert!(
@@ -505,12 +480,7 @@ async fn trigger_payloads_and_task_ids_are_checked(env: &Env) {
         "{text}"
     );
     let a = env
-        .hooks(
-            Who::Root,
-            "POST",
-            "hooks/g/p/trigger",
-            Some(&json!({"go": true, "taskId": "nope"})),
-        )
+        .trigger("g/p", &json!({"go": true, "taskId": "nope"}))
         .await;
     assert_error(&a, 400, "InputError", "Invalid taskId format: nope");
     assert!(env.fires("g/p").await.is_empty());
@@ -538,9 +508,7 @@ async fn trigger_payloads_and_task_ids_are_checked(env: &Env) {
     // Again, later: another task under that id, which the queue refuses (as
     // upstream's does); the record of the task's creation stays.
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    let again = env
-        .hooks(Who::Root, "POST", "hooks/g/p/trigger", Some(&body))
-        .await;
+    let again = env.trigger("g/p", &body).await;
     assert_error(
         &again,
         400,

@@ -12,8 +12,8 @@ use serde_json::json;
 
 use bbb_testdb::on_both_backends;
 use common::{
-    RunningWorker, Scratch, config, create_task, latest_artifact, root, status, task_queue,
-    wait_state,
+    RunningWorker, Scratch, config, create_task, latest_artifact, one_worker, root, status,
+    task_queue, wait_state,
 };
 
 on_both_backends!(
@@ -54,9 +54,7 @@ async fn cancel_while_running_postgres() {
 }
 
 async fn success_with_logs_and_artifacts(q: &TestQueue) {
-    let scratch = Scratch::new();
-    let tq = task_queue();
-    let mut w = RunningWorker::start(config(q, &tq, "w1", &scratch.0)).await;
+    let (_scratch, tq, mut w) = one_worker(q).await;
     let task_id = create_task(
         q,
         &tq,
@@ -124,17 +122,16 @@ async fn success_with_logs_and_artifacts(q: &TestQueue) {
 }
 
 async fn failure(q: &TestQueue) {
-    let scratch = Scratch::new();
-    let tq = task_queue();
-    let mut w = RunningWorker::start(config(q, &tq, "w1", &scratch.0)).await;
-    let task_id = create_task(
-        q,
-        &tq,
-        json!({"command": [["sh", "-c", "echo broken >&2; exit 3"]], "maxRunTime": 60}),
-        0,
-    )
-    .await;
-    assert_eq!(w.next_report().await.resolution, RunOutcome::Failed);
+    let (_scratch, tq, mut w) = one_worker(q).await;
+    let task_id = w
+        .run(
+            q,
+            &tq,
+            json!({"command": [["sh", "-c", "echo broken >&2; exit 3"]], "maxRunTime": 60}),
+            0,
+            RunOutcome::Failed,
+        )
+        .await;
     wait_state(q, &task_id, "failed").await;
     let (_, log) = latest_artifact(q, &task_id, "public/logs/live_backing.log").await;
     assert!(
@@ -145,17 +142,16 @@ async fn failure(q: &TestQueue) {
 }
 
 async fn max_run_time_exceeded(q: &TestQueue) {
-    let scratch = Scratch::new();
-    let tq = task_queue();
-    let mut w = RunningWorker::start(config(q, &tq, "w1", &scratch.0)).await;
-    let task_id = create_task(
-        q,
-        &tq,
-        json!({"command": [["sh", "-c", "sleep 120 & wait"]], "maxRunTime": 1}),
-        0,
-    )
-    .await;
-    assert_eq!(w.next_report().await.resolution, RunOutcome::Failed);
+    let (_scratch, tq, mut w) = one_worker(q).await;
+    let task_id = w
+        .run(
+            q,
+            &tq,
+            json!({"command": [["sh", "-c", "sleep 120 & wait"]], "maxRunTime": 1}),
+            0,
+            RunOutcome::Failed,
+        )
+        .await;
     wait_state(q, &task_id, "failed").await;
     let (_, log) = latest_artifact(q, &task_id, "public/logs/live_backing.log").await;
     assert!(log.contains("max run time exceeded"), "{log}");
@@ -163,9 +159,7 @@ async fn max_run_time_exceeded(q: &TestQueue) {
 }
 
 async fn retry_exit_code(q: &TestQueue) {
-    let scratch = Scratch::new();
-    let tq = task_queue();
-    let mut w = RunningWorker::start(config(q, &tq, "w1", &scratch.0)).await;
+    let (_scratch, tq, mut w) = one_worker(q).await;
     let task_id = create_task(
         q,
         &tq,
@@ -190,20 +184,16 @@ async fn retry_exit_code(q: &TestQueue) {
 }
 
 async fn malformed_payload(q: &TestQueue) {
-    let scratch = Scratch::new();
-    let tq = task_queue();
-    let mut w = RunningWorker::start(config(q, &tq, "w1", &scratch.0)).await;
-    let task_id = create_task(
-        q,
-        &tq,
-        json!({"command": [["true"]], "maxRunTime": 60, "env": {"N": 1}}),
-        3,
-    )
-    .await;
-    assert_eq!(
-        w.next_report().await.resolution,
-        RunOutcome::Exception(bbb_workers::ExceptionReason::MalformedPayload)
-    );
+    let (_scratch, tq, mut w) = one_worker(q).await;
+    let task_id = w
+        .run(
+            q,
+            &tq,
+            json!({"command": [["true"]], "maxRunTime": 60, "env": {"N": 1}}),
+            3,
+            RunOutcome::Exception(bbb_workers::ExceptionReason::MalformedPayload),
+        )
+        .await;
     let s = wait_state(q, &task_id, "exception").await;
     assert_eq!(s["runs"].as_array().unwrap().len(), 1, "retried: {s}");
     assert_eq!(s["runs"][0]["reasonResolved"], "malformed-payload");
@@ -332,9 +322,7 @@ async fn cancel_while_running(q: &TestQueue) {
 }
 
 async fn shutdown_reports_worker_shutdown(q: &TestQueue) {
-    let scratch = Scratch::new();
-    let tq = task_queue();
-    let w = RunningWorker::start(config(q, &tq, "w1", &scratch.0)).await;
+    let (scratch, tq, w) = one_worker(q).await;
     let task_id = create_task(
         q,
         &tq,

@@ -3,7 +3,7 @@
 //! clients do (Hawk, optionally with a certificate or `authorizedScopes`).
 #![allow(dead_code)]
 
-use bbb_queue::config::ClientConfig;
+use bbb_queue::config::{ClientConfig, RoleConfig};
 use bbb_queue::testing::{TestOptions, TestQueue};
 use bbb_testdb::Backend;
 use reqwest::Method;
@@ -18,6 +18,16 @@ pub const CONFIGURED_TOKEN: &str = "configured-token-0123456789";
 /// A queue serving the auth service, on a fresh database of `backend` (or
 /// on `database_url`, to share one).
 pub async fn server(backend: Backend, database_url: Option<String>) -> TestQueue {
+    server_with_roles(backend, database_url, vec![]).await
+}
+
+/// [`server`] with configured `roles` (an `anonymous` one replaces the
+/// default anonymous role).
+pub async fn server_with_roles(
+    backend: Backend,
+    database_url: Option<String>,
+    roles: Vec<RoleConfig>,
+) -> TestQueue {
     TestQueue::with_mounts(
         TestOptions {
             postgres: backend == Backend::Postgres,
@@ -28,6 +38,7 @@ pub async fn server(backend: Backend, database_url: Option<String>) -> TestQueue
                 scopes: vec!["auth:current-scopes".into(), "assume:anonymous".into()],
                 expires: None,
             }],
+            roles,
             ..TestOptions::default()
         },
         vec![bbb_auth_api::mount()],
@@ -39,6 +50,18 @@ pub async fn server(backend: Backend, database_url: Option<String>) -> TestQueue
 /// The fixture of `on_both_backends!`: a fresh server on `backend`.
 pub async fn on(backend: Backend, test: impl AsyncFnOnce(&TestQueue)) {
     let q = server(backend, None).await;
+    test(&q).await;
+    q.stop().await;
+}
+
+/// Like [`on`], with an `anonymous` role that grants nothing (the default one
+/// grants reads), so that every endpoint's own scope is checked.
+pub async fn on_without_anonymous_scopes(backend: Backend, test: impl AsyncFnOnce(&TestQueue)) {
+    let anonymous = RoleConfig {
+        role_id: "anonymous".into(),
+        scopes: vec![],
+    };
+    let q = server_with_roles(backend, None, vec![anonymous]).await;
     test(&q).await;
     q.stop().await;
 }

@@ -43,7 +43,8 @@ pub fn clients() -> Vec<(&'static str, Vec<&'static str>)> {
 }
 
 /// The roles: `hook-id:g/ok` may create tasks on [`TASK_QUEUE`] with
-/// [`GRANTED`]; `hook-id:g/weak` may create tasks but not grant it.
+/// [`GRANTED`]; `hook-id:g/weak` may create tasks but not grant it;
+/// `anonymous` grants nothing.
 pub fn roles() -> Vec<RoleConfig> {
     let create = [
         "queue:create-task:*",
@@ -66,6 +67,12 @@ pub fn roles() -> Vec<RoleConfig> {
         RoleConfig {
             role_id: "hook-id:g/*".into(),
             scopes: create.iter().map(|s| s.to_string()).collect(),
+        },
+        // Nothing for anonymous callers (the default role grants reads), so
+        // every endpoint's own scope is what the tests check.
+        RoleConfig {
+            role_id: "anonymous".into(),
+            scopes: vec![],
         },
     ]
 }
@@ -182,6 +189,17 @@ impl Env {
     pub async fn create(&self, path: &str, def: &Value) -> Value {
         self.ok(Who::Root, "PUT", &format!("hooks/{path}"), Some(def))
             .await
+    }
+
+    /// `triggerHook` of hook `g/id` as root with `body`.
+    pub async fn trigger(&self, path: &str, body: &Value) -> Answer {
+        self.hooks(
+            Who::Root,
+            "POST",
+            &format!("hooks/{path}/trigger"),
+            Some(body),
+        )
+        .await
     }
 
     /// A task as the queue has it.

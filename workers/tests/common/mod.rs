@@ -173,13 +173,29 @@ impl RunningWorker {
             .unwrap()
     }
 
+    /// Creates a task on `tq` with `retries` and waits until this worker
+    /// ended its first run with `want`; returns the task's id.
+    pub async fn run(
+        &mut self,
+        q: &TestQueue,
+        tq: &str,
+        payload: Value,
+        retries: u32,
+        want: bbb_workers::RunOutcome,
+    ) -> String {
+        let task_id = create_task(q, tq, payload, retries).await;
+        let report = self.next_report().await;
+        assert_eq!(report.task_id, task_id);
+        assert_eq!(report.resolution, want);
+        task_id
+    }
+
     /// Creates a task on `tq` and waits until this worker completed it;
     /// returns its id and its backing log.
     pub async fn complete(&mut self, q: &TestQueue, tq: &str, payload: Value) -> (String, String) {
-        let task_id = create_task(q, tq, payload, 0).await;
-        let report = self.next_report().await;
-        assert_eq!(report.task_id, task_id);
-        assert_eq!(report.resolution, bbb_workers::RunOutcome::Completed);
+        let task_id = self
+            .run(q, tq, payload, 0, bbb_workers::RunOutcome::Completed)
+            .await;
         let log = backing_log(q, &task_id).await;
         (task_id, log)
     }

@@ -475,6 +475,7 @@ mod tests {
             c.resolver_interval_ms == 13
         }),
         ("BBB_COMMIT_BATCH", "14", |c| c.commit_batch == 14),
+        ("BBB_COALESCE_LIMIT", "0", |c| c.coalesce_limit == 0),
         ("BBB_SOURCE_URL", "https://src.example.com", |c| {
             c.source_url == "https://src.example.com"
         }),
@@ -515,6 +516,7 @@ mod tests {
                 ("BBB_DEADLINE_DELAY_S", "-1"),
                 ("BBB_RESOLVER_INTERVAL_MS", "1.5"),
                 ("BBB_COMMIT_BATCH", "many"),
+                ("BBB_COALESCE_LIMIT", "-1"),
                 ("BBB_BLOB_KIND", "gcs"),
                 ("BBB_BLOB_S3_PATH_STYLE", "maybe"),
                 ("BBB_BLOB_S3_CREATE_BUCKET", "2"),

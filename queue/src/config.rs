@@ -189,12 +189,20 @@ pub struct QueueConfig {
     /// Most concurrent createTask, claimWork and report* calls combined into one
     /// transaction (`BBB_COMMIT_BATCH`); 1 gives each call its own transaction.
     pub commit_batch: usize,
+    /// Most pending tasks one task supersedes when it becomes pending
+    /// (`BBB_COALESCE_LIMIT`; see coalescing in the README); 0 turns
+    /// coalescing off.
+    pub coalesce_limit: usize,
     /// Clients and roles.
     pub auth: AuthSection,
     /// The source code URL `__version__` reports (`BBB_SOURCE_URL`); default the
     /// package's `repository` ([`DEFAULT_SOURCE_URL`]).
     pub source_url: String,
 }
+
+/// Most tasks one task supersedes by default: the 8 requests Mozilla's
+/// Buildbot merged into one build by default.
+pub const DEFAULT_COALESCE_LIMIT: usize = 8;
 
 /// Where the source of this build lives: the workspace's `repository` field.
 pub const DEFAULT_SOURCE_URL: &str = env!("CARGO_PKG_REPOSITORY");
@@ -217,6 +225,7 @@ impl Default for QueueConfig {
             blob: BlobConfig::default(),
             expire_interval_s: 3600,
             commit_batch: 64,
+            coalesce_limit: DEFAULT_COALESCE_LIMIT,
             auth: AuthSection::default(),
             source_url: DEFAULT_SOURCE_URL.into(),
         }
@@ -271,6 +280,11 @@ impl QueueConfig {
             "BBB_COMMIT_BATCH",
             "most concurrent create/claim/report calls per transaction (default 64; 1: one each)",
             |c, v| set_number(&mut c.commit_batch, v),
+        ),
+        Var::new(
+            "BBB_COALESCE_LIMIT",
+            "most pending tasks of its coalesce.v1.<key> a new task supersedes (default 8; 0: off)",
+            |c, v| set_number(&mut c.coalesce_limit, v),
         ),
         Var::new(
             "BBB_SOURCE_URL",
@@ -476,6 +490,7 @@ mod tests {
             c.resolver_interval_ms == 13
         }),
         ("BBB_COMMIT_BATCH", "14", |c| c.commit_batch == 14),
+        ("BBB_COALESCE_LIMIT", "0", |c| c.coalesce_limit == 0),
         ("BBB_SOURCE_URL", "https://src.example.com", |c| {
             c.source_url == "https://src.example.com"
         }),
@@ -516,6 +531,7 @@ mod tests {
                 ("BBB_DEADLINE_DELAY_S", "-1"),
                 ("BBB_RESOLVER_INTERVAL_MS", "1.5"),
                 ("BBB_COMMIT_BATCH", "many"),
+                ("BBB_COALESCE_LIMIT", "-1"),
                 ("BBB_BLOB_KIND", "gcs"),
                 ("BBB_BLOB_S3_PATH_STYLE", "maybe"),
                 ("BBB_BLOB_S3_CREATE_BUCKET", "2"),

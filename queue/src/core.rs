@@ -291,15 +291,25 @@ impl Queue {
 
     /// Add a pending row for the task's last run, so claimWork finds it.
     pub async fn enqueue_pending(&self, t: &mut Txn, task: &Task) -> Result<()> {
-        let row = crate::writes::PendingRow::of(task)?;
-        *t.woke.entry(task.def.task_queue_id.clone()).or_default() += 1;
+        self.enqueue_row(t, crate::writes::PendingRow::of(task)?)
+            .await
+    }
+
+    /// Add the pending row `row` (written at commit in a batched transaction).
+    pub(crate) async fn enqueue_row(
+        &self,
+        t: &mut Txn,
+        row: crate::writes::PendingRow,
+    ) -> Result<()> {
+        *t.woke.entry(row.task_queue_id.clone()).or_default() += 1;
         if let Some(w) = &mut t.deferred {
             w.enqueued.push(row);
             return Ok(());
         }
         sqlx::query(
-            "INSERT INTO pending (task_id, run_id, task_queue_id, priority, inserted, deadline) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            "INSERT INTO pending (task_id, run_id, task_queue_id, priority, inserted, deadline, \
+             coalesce_key, created, supersedes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT DO NOTHING",
         )
         .bind(row.task_id)
         .bind(row.run_id)
@@ -307,6 +317,9 @@ impl Queue {
         .bind(row.priority)
         .bind(row.inserted)
         .bind(row.deadline)
+        .bind(row.coalesce_key)
+        .bind(row.created)
+        .bind(row.supersedes)
         .execute(&mut *t.tx)
         .await?;
         Ok(())

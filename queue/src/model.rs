@@ -81,6 +81,51 @@ pub struct TaskDef {
     pub extra: Map<String, Value>,
 }
 
+/// The route prefix that gives a task its coalescing key: `coalesce.v1.<key>`
+/// (as Mozilla's 2016 task graphs named it).
+pub const COALESCE_ROUTE: &str = "coalesce.v1.";
+
+impl TaskDef {
+    /// The key under which this task may supersede, and be superseded by, the
+    /// other tasks of its task queue (the first `coalesce.v1.<key>` route with
+    /// a non-empty key), or `None` when it has none or is exempt by its own
+    /// definition (see [`TaskDef::coalescing_exemption`]).
+    pub fn coalesce_key(&self) -> Option<&str> {
+        if self.coalescing_exemption().is_some() {
+            return None;
+        }
+        self.routes
+            .iter()
+            .filter_map(|r| r.strip_prefix(COALESCE_ROUTE))
+            .find(|k| !k.is_empty())
+    }
+
+    /// Why this task never coalesces, as far as its own definition tells:
+    /// - `extra.action`: an action task;
+    /// - `extra.parent` naming a task other than its task group's: a task an
+    ///   action created (taskgraph sets `extra.parent` on every task to the
+    ///   task that created it; in a push's graph that is the decision task,
+    ///   whose id is the group's, while a retrigger's parent is the action task
+    ///   and its group the original graph's);
+    /// - `extra.cron`: a cron decision task.
+    ///
+    /// The tasks of a cron decision's graph are recognised by their group's
+    /// decision task (`ops::coalesce`).
+    pub fn coalescing_exemption(&self) -> Option<&'static str> {
+        let set = |k: &str| self.extra.get(k).is_some_and(|v| !v.is_null());
+        if set("action") {
+            return Some("action");
+        }
+        if set("cron") {
+            return Some("cron");
+        }
+        match self.extra.get("parent").and_then(Value::as_str) {
+            Some(p) if !p.is_empty() && p != self.task_group_id => Some("retrigger"),
+            _ => None,
+        }
+    }
+}
+
 /// One run of a task, as stored (timestamps in milliseconds).
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -315,6 +360,42 @@ mod tests {
             RunResolution::Exception(ExceptionReason::WorkerShutdown).outcome(),
             (RunState::Exception, ReasonResolved::WorkerShutdown)
         );
+    }
+
+    #[test]
+    fn coalescing_keys_and_exemptions() {
+        let def = |routes: Value, extra: Value| -> TaskDef {
+            serde_json::from_value(serde_json::json!({
+                "provisionerId": "p", "workerType": "w", "taskQueueId": "p/w",
+                "schedulerId": "s", "projectId": "none", "taskGroupId": "G",
+                "dependencies": [], "requires": "all-completed", "routes": routes,
+                "priority": "lowest", "retries": 5, "created": "", "deadline": "",
+                "expires": "", "scopes": [], "payload": {},
+                "metadata": {"name": "", "description": "", "owner": "", "source": ""},
+                "tags": {"retrigger": "true"}, "extra": extra,
+            }))
+            .unwrap()
+        };
+        let key = serde_json::json!(["index.x", "coalesce.v1.", "coalesce.v1.m-c.build"]);
+        // The first non-empty key; a push's graph task (parent = its group).
+        let push = def(key.clone(), serde_json::json!({"parent": "G"}));
+        assert_eq!(push.coalesce_key(), Some("m-c.build"));
+        assert_eq!(
+            def(serde_json::json!(["index.x"]), serde_json::json!({})).coalesce_key(),
+            None
+        );
+        for (extra, why) in [
+            (serde_json::json!({"parent": "ActionTask"}), "retrigger"),
+            (
+                serde_json::json!({"parent": "G", "action": {"name": "retrigger"}}),
+                "action",
+            ),
+            (serde_json::json!({"cron": "{}"}), "cron"),
+        ] {
+            let d = def(key.clone(), extra);
+            assert_eq!(d.coalescing_exemption(), Some(why));
+            assert_eq!(d.coalesce_key(), None);
+        }
     }
 
     #[test]

@@ -124,7 +124,14 @@ impl Queue {
         }
         let ready_ids: Vec<&str> = ready.iter().map(String::as_str).collect();
         let mut tasks = self.load_tasks_for_update(&mut t, &ready_ids).await?;
-        ready.sort();
+        // Oldest first (by `created`), so that a task of a coalescing key
+        // supersedes the older ones that become pending with it.
+        ready.sort_by_cached_key(|id| {
+            let created = tasks
+                .get(id)
+                .and_then(|t| crate::time::parse_ms(&t.def.created));
+            (created, id.clone())
+        });
         for id in &ready {
             if let Some(task) = tasks.get_mut(id)
                 && task.runs.is_empty()

@@ -39,6 +39,8 @@ pub struct TestOptions {
     pub claim_timeout_s: Option<u64>,
     /// Most calls per transaction (default: the queue's default, 64).
     pub commit_batch: Option<usize>,
+    /// Most tasks one task supersedes (default: the queue's default, 8).
+    pub coalesce_limit: Option<usize>,
     /// Extra clients.
     pub clients: Vec<ClientConfig>,
     /// Roles (an `anonymous` one replaces the default anonymous scopes).
@@ -100,6 +102,9 @@ impl TestQueue {
         };
         if let Some(n) = opts.commit_batch {
             cfg.commit_batch = n;
+        }
+        if let Some(n) = opts.coalesce_limit {
+            cfg.coalesce_limit = n;
         }
         cfg.auth.clients = opts.clients.clone();
         cfg.auth.roles = opts.roles.clone();

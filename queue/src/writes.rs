@@ -60,6 +60,14 @@ pub struct PendingRow {
     pub inserted: i64,
     /// The task's deadline.
     pub deadline: i64,
+    /// The coalescing key under which the run may be superseded (only run 0 of
+    /// a task with one, see `ops::coalesce`), else empty.
+    pub coalesce_key: String,
+    /// With a key: the task's `created` (ms), which orders the tasks of a key.
+    pub created: i64,
+    /// With a key: how many tasks it stands for (superseded by it, directly
+    /// or through a task it superseded).
+    pub supersedes: i64,
 }
 
 impl PendingRow {
@@ -75,6 +83,9 @@ impl PendingRow {
             priority: task.def.priority.rank(),
             inserted: run.scheduled,
             deadline: task.deadline,
+            coalesce_key: String::new(),
+            created: 0,
+            supersedes: 0,
         })
     }
 }
@@ -329,6 +340,9 @@ pub async fn write(
                         sql.int(p.priority),
                         sql.int(p.inserted),
                         sql.int(p.deadline),
+                        sql.text(p.coalesce_key.clone()),
+                        sql.int(p.created),
+                        sql.int(p.supersedes),
                     ])
                 },
                 |sql| {
@@ -339,12 +353,16 @@ pub async fn write(
                         sql.int(0),
                         sql.int(0),
                         sql.int(0),
+                        sql.text(""),
+                        sql.int(0),
+                        sql.int(0),
                     ]
                 },
             )?;
             parts.end(format!(
-                "INSERT INTO pending (task_id, run_id, task_queue_id, priority, inserted, deadline) \
-                 SELECT * FROM (VALUES {values}) AS v WHERE v.column1 <> '' ON CONFLICT DO NOTHING"
+                "INSERT INTO pending (task_id, run_id, task_queue_id, priority, inserted, deadline, \
+                 coalesce_key, created, supersedes) SELECT * FROM (VALUES {values}) AS v \
+                 WHERE v.column1 <> '' ON CONFLICT DO NOTHING"
             ));
         }
         for chunk in w.resolutions.chunks(ROWS) {

@@ -3,6 +3,7 @@
 
 pub mod artifacts;
 pub mod claims;
+pub mod coalesce;
 pub mod groups;
 pub mod task_queues;
 pub mod tasks;

@@ -227,9 +227,7 @@ impl Queue {
             .await?;
         self.emit(&mut t, self.events.task_defined(&task)).await?;
         if unsatisfied == 0 {
-            self.enqueue_pending(&mut t, &task).await?;
-            self.emit(&mut t, self.events.task_pending(&task, 0))
-                .await?;
+            self.first_run_pending(&mut t, &task, now).await?;
         }
         self.commit(t).await?;
         Ok(json!({"status": task.status()}))
@@ -256,8 +254,7 @@ impl Queue {
         task.runs
             .push(Run::pending(0, ReasonCreated::Scheduled, now));
         self.save_task(t, task).await?;
-        self.enqueue_pending(t, task).await?;
-        self.emit(t, self.events.task_pending(task, 0)).await
+        self.first_run_pending(t, task, now).await
     }
 
     /// `rerunTask`: a new run for a resolved (or unscheduled) task.
@@ -591,6 +588,7 @@ impl Queue {
         let rows: Vec<(&Task, i64)> = taken.iter().map(|(_, task)| (task, 0)).collect();
         let inserted = self.insert_tasks(t, &rows).await?;
         let mut queues_touched = HashSet::new();
+        let mut done = Vec::with_capacity(taken.len());
         for (i, task) in &taken {
             if !inserted.contains(&task.task_id) {
                 // Stored already: the one-call path compares the definitions.
@@ -601,9 +599,18 @@ impl Queue {
                     .await?;
             }
             self.emit(t, self.events.task_defined(task)).await?;
-            self.enqueue_pending(t, task).await?;
-            self.emit(t, self.events.task_pending(task, 0)).await?;
-            out[*i] = Outcome::Done(Ok(json!({"status": task.status()})));
+            self.first_run_pending(t, task, now).await?;
+            done.push(*i);
+        }
+        // The answers, once every task is pending: a task may have been
+        // superseded by a later one of the same batch (then saved).
+        for (i, task) in &taken {
+            if !done.contains(i) {
+                continue;
+            }
+            let saved = t.deferred_writes().and_then(|w| w.saves.get(&task.task_id));
+            let status = saved.unwrap_or(task).status();
+            out[*i] = Outcome::Done(Ok(json!({ "status": status })));
         }
         Ok(out)
     }

@@ -5,13 +5,18 @@
 use crate::config::FileConfig;
 
 /// The services to serve beside the queue, built from the configuration: the
-/// auth service, the hooks, the index and the built-in workers (`built-in/succeed`,
-/// `built-in/fail`).
+/// auth service, the hooks, the index, the migration record (tasks on the
+/// bridge's task queue count as bridged) and the built-in workers
+/// (`built-in/succeed`, `built-in/fail`).
 pub fn mounts(file: &FileConfig) -> anyhow::Result<Vec<bbb_queue::Mount>> {
     Ok(vec![
         bbb_auth_api::mount(),
         bbb_hooks::mount(file.hooks_config()?),
         bbb_index::mount(),
+        bbb_migration::mount(bbb_migration::MigrationConfig {
+            bridge_task_queues: vec![file.bridge_config()?.task_queue_id],
+            ..Default::default()
+        }),
         bbb_queue::builtin::mount(),
     ])
 }

@@ -4,7 +4,9 @@
 //! A service binds a feed to an exchange and a route prefix
 //! ([`Queue::bind_feed`]; the index binds `task-completed` messages with a
 //! route `index.…`, as upstream's index binds its Pulse queue to
-//! `route.index.#`). From then on, a transaction of this process that emits a
+//! `route.index.#`), or to every message of an exchange
+//! ([`Queue::bind_feed_all`]; the migration record takes every resolved task).
+//! From then on, a transaction of this process that emits a
 //! matching message also writes a copy of it into the table `feed`, at commit,
 //! beside its outbox rows: an item exists exactly when the change that caused it
 //! was committed, and one change makes one item.
@@ -26,25 +28,28 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::Notify;
 
-/// What one feed receives: the messages of one exchange with a route that
-/// starts with a prefix.
+/// What one feed receives: the messages of one exchange, all of them or those
+/// with a route that starts with a prefix.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FeedBinding {
     /// The feed's name (its consumer's: `index`).
     pub feed: String,
     /// The exchange's full name (`exchange/taskcluster-queue/v1/task-completed`).
     pub exchange: String,
-    /// A message matches when one of its task's routes starts with this (`index.`).
-    pub route_prefix: String,
+    /// A message matches when one of its task's routes starts with this
+    /// (`index.`); `None`: every message of the exchange matches.
+    pub route_prefix: Option<String>,
 }
 
 impl FeedBinding {
     /// Whether `m` goes to this feed.
     pub fn matches(&self, m: &Message) -> bool {
         m.exchange == self.exchange
-            && m.cc.iter().any(|cc| {
-                cc.strip_prefix("route.")
-                    .is_some_and(|r| r.starts_with(&self.route_prefix))
+            && self.route_prefix.as_ref().is_none_or(|prefix| {
+                m.cc.iter().any(|cc| {
+                    cc.strip_prefix("route.")
+                        .is_some_and(|r| r.starts_with(prefix))
+                })
             })
     }
 }
@@ -115,10 +120,21 @@ impl Queue {
     /// messages must bind it (a service does when it is mounted, before the
     /// queue serves requests).
     pub fn bind_feed(&self, feed: &str, exchange: &str, route_prefix: &str) {
+        self.add_binding(feed, exchange, Some(route_prefix.to_string()));
+    }
+
+    /// Subscribe the feed `feed` to every message of the exchange `exchange`
+    /// (the name after the queue's prefix), whatever its routes; otherwise as
+    /// [`Queue::bind_feed`].
+    pub fn bind_feed_all(&self, feed: &str, exchange: &str) {
+        self.add_binding(feed, exchange, None);
+    }
+
+    fn add_binding(&self, feed: &str, exchange: &str, route_prefix: Option<String>) {
         let binding = FeedBinding {
             feed: feed.to_string(),
             exchange: self.events.exchange(exchange),
-            route_prefix: route_prefix.to_string(),
+            route_prefix,
         };
         let mut bindings = self
             .feeds

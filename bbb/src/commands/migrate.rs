@@ -17,6 +17,7 @@ pub async fn run(file: &FileConfig) -> anyhow::Result<()> {
             .migrate()
             .await?;
         bbb_index::migrate(&db).await?;
+        bbb_migration::migrate(&db).await?;
         println!("migrations applied to {}", cfg.database_url.masked());
     }
     if file.bridge_state_configured() {

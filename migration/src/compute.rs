@@ -1,0 +1,408 @@
+//! The figures, computed from a branch's observations over its last N
+//! revisions and the mapping that holds on it. Pure functions: the API loads
+//! the window ([`crate::store::window`]) and hands it here.
+
+use crate::model::{Observation, Side, Verdict};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Where a job runs, over the window: [`Place::Native`] when it has a native
+/// result there, else [`Place::Bridged`] when it has a bridged one, else
+/// [`Place::Buildbot`] (only the legacy master's own builds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Place {
+    /// Runs on native workers (possibly on Buildbot too, as in `shadow` mode).
+    Native,
+    /// Runs through the bridge, not natively.
+    Bridged,
+    /// Runs only on the legacy master's own schedulers.
+    BuildbotOnly,
+}
+
+/// A job's last result on one side.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastResult {
+    /// The revision it ran on.
+    pub revision: String,
+    /// Its normalised result.
+    pub result: crate::model::Outcome,
+    /// `<taskId>/<runId>` or the build's id.
+    pub source_id: String,
+    /// When it started (ms), if known.
+    pub started: Option<i64>,
+    /// When it finished (ms).
+    pub finished: i64,
+}
+
+/// One job of a branch: a task label, a builder, or both when they are a pair.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Job {
+    /// The task label, when the job has one.
+    pub label: Option<String>,
+    /// The builder, when the job has one.
+    pub builder: Option<String>,
+    /// The Treeherder symbol its tasks carry, if any.
+    pub symbol: Option<String>,
+    /// Where it runs over the window.
+    pub runs_on: Place,
+    /// The sides with results over the window.
+    pub sides: Vec<Side>,
+    /// Its last result on each side with results.
+    pub last: BTreeMap<Side, LastResult>,
+}
+
+impl Job {
+    /// Whether it is a pair (a label and a builder).
+    pub fn is_pair(&self) -> bool {
+        self.label.is_some() && self.builder.is_some()
+    }
+}
+
+/// A branch's jobs over a window, and how they split.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BranchSummary {
+    /// The branch.
+    pub branch: String,
+    /// The revisions of the window, newest first.
+    pub revisions: Vec<String>,
+    /// How many jobs run natively, through the bridge, and only on Buildbot.
+    pub counts: Shares<usize>,
+    /// The same as shares of all the branch's jobs (0 when it has none).
+    pub shares: Shares<f64>,
+}
+
+/// One figure per place.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Shares<T> {
+    /// All jobs (for the counts; 1 or 0 for the shares).
+    pub jobs: T,
+    /// Jobs running natively.
+    pub native: T,
+    /// Jobs running through the bridge.
+    pub bridged: T,
+    /// Jobs running only on Buildbot.
+    pub buildbot_only: T,
+}
+
+/// The jobs of a branch's window: observations grouped into jobs, with the
+/// pairs of `mapping` (label → builder, as [`crate::store::mapping_for`]
+/// gives) and of the bridged tasks' builders. Sorted by label, then builder.
+pub fn jobs(observations: &[Observation], mapping: &[(String, String)]) -> Vec<Job> {
+    let (builder_of, label_of) = pairs(observations, mapping);
+    let mut groups: BTreeMap<(Option<String>, Option<String>), Vec<&Observation>> = BTreeMap::new();
+    for o in observations {
+        let key = match o.side {
+            Side::Native | Side::Bridged => (Some(o.job.clone()), builder_of.get(&o.job).cloned()),
+            Side::Buildbot => (label_of.get(&o.job).cloned(), Some(o.job.clone())),
+        };
+        groups.entry(key).or_default().push(o);
+    }
+    groups
+        .into_iter()
+        .map(|((label, builder), obs)| {
+            let sides: BTreeSet<Side> = obs.iter().map(|o| o.side).collect();
+            let runs_on = if sides.contains(&Side::Native) {
+                Place::Native
+            } else if sides.contains(&Side::Bridged) {
+                Place::Bridged
+            } else {
+                Place::BuildbotOnly
+            };
+            let mut last: BTreeMap<Side, LastResult> = BTreeMap::new();
+            for o in &obs {
+                let newer = last
+                    .get(&o.side)
+                    .is_none_or(|l| (o.finished, &o.source_id) > (l.finished, &l.source_id));
+                if newer {
+                    last.insert(
+                        o.side,
+                        LastResult {
+                            revision: o.revision.clone(),
+                            result: o.result,
+                            source_id: o.source_id.clone(),
+                            started: o.started,
+                            finished: o.finished,
+                        },
+                    );
+                }
+            }
+            Job {
+                label,
+                builder,
+                symbol: obs.iter().rev().find_map(|o| o.symbol.clone()),
+                runs_on,
+                sides: sides.into_iter().collect(),
+                last,
+            }
+        })
+        .collect()
+}
+
+/// label → builder and builder → label: the mapping's entries, then the
+/// builders bridged tasks named (for labels the mapping leaves out).
+fn pairs(
+    observations: &[Observation],
+    mapping: &[(String, String)],
+) -> (HashMap<String, String>, HashMap<String, String>) {
+    let mut builder_of: HashMap<String, String> = mapping.iter().cloned().collect();
+    for o in observations.iter().filter(|o| o.side == Side::Bridged) {
+        if let Some(b) = &o.builder {
+            builder_of.entry(o.job.clone()).or_insert_with(|| b.clone());
+        }
+    }
+    let mut label_of = HashMap::new();
+    let mut sorted: Vec<_> = builder_of.iter().collect();
+    sorted.sort();
+    for (label, builder) in sorted {
+        label_of
+            .entry(builder.clone())
+            .or_insert_with(|| label.clone());
+    }
+    (builder_of, label_of)
+}
+
+/// A branch's summary from its window's revisions and jobs.
+pub fn summary(branch: &str, revisions: Vec<String>, jobs: &[Job]) -> BranchSummary {
+    let count = |p: Place| jobs.iter().filter(|j| j.runs_on == p).count();
+    let counts = Shares {
+        jobs: jobs.len(),
+        native: count(Place::Native),
+        bridged: count(Place::Bridged),
+        buildbot_only: count(Place::BuildbotOnly),
+    };
+    let share = |n: usize| {
+        if jobs.is_empty() {
+            0.0
+        } else {
+            n as f64 / jobs.len() as f64
+        }
+    };
+    let shares = Shares {
+        jobs: if jobs.is_empty() { 0.0 } else { 1.0 },
+        native: share(counts.native),
+        bridged: share(counts.bridged),
+        buildbot_only: share(counts.buildbot_only),
+    };
+    BranchSummary {
+        branch: branch.to_string(),
+        revisions,
+        counts,
+        shares,
+    }
+}
+
+/// One revision where both sides of a pair ran: the last result of each.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComparedRun {
+    /// The revision.
+    pub revision: String,
+    /// The legacy master's own build.
+    pub old: LastResult,
+    /// The task's run (native, or bridged when the pair has no native run).
+    pub new: LastResult,
+    /// `agree`, `falseFailure`, `falsePass` or `inconclusive`.
+    pub comparison: &'static str,
+}
+
+/// A pair's comparison over a window.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Comparison {
+    /// The task label.
+    pub label: String,
+    /// The builder.
+    pub builder: String,
+    /// The side compared with Buildbot: native, or bridged when the pair has
+    /// no native result in the window.
+    pub new_side: Side,
+    /// Revisions of the window where both sides ran.
+    pub both_ran: usize,
+    /// Of those, where both passed or both failed.
+    pub agreeing: usize,
+    /// Where Buildbot passed and the new side failed.
+    pub false_failures: usize,
+    /// Where Buildbot failed and the new side passed.
+    pub false_passes: usize,
+    /// Where either result says nothing about the job (exception, retry,
+    /// cancelled, skipped).
+    pub inconclusive: usize,
+    /// The median runtime of the new side's runs over the median of the old
+    /// side's, on the compared revisions where both have a runtime; `None`
+    /// without any (or when the old median is 0).
+    pub runtime_ratio: Option<f64>,
+    /// The compared revisions, newest first.
+    pub runs: Vec<ComparedRun>,
+}
+
+/// The comparison of the pair `label` ↔ `builder` over a window
+/// (`revisions` newest first), from the observations of its job.
+pub fn compare(
+    label: &str,
+    builder: &str,
+    revisions: &[String],
+    observations: &[Observation],
+    mapping: &[(String, String)],
+) -> Comparison {
+    let (builder_of, label_of) = pairs(observations, mapping);
+    let mine: Vec<&Observation> = observations
+        .iter()
+        .filter(|o| match o.side {
+            Side::Native | Side::Bridged => {
+                o.job == label && builder_of.get(&o.job).is_some_and(|b| b == builder)
+            }
+            Side::Buildbot => o.job == builder && label_of.get(&o.job).is_some_and(|l| l == label),
+        })
+        .collect();
+    let new_side = if mine.iter().any(|o| o.side == Side::Native) {
+        Side::Native
+    } else {
+        Side::Bridged
+    };
+    let last_on = |side: Side, revision: &str| {
+        mine.iter()
+            .filter(|o| o.side == side && o.revision == revision)
+            .max_by(|a, b| (a.finished, &a.source_id).cmp(&(b.finished, &b.source_id)))
+            .map(|o| LastResult {
+                revision: o.revision.clone(),
+                result: o.result,
+                source_id: o.source_id.clone(),
+                started: o.started,
+                finished: o.finished,
+            })
+    };
+    let mut c = Comparison {
+        label: label.to_string(),
+        builder: builder.to_string(),
+        new_side,
+        both_ran: 0,
+        agreeing: 0,
+        false_failures: 0,
+        false_passes: 0,
+        inconclusive: 0,
+        runtime_ratio: None,
+        runs: Vec::new(),
+    };
+    let (mut old_times, mut new_times) = (Vec::new(), Vec::new());
+    for revision in revisions {
+        let (Some(old), Some(new)) = (
+            last_on(Side::Buildbot, revision),
+            last_on(new_side, revision),
+        ) else {
+            continue;
+        };
+        c.both_ran += 1;
+        let comparison = match (old.result.verdict(), new.result.verdict()) {
+            (Verdict::Pass, Verdict::Pass) | (Verdict::Fail, Verdict::Fail) => {
+                c.agreeing += 1;
+                "agree"
+            }
+            (Verdict::Pass, Verdict::Fail) => {
+                c.false_failures += 1;
+                "falseFailure"
+            }
+            (Verdict::Fail, Verdict::Pass) => {
+                c.false_passes += 1;
+                "falsePass"
+            }
+            _ => {
+                c.inconclusive += 1;
+                "inconclusive"
+            }
+        };
+        if let (Some(o), Some(n)) = (old.started, new.started) {
+            old_times.push(old.finished - o);
+            new_times.push(new.finished - n);
+        }
+        c.runs.push(ComparedRun {
+            revision: revision.clone(),
+            old,
+            new,
+            comparison,
+        });
+    }
+    c.runtime_ratio = match (median(&mut old_times), median(&mut new_times)) {
+        (Some(o), Some(n)) if o > 0.0 => Some(n / o),
+        _ => None,
+    };
+    c
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(values: &mut [i64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_unstable();
+    let mid = values.len() / 2;
+    Some(if values.len() % 2 == 1 {
+        values[mid] as f64
+    } else {
+        (values[mid - 1] + values[mid]) as f64 / 2.0
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Outcome;
+
+    fn obs(
+        side: Side,
+        id: &str,
+        rev: &str,
+        job: &str,
+        result: Outcome,
+        start: i64,
+        end: i64,
+    ) -> Observation {
+        Observation {
+            side,
+            source_id: id.into(),
+            branch: "b".into(),
+            revision: rev.into(),
+            job: job.into(),
+            builder: None,
+            symbol: None,
+            result,
+            started: Some(start),
+            finished: end,
+        }
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&mut []), None);
+        assert_eq!(median(&mut [3, 1, 2]), Some(2.0));
+        assert_eq!(median(&mut [4, 1, 2, 3]), Some(2.5));
+    }
+
+    #[test]
+    fn a_rerun_replaces_the_result_its_side_compares() {
+        use Outcome::*;
+        let revisions = vec!["r2".to_string(), "r1".to_string()];
+        let o = vec![
+            obs(Side::Buildbot, "1", "r1", "lin.test", Success, 0, 100),
+            obs(Side::Native, "t/0", "r1", "test-lin", Failure, 0, 40),
+            obs(Side::Native, "t/1", "r1", "test-lin", Success, 50, 110),
+            obs(Side::Buildbot, "2", "r2", "lin.test", Failure, 0, 300),
+            obs(Side::Native, "u/0", "r2", "test-lin", Exception, 0, 90),
+        ];
+        let mapping = vec![("test-lin".to_string(), "lin.test".to_string())];
+        let c = compare("test-lin", "lin.test", &revisions, &o, &mapping);
+        assert_eq!((c.both_ran, c.agreeing, c.inconclusive), (2, 1, 1));
+        assert_eq!((c.false_failures, c.false_passes), (0, 0));
+        // Runtimes: old 300 and 100 (median 200), new 90 and 60 (median 75).
+        assert_eq!(c.runtime_ratio, Some(75.0 / 200.0));
+        assert_eq!(c.runs[1].new.source_id, "t/1");
+        let jobs = jobs(&o, &mapping);
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].runs_on, Place::Native);
+        assert_eq!(jobs[0].last[&Side::Native].source_id, "t/1");
+    }
+}

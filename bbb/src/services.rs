@@ -5,13 +5,15 @@
 use crate::config::FileConfig;
 
 /// The services to serve beside the queue, built from the configuration: the
-/// auth service, the hooks, the index and the built-in workers (`built-in/succeed`,
+/// auth service, the hooks, the index, the CI service (repositories, pushes and
+/// decision tasks) and the built-in workers (`built-in/succeed`,
 /// `built-in/fail`).
 pub fn mounts(file: &FileConfig) -> anyhow::Result<Vec<bbb_queue::Mount>> {
     Ok(vec![
         bbb_auth_api::mount(),
         bbb_hooks::mount(file.hooks_config()?),
         bbb_index::mount(),
+        bbb_ci::mount(file.ci_config()?),
         bbb_queue::builtin::mount(),
     ])
 }

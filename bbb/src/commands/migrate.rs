@@ -17,6 +17,9 @@ pub async fn run(file: &FileConfig) -> anyhow::Result<()> {
             .migrate()
             .await?;
         bbb_index::migrate(&db).await?;
+        bbb_ci::store::Store::new(db.pool.clone(), db.backend)
+            .migrate()
+            .await?;
         println!("migrations applied to {}", cfg.database_url.masked());
     }
     if file.bridge_state_configured() {

@@ -93,6 +93,8 @@ pub struct FileConfig {
     pub bridge: Option<toml::Table>,
     /// `[hooks]`.
     pub hooks: Option<toml::Table>,
+    /// `[ci]`: repositories, push sources and decision tasks.
+    pub ci: Option<toml::Table>,
     /// The file it was read from.
     #[serde(skip)]
     pub path: Option<PathBuf>,
@@ -168,6 +170,14 @@ impl FileConfig {
             .context("the [hooks] section")?;
         cfg.apply_env().map_err(anyhow::Error::msg)?;
         Ok(cfg)
+    }
+
+    /// The CI service's configuration (`[ci]`, its `[[ci.repositories]]`).
+    pub fn ci_config(&self) -> anyhow::Result<bbb_ci::CiConfig> {
+        let table = self.ci.clone().unwrap_or_default();
+        toml::Value::Table(table)
+            .try_into()
+            .context("the [ci] section")
     }
 
     /// The worker's configuration: file, then environment, checked.

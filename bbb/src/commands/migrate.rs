@@ -18,6 +18,9 @@ pub async fn run(file: &FileConfig) -> anyhow::Result<()> {
             .await?;
         bbb_index::migrate(&db).await?;
         bbb_migration::migrate(&db).await?;
+        bbb_ci::store::Store::new(db.pool.clone(), db.backend)
+            .migrate()
+            .await?;
         println!("migrations applied to {}", cfg.database_url.masked());
     }
     if file.bridge_state_configured() {

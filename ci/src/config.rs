@@ -1,0 +1,203 @@
+//! The `[ci]` section of the configuration file: how often to poll, where to
+//! keep fetched revisions, and the repositories (`[[ci.repositories]]`).
+
+use bbb_secret::Secret;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// How the CI service runs and which repositories it starts with. Every key
+/// has a default that works on one machine.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CiConfig {
+    /// How often each git repository is polled, in milliseconds.
+    pub poll_interval_ms: u64,
+    /// The longest wait between attempts after polls or decisions failed, in
+    /// milliseconds (the wait doubles from `poll_interval_ms` up to this).
+    pub max_backoff_ms: u64,
+    /// How often the pushes not yet handled are looked for, in milliseconds
+    /// (a push this process records is handled at once).
+    pub handle_interval_ms: u64,
+    /// Where bare clones of the repositories are kept, to read files at a
+    /// revision (default: `bbb-ci` in the system's temporary directory).
+    pub cache_dir: Option<PathBuf>,
+    /// The repositories written to the database when the service starts
+    /// (those the API made are kept as they are).
+    pub repositories: Vec<RepositoryConfig>,
+}
+
+impl Default for CiConfig {
+    fn default() -> Self {
+        CiConfig {
+            poll_interval_ms: 60_000,
+            max_backoff_ms: 15 * 60_000,
+            handle_interval_ms: 5_000,
+            cache_dir: None,
+            repositories: Vec::new(),
+        }
+    }
+}
+
+impl CiConfig {
+    /// The directory of bare clones.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("bbb-ci"))
+    }
+}
+
+/// Which version-control system a repository uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Git: polled with `git ls-remote`, or told by GitHub-style push webhooks.
+    Git,
+    /// Mercurial (recorded; its pushlog is not polled yet).
+    Hg,
+}
+
+impl Kind {
+    /// `git` or `hg`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Git => "git",
+            Kind::Hg => "hg",
+        }
+    }
+
+    /// The kind `s` names.
+    pub fn parse(s: &str) -> Option<Kind> {
+        match s {
+            "git" => Some(Kind::Git),
+            "hg" => Some(Kind::Hg),
+            _ => None,
+        }
+    }
+
+    /// The `tasks_for` of a push to a repository of this kind.
+    pub fn tasks_for(self) -> &'static str {
+        match self {
+            Kind::Git => "github-push",
+            Kind::Hg => "hg-push",
+        }
+    }
+}
+
+/// Who schedules a branch's jobs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Buildbot's schedulers schedule it; bbb records its pushes only.
+    Buildbot,
+    /// bbb creates decision tasks too, for comparison; Buildbot stays the
+    /// source of truth.
+    Shadow,
+    /// bbb creates decision tasks; Buildbot's schedulers are off for it.
+    Taskgraph,
+}
+
+impl Mode {
+    /// `buildbot`, `shadow` or `taskgraph`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Buildbot => "buildbot",
+            Mode::Shadow => "shadow",
+            Mode::Taskgraph => "taskgraph",
+        }
+    }
+
+    /// The mode `s` names.
+    pub fn parse(s: &str) -> Option<Mode> {
+        match s {
+            "buildbot" => Some(Mode::Buildbot),
+            "shadow" => Some(Mode::Shadow),
+            "taskgraph" => Some(Mode::Taskgraph),
+            _ => None,
+        }
+    }
+
+    /// Whether pushes on a branch in this mode get decision tasks.
+    pub fn decides(self) -> bool {
+        self != Mode::Buildbot
+    }
+}
+
+/// One repository of `[[ci.repositories]]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryConfig {
+    /// The project name (`repository.project` in `.taskcluster.yml`), unique.
+    pub project: String,
+    /// The public URL (`https://host/path`): `repository.url`, and the
+    /// repository's role `repo:<host>/<path>:branch:<branch>`.
+    pub url: String,
+    /// Where to fetch from when not `url` (a mirror, a local path):
+    /// `repository.clone_url`.
+    #[serde(default)]
+    pub clone_url: Option<String>,
+    /// `git` or `hg`.
+    pub kind: Kind,
+    /// The trust domain (`gecko`, `comm`, ...).
+    pub trust_domain: String,
+    /// The SCM level, 1 to 3.
+    pub level: u8,
+    /// Whether to poll the remote (default true; webhooks work either way).
+    #[serde(default = "yes")]
+    pub poll: bool,
+    /// The secret GitHub-style push webhooks are signed with; without one,
+    /// webhooks are refused.
+    #[serde(default)]
+    pub webhook_secret: Option<Secret<String>>,
+    /// The branches bbb follows and their modes.
+    #[serde(default)]
+    pub branches: Vec<BranchConfig>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A branch and its mode.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BranchConfig {
+    /// The branch's name (`main`, `release/1.0`).
+    pub name: String,
+    /// Who schedules it.
+    pub mode: Mode,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repository_section_reads() {
+        let cfg: CiConfig = toml::from_str(
+            r#"
+            poll_interval_ms = 500
+            [[repositories]]
+            project = "proj"
+            url = "https://git.example/org/proj"
+            kind = "git"
+            trust_domain = "bbbtest"
+            level = 1
+            webhook_secret = "s3cret"
+            branches = [{ name = "main", mode = "taskgraph" }, { name = "old", mode = "buildbot" }]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.poll_interval_ms, 500);
+        let r = &cfg.repositories[0];
+        assert_eq!(r.kind, Kind::Git);
+        assert!(r.poll);
+        assert_eq!(r.webhook_secret.as_ref().unwrap().expose(), "s3cret");
+        assert_eq!(format!("{:?}", r.webhook_secret), "Some(***)");
+        assert_eq!(r.branches[1].mode, Mode::Buildbot);
+        let bad = toml::from_str::<CiConfig>(
+            "[[repositories]]\nproject = 'p'\nurl = 'u'\nkind = 'svn'\ntrust_domain = 't'\nlevel = 1\n",
+        );
+        assert!(bad.is_err());
+    }
+}

@@ -15,11 +15,10 @@
 
 use crate::store::{Decided, Push, Repository};
 use crate::{Ci, DecisionContext, Kind};
-use bbb_auth::Credentials;
-use bbb_clock::{Clock, Millis};
-use bbb_hooks::client::HawkClient;
+use bbb_clock::Clock;
+use bbb_hooks::client::{HawkClient, IssuedCredentials};
 use serde_json::{Map, Value, json};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -30,18 +29,11 @@ pub const CLIENT_ID: &str = "static/bbb/ci";
 /// call is restricted to one).
 pub const CLIENT_SCOPES: [&str; 1] = ["assume:repo:*"];
 
-/// How long the service's credentials are valid, and how long before their
-/// end they are renewed.
-const CREDENTIALS_LIFETIME_MS: Millis = 24 * 3600 * 1000;
-const RENEW_BEFORE_MS: Millis = 3600 * 1000;
-
 /// Creates decision tasks in the queue.
 #[derive(Clone)]
 pub struct Creator {
     client: HawkClient,
-    clock: Clock,
-    issuer: Arc<(String, String)>,
-    creds: Arc<Mutex<Option<(Credentials, Millis)>>>,
+    creds: IssuedCredentials,
 }
 
 /// Why creating a task failed.
@@ -59,34 +51,8 @@ impl Creator {
     pub fn new(root_url: &str, issuer: Arc<(String, String)>, clock: Clock) -> Creator {
         Creator {
             client: HawkClient::new(root_url, clock.clone()),
-            clock,
-            issuer,
-            creds: Arc::default(),
+            creds: IssuedCredentials::new(issuer, CLIENT_ID, &CLIENT_SCOPES, clock),
         }
-    }
-
-    fn credentials(&self) -> Result<Credentials, String> {
-        let now = self.clock.now_ms();
-        let mut held = self.creds.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((c, expiry)) = held.as_ref()
-            && *expiry - now > RENEW_BEFORE_MS
-        {
-            return Ok(c.clone());
-        }
-        let start = now - bbb_auth::CERTIFICATE_SKEW.num_milliseconds();
-        let expiry = now + CREDENTIALS_LIFETIME_MS;
-        let scopes: Vec<String> = CLIENT_SCOPES.iter().map(|s| s.to_string()).collect();
-        let creds = bbb_auth::create_temporary_credentials(
-            &self.issuer.0,
-            &self.issuer.1,
-            Some(CLIENT_ID),
-            &scopes,
-            bbb_clock::from_ms(start),
-            bbb_clock::from_ms(expiry),
-        )
-        .map_err(|e| format!("issuing the CI service's credentials: {e}"))?;
-        *held = Some((creds.clone(), expiry));
-        Ok(creds)
     }
 
     /// `createTask(task_id, task)` as `role` (`repo:...`).
@@ -96,7 +62,7 @@ impl Creator {
         task_id: &str,
         task: &Value,
     ) -> Result<(), CreateError> {
-        let creds = self.credentials().map_err(CreateError::Transient)?;
+        let creds = self.creds.get().map_err(CreateError::Transient)?;
         let scopes = [format!("assume:{role}")];
         let url = self.client.url("queue", &format!("task/{task_id}"));
         match self

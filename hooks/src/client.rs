@@ -3,8 +3,9 @@
 //! client signs (certificate and `authorizedScopes` in the `ext`).
 
 use bbb_auth::Credentials;
-use bbb_clock::Clock;
+use bbb_clock::{Clock, Millis};
 use serde_json::Value;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How long one call may take.
@@ -104,5 +105,75 @@ impl HawkClient {
         let text = res.bytes().await.map_err(|e| e.to_string())?;
         let body = serde_json::from_slice(&text).unwrap_or(Value::Null);
         Ok(Answer { status, body })
+    }
+}
+
+/// How long a service's own credentials are valid.
+const CREDENTIALS_LIFETIME_MS: Millis = 24 * 3600 * 1000;
+/// Issue them anew when they expire sooner than this.
+const RENEW_BEFORE_MS: Millis = 3600 * 1000;
+
+/// A service's own temporary credentials (the hooks' or the CI service's),
+/// issued from the queue's client id and secret for one client id and its
+/// scopes, valid a day and issued anew an hour before they expire. Clones
+/// share what was issued.
+#[derive(Clone)]
+pub struct IssuedCredentials {
+    issuer: Arc<(String, String)>,
+    client_id: &'static str,
+    scopes: Vec<String>,
+    clock: Clock,
+    held: Arc<Mutex<Option<(Credentials, Millis)>>>,
+}
+
+impl std::fmt::Debug for IssuedCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedCredentials")
+            .field("client_id", &self.client_id)
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IssuedCredentials {
+    /// Credentials of `client_id` with `scopes`, issued by `issuer` (the
+    /// queue's client id and secret) on `clock`'s time.
+    pub fn new(
+        issuer: Arc<(String, String)>,
+        client_id: &'static str,
+        scopes: &[&str],
+        clock: Clock,
+    ) -> IssuedCredentials {
+        IssuedCredentials {
+            issuer,
+            client_id,
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            clock,
+            held: Arc::default(),
+        }
+    }
+
+    /// The credentials, issued anew when they are about to expire.
+    pub fn get(&self) -> Result<Credentials, String> {
+        let now = self.clock.now_ms();
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((c, expiry)) = held.as_ref()
+            && *expiry - now > RENEW_BEFORE_MS
+        {
+            return Ok(c.clone());
+        }
+        let start = now - bbb_auth::CERTIFICATE_SKEW.num_milliseconds();
+        let expiry = now + CREDENTIALS_LIFETIME_MS;
+        let creds = bbb_auth::create_temporary_credentials(
+            &self.issuer.0,
+            &self.issuer.1,
+            Some(self.client_id),
+            &self.scopes,
+            bbb_clock::from_ms(start),
+            bbb_clock::from_ms(expiry),
+        )
+        .map_err(|e| format!("issuing the credentials of {}: {e}", self.client_id))?;
+        *held = Some((creds.clone(), expiry));
+        Ok(creds)
     }
 }

@@ -11,13 +11,12 @@
 //! queue's own secret (kept in the database, so every process on it agrees),
 //! renewed before they expire.
 
-use crate::client::{Answer, HawkClient};
+use crate::client::{Answer, HawkClient, IssuedCredentials};
 use crate::model::{FiredBy, Hook, LastFire};
-use bbb_auth::Credentials;
 use bbb_clock::{Clock, Millis, fmt_ms};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The client id the hooks service creates tasks as.
@@ -26,11 +25,6 @@ pub const CLIENT_ID: &str = "static/taskcluster/hooks";
 /// The scopes of [`CLIENT_ID`], as upstream's static client has them.
 pub const CLIENT_SCOPES: [&str; 3] = ["assume:hook-id:*", "notify:email:*", "queue:create-task:*"];
 
-/// How long the service's credentials are valid; they are renewed when less
-/// than [`RENEW_BEFORE_MS`] is left.
-const CREDENTIALS_LIFETIME_MS: Millis = 24 * 3600 * 1000;
-/// See [`CREDENTIALS_LIFETIME_MS`].
-const RENEW_BEFORE_MS: Millis = 3600 * 1000;
 /// Upstream's `deadline` and `expires` defaults: 1 day and 1 month (30 days).
 const DAY_MS: Millis = 24 * 3600 * 1000;
 /// Longest error text kept in a firing's record (upstream's limit).
@@ -88,8 +82,7 @@ pub struct FireOptions {
 pub struct TaskCreator {
     client: HawkClient,
     clock: Clock,
-    issuer: Arc<(String, String)>,
-    creds: Arc<Mutex<Option<(Credentials, Millis)>>>,
+    creds: IssuedCredentials,
 }
 
 impl std::fmt::Debug for TaskCreator {
@@ -210,35 +203,9 @@ impl TaskCreator {
     pub fn new(root_url: &str, issuer: Arc<(String, String)>, clock: Clock) -> TaskCreator {
         TaskCreator {
             client: HawkClient::new(root_url, clock.clone()),
+            creds: IssuedCredentials::new(issuer, CLIENT_ID, &CLIENT_SCOPES, clock.clone()),
             clock,
-            issuer,
-            creds: Arc::default(),
         }
-    }
-
-    /// The service's credentials, issued anew when they are about to expire.
-    fn credentials(&self) -> Result<Credentials, String> {
-        let now = self.clock.now_ms();
-        let mut held = self.creds.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((c, expiry)) = held.as_ref()
-            && *expiry - now > RENEW_BEFORE_MS
-        {
-            return Ok(c.clone());
-        }
-        let start = now - bbb_auth::CERTIFICATE_SKEW.num_milliseconds();
-        let expiry = now + CREDENTIALS_LIFETIME_MS;
-        let scopes: Vec<String> = CLIENT_SCOPES.iter().map(|s| s.to_string()).collect();
-        let creds = bbb_auth::create_temporary_credentials(
-            &self.issuer.0,
-            &self.issuer.1,
-            Some(CLIENT_ID),
-            &scopes,
-            bbb_clock::from_ms(start),
-            bbb_clock::from_ms(expiry),
-        )
-        .map_err(|e| format!("issuing the hooks service's credentials: {e}"))?;
-        *held = Some((creds.clone(), expiry));
-        Ok(creds)
     }
 
     /// `createTask(task_id, task)` as the hook's role, retried on failures
@@ -250,7 +217,7 @@ impl TaskCreator {
         task: &Value,
         retry: bool,
     ) -> Result<(), FireError> {
-        let creds = self.credentials().map_err(FireError::Unreachable)?;
+        let creds = self.creds.get().map_err(FireError::Unreachable)?;
         let role = [hook.role_scope()];
         let url = self.client.url("queue", &format!("task/{task_id}"));
         let attempts = if retry { ATTEMPTS } else { 1 };

@@ -13,8 +13,8 @@
 //! The webhook (`POST /github/<project>`) is in [`crate::webhook`].
 
 use crate::Ci;
-use crate::config::{BranchConfig, Kind, Mode};
-use crate::store::{Branch, Repository};
+use crate::config::{BranchConfig, Kind, Mode, RepositoryConfig};
+use crate::store::Repository;
 use bbb_auth::Authenticator;
 use bbb_secret::Secret;
 use bbb_service::validate::param;
@@ -142,28 +142,17 @@ async fn put_repository(ci: Ci, call: Call) -> Result<Reply> {
             .await?
             .and_then(|r| r.webhook_secret),
     };
-    let repo = Repository {
+    let repo = Repository::from_config(&RepositoryConfig {
         project,
         url: body.url,
         clone_url: body.clone_url,
         kind: body.kind,
         trust_domain: body.trust_domain,
-        level: body.level.into(),
+        level: body.level,
         poll: body.poll,
         webhook_secret: secret,
-        branches: body
-            .branches
-            .iter()
-            .map(|b| Branch {
-                name: b.name.clone(),
-                mode: b.mode,
-                polled_head: None,
-            })
-            .collect(),
-        last_poll_at: None,
-        poll_error: None,
-        poll_failures: 0,
-    };
+        branches: body.branches,
+    });
     let stored = ci
         .store
         .put_repository(&repo, true, &who(&call), ci.clock.now_ms())

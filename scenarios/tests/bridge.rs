@@ -25,6 +25,7 @@ scenarios!(
     a_retried_build_continues_on_the_same_build_request_in_the_next_run,
     a_stale_view_of_a_retried_run_leaves_its_next_build_alone,
     a_retry_seen_before_its_build_start_still_retries_the_run,
+    a_later_build_seen_from_a_stale_view_retries_the_run_it_follows,
     a_deadline_passing_before_the_build_starts_cancels_the_request,
     cancelling_a_pending_task_cancels_its_build_request,
     cancelling_a_running_task_stops_its_build,
@@ -432,6 +433,89 @@ async fn a_retry_seen_before_its_build_start_still_retries_the_run(kind: MasterK
     assert_eq!(env.status(&task_id).await.runs.len(), 2);
 
     next_build_runs_run_1(&env, &reflector, &task_id, brid, first).await;
+    env.stop().await;
+}
+
+/// The race behind a retried task ending with two `worker-shutdown` runs under
+/// load: one listener reads run 0's row while it is still `Requested`, another
+/// applies the first build's start meanwhile, and the first then applies the
+/// *next* build's start from its old copy. That must not replace the build
+/// recorded on run 0 (a late copy of the first build's start would then find
+/// no run that it served and give run 1 the retried build, which the reflector
+/// then retries a second time): it retries run 0 and gives the next build to
+/// run 1. Late copies of the first build's events then change nothing.
+async fn a_later_build_seen_from_a_stale_view_retries_the_run_it_follows(kind: MasterKind) {
+    let (env, reflector) = unlistened(kind).await;
+    let (task_id, brid) = inject_by_hand(&env, kind, kind.script_retry_then_long_build()).await;
+    let stale = env.row(&task_id, 0).await;
+    assert_eq!(stale.state, RowState::Requested, "{stale:?}");
+    let first = first_build_retried(&env, &task_id, brid).await;
+    // One listener applies the first build's start.
+    assert_eq!(
+        env.bridge
+            .build_started(env.row(&task_id, 0).await, brid, first)
+            .await
+            .unwrap(),
+        Outcome::Claimed
+    );
+    let state = env
+        .wait_request(brid, "its next build running", |s| {
+            matches!(s, RequestState::Running { builds, .. }
+                if builds.len() == 2 && builds[1].finish_time.is_none())
+        })
+        .await;
+    let RequestState::Running { builds, .. } = state else {
+        unreachable!()
+    };
+    let next = StartedBuild {
+        build_id: Some(builds[1].build_id.0 as i64),
+        number: Some(builds[1].number as i64),
+    };
+
+    // Another applies the next build's start from its copy read before.
+    let outcome = env.bridge.build_started(stale, brid, next).await.unwrap();
+    let status = env.status(&task_id).await;
+    let runs: Vec<_> = status
+        .runs
+        .iter()
+        .map(|r| (r.state.as_str(), r.reason_resolved.map(|r| r.as_str())))
+        .collect();
+    assert_eq!(
+        runs,
+        [("exception", Some("worker-shutdown")), ("running", None)],
+        "{outcome:?}"
+    );
+    let (row0, row1) = (env.row(&task_id, 0).await, env.row(&task_id, 1).await);
+    assert_eq!(row0.build_number, first.number, "{row0:?}");
+    assert_eq!(
+        (row1.state, row1.build_number),
+        (RowState::Running, next.number),
+        "{row1:?}"
+    );
+
+    // Late copies of the first build's start and RETRY, and a reflector pass.
+    let late = [
+        env.bridge
+            .build_started(env.row(&task_id, 1).await, brid, first)
+            .await
+            .unwrap(),
+        env.bridge
+            .build_retried(&env.row(&task_id, 1).await, first.number)
+            .await
+            .unwrap(),
+    ];
+    let report = reflector.pass().await;
+    assert_eq!(report.errors, 0, "{report:?}");
+    let status = env.status(&task_id).await;
+    assert_eq!(status.runs.len(), 2, "{late:?} {report:?}: {status:#?}");
+    assert_eq!(status.run(1).unwrap().state.as_str(), "running", "{late:?}");
+    let row1 = env.row(&task_id, 1).await;
+    assert_eq!(
+        (row1.state, row1.build_number),
+        (RowState::Running, next.number),
+        "{late:?}"
+    );
+    assert_eq!(env.requests(&task_id).await.len(), 1);
     env.stop().await;
 }
 

@@ -421,9 +421,13 @@ impl StateDb {
     // ----- Buildbot listener -------------------------------------------------------------
 
     /// A build started for (task, run): [`RowState::Requested`] → [`RowState::Running`]
-    /// with the build's id and number (when the event knew them) and the claim's `taken_until`. A duplicate keeps the first build
-    /// id, the highest build number (a later build of the same run moves it) and the later `taken_until` ([`Change::Unchanged`] if nothing moves). Refused
-    /// for a row with no build request, or one retrying or resolved.
+    /// with the build's id and number (when the event knew them) and the claim's
+    /// `taken_until`. A duplicate keeps the first build id, fills a number the row
+    /// lacked and keeps the later `taken_until` ([`Change::Unchanged`] if nothing
+    /// moves). Refused for a row with no build request, one retrying or resolved,
+    /// and a running row that records *another* build: a run is served by one
+    /// build, and which one is the caller's decision on the row as it is now (the
+    /// caller's copy was read before another action recorded that build).
     pub async fn mark_started(
         &self,
         task_id: &str,
@@ -442,18 +446,23 @@ impl StateDb {
                     updated: now,
                     ..row.clone()
                 }),
+                RowState::Running
+                    if row.build_number.is_some()
+                        && build.number.is_some()
+                        && row.build_number != build.number =>
+                {
+                    Step::Refuse
+                }
                 RowState::Running => {
                     let newer = row.taken_until.is_none_or(|t| t < taken_until);
-                    let later_build = build.number > row.build_number;
-                    if newer || later_build || (row.build_id.is_none() && build.build_id.is_some())
+                    let number_learnt = row.build_number.is_none() && build.number.is_some();
+                    if newer
+                        || number_learnt
+                        || (row.build_id.is_none() && build.build_id.is_some())
                     {
                         Step::Write(MappingRow {
-                            build_id: if later_build {
-                                build.build_id.or(row.build_id)
-                            } else {
-                                row.build_id.or(build.build_id)
-                            },
-                            build_number: row.build_number.max(build.number),
+                            build_id: row.build_id.or(build.build_id),
+                            build_number: row.build_number.or(build.number),
                             taken_until: row.taken_until.max(Some(taken_until)),
                             updated: now,
                             ..row.clone()
@@ -502,13 +511,26 @@ impl StateDb {
     /// the run `exception/worker-shutdown`, so that when the queue's new run arrives,
     /// [`StateDb::claim_slot`] hands it the same build request instead of injecting a
     /// second one. From [`RowState::Requested`] or [`RowState::Running`]; `taken_until`
-    /// is cleared. Refused without a build request or once resolved.
-    pub async fn mark_retrying(&self, task_id: &str, run_id: i64, now: i64) -> Result<Change> {
+    /// is cleared. `served_by`, the number of the build that ended RETRY, becomes the
+    /// row's build number when it differs (the row had recorded a later build of the
+    /// request, whose start was applied first): the row then names the build that
+    /// served its run, which later copies of that build's events are checked
+    /// against. Refused without a build request or once resolved.
+    pub async fn mark_retrying(
+        &self,
+        task_id: &str,
+        run_id: i64,
+        served_by: Option<i64>,
+        now: i64,
+    ) -> Result<Change> {
         self.transition("mark retrying", task_id, run_id, None, |row| {
             match row.state {
                 RowState::Requested | RowState::Running if row.build_request_id.is_some() => {
+                    let other_build = served_by.is_some() && served_by != row.build_number;
                     Step::Write(MappingRow {
                         state: RowState::Retrying,
+                        build_number: served_by.or(row.build_number),
+                        build_id: if other_build { None } else { row.build_id },
                         taken_until: None,
                         updated: now,
                         ..row.clone()

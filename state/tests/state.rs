@@ -23,6 +23,7 @@ on_both_backends!(
     rerun_while_the_request_waits_reuses_it,
     rerun_after_resolution_is_a_new_request,
     started_and_taken_until,
+    a_run_is_served_by_one_build,
     resolution_is_kept_and_idempotent,
     concurrent_reflectors_take_disjoint_rows,
     leases_expire_and_release,
@@ -184,14 +185,14 @@ async fn build_request_is_set_once(t: TestDb) {
 async fn retry_carries_the_request_over(t: TestDb) {
     running(&t.db, "t1", 0, 7, T0 + 1_200_000).await;
     // The build ends RETRY: mark before resolving the run worker-shutdown.
-    let c = t.db.mark_retrying("t1", 0, T0 + 10).await.unwrap();
+    let c = t.db.mark_retrying("t1", 0, None, T0 + 10).await.unwrap();
     let Change::Applied(r0) = c else {
         panic!("mark_retrying: {c:?}")
     };
     assert_eq!(r0.state, RowState::Retrying);
     assert_eq!(r0.taken_until, None, "a retried run is never reclaimed");
     assert!(matches!(
-        t.db.mark_retrying("t1", 0, T0 + 11).await.unwrap(),
+        t.db.mark_retrying("t1", 0, None, T0 + 11).await.unwrap(),
         Change::Unchanged(_)
     ));
     assert!(
@@ -240,7 +241,7 @@ async fn retry_carries_the_request_over(t: TestDb) {
         Change::Unchanged(_)
     ));
     assert!(matches!(
-        t.db.mark_retrying("t1", 0, T0 + 23).await.unwrap(),
+        t.db.mark_retrying("t1", 0, None, T0 + 23).await.unwrap(),
         Change::Refused(_)
     ));
 
@@ -271,7 +272,7 @@ async fn retry_carries_the_request_over(t: TestDb) {
 
 async fn retry_recorded_by_the_buildbot_listener_first(t: TestDb) {
     running(&t.db, "t1", 0, 7, T0 + 1_200_000).await;
-    t.db.mark_retrying("t1", 0, T0 + 10).await.unwrap();
+    t.db.mark_retrying("t1", 0, None, T0 + 10).await.unwrap();
     // reportException answered with run 1: the Buildbot listener records it.
     let c = t.db.reuse_for_rerun("t1", 1, 7, T0 + 20).await.unwrap();
     let Change::Applied(r1) = c else {
@@ -293,7 +294,7 @@ async fn retry_recorded_by_the_buildbot_listener_first(t: TestDb) {
     for i in 0..20 {
         let task = format!("race{i}");
         running(&t.db, &task, 0, 100 + i, T0 + 1_200_000).await;
-        t.db.mark_retrying(&task, 0, T0 + 10).await.unwrap();
+        t.db.mark_retrying(&task, 0, None, T0 + 10).await.unwrap();
         let (db1, db2, task1, task2) = (t.db.clone(), t.db.clone(), task.clone(), task.clone());
         let a = tokio::spawn(async move { db1.claim_slot(&slot(&task1, 1, T0 + 20)).await });
         let b = tokio::spawn(async move { db2.reuse_for_rerun(&task2, 1, 100 + i, T0 + 20).await });
@@ -506,6 +507,80 @@ async fn started_and_taken_until(t: TestDb) {
         .unwrap(),
         Change::Refused(_)
     ));
+}
+
+/// A running row records one build: the start of another build of the
+/// request is refused (the caller decides on the row as it is now) instead of
+/// replacing it, and a RETRY names the build that served the run.
+async fn a_run_is_served_by_one_build(t: TestDb) {
+    let build = |number| StartedBuild {
+        build_id: Some(number * 100),
+        number: Some(number),
+    };
+    requested(&t.db, "t1", 0, 7).await;
+    let Change::Applied(r) =
+        t.db.mark_started("t1", 0, build(57), T0 + 1000, T0)
+            .await
+            .unwrap()
+    else {
+        panic!("first start not applied")
+    };
+    assert_eq!((r.build_number, r.build_id), (Some(57), Some(5700)));
+    // A later build's start, from a copy of the row read while it was requested.
+    let c =
+        t.db.mark_started("t1", 0, build(63), T0 + 2000, T0 + 1)
+            .await
+            .unwrap();
+    assert!(
+        matches!(&c, Change::Refused(r) if r.build_number == Some(57)),
+        "{c:?}"
+    );
+    // An earlier one likewise.
+    let c =
+        t.db.mark_started("t1", 0, build(12), T0 + 2000, T0 + 1)
+            .await
+            .unwrap();
+    assert!(
+        matches!(&c, Change::Refused(r) if r.build_number == Some(57)),
+        "{c:?}"
+    );
+    // The same build again moves takenUntil only.
+    let c =
+        t.db.mark_started("t1", 0, build(57), T0 + 2000, T0 + 2)
+            .await
+            .unwrap();
+    assert!(
+        matches!(&c, Change::Applied(r) if r.build_number == Some(57) && r.taken_until == Some(T0 + 2000)),
+        "{c:?}"
+    );
+    // A start without a number fills nothing and refuses nothing.
+    let c =
+        t.db.mark_started("t1", 0, StartedBuild::default(), T0 + 1500, T0 + 3)
+            .await
+            .unwrap();
+    assert!(matches!(c, Change::Unchanged(_)), "{c:?}");
+
+    // A row that recorded a later build than the one that served it (the
+    // later start was applied first): the RETRY puts the serving build's number.
+    requested(&t.db, "t2", 0, 8).await;
+    t.db.mark_started("t2", 0, build(63), T0 + 1000, T0)
+        .await
+        .unwrap();
+    let c = t.db.mark_retrying("t2", 0, Some(57), T0 + 4).await.unwrap();
+    assert!(
+        matches!(&c, Change::Applied(r) if r.state == RowState::Retrying && r.build_number == Some(57) && r.build_id.is_none()),
+        "{c:?}"
+    );
+    // Without a number, the recorded build stays.
+    requested(&t.db, "t3", 0, 9).await;
+    t.db.mark_started("t3", 0, build(70), T0 + 1000, T0)
+        .await
+        .unwrap();
+    let c = t.db.mark_retrying("t3", 0, None, T0 + 4).await.unwrap();
+    assert!(
+        matches!(&c, Change::Applied(r) if r.build_number == Some(70) && r.build_id == Some(7000)),
+        "{c:?}"
+    );
 }
 
 async fn resolution_is_kept_and_idempotent(t: TestDb) {
@@ -738,7 +813,7 @@ async fn purge_and_counts(t: TestDb) {
     requested(&t.db, "q2", 0, 2).await;
     running(&t.db, "r", 0, 3, T0 + 1000).await;
     running(&t.db, "y", 0, 4, T0 + 1000).await;
-    t.db.mark_retrying("y", 0, T0).await.unwrap();
+    t.db.mark_retrying("y", 0, None, T0).await.unwrap();
     for i in 0..7 {
         let task = format!("done{i}");
         running(&t.db, &task, 0, 10 + i, T0 + 1000).await;

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use bbb_buildbot::{BuildRequestId, BuildResult, LegacyEvent, RequestState};
-use bbb_state::{MappingRow, RowResolution, RowState, StartedBuild};
+use bbb_state::{Change, MappingRow, RowResolution, RowState, StartedBuild};
 use bbb_tcvalues::{ExceptionReason, ReasonResolved, RunState};
 use serde_json::Value;
 use tracing::{debug, info, warn};
@@ -136,12 +136,31 @@ impl Bridge {
             // the later build goes to the next run.
             return Box::pin(self.build_retried(&row, build.number)).await;
         }
+        if row.state == RowState::Running
+            && matches!((row.build_number, build.number), (Some(current), Some(number)) if number < current)
+        {
+            // An earlier build that served no run of the request we know of.
+            return Ok(Outcome::StaleBuild);
+        }
         let task_id = row.task_id.clone();
         match self.queue.claim(&task_id, run_u32(&row)).await {
             Ok(taken_until) => {
-                self.state
+                let change = self
+                    .state
                     .mark_started(&task_id, row.run_id, build, taken_until, self.now())
                     .await?;
+                if let Change::Refused(fresh) = change
+                    && fresh.state == RowState::Running
+                {
+                    // Another action recorded another build on this run since `row`
+                    // was read: decide again on the row as it is now (this later
+                    // build means the recorded one ended RETRY; an earlier one is
+                    // an absorbed or a stale start).
+                    debug!(task.id = %task_id, run.id = row.run_id, build_request.id = brid.0,
+                           build.number = ?build.number, recorded = ?fresh.build_number,
+                           "run records another build; deciding again");
+                    return Box::pin(self.build_started(fresh, brid, build)).await;
+                }
                 debug!(task.id = %task_id, run.id = row.run_id, build_request.id = brid.0, "run claimed");
                 Ok(Outcome::Claimed)
             }
@@ -267,7 +286,7 @@ impl Bridge {
             RowState::Running if row.build_number == build_number || absorbed => {
                 let change = self
                     .state
-                    .mark_retrying(task_id, row.run_id, self.now())
+                    .mark_retrying(task_id, row.run_id, build_number, self.now())
                     .await?;
                 if !change.holds() {
                     return Ok(Outcome::NotActive);

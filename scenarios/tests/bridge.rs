@@ -26,6 +26,7 @@ scenarios!(
     a_stale_view_of_a_retried_run_leaves_its_next_build_alone,
     a_retry_seen_before_its_build_start_still_retries_the_run,
     a_later_build_seen_from_a_stale_view_retries_the_run_it_follows,
+    a_finish_applied_before_the_retry_resolves_the_next_run,
     a_deadline_passing_before_the_build_starts_cancels_the_request,
     cancelling_a_pending_task_cancels_its_build_request,
     cancelling_a_running_task_stops_its_build,
@@ -516,6 +517,124 @@ async fn a_later_build_seen_from_a_stale_view_retries_the_run_it_follows(kind: M
         "{late:?}"
     );
     assert_eq!(env.requests(&task_id).await.len(), 1);
+    env.stop().await;
+}
+
+/// The race behind a retried task ending with one `completed` run under
+/// load: the next build's finish (or the request's completion) is applied
+/// before the first build's RETRY — by a listener whose copy of run 0's row
+/// records the first build, or before any start was applied at all. The
+/// finish must not resolve run 0: the run is retried first (the first build
+/// ended RETRY) and the finish resolves run 1. Late copies of the first
+/// build's events and a reflector pass then change nothing.
+async fn a_finish_applied_before_the_retry_resolves_the_next_run(kind: MasterKind) {
+    let (env, reflector) = unlistened(kind).await;
+    for start_applied in [true, false] {
+        let (task_id, brid) = inject_by_hand(&env, kind, kind.script_retry_then_success()).await;
+        env.cause_retry(&task_id).await;
+        let state = env
+            .wait_request(
+                brid,
+                "complete after two builds",
+                |s| matches!(s, RequestState::Complete { builds, .. } if builds.len() == 2),
+            )
+            .await;
+        let RequestState::Complete { builds, .. } = state else {
+            unreachable!()
+        };
+        let started = |i: usize| StartedBuild {
+            build_id: Some(builds[i].build_id.0 as i64),
+            number: Some(builds[i].number as i64),
+        };
+        let (first, next) = (started(0), started(1));
+        let outcome = if start_applied {
+            // One listener applied the first build's start; another, holding
+            // that row, applies the next build's finish.
+            env.bridge
+                .build_started(env.row(&task_id, 0).await, brid, first)
+                .await
+                .unwrap();
+            let row0 = env.row(&task_id, 0).await;
+            assert_eq!(row0.build_number, first.number, "{row0:?}");
+            env.bridge
+                .build_finished(
+                    &row0,
+                    BuildResult::Success,
+                    next.number,
+                    &Default::default(),
+                    None,
+                )
+                .await
+                .unwrap()
+        } else {
+            // No start applied: the request's completion comes first.
+            let row0 = env.row(&task_id, 0).await;
+            assert_eq!(row0.state, RowState::Requested, "{row0:?}");
+            env.bridge
+                .build_finished(&row0, BuildResult::Success, None, &Default::default(), None)
+                .await
+                .unwrap()
+        };
+        let runs = |status: bbb_bridge::TaskStatus| -> Vec<(String, Option<String>)> {
+            status
+                .runs
+                .iter()
+                .map(|r| {
+                    (
+                        r.state.as_str().to_owned(),
+                        r.reason_resolved.map(|r| r.as_str().to_owned()),
+                    )
+                })
+                .collect()
+        };
+        let wanted = vec![
+            ("exception".to_owned(), Some("worker-shutdown".to_owned())),
+            ("completed".to_owned(), Some("completed".to_owned())),
+        ];
+        assert_eq!(
+            runs(env.status(&task_id).await),
+            wanted,
+            "start applied: {start_applied}; {outcome:?}"
+        );
+        let (row0, row1) = (env.row(&task_id, 0).await, env.row(&task_id, 1).await);
+        assert_eq!(row0.build_number, first.number, "{row0:?}");
+        assert_eq!(
+            (row1.state, row1.resolution, row1.build_number),
+            (
+                RowState::Resolved,
+                Some(RowResolution::Completed),
+                next.number
+            ),
+            "{row1:?}"
+        );
+
+        // Late copies of the first build's start and RETRY, of the
+        // completion, and a reflector pass.
+        let late = [
+            env.bridge
+                .build_started(env.row(&task_id, 1).await, brid, first)
+                .await
+                .unwrap(),
+            env.bridge
+                .build_retried(&env.row(&task_id, 1).await, first.number)
+                .await
+                .unwrap(),
+            env.bridge
+                .build_finished(
+                    &env.row(&task_id, 1).await,
+                    BuildResult::Success,
+                    None,
+                    &Default::default(),
+                    None,
+                )
+                .await
+                .unwrap(),
+        ];
+        let report = reflector.pass().await;
+        assert_eq!(report.errors, 0, "{report:?}");
+        assert_eq!(runs(env.status(&task_id).await), wanted, "{late:?}");
+        assert_eq!(env.requests(&task_id).await.len(), 1);
+    }
     env.stop().await;
 }
 

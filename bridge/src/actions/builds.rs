@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use bbb_buildbot::{BuildRequestId, BuildResult, LegacyEvent, RequestState};
+use bbb_buildbot::{BuildInfo, BuildRequestId, BuildResult, LegacyEvent, RequestState};
 use bbb_state::{Change, MappingRow, RowResolution, RowState, StartedBuild};
 use bbb_tcvalues::{ExceptionReason, ReasonResolved, RunState};
 use serde_json::Value;
@@ -64,18 +64,20 @@ impl Bridge {
                 LegacyEvent::RequestRequeued { .. } => Outcome::RequeueNoted,
                 LegacyEvent::BuildFinished {
                     results,
+                    build_number,
                     properties,
                     log_url,
                     ..
                 } => {
-                    self.build_finished(&row, *results, properties, log_url.as_deref())
+                    let number = i64::try_from(*build_number).ok();
+                    self.build_finished(&row, *results, number, properties, log_url.as_deref())
                         .await?
                 }
                 LegacyEvent::RequestCompleted {
                     results, claimed, ..
                 } => {
                     if *claimed {
-                        self.build_finished(&row, *results, &BTreeMap::new(), None)
+                        self.build_finished(&row, *results, None, &BTreeMap::new(), None)
                             .await?
                     } else {
                         // Completed without a build that ran it: cancelled before it
@@ -422,10 +424,19 @@ impl Bridge {
     /// attach `public/properties.json` and the log, then resolve the run.
     /// CANCELLED cancels the task only if its run is still pending or running
     /// (the bridge itself stops builds only of runs already resolved).
+    ///
+    /// `number` names the build that finished (`None` for a completed
+    /// request: the request's last finished build is asked of the master).
+    /// Only the build that served the row's run resolves it: a later build
+    /// means the run's own build ended RETRY and that is not applied yet (the
+    /// events race across listeners), so the run is retried first and the
+    /// finish goes to the next run; an earlier build's finish is a late copy
+    /// and changes nothing.
     pub async fn build_finished(
         &self,
         row: &MappingRow,
         results: BuildResult,
+        number: Option<i64>,
         properties: &BTreeMap<String, Value>,
         log_url: Option<&str>,
     ) -> BridgeResult<Outcome> {
@@ -438,9 +449,125 @@ impl Bridge {
         if results == BuildResult::Cancelled {
             return self.cancelled_on_master(row).await;
         }
+        let brid = BuildRequestId(row.build_request_id.unwrap_or_default() as u64);
+        // The request's builds, when the event does not say which build
+        // finished, carries no properties, or the run's start is not applied.
+        let builds = if number.is_none() || properties.is_empty() || row.state != RowState::Running
+        {
+            self.request_builds(brid).await
+        } else {
+            None
+        };
+        let finished_builds = || builds.iter().flatten().filter(|b| b.finish_time.is_some());
+        let number = number.or_else(|| {
+            finished_builds()
+                .last()
+                .and_then(|b| i64::try_from(b.number).ok())
+        });
+        if let Some(n) = number {
+            match (row.state, row.build_number) {
+                (RowState::Running, Some(current)) if n < current => {
+                    return Ok(Outcome::StaleBuild);
+                }
+                (RowState::Running, Some(current)) if n > current => {
+                    let retried = self.build_retried(row, Some(current)).await?;
+                    return self
+                        .finished_on_next_run(row, brid, retried, n, results, properties, log_url)
+                        .await;
+                }
+                (RowState::Requested, _) => {
+                    // An earlier build of the request that no earlier run
+                    // recorded served this run and ended RETRY.
+                    let earlier = self.state.find_by_build_request(brid.0 as i64).await?;
+                    let unrecorded = finished_builds()
+                        .filter_map(|b| i64::try_from(b.number).ok())
+                        .filter(|b| *b < n)
+                        .find(|b| {
+                            !earlier.iter().any(|r| {
+                                r.run_id < row.run_id && r.build_number.is_some_and(|x| x >= *b)
+                            })
+                        });
+                    if let Some(retried_build) = unrecorded {
+                        let retried = self
+                            .retried_before_started(row, brid, Some(retried_build))
+                            .await?;
+                        return self
+                            .finished_on_next_run(
+                                row, brid, retried, n, results, properties, log_url,
+                            )
+                            .await;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let fetched = if properties.is_empty() {
+            self.build_properties_of(brid, builds.as_deref(), number)
+                .await
+        } else {
+            None
+        };
+        let properties = fetched.as_ref().unwrap_or(properties);
+        self.resolve_finished(row, brid, results, properties, log_url)
+            .await
+    }
+
+    /// The finish of build `number` after `row`'s run was retried (outcome
+    /// `retried`): the build served the next run, which is started on it and
+    /// then resolved. If the next run is not there yet, the event is tried
+    /// again later.
+    #[allow(clippy::too_many_arguments)]
+    async fn finished_on_next_run(
+        &self,
+        row: &MappingRow,
+        brid: BuildRequestId,
+        retried: Outcome,
+        number: i64,
+        results: BuildResult,
+        properties: &BTreeMap<String, Value>,
+        log_url: Option<&str>,
+    ) -> BridgeResult<Outcome> {
+        let next = self
+            .state
+            .current_for_build_request(brid.0 as i64)
+            .await?
+            .filter(|next| next.task_id == row.task_id && next.run_id > row.run_id);
+        let Some(next) = next else {
+            if retried == Outcome::RetriesExhausted {
+                return Ok(retried);
+            }
+            return Err(BridgeError::NotYet(format!(
+                "build {number} of request {brid} finished; the next run of task {} is not recorded yet",
+                row.task_id
+            )));
+        };
+        let build = StartedBuild {
+            build_id: None,
+            number: Some(number),
+        };
+        let (task_id, run_id) = (next.task_id.clone(), next.run_id);
+        Box::pin(self.build_started(next, brid, build)).await?;
+        match self.state.get(&task_id, run_id).await? {
+            Some(started) => {
+                Box::pin(self.build_finished(&started, results, Some(number), properties, log_url))
+                    .await
+            }
+            None => Ok(Outcome::NotActive),
+        }
+    }
+
+    /// Resolves the run of `row` with the final `results` of its build, after
+    /// attaching the build's properties and log.
+    async fn resolve_finished(
+        &self,
+        row: &MappingRow,
+        brid: BuildRequestId,
+        results: BuildResult,
+        properties: &BTreeMap<String, Value>,
+        log_url: Option<&str>,
+    ) -> BridgeResult<Outcome> {
         let task_id = row.task_id.as_str();
         let run_id = run_u32(row);
-        let brid = BuildRequestId(row.build_request_id.unwrap_or_default() as u64);
         let status = match self.queue.status(task_id).await {
             Ok(status) => status,
             Err(e) if e.is_not_found() => {
@@ -466,14 +593,6 @@ impl Bridge {
             Some(_) => {}
             None => return Ok(Outcome::NoSuchRun),
         }
-        // A request-completed event, or a finish the reflector caught up,
-        // carries no properties: ask the master for its build's.
-        let fetched = if properties.is_empty() {
-            self.finished_build_properties(brid).await
-        } else {
-            None
-        };
-        let properties = fetched.as_ref().unwrap_or(properties);
         let fetched_log_url = properties
             .get("log_url")
             .and_then(|p| p.get(0))
@@ -568,26 +687,45 @@ impl Bridge {
         Ok(Outcome::CancelledByMaster)
     }
 
-    /// The properties of the request's last finished build, where the master
-    /// can tell. A failure is logged and gives `None`: the run's resolution
-    /// does not wait for its properties.
-    pub(super) async fn finished_build_properties(
-        &self,
-        brid: BuildRequestId,
-    ) -> Option<BTreeMap<String, Value>> {
-        let builds = match self.master.request_state(brid).await {
+    /// The builds of request `brid`, where the master can tell. A failure is
+    /// logged and gives `None`: the run's resolution does not wait for it.
+    pub(super) async fn request_builds(&self, brid: BuildRequestId) -> Option<Vec<BuildInfo>> {
+        match self.master.request_state(brid).await {
             Ok(
                 RequestState::Complete { builds, .. }
                 | RequestState::Running { builds, .. }
                 | RequestState::Pending { builds },
-            ) => builds,
-            Ok(_) => return None,
+            ) => Some(builds),
+            Ok(_) => None,
             Err(e) => {
-                warn!(build_request.id = brid.0, error = %e, "cannot read the request's builds for their properties");
-                return None;
+                warn!(build_request.id = brid.0, error = %e, "cannot read the request's builds");
+                None
+            }
+        }
+    }
+
+    /// The properties of build `number` of the request (its last finished
+    /// build without a number), from `builds` or else the master. A failure
+    /// is logged and gives `None`.
+    pub(super) async fn build_properties_of(
+        &self,
+        brid: BuildRequestId,
+        builds: Option<&[BuildInfo]>,
+        number: Option<i64>,
+    ) -> Option<BTreeMap<String, Value>> {
+        let asked;
+        let builds = match builds {
+            Some(builds) => builds,
+            None => {
+                asked = self.request_builds(brid).await?;
+                &asked[..]
             }
         };
-        let build = builds.iter().rev().find(|b| b.finish_time.is_some())?;
+        let build = builds
+            .iter()
+            .rev()
+            .filter(|b| b.finish_time.is_some())
+            .find(|b| number.is_none_or(|n| i64::try_from(b.number).ok() == Some(n)))?;
         match self.master.build_properties(build.build_id).await {
             Ok(properties) => properties,
             Err(e) => {

@@ -75,7 +75,7 @@ impl Bridge {
         match state {
             RequestState::Cancelled { .. } => self.cancelled_on_master(row).await,
             RequestState::Complete { results, .. } => {
-                self.build_finished(row, results, &BTreeMap::new(), None)
+                self.build_finished(row, results, None, &BTreeMap::new(), None)
                     .await
             }
             RequestState::Running { builds, .. } if row.state == RowState::Requested => {

@@ -1,5 +1,5 @@
 //! The 0.8 scheduler DB polled for events: new `builds` rows give
-//! `BuildStarted`, finished builds `BuildFinished` (and `RequestRequeued`
+//! `BuildStarted` (with the task of a buildset the bridge made), finished builds `BuildFinished` (and `RequestRequeued`
 //! for a RETRY), completed requests `RequestCompleted`.
 
 use std::collections::{HashMap, HashSet};
@@ -84,17 +84,25 @@ impl Poller {
     async fn poll_started(&mut self) -> Result<Vec<LegacyEvent>> {
         let floor = self.last_build_id.saturating_sub(ID_MARGIN);
         let mut conn = self.pool.get_conn().await?;
-        let rows: Vec<(u64, u64, u64, String, Option<String>)> = conn
+        let rows: Vec<(u64, u64, u64, String, Option<String>, Option<String>)> = conn
             .exec(
-                "SELECT b.id, b.number, b.brid, br.buildername, br.claimed_by_name \
+                "SELECT b.id, b.number, b.brid, br.buildername, br.claimed_by_name, \
+                 bs.external_idstring \
                  FROM builds b JOIN buildrequests br ON br.id = b.brid \
+                 LEFT JOIN buildsets bs ON bs.id = br.buildsetid \
                  WHERE b.id > ? ORDER BY b.id LIMIT ?",
                 (floor, BATCH),
             )
             .await?;
         drop(conn);
         let mut groups: Vec<((String, u64), LegacyEvent)> = Vec::new();
-        for (id, number, brid, builder, master) in rows {
+        for (id, number, brid, builder, master, external) in rows {
+            // The bridge's buildsets are `taskId:<taskId>`: the task is known
+            // even before the bridge recorded the request's id.
+            let task_id = external
+                .as_deref()
+                .and_then(|e| e.strip_prefix("taskId:"))
+                .map(str::to_owned);
             self.last_build_id = self.last_build_id.max(id);
             if !self.started_seen.insert(id) {
                 continue;
@@ -106,11 +114,16 @@ impl Poller {
                     LegacyEvent::BuildStarted {
                         build_request_ids,
                         build_ids,
+                        task_id: group_task,
                         ..
                     },
                 )) => {
                     build_request_ids.push(BuildRequestId(brid));
                     build_ids.push(BuildId(id));
+                    // A merged build serves several tasks: it names none.
+                    if *group_task != task_id {
+                        *group_task = None;
+                    }
                 }
                 _ => groups.push((
                     key,
@@ -120,7 +133,7 @@ impl Poller {
                         build_number: number,
                         build_ids: vec![BuildId(id)],
                         master,
-                        task_id: None,
+                        task_id,
                         source: EventSource::DbPoll,
                     },
                 )),

@@ -157,6 +157,7 @@ async fn put_repository(ci: Ci, call: Call) -> Result<Reply> {
         .store
         .put_repository(&repo, true, &who(&call), ci.clock.now_ms())
         .await?;
+    ci.hooks_changed.notify_one();
     Ok(Reply::json(stored.to_json()))
 }
 
@@ -188,6 +189,7 @@ async fn set_branch_mode(ci: Ci, call: Call) -> Result<Reply> {
                 body.branch
             ))
         })?;
+    ci.hooks_changed.notify_one();
     Ok(Reply::json(json!({
         "branch": body.branch, "mode": body.mode.as_str(), "changed": changed,
     })))

@@ -32,7 +32,11 @@ pub const OWNER: &str = "bbb-ci@bbb.invalid";
 /// SHA-256 of its bytes (`taskgraph.actions.registry.hash_taskcluster_yml`).
 pub fn tcyml_hash(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
-    digest.iter().map(|b| format!("{b:02x}")).collect::<String>()[..10].to_owned()
+    digest
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()[..10]
+        .to_owned()
 }
 
 /// The group of a trust domain's hooks: `project-<trust domain>`.
@@ -63,16 +67,14 @@ pub fn first_task(tcyml: &Value) -> Result<Value, String> {
         _ => return Err("`tasks` is not a list with a task".into()),
     };
     let mut at = &mut task;
-    loop {
-        let Some(obj) = at.as_object_mut() else { break };
-        if obj.contains_key("$let") {
-            match obj.get_mut("in") {
-                Some(inner) => at = inner,
-                None => break,
-            }
-        } else {
+    while let Some(obj) = at.as_object_mut() {
+        if !obj.contains_key("$let") {
             obj.remove("taskId");
             break;
+        }
+        match obj.get_mut("in") {
+            Some(inner) => at = inner,
+            None => break,
         }
     }
     Ok(task)
@@ -85,7 +87,11 @@ pub fn trigger_schema() -> Value {
     fn obj(description: &str, props: Value, optional: &[&str]) -> Value {
         let required: Vec<&String> = props
             .as_object()
-            .map(|m| m.keys().filter(|k| !optional.contains(&k.as_str())).collect())
+            .map(|m| {
+                m.keys()
+                    .filter(|k| !optional.contains(&k.as_str()))
+                    .collect()
+            })
             .unwrap_or_default();
         json!({
             "type": "object", "description": description, "additionalProperties": false,
@@ -331,7 +337,15 @@ mod tests {
             "target": {"$eval": "taskId"}, "own": "${ownTaskId}",
         });
         let clones = BTreeMap::from([("https://git.example/o/p".to_owned(), "/srv/p".to_owned())]);
-        let hook = action_hook("td", 1, "generic", "0123456789", &task, &clones, &["p".into()]);
+        let hook = action_hook(
+            "td",
+            1,
+            "generic",
+            "0123456789",
+            &task,
+            &clones,
+            &["p".into()],
+        );
         assert_eq!(hook["hookId"], "in-tree-action-1-generic/0123456789");
         assert_eq!(hook["hookGroupId"], "project-td");
         let payload = json!({

@@ -235,7 +235,12 @@ pub fn hook_prefix(project: &str) -> String {
 
 /// The id of the hook of `job` on `branch` of `project`.
 pub fn hook_id(project: &str, branch: &str, job: &str) -> String {
-    format!("{}{}/{}", hook_prefix(project), id_part(branch), id_part(job))
+    format!(
+        "{}{}/{}",
+        hook_prefix(project),
+        id_part(branch),
+        id_part(job)
+    )
 }
 
 /// The role of `project`'s cron hooks.
@@ -323,19 +328,36 @@ mod tests {
 
     #[test]
     fn when_entries_become_six_field_patterns() {
-        assert_eq!(pattern(&json!({"hour": 3, "minute": 0})).unwrap(), "0 0 3 * * *");
-        assert_eq!(pattern(&json!({"hour": 16, "minute": 45})).unwrap(), "0 45 16 * * *");
-        assert_eq!(pattern(&json!({"hour": 10})).unwrap(), "0 0,15,30,45 10 * * *");
+        assert_eq!(
+            pattern(&json!({"hour": 3, "minute": 0})).unwrap(),
+            "0 0 3 * * *"
+        );
+        assert_eq!(
+            pattern(&json!({"hour": 16, "minute": 45})).unwrap(),
+            "0 45 16 * * *"
+        );
+        assert_eq!(
+            pattern(&json!({"hour": 10})).unwrap(),
+            "0 0,15,30,45 10 * * *"
+        );
         assert_eq!(
             pattern(&json!({"weekday": "Sunday", "hour": 0, "minute": 0})).unwrap(),
             "0 0 0 * * Sun"
         );
-        assert_eq!(pattern(&json!({"day": 1, "hour": 5, "minute": 30})).unwrap(), "0 30 5 1 * *");
+        assert_eq!(
+            pattern(&json!({"day": 1, "hour": 5, "minute": 30})).unwrap(),
+            "0 30 5 1 * *"
+        );
         assert!(pattern(&json!({"minute": 10})).unwrap_err().contains("15"));
         assert!(pattern(&json!({"hour": 24})).is_err());
         assert!(pattern(&json!({"weekday": "Funday"})).is_err());
         assert!(pattern(&json!({"month": 1})).is_err());
-        for p in ["0 0 3 * * *", "0 0,15,30,45 10 * * *", "0 0 0 * * Sun", "0 30 5 1 * *"] {
+        for p in [
+            "0 0 3 * * *",
+            "0 0,15,30,45 10 * * *",
+            "0 0 0 * * Sun",
+            "0 30 5 1 * *",
+        ] {
             bbb_hooks::cron::parse(p).unwrap();
         }
     }
@@ -391,6 +413,9 @@ jobs:
         assert!(super::jobs("jobs: 3", "p").is_err());
         assert_eq!(shell_quote("a b'c"), r#"'a b'"'"'c'"#);
         assert_eq!(shell_quote("--x=y"), "--x=y");
-        assert_eq!(hook_id("my.proj", "release/1.0", "nightly"), "cron-my_proj/release_1_0/nightly");
+        assert_eq!(
+            hook_id("my.proj", "release/1.0", "nightly"),
+            "cron-my_proj/release_1_0/nightly"
+        );
     }
 }

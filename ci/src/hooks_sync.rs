@@ -55,9 +55,8 @@ pub const CLIENT_SCOPES: [&str; 10] = [
 /// A scheduled hook due sooner than this is not updated in a pass.
 pub const DUE_GUARD_MS: Millis = 60_000;
 
-static ACTION_HOOK: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^in-tree-action-[0-9]+-[^/]+/[0-9a-f]{10}$").expect("regex")
-});
+static ACTION_HOOK: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^in-tree-action-[0-9]+-[^/]+/[0-9a-f]{10}$").expect("regex"));
 
 /// Calls the hooks and auth services.
 #[derive(Clone)]
@@ -227,7 +226,10 @@ impl Ci {
                 cron::role_id(&repo.trust_domain, &repo.project),
                 (
                     cron::role_scopes(repo),
-                    format!("The cron jobs of {}: what their decision tasks may have", repo.project),
+                    format!(
+                        "The cron jobs of {}: what their decision tasks may have",
+                        repo.project
+                    ),
                 ),
             );
             match self.read_heads(repo).await {
@@ -343,7 +345,9 @@ impl Ci {
                     actions::action_role_id(td, *level, perm),
                     (
                         actions::action_role_scopes(repos, perm),
-                        format!("The in-tree actions `{perm}` of {td}'s repositories at level {level}"),
+                        format!(
+                            "The in-tree actions `{perm}` of {td}'s repositories at level {level}"
+                        ),
                     ),
                 );
             }
@@ -379,7 +383,10 @@ impl Ci {
         };
         for id in existing.keys() {
             if managed(id) && !w.roles.contains_key(id) {
-                match admin.ok("auth", "DELETE", &format!("roles/{}", enc(id)), None).await {
+                match admin
+                    .ok("auth", "DELETE", &format!("roles/{}", enc(id)), None)
+                    .await
+                {
                     Ok(_) => report.roles.push(format!("removed {id}")),
                     Err(e) => report.errors.push(e),
                 }
@@ -389,7 +396,10 @@ impl Ci {
             let body = json!({"description": description, "scopes": scopes});
             let path = format!("roles/{}", enc(id));
             let result = match existing.get(id) {
-                None => admin.ok("auth", "PUT", &path, Some(&body)).await.map(|_| "created"),
+                None => admin
+                    .ok("auth", "PUT", &path, Some(&body))
+                    .await
+                    .map(|_| "created"),
                 Some(cur) => {
                     let mut have: Vec<String> = cur["scopes"]
                         .as_array()
@@ -401,7 +411,10 @@ impl Ci {
                     if &have == scopes && cur["description"] == body["description"] {
                         continue;
                     }
-                    admin.ok("auth", "POST", &path, Some(&body)).await.map(|_| "updated")
+                    admin
+                        .ok("auth", "POST", &path, Some(&body))
+                        .await
+                        .map(|_| "updated")
                 }
             };
             match result {
@@ -412,7 +425,12 @@ impl Ci {
         Ok(())
     }
 
-    async fn apply_group(&self, w: &Wanted, group: &str, report: &mut Report) -> Result<(), String> {
+    async fn apply_group(
+        &self,
+        w: &Wanted,
+        group: &str,
+        report: &mut Report,
+    ) -> Result<(), String> {
         let admin = &self.admin;
         let a = admin
             .call("hooks", "GET", &format!("hooks/{}", enc(group)), None)
@@ -432,7 +450,9 @@ impl Ci {
                 continue;
             }
             let removable = ACTION_HOOK.is_match(id)
-                || prefixes.iter().any(|(p, ok)| *ok && id.starts_with(p.as_str()));
+                || prefixes
+                    .iter()
+                    .any(|(p, ok)| *ok && id.starts_with(p.as_str()));
             if !removable {
                 continue;
             }
@@ -453,7 +473,9 @@ impl Ci {
                     Ok(a) if a.is_success() => report.created.push(name),
                     // Another process made it meanwhile: the next pass compares.
                     Ok(a) if a.status == 409 => {}
-                    Ok(a) => report.errors.push(format!("createHook {name}: {} {}", a.status, a.body)),
+                    Ok(a) => report
+                        .errors
+                        .push(format!("createHook {name}: {} {}", a.status, a.body)),
                     Err(e) => report.errors.push(e),
                 },
                 Some(cur) if same_hook(cur, def) => {}

@@ -26,7 +26,9 @@ on_both_backends!(
 const GROUP: &str = "project-bbbtest";
 
 fn enc(s: &str) -> String {
-    s.replace('/', "%2F").replace(':', "%3A").replace('*', "%2A")
+    s.replace('/', "%2F")
+        .replace(':', "%3A")
+        .replace('*', "%2A")
 }
 
 /// The ids of the hooks of [`GROUP`].
@@ -58,7 +60,13 @@ async fn hooks_become(env: &Env, want: &[String]) {
 /// A hook as the API shows it.
 async fn hook(env: &Env, id: &str) -> Option<Value> {
     let a = env
-        .call(Who::Root, "hooks", "GET", &format!("hooks/{GROUP}/{}", enc(id)), None)
+        .call(
+            Who::Root,
+            "hooks",
+            "GET",
+            &format!("hooks/{GROUP}/{}", enc(id)),
+            None,
+        )
         .await;
     (a.status == 200).then_some(a.body)
 }
@@ -66,7 +74,13 @@ async fn hook(env: &Env, id: &str) -> Option<Value> {
 /// A role's scopes, if it exists.
 async fn role_scopes(env: &Env, id: &str) -> Option<Value> {
     let a = env
-        .call(Who::Root, "auth", "GET", &format!("roles/{}", enc(id)), None)
+        .call(
+            Who::Root,
+            "auth",
+            "GET",
+            &format!("roles/{}", enc(id)),
+            None,
+        )
         .await;
     match a.status {
         200 => Some(a.body["scopes"].clone()),
@@ -132,7 +146,9 @@ async fn action_hooks_and_roles_follow_the_repository(w: &World) {
         role_becomes(
             &env,
             &format!("hook-id:{GROUP}/in-tree-action-1-{perm}/*"),
-            Some(json!([format!("assume:repo:git.example/bbb/proj:action:{perm}")])),
+            Some(json!([format!(
+                "assume:repo:git.example/bbb/proj:action:{perm}"
+            )])),
         )
         .await;
     }
@@ -142,7 +158,9 @@ async fn action_hooks_and_roles_follow_the_repository(w: &World) {
         Some(json!(["assume:repo:git.example/bbb/proj:cron:*"])),
     )
     .await;
-    let def = hook(&env, &format!("in-tree-action-1-generic/{h1}")).await.unwrap();
+    let def = hook(&env, &format!("in-tree-action-1-generic/{h1}"))
+        .await
+        .unwrap();
     assert_eq!(def["schedule"], json!([]));
     assert_eq!(def["task"]["in"]["$let"]["tasks_for"], "action");
 
@@ -155,7 +173,10 @@ async fn action_hooks_and_roles_follow_the_repository(w: &World) {
             Who::Root,
             "hooks",
             "POST",
-            &format!("hooks/{GROUP}/{}/trigger", enc(&format!("in-tree-action-1-generic/{h1}"))),
+            &format!(
+                "hooks/{GROUP}/{}/trigger",
+                enc(&format!("in-tree-action-1-generic/{h1}"))
+            ),
             Some(&action_payload(&group_id, &head)),
         )
         .await;
@@ -186,7 +207,10 @@ async fn action_hooks_and_roles_follow_the_repository(w: &World) {
             Who::Root,
             "hooks",
             "POST",
-            &format!("hooks/{GROUP}/{}/trigger", enc(&format!("in-tree-action-1-generic/{h1}"))),
+            &format!(
+                "hooks/{GROUP}/{}/trigger",
+                enc(&format!("in-tree-action-1-generic/{h1}"))
+            ),
             Some(&json!({"decision": {}})),
         )
         .await;
@@ -215,7 +239,12 @@ async fn action_hooks_and_roles_follow_the_repository(w: &World) {
     env.ci("PUT", &format!("repositories/{PROJECT}"), Some(&body))
         .await;
     hooks_become(&env, &action_ids(2, &["generic", "release"], &[&h1, &h2])).await;
-    role_becomes(&env, &format!("hook-id:{GROUP}/in-tree-action-1-generic/*"), None).await;
+    role_becomes(
+        &env,
+        &format!("hook-id:{GROUP}/in-tree-action-1-generic/*"),
+        None,
+    )
+    .await;
     role_becomes(
         &env,
         &format!("hook-id:{GROUP}/in-tree-action-2-generic/*"),
@@ -228,9 +257,7 @@ async fn action_hooks_and_roles_follow_the_repository(w: &World) {
     origin.commit("dev", ".taskcluster.yml", &changed);
     let pushes = env.handled("dev", 1).await;
     assert_eq!(pushes[0]["state"], "decided", "{}", pushes[0]);
-    env.q
-        .clock
-        .advance(Duration::from_millis(61 * 86_400_000));
+    env.q.clock.advance(Duration::from_millis(61 * 86_400_000));
     hooks_become(&env, &action_ids(2, &["generic", "release"], &[&h2])).await;
     env.stop().await;
 }
@@ -257,15 +284,27 @@ fn cron_yml(hour: i64) -> String {
 
 /// The hook's status.
 async fn status(env: &Env, id: &str) -> Value {
-    env.call(Who::Root, "hooks", "GET", &format!("hooks/{GROUP}/{}/status", enc(id)), None)
-        .await
-        .body
+    env.call(
+        Who::Root,
+        "hooks",
+        "GET",
+        &format!("hooks/{GROUP}/{}/status", enc(id)),
+        None,
+    )
+    .await
+    .body
 }
 
 /// The hook's firings.
 async fn fires(env: &Env, id: &str) -> Vec<Value> {
     let a = env
-        .call(Who::Root, "hooks", "GET", &format!("hooks/{GROUP}/{}/last-fires", enc(id)), None)
+        .call(
+            Who::Root,
+            "hooks",
+            "GET",
+            &format!("hooks/{GROUP}/{}/last-fires", enc(id)),
+            None,
+        )
         .await;
     assert_eq!(a.status, 200, "{}", a.body);
     a.body["lastFires"].as_array().cloned().unwrap_or_default()
@@ -315,7 +354,9 @@ async fn fire_slot(envs: &[&Env], slot: i64) -> Vec<Value> {
     let env = envs[0];
     wait_for("the slot to fire and the hook to move on", || async {
         let s = status(env, id).await;
-        let next = s["nextScheduledDate"].as_str().and_then(bbb_clock::parse_ms)?;
+        let next = s["nextScheduledDate"]
+            .as_str()
+            .and_then(bbb_clock::parse_ms)?;
         (next > slot).then_some(())
     })
     .await;
@@ -327,7 +368,10 @@ async fn a_cron_job_fires_its_decision_task_at_its_time(w: &World) {
     let hour = (bbb_clock::Clock::system().now_ms() / 3_600_000 + 12) % 24;
     let head = origin.commit("main", ".cron.yml", &cron_yml(hour));
     origin.commit("old", ".cron.yml", &cron_yml(hour));
-    let repo = repository(&origin, &[("main", Mode::Taskgraph), ("old", Mode::Buildbot)]);
+    let repo = repository(
+        &origin,
+        &[("main", Mode::Taskgraph), ("old", Mode::Buildbot)],
+    );
     let env = w.start_with_hooks("a", vec![repo], &["generic"]).await;
     let slot = cron_hook_ready(&env, hour, &head).await;
     // Only main's job for this project: none for the buildbot branch.
@@ -362,7 +406,9 @@ async fn two_services_on_one_database_fire_each_cron_slot_once() {
         let hour = (bbb_clock::Clock::system().now_ms() / 3_600_000 + 12) % 24;
         let head = origin.commit("main", ".cron.yml", &cron_yml(hour));
         let repo = repository(&origin, &[("main", Mode::Taskgraph)]);
-        let a = w.start_with_hooks("a", vec![repo.clone()], &["generic"]).await;
+        let a = w
+            .start_with_hooks("a", vec![repo.clone()], &["generic"])
+            .await;
         let b = w.start_with_hooks("b", vec![repo], &["generic"]).await;
         let slot = cron_hook_ready(&a, hour, &head).await;
         assert_eq!(cron_hook_ready(&b, hour, &head).await, slot);
@@ -372,7 +418,10 @@ async fn two_services_on_one_database_fire_each_cron_slot_once() {
         let next = slot + 86_400_000;
         let fired = fire_slot(&[&a, &b], next).await;
         assert_eq!(fired.len(), 2, "{fired:?}");
-        let tasks: BTreeSet<&str> = fired.iter().map(|f| f["taskId"].as_str().unwrap()).collect();
+        let tasks: BTreeSet<&str> = fired
+            .iter()
+            .map(|f| f["taskId"].as_str().unwrap())
+            .collect();
         assert_eq!(tasks.len(), 2);
         for f in &fired {
             assert_eq!(f["result"], "success", "{f}");
@@ -389,7 +438,8 @@ async fn two_services_on_one_database_fire_each_cron_slot_once() {
         assert_eq!(by_time, [slot, next]);
         for f in &fired {
             let id = f["taskId"].as_str().unwrap();
-            let created = bbb_clock::parse_ms(a.task(id).await["created"].as_str().unwrap()).unwrap();
+            let created =
+                bbb_clock::parse_ms(a.task(id).await["created"].as_str().unwrap()).unwrap();
             assert_cron_task(&a, id, created, &head).await;
         }
         a.stop().await;

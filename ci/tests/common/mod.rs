@@ -221,10 +221,14 @@ impl World {
             hooks_sync_interval_ms: 500,
             ..CiConfig::default()
         };
-        let scopes: Vec<String> = ["queue:create-task:*", "queue:scheduler-id:*", "queue:route:*"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let scopes: Vec<String> = [
+            "queue:create-task:*",
+            "queue:scheduler-id:*",
+            "queue:route:*",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let opts = TestOptions {
             database_url: Some(self.database_url()),
             clients: clients()

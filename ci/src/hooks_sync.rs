@@ -30,7 +30,7 @@ use bbb_hooks::client::{Answer, HawkClient, IssuedCredentials};
 use regex::Regex;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -58,11 +58,13 @@ pub const DUE_GUARD_MS: Millis = 60_000;
 static ACTION_HOOK: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^in-tree-action-[0-9]+-[^/]+/[0-9a-f]{10}$").expect("regex"));
 
-/// Calls the hooks and auth services.
+/// Calls the hooks and auth services, and keeps what this process's last
+/// pass did.
 #[derive(Clone)]
 pub struct Admin {
     client: HawkClient,
     creds: IssuedCredentials,
+    last: Arc<Mutex<Option<Value>>>,
 }
 
 /// A path segment percent-encoded (everything but unreserved characters).
@@ -85,7 +87,18 @@ impl Admin {
         Admin {
             client: HawkClient::new(root_url, clock.clone()),
             creds: IssuedCredentials::new(issuer, CLIENT_ID, &CLIENT_SCOPES, clock),
+            last: Arc::default(),
         }
+    }
+
+    /// What this process's last pass did (see [`Report::to_json`]), if one
+    /// ran.
+    pub fn last_pass(&self) -> Option<Value> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_last_pass(&self, v: Value) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(v);
     }
 
     fn creds(&self) -> Result<Credentials, String> {
@@ -156,6 +169,20 @@ pub struct Report {
     pub roles: Vec<String>,
     /// What could not be done or read (the next pass tries again).
     pub errors: Vec<String>,
+}
+
+impl Report {
+    /// The API's view of a pass that ended at `at` (`Err`: why it stopped).
+    pub fn to_json(outcome: &Result<Report, String>, at: Millis) -> Value {
+        match outcome {
+            Ok(r) => json!({
+                "time": bbb_clock::fmt_ms(at),
+                "created": r.created, "updated": r.updated, "removed": r.removed,
+                "deferred": r.deferred, "roles": r.roles, "errors": r.errors,
+            }),
+            Err(e) => json!({"time": bbb_clock::fmt_ms(at), "errors": [e]}),
+        }
+    }
 }
 
 /// The files at the head of one branch.
@@ -523,7 +550,10 @@ pub async fn run(ci: Ci, mut stop: watch::Receiver<bool>) {
         if *stop.borrow() {
             return;
         }
-        let wait = match ci.sync_hooks().await {
+        let outcome = ci.sync_hooks().await;
+        ci.admin
+            .set_last_pass(Report::to_json(&outcome, ci.clock.now_ms()));
+        let wait = match outcome {
             Ok(r) => {
                 if !(r.created.is_empty()
                     && r.updated.is_empty()

@@ -320,6 +320,20 @@ async fn cron_hook_ready(env: &Env, hour: i64, revision: &str) -> i64 {
     })
     .await;
     assert_eq!(def["schedule"], json!([format!("0 0 {hour} * * *")]));
+    // The hook's role is in force in this process (a process reads the
+    // roles another made within a quarter of a second).
+    wait_for("the cron role in force", || async {
+        let body = json!({"scopes": [format!("assume:hook-id:{GROUP}/{id}")]});
+        let a = env
+            .call(Who::Root, "auth", "POST", "scopes/expand", Some(&body))
+            .await;
+        a.body["scopes"]
+            .as_array()?
+            .iter()
+            .any(|s| s == "assume:repo:git.example/bbb/proj:cron:*")
+            .then_some(())
+    })
+    .await;
     let s = status(env, id).await;
     bbb_clock::parse_ms(s["nextScheduledDate"].as_str().unwrap()).unwrap()
 }
@@ -384,12 +398,43 @@ async fn a_cron_job_fires_its_decision_task_at_its_time(w: &World) {
     assert_eq!(fired[0]["result"], "success", "{}", fired[0]);
     assert_eq!(fired[0]["firedBy"], "schedule");
     assert_cron_task(&env, fired[0]["taskId"].as_str().unwrap(), slot, &head).await;
+    let fired_first = fired[0]["taskId"].clone();
 
-    // A push moves the hook to the new head; a .cron.yml without the job
-    // takes the hook away.
+    // A push moves the hook to the new head; but not while its next slot is
+    // due within a minute (an update would move the hook past the slot):
+    // the slot fires with the old head, and the hook moves after.
+    let slot = bbb_clock::parse_ms(
+        status(&env, "cron-proj/main/nightly").await["nextScheduledDate"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let ahead = slot - 30_000 - env.q.clock.now_ms();
+    env.q.clock.advance(Duration::from_millis(ahead as u64));
     let next = origin.push("main", 1);
     env.handled("main", 1).await;
+    wait_for("a pass to defer the update", || async {
+        let a = env.call(Who::Root, "ci", "GET", "hooks-pass", None).await;
+        let deferred = a.body["deferred"].as_array()?;
+        deferred
+            .iter()
+            .any(|d| d == "project-bbbtest/cron-proj/main/nightly")
+            .then_some(())
+    })
+    .await;
+    let fired = fire_slot(&[&env], slot).await;
+    assert_eq!(fired.len(), 2, "{fired:?}");
+    let second = fired
+        .iter()
+        .find(|f| f["taskId"] != fired_first)
+        .expect("the second slot's firing");
+    assert_eq!(second["result"], "success", "{second}");
+    assert_cron_task(&env, second["taskId"].as_str().unwrap(), slot, &head).await;
     cron_hook_ready(&env, hour, &next).await;
+    let pass = env.ci("GET", "hooks-pass", None).await;
+    assert_eq!(pass["errors"], json!([]), "{pass}");
+
+    // A .cron.yml without the job takes the hook away.
     origin.commit("main", ".cron.yml", "jobs: []\n");
     env.handled("main", 2).await;
     wait_for("the cron hook to go", || async {

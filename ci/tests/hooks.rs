@@ -259,6 +259,16 @@ async fn action_hooks_and_roles_follow_the_repository(w: &World) {
     assert_eq!(pushes[0]["state"], "decided", "{}", pushes[0]);
     env.q.clock.advance(Duration::from_millis(61 * 86_400_000));
     hooks_become(&env, &action_ids(2, &["generic", "release"], &[&h2])).await;
+    // What the last pass did is shown to those who may list repositories.
+    let pass = env
+        .call(Who::Client("manager"), "ci", "GET", "hooks-pass", None)
+        .await;
+    assert_eq!(pass.status, 200, "{}", pass.body);
+    assert_eq!(pass.body["errors"], json!([]), "{}", pass.body);
+    let denied = env
+        .call(Who::Client("nobody"), "ci", "GET", "hooks-pass", None)
+        .await;
+    assert_eq!(denied.status, 403, "{}", denied.body);
     env.stop().await;
 }
 

@@ -195,10 +195,12 @@ struct Head {
 
 impl Ci {
     /// Read the head of every followed `shadow`/`taskgraph` branch of `repo`
-    /// and its `.taskcluster.yml` (recorded as seen) and `.cron.yml`.
-    async fn read_heads(&self, repo: &Repository) -> Result<Vec<Head>, String> {
+    /// and its `.taskcluster.yml` (recorded as seen) and `.cron.yml`; `None`
+    /// for a kind of repository that is not read here (Mercurial: its
+    /// decided pushes still record their `.taskcluster.yml`).
+    async fn read_heads(&self, repo: &Repository) -> Result<Option<Vec<Head>>, String> {
         if repo.kind != crate::Kind::Git {
-            return Err("reading Mercurial repositories is not supported yet".into());
+            return Ok(None);
         }
         let deciding: Vec<&str> = repo
             .branches
@@ -207,7 +209,7 @@ impl Ci {
             .map(|b| b.name.as_str())
             .collect();
         if deciding.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Some(Vec::new()));
         }
         let remote = git::ls_remote(repo.fetch_url()).await?;
         let mut heads = Vec::new();
@@ -236,7 +238,7 @@ impl Ci {
                 cron,
             });
         }
-        Ok(heads)
+        Ok(Some(heads))
     }
 
     /// Work out every hook and role wanted; what could not be read goes in
@@ -260,7 +262,8 @@ impl Ci {
                 ),
             );
             match self.read_heads(repo).await {
-                Ok(heads) => {
+                Ok(None) => removable = false,
+                Ok(Some(heads)) => {
                     for head in heads {
                         let Some(text) = &head.cron else { continue };
                         let Some(tcyml) = &head.tcyml else {

@@ -19,7 +19,7 @@
 //!
 //! Passes run every `hooks_sync_interval_ms`, at once after the service
 //! starts, after a repository or a branch's mode is changed through the
-//! API, and when a decided push had a `.taskcluster.yml` not seen before.
+//! API, and after each push whose `.taskcluster.yml` the decision loop read.
 
 use crate::actions::{self, SeenTcyml};
 use crate::store::Repository;

@@ -111,6 +111,8 @@ pub struct Printable {
     pub bridge: BridgeConfig,
     /// The hooks section.
     pub hooks: HooksConfig,
+    /// The CI section.
+    pub ci: bbb_ci::CiConfig,
 }
 
 impl FileConfig {

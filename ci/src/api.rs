@@ -9,6 +9,7 @@
 //! | POST | `/repositories/<project>/branch-mode` | `setBranchMode` | `ci:set-branch-mode:<project>/<branch>` |
 //! | GET | `/repositories/<project>/mode-changes` | `listModeChanges` | `ci:get-repository:<project>` |
 //! | GET | `/repositories/<project>/pushes` | `listPushes` | `ci:get-repository:<project>` |
+//! | GET | `/hooks-pass` | `lastHooksPass` | `ci:list-repositories` |
 //!
 //! The webhook (`POST /github/<project>`) is in [`crate::webhook`].
 
@@ -60,6 +61,9 @@ pub fn service(ci: Ci, auth: Arc<Authenticator>) -> Service<Ci> {
             get("/repositories/<project>/pushes", "listPushes")
                 .scopes(scope("ci:get-repository:<project>"))
                 .to(pushes),
+            get("/hooks-pass", "lastHooksPass")
+                .scopes(scope("ci:list-repositories"))
+                .to(last_hooks_pass),
         ])
 }
 
@@ -157,6 +161,7 @@ async fn put_repository(ci: Ci, call: Call) -> Result<Reply> {
         .store
         .put_repository(&repo, true, &who(&call), ci.clock.now_ms())
         .await?;
+    ci.hooks_changed.notify_one();
     Ok(Reply::json(stored.to_json()))
 }
 
@@ -188,6 +193,7 @@ async fn set_branch_mode(ci: Ci, call: Call) -> Result<Reply> {
                 body.branch
             ))
         })?;
+    ci.hooks_changed.notify_one();
     Ok(Reply::json(json!({
         "branch": body.branch, "mode": body.mode.as_str(), "changed": changed,
     })))
@@ -230,4 +236,14 @@ async fn pushes(ci: Ci, call: Call) -> Result<Reply> {
         body["continuationToken"] = json!(last.id.to_string());
     }
     Ok(Reply::json(body))
+}
+
+/// `lastHooksPass`: what this process's last pass over the action and cron
+/// hooks did ([`crate::hooks_sync`]): hooks created, updated, removed and
+/// deferred, roles changed, and what failed.
+async fn last_hooks_pass(ci: Ci, _: Call) -> Result<Reply> {
+    ci.admin
+        .last_pass()
+        .map(Reply::json)
+        .ok_or_else(|| ApiError::NotFound("No pass over the hooks has ended yet".into()))
 }

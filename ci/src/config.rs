@@ -24,6 +24,16 @@ pub struct CiConfig {
     /// The repositories written to the database when the service starts
     /// (those the API made are kept as they are).
     pub repositories: Vec<RepositoryConfig>,
+    /// The action permissions the in-tree action hooks are made for, in
+    /// every trust domain and level (taskgraph's default is `generic`).
+    pub action_permissions: Vec<String>,
+    /// How long the action hooks of a `.taskcluster.yml` no followed branch
+    /// has any more are kept, in days since it was last seen.
+    pub action_hook_retention_days: u64,
+    /// How often the action and cron hooks and their roles are brought in
+    /// step with the repositories, in milliseconds (also at once after a
+    /// change through the API or a decided push).
+    pub hooks_sync_interval_ms: u64,
 }
 
 impl Default for CiConfig {
@@ -34,6 +44,9 @@ impl Default for CiConfig {
             handle_interval_ms: 5_000,
             cache_dir: None,
             repositories: Vec::new(),
+            action_permissions: vec!["generic".into()],
+            action_hook_retention_days: 60,
+            hooks_sync_interval_ms: 5 * 60_000,
         }
     }
 }

@@ -149,6 +149,11 @@ impl Ci {
             }
             Err(e) => return retry(e),
         };
+        if let Err(e) = self.note_tcyml(&repo.project, text.as_bytes()).await {
+            tracing::warn!(ci.project = %repo.project, error = %e, "recording the .taskcluster.yml failed");
+        }
+        // The branch moved: its action and cron hooks may change.
+        self.hooks_changed.notify_one();
         let tasks = match crate::render_decision(&text, &push_context(&repo, push)) {
             Ok(t) => t,
             Err(e) => return Decided::Failed(e.to_string()),

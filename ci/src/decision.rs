@@ -193,6 +193,14 @@ pub fn render_decision(tcyml: &str, context: &DecisionContext) -> Result<Vec<Val
     Ok(out)
 }
 
+/// The first document of a YAML text as JSON (`.taskcluster.yml`,
+/// `.cron.yml`): the parser's message when it is not YAML or is empty.
+pub fn load_yaml(text: &str) -> Result<Value, String> {
+    let docs = YamlLoader::load_from_str(text).map_err(|e| e.to_string())?;
+    let doc = docs.first().ok_or_else(|| "the file is empty".to_owned())?;
+    yaml_to_json(doc)
+}
+
 /// A YAML document as JSON (keys must be scalars; anchors are resolved by
 /// the parser, and an unresolved alias is an error).
 fn yaml_to_json(y: &Yaml) -> Result<Value, String> {

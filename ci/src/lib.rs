@@ -1,10 +1,13 @@
 #![doc = include_str!("../README.md")]
 
+pub mod actions;
 pub mod api;
 pub mod config;
+pub mod cron;
 pub mod decide;
 pub mod decision;
 pub mod git;
+pub mod hooks_sync;
 pub mod poller;
 pub mod store;
 pub mod webhook;
@@ -38,6 +41,10 @@ pub struct Ci {
     pub pushed: Arc<Notify>,
     /// One fetch into the cache at a time in this process.
     fetching: Arc<tokio::sync::Mutex<()>>,
+    /// Wakes this process's pass over the action and cron hooks.
+    pub hooks_changed: Arc<Notify>,
+    /// Manages the action and cron hooks and their roles.
+    pub admin: hooks_sync::Admin,
 }
 
 impl Ci {
@@ -53,9 +60,15 @@ impl Ci {
             ),
             clock: queue.clock.clone(),
             queue,
+            admin: hooks_sync::Admin::new(
+                &shared.root_url,
+                shared.queue.issuer.clone(),
+                shared.queue.clock.clone(),
+            ),
             cfg: Arc::new(cfg),
             pushed: Arc::default(),
             fetching: Arc::default(),
+            hooks_changed: Arc::default(),
         }
     }
 
@@ -111,7 +124,8 @@ pub fn mount(cfg: CiConfig) -> Mount {
 
 /// What [`mount`] runs once the queue's database, bus and authenticator
 /// exist: the tables migrated, the configured repositories written, the API
-/// and webhook served, the poller and the decision loop started.
+/// and webhook served, the poller, the decision loop and the pass over the
+/// action and cron hooks started.
 pub async fn start(cfg: CiConfig, shared: Shared) -> anyhow::Result<Mounted> {
     let ci = Ci::new(cfg, &shared);
     ci.store.migrate().await?;
@@ -121,6 +135,7 @@ pub async fn start(cfg: CiConfig, shared: Shared) -> anyhow::Result<Mounted> {
         .routes_only();
     let tasks = vec![
         tokio::spawn(poller::run(ci.clone(), shared.stop.clone())),
+        tokio::spawn(hooks_sync::run(ci.clone(), shared.stop.clone())),
         tokio::spawn(decide::run(ci, shared.stop.clone())),
     ];
     Ok(Mounted { routes, tasks })

@@ -1,8 +1,9 @@
 """A team's CI on bbb, end to end, with unmodified upstream tools.
 
 The in-tree ``taskgraph`` project of ``tests/taskgraph/project`` is pushed to
-a git repository served over HTTP. A hook fires its decision task on
-``bbb up``'s native worker; the decision task runs ``taskgraph decision``
+a git repository served over HTTP and configured in bbb's CI service, which
+makes the in-tree action hooks of its ``.taskcluster.yml`` and their roles.
+A hook fires its decision task on ``bbb up``'s native worker; the decision task runs ``taskgraph decision``
 through ``features.taskclusterProxy`` and creates the graph: native kinds, a
 kind that goes to Buildbot through the bridge and the sandbox master, and a
 cached toolchain found through the index the second time. Then, with the
@@ -141,11 +142,48 @@ def tcyml_hash() -> str:
     return hashlib.sha256((PROJECT / ".taskcluster.yml").read_bytes()).hexdigest()[:10]
 
 
+#: A client of bbb's CI service (``/api/ci/v1/``), which has no official
+#: client: the official library's generic client made from a reference of
+#: the two methods the test calls.
+CI = taskcluster.client.createApiClient(
+    "CI",
+    {
+        "reference": {
+            "serviceName": "ci",
+            "apiVersion": "v1",
+            "entries": [
+                {
+                    "type": "function",
+                    "name": "createOrUpdateRepository",
+                    "method": "put",
+                    "route": "/repositories/<project>",
+                    "args": ["project"],
+                    "input": "repository",
+                },
+                {
+                    "type": "function",
+                    "name": "repository",
+                    "method": "get",
+                    "route": "/repositories/<project>",
+                    "args": ["project"],
+                },
+            ],
+        }
+    },
+)
+
+
+def action_hook_id(permission: str) -> str:
+    return f"in-tree-action-{LEVEL}-{permission}/{tcyml_hash()}"
+
+
 @pytest.fixture(scope="module")
 def project(up, project_repo):
-    """The project set up as ci-admin sets up a repository: its roles, the
-    hook its pushes fire, and the in-tree action hook of each permission.
-    Yields a dict of clients and names the tests use."""
+    """The project set up as a team sets it up: the repository's roles (what
+    ci-admin's grants give), the hook its pushes fire, and the repository in
+    bbb's CI service, which makes the in-tree action hooks of its
+    ``.taskcluster.yml`` and their roles. Yields a dict of clients and names
+    the tests use."""
     root_url, root = up.root_url, up.root_credentials()
     clone_url, revision = project_repo
     auth = client("Auth", root_url, root)
@@ -165,9 +203,8 @@ def project(up, project_repo):
             "queue:get-artifact:*",
         ],
     )
-    # The hooks' roles: what the tasks they create may hold.
+    # The push hook's role: what the tasks it creates may hold.
     role(f"hook-id:{HOOK_GROUP}/{PUSH_HOOK}", [f"assume:repo:{REPO_PATH}:branch:*", *CREATE_TASKS])
-    role(f"hook-id:{HOOK_GROUP}/in-tree-action-{LEVEL}-*", [f"assume:repo:{REPO_PATH}:action:*", *CREATE_TASKS])
 
     decision = tcyml()["tasks"][0]
     hooks.createHook(
@@ -196,38 +233,32 @@ def project(up, project_repo):
             },
         },
     )
-    for permission in ("generic",):
-        hooks.createHook(
-            HOOK_GROUP,
-            f"in-tree-action-{LEVEL}-{permission}/{tcyml_hash()}",
-            {
-                "metadata": {
-                    "name": f"in-tree action ({permission})",
-                    "description": "an action of the project's actions.json",
-                    "owner": "releng@example.com",
-                },
-                "task": {
-                    "$let": {
-                        "tasks_for": "action",
-                        "action": {"$merge": [{"$eval": "payload.decision.action"}, {"action_perm": permission}]},
-                        "push": {"$eval": "payload.decision.push"},
-                        "repository": {
-                            "$merge": [{"$eval": "payload.decision.repository"}, {"clone_url": clone_url}]
-                        },
-                        "input": {"$eval": "payload.user.input"},
-                        "taskId": {"$eval": "payload.user.taskId"},
-                        "taskGroupId": {"$eval": "payload.user.taskGroupId"},
-                        "ownTaskId": {"$eval": "taskId"},
-                    },
-                    "in": decision,
-                },
-                "triggerSchema": {
-                    "type": "object",
-                    "properties": {"decision": {"type": "object"}, "user": {"type": "object"}},
-                    "required": ["decision", "user"],
-                },
-            },
-        )
+    # The repository, followed (not polled: the test fires the push hook
+    # itself); bbb reads .taskcluster.yml at the branch's head and makes the
+    # action hooks actions.json names.
+    ci = CI({"rootUrl": root_url, "credentials": root})
+    ci.createOrUpdateRepository(
+        "bbb-ci-example",
+        {
+            "url": REPO_URL,
+            "cloneUrl": clone_url,
+            "kind": "git",
+            "trustDomain": TRUST_DOMAIN,
+            "level": int(LEVEL),
+            "poll": False,
+            "branches": [{"name": "main", "mode": "taskgraph"}],
+        },
+    )
+    wait_for(
+        lambda: any(h["hookId"] == action_hook_id("generic") for h in _group_hooks(hooks)),
+        60,
+        "bbb to make the in-tree action hook",
+    )
+    wait_for(
+        lambda: _role_or_none(auth, f"hook-id:{HOOK_GROUP}/in-tree-action-{LEVEL}-generic/*"),
+        60,
+        "bbb to make the action hooks' role",
+    )
     sheriff_id = "sheriff/" + taskcluster.slugId()
     sheriff = auth.createClient(
         sheriff_id,
@@ -253,6 +284,34 @@ def project(up, project_repo):
         "sheriff": {"clientId": sheriff["clientId"], "accessToken": sheriff["accessToken"]},
         "visitor": {"clientId": visitor["clientId"], "accessToken": visitor["accessToken"]},
     }
+
+
+def _group_hooks(hooks) -> list:
+    try:
+        return hooks.listHooks(HOOK_GROUP)["hooks"]
+    except taskcluster.TaskclusterRestFailure as e:
+        if e.status_code == 404:
+            return []
+        raise
+
+
+def _role_or_none(auth, role_id):
+    try:
+        return auth.role(role_id)
+    except taskcluster.TaskclusterRestFailure as e:
+        if e.status_code == 404:
+            return None
+        raise
+
+
+def test_bbb_keeps_the_action_hook_and_its_role(project):
+    hooks = client("Hooks", project["root_url"], project["root"])
+    auth = client("Auth", project["root_url"], project["root"])
+    hook = hooks.hook(HOOK_GROUP, action_hook_id("generic"))
+    assert hook["schedule"] == []
+    assert hook["task"]["in"]["$let"]["tasks_for"] == "action"
+    role = auth.role(f"hook-id:{HOOK_GROUP}/in-tree-action-{LEVEL}-generic/*")
+    assert role["scopes"] == [f"assume:repo:{REPO_PATH}:action:generic"]
 
 
 def push_payload(project) -> dict:

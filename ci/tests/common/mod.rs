@@ -166,6 +166,7 @@ impl World {
             handle_interval_ms: 100,
             cache_dir: Some(self.dir.path().join(format!("cache-{name}"))),
             repositories: repos,
+            ..CiConfig::default()
         };
         let opts = TestOptions {
             database_url: Some(self.database_url()),
@@ -194,6 +195,72 @@ impl World {
         let q = TestQueue::with_mounts(opts, vec![bbb_ci::mount(cfg)])
             .await
             .expect("start the queue with the CI service");
+        let http = HawkClient::new(&q.root_url, q.clock.clone());
+        Env { q, http }
+    }
+}
+
+impl World {
+    /// A queue with the auth service, the hooks service and the CI service
+    /// configured with `repos` (its passes over the hooks every
+    /// `sync_ms`), its clone cache named `name`; the repository's roles for
+    /// its branches, actions and cron jobs.
+    pub async fn start_with_hooks(
+        &self,
+        name: &str,
+        repos: Vec<RepositoryConfig>,
+        action_permissions: &[&str],
+    ) -> Env {
+        let cfg = CiConfig {
+            poll_interval_ms: 100,
+            max_backoff_ms: 1000,
+            handle_interval_ms: 100,
+            cache_dir: Some(self.dir.path().join(format!("cache-{name}"))),
+            repositories: repos,
+            action_permissions: action_permissions.iter().map(|p| p.to_string()).collect(),
+            hooks_sync_interval_ms: 500,
+            ..CiConfig::default()
+        };
+        let scopes: Vec<String> = [
+            "queue:create-task:*",
+            "queue:scheduler-id:*",
+            "queue:route:*",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let opts = TestOptions {
+            database_url: Some(self.database_url()),
+            clients: clients()
+                .into_iter()
+                .map(|(id, scopes)| ClientConfig {
+                    client_id: id.into(),
+                    access_token: format!("{id}-token").into(),
+                    scopes: scopes.into_iter().map(String::from).collect(),
+                    expires: None,
+                })
+                .collect(),
+            roles: ["branch", "action", "cron"]
+                .iter()
+                .map(|kind| RoleConfig {
+                    role_id: format!("repo:git.example/bbb/proj:{kind}:*"),
+                    scopes: scopes.clone(),
+                })
+                .collect(),
+            ..TestOptions::default()
+        };
+        let hooks = bbb_hooks::HooksConfig {
+            scheduler_poll_ms: 100,
+            ..bbb_hooks::HooksConfig::default()
+        };
+        let mounts = vec![
+            bbb_auth_api::mount(),
+            bbb_hooks::mount(hooks),
+            bbb_ci::mount(cfg),
+        ];
+        let q = TestQueue::with_mounts(opts, mounts)
+            .await
+            .expect("start the queue with the auth, hooks and CI services");
         let http = HawkClient::new(&q.root_url, q.clock.clone());
         Env { q, http }
     }

@@ -42,7 +42,7 @@ pub enum Command {
         /// Directory for the database, artifacts, task directories and the root token.
         #[arg(long, default_value = "bbb-data", env = "BBB_DATA_DIR")]
         data_dir: PathBuf,
-        /// Do not submit the demo bridged task.
+        /// Do not submit the demo bridged task, nor push to the demo repository.
         #[arg(long)]
         no_demo: bool,
     },

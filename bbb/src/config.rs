@@ -6,6 +6,8 @@ use bbb_bridge::BridgeConfig;
 use bbb_hooks::HooksConfig;
 use bbb_queue::QueueConfig;
 use bbb_workers::WorkerConfig;
+
+use crate::demo_repo::DemoRepository;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -13,8 +15,11 @@ use std::path::{Path, PathBuf};
 const UP_HELP: &str = "\
 `bbb up` also runs the bridge (TC listener, Buildbot listener, reflector) on the task
 queue buildbot-bridge/buildbot-bridge against an in-memory sandbox Buildbot master with
-the builders linux.build, linux.test, win.build and win.test, and submits one demo task
-(skip it with --no-demo). A [bridge] section in --config may point it at a real master.
+the builders linux.build, linux.test, win.build and win.test, and submits one demo task.
+Unless [ci] names repositories, the CI service follows a demo git repository it creates in
+the data directory (demo.git, with a clone in demo/): each push to its main branch gets a
+decision task and a graph; at start a demo push shows one (skip both demos with --no-demo).
+A [bridge] section in --config may point it at a real master.
 Without BBB_ROOT_ACCESS_TOKEN, the root client's token is generated once and kept in the
 data directory.";
 
@@ -50,10 +55,18 @@ pub fn hooks_env_help() -> String {
     )
 }
 
+/// The variables of [`bbb_ci::CiConfig::ENV`], for `--help`.
+pub fn ci_env_help() -> String {
+    bbb_envlayer::help(
+        "Environment (overrides the [ci] section of --config):",
+        bbb_ci::CiConfig::ENV,
+    )
+}
+
 /// `--help` of `bbb queue`: the queue's variables and those of the services
 /// it serves beside it.
 pub fn queue_and_services_env_help() -> String {
-    [queue_env_help(), hooks_env_help()].join("\n\n")
+    [queue_env_help(), hooks_env_help(), ci_env_help()].join("\n\n")
 }
 
 /// `--help` of `bbb migrate`, which reads the queue's and the bridge's
@@ -68,6 +81,7 @@ pub fn all_env_help() -> String {
     [
         queue_env_help(),
         hooks_env_help(),
+        ci_env_help(),
         worker_env_help(),
         bridge_env_help(),
     ]
@@ -111,7 +125,7 @@ pub struct Printable {
     pub bridge: BridgeConfig,
     /// The hooks section.
     pub hooks: HooksConfig,
-    /// The CI section.
+    /// The CI section (repositories, push sources).
     pub ci: bbb_ci::CiConfig,
 }
 
@@ -174,12 +188,15 @@ impl FileConfig {
         Ok(cfg)
     }
 
-    /// The CI service's configuration (`[ci]`, its `[[ci.repositories]]`).
+    /// The CI service's configuration (`[ci]`, its `[[ci.repositories]]`):
+    /// file, then environment.
     pub fn ci_config(&self) -> anyhow::Result<bbb_ci::CiConfig> {
         let table = self.ci.clone().unwrap_or_default();
-        toml::Value::Table(table)
+        let mut cfg: bbb_ci::CiConfig = toml::Value::Table(table)
             .try_into()
-            .context("the [ci] section")
+            .context("the [ci] section")?;
+        cfg.apply_env().map_err(anyhow::Error::msg)?;
+        Ok(cfg)
     }
 
     /// The worker's configuration: file, then environment, checked.
@@ -232,6 +249,39 @@ impl FileConfig {
                 ("metrics_listen", "127.0.0.1:0".to_owned()),
             ],
         );
+        self
+    }
+
+    /// Whether the file names CI repositories (`bbb up` adds its demo
+    /// repository only when it does not).
+    pub fn ci_repositories_configured(&self) -> bool {
+        self.ci
+            .as_ref()
+            .is_some_and(|c| c.contains_key("repositories"))
+    }
+
+    /// `bbb up`'s demo repository as a layer below the file: the CI service
+    /// follows it (polled every 2 s unless `[ci]` says otherwise, bare clones
+    /// in the data directory) and its role is added to `[auth]`'s roles.
+    pub fn with_demo_repository(mut self, demo: &DemoRepository, data_dir: &Path) -> FileConfig {
+        let ci = self.ci.get_or_insert_with(toml::Table::new);
+        ci.entry("poll_interval_ms").or_insert(2000.into());
+        ci.entry("cache_dir")
+            .or_insert_with(|| data_dir.join("ci-cache").display().to_string().into());
+        ci.entry("repositories")
+            .or_insert_with(|| toml::Value::Array(vec![demo.ci_repository().into()]));
+        let role = crate::demo_repo::role();
+        let auth = self.auth.get_or_insert_with(toml::Table::new);
+        let roles = auth
+            .entry("roles")
+            .or_insert_with(|| toml::Value::Array(vec![]));
+        if let Some(roles) = roles.as_array_mut()
+            && !roles
+                .iter()
+                .any(|r| r.get("role_id") == role.get("role_id"))
+        {
+            roles.push(role.into());
+        }
         self
     }
 
@@ -297,5 +347,35 @@ mod tests {
         let worker = file.worker.as_ref().unwrap();
         assert_eq!(worker["task_queue_id"].as_str(), Some("bbb/native"));
         assert_eq!(worker["tasks_dir"].as_str(), Some("/data/tasks"));
+    }
+
+    #[test]
+    fn the_demo_repository_is_followed_with_its_role() {
+        let file: FileConfig = toml::from_str(
+            "[ci]\nmax_backoff_ms = 1000\n[auth]\nroles = [{ role_id = \"anonymous\", scopes = [] }]\n",
+        )
+        .unwrap();
+        assert!(!file.ci_repositories_configured());
+        let demo = DemoRepository::in_data_dir(Path::new("/data"));
+        let file = file.with_demo_repository(&demo, Path::new("/data"));
+        let ci = file.ci_config().unwrap();
+        assert_eq!((ci.poll_interval_ms, ci.max_backoff_ms), (2000, 1000));
+        assert_eq!(ci.cache_dir(), Path::new("/data/ci-cache"));
+        let repo = &ci.repositories[0];
+        assert_eq!(repo.project, "demo");
+        assert_eq!(repo.clone_url.as_deref(), Some("/data/demo.git"));
+        assert_eq!(repo.branches[0].mode, bbb_ci::Mode::Taskgraph);
+        let queue = file.queue_config().unwrap();
+        let roles: Vec<_> = queue
+            .auth
+            .roles
+            .iter()
+            .map(|r| r.role_id.as_str())
+            .collect();
+        assert_eq!(roles, ["anonymous", "repo:bbb.localhost/demo:branch:*"]);
+        // Twice is once.
+        let again = file.with_demo_repository(&demo, Path::new("/data"));
+        assert_eq!(again.queue_config().unwrap().auth.roles.len(), 2);
+        assert_eq!(again.ci_config().unwrap().repositories.len(), 1);
     }
 }

@@ -6,6 +6,7 @@ mod cli;
 mod commands;
 mod config;
 mod demo;
+mod demo_repo;
 mod logging;
 mod private;
 mod roles;

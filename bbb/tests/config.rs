@@ -40,6 +40,7 @@ const SECRETS: &[&str] = &[
     "rest-pw",
     "selfserve-pw",
     "builders-pw",
+    "webhook-pw",
 ];
 
 #[test]
@@ -57,6 +58,14 @@ s3_secret_access_key = "s3-key"
 
 [auth]
 clients = [{ client_id = "ci", access_token = "client-token", scopes = ["*"] }]
+
+[[ci.repositories]]
+project = "p"
+url = "https://git.example/org/p"
+kind = "git"
+trust_domain = "t"
+level = 1
+webhook_secret = "webhook-pw"
 
 [bridge]
 selfserve_url = "http://bbb:selfserve-pw@buildapi/self-serve"
@@ -104,6 +113,8 @@ builders_url = "http://lists:builders-pw@buildapi/builders@all.json"
         "buildbot_user = \"bbb\"",
         "buildbot_password = \"***\"",
         "client_id = \"ci\"",
+        "webhook_secret = \"***\"",
+        "trust_domain = \"t\"",
     ] {
         assert!(stdout.contains(shown), "{shown} missing:\n{stdout}");
     }
@@ -151,8 +162,9 @@ fn every_variable_is_in_the_help_of_the_commands_that_read_it() {
     let worker = names(WorkerConfig::ENV);
     let bridge = names(BridgeConfig::ENV);
     let hooks = names(HooksConfig::ENV);
-    let all: Vec<&str> = [&queue[..], &hooks[..], &worker[..], &bridge[..]].concat();
-    let queue_and_services: Vec<&str> = [&queue[..], &hooks[..]].concat();
+    let ci = names(bbb_ci::CiConfig::ENV);
+    let all: Vec<&str> = [&queue[..], &hooks[..], &ci[..], &worker[..], &bridge[..]].concat();
+    let queue_and_services: Vec<&str> = [&queue[..], &hooks[..], &ci[..]].concat();
     let bridge_and_queue: Vec<&str> = [&queue[..], &bridge[..]].concat();
     for (command, vars) in [
         ("queue", &queue_and_services),

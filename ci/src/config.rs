@@ -52,11 +52,60 @@ impl Default for CiConfig {
 }
 
 impl CiConfig {
+    /// The `BBB_CI_*` variables that override the file (`bbb --help` lists
+    /// them from here).
+    pub const ENV: &'static [bbb_envlayer::Var<CiConfig>] = &[
+        bbb_envlayer::Var::new(
+            "BBB_CI_POLL_INTERVAL_MS",
+            "how often each repository is polled, ms (poll_interval_ms)",
+            |c, v| positive(&mut c.poll_interval_ms, v),
+        ),
+        bbb_envlayer::Var::new(
+            "BBB_CI_MAX_BACKOFF_MS",
+            "longest wait after failed polls or decisions, ms (max_backoff_ms)",
+            |c, v| positive(&mut c.max_backoff_ms, v),
+        ),
+        bbb_envlayer::Var::new(
+            "BBB_CI_HANDLE_INTERVAL_MS",
+            "how often pushes recorded elsewhere are looked for, ms (handle_interval_ms)",
+            |c, v| positive(&mut c.handle_interval_ms, v),
+        ),
+        bbb_envlayer::Var::new(
+            "BBB_CI_CACHE_DIR",
+            "where bare clones are kept (cache_dir)",
+            |c, v| {
+                c.cache_dir = Some(PathBuf::from(v));
+                Ok(())
+            },
+        ),
+    ];
+
+    /// Apply the `BBB_CI_*` variables of the environment.
+    pub fn apply_env(&mut self) -> Result<(), String> {
+        self.apply_vars(bbb_envlayer::from_env)
+    }
+
+    /// Apply the `BBB_CI_*` overrides `lookup` gives; empty values are ignored.
+    pub fn apply_vars(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<(), String> {
+        bbb_envlayer::apply(Self::ENV, self, lookup).map_err(|e| e.to_string())
+    }
+
     /// The directory of bare clones.
     pub fn cache_dir(&self) -> PathBuf {
         self.cache_dir
             .clone()
             .unwrap_or_else(|| std::env::temp_dir().join("bbb-ci"))
+    }
+}
+
+/// Sets `slot` to the value read as a number above zero.
+fn positive(slot: &mut u64, value: &str) -> Result<(), String> {
+    match bbb_envlayer::number(value)? {
+        0 => Err("not a positive number".to_owned()),
+        n => {
+            *slot = n;
+            Ok(())
+        }
     }
 }
 
@@ -208,6 +257,20 @@ mod tests {
         assert_eq!(r.webhook_secret.as_ref().unwrap().expose(), "s3cret");
         assert_eq!(format!("{:?}", r.webhook_secret), "Some(***)");
         assert_eq!(r.branches[1].mode, Mode::Buildbot);
+        let mut over = cfg.clone();
+        over.apply_vars(|name| match name {
+            "BBB_CI_POLL_INTERVAL_MS" => Some("250".into()),
+            "BBB_CI_CACHE_DIR" => Some("/var/cache/bbb-ci".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(over.poll_interval_ms, 250);
+        assert_eq!(over.cache_dir(), PathBuf::from("/var/cache/bbb-ci"));
+        assert_eq!(over.max_backoff_ms, cfg.max_backoff_ms);
+        let zero = cfg
+            .clone()
+            .apply_vars(|n| (n == "BBB_CI_POLL_INTERVAL_MS").then(|| "0".into()));
+        assert!(zero.is_err());
         let bad = toml::from_str::<CiConfig>(
             "[[repositories]]\nproject = 'p'\nurl = 'u'\nkind = 'svn'\ntrust_domain = 't'\nlevel = 1\n",
         );

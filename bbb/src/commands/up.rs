@@ -1,5 +1,7 @@
 //! `bbb up`: the queue, one native worker and the bridge on a sandbox master,
-//! in this process, on embedded defaults ([`FileConfig::with_up_defaults`]).
+//! in this process, on embedded defaults ([`FileConfig::with_up_defaults`]),
+//! with a demo repository the CI service follows
+//! ([`FileConfig::with_demo_repository`]).
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::FileConfig;
 use crate::demo;
+use crate::demo_repo::{self, DemoRepository};
 use crate::roles::{self, RoleSet};
 
 /// Runs everything until SIGINT/SIGTERM, printing the root URL and
@@ -38,6 +41,23 @@ pub async fn run(file: FileConfig, data_dir: PathBuf, demo: bool) -> anyhow::Res
         private_files.push("bridge-state.sqlite");
     }
     let file = file.with_up_defaults(&data_dir);
+    // The demo repository, unless the file names repositories of its own.
+    let demo_repo = if file.ci_repositories_configured() {
+        None
+    } else {
+        let repo = DemoRepository::in_data_dir(&data_dir);
+        match repo.ensure() {
+            Ok(()) => Some(repo),
+            Err(e) => {
+                tracing::warn!(error = format!("{e:#}"), "no demo repository");
+                None
+            }
+        }
+    };
+    let file = match &demo_repo {
+        Some(repo) => file.with_demo_repository(repo, &data_dir),
+        None => file,
+    };
 
     // Tasks run as other OS users unless the worker cannot switch users: the
     // data directory, the files in it and the configuration are kept from them.
@@ -107,6 +127,17 @@ pub async fn run(file: FileConfig, data_dir: PathBuf, demo: bool) -> anyhow::Res
             .map(|a| format!("http://{a}/metrics"))
             .unwrap_or_else(|| "off".into())
     );
+    if let Some(repo) = &demo_repo {
+        println!(
+            "  demo repository: {} (branch {}; each push gets a decision task and a graph:",
+            repo.work.display(),
+            demo_repo::BRANCH
+        );
+        println!(
+            "                   git -C {0} commit --allow-empty -m change && git -C {0} push)",
+            repo.work.display()
+        );
+    }
     println!("  data directory:  {}", data_dir.display());
     println!();
     println!(
@@ -121,12 +152,19 @@ pub async fn run(file: FileConfig, data_dir: PathBuf, demo: bool) -> anyhow::Res
             bcfg.task_queue_id.clone(),
         ))
     });
+    let demo_push = demo_repo.filter(|_| demo).map(|repo| {
+        tokio::spawn(demo_repo::push_and_follow(
+            running.root_url.clone(),
+            token.clone(),
+            repo,
+        ))
+    });
     let failed = bridge.failed.clone();
     tokio::select! {
         _ = super::shutdown_signal() => {}
         _ = failed.cancelled() => tracing::error!("a bridge role stopped; shutting down"),
     }
-    if let Some(t) = demo_task {
+    for t in [demo_task, demo_push].into_iter().flatten() {
         t.abort();
     }
     bridge.shutdown().await;

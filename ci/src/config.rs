@@ -1,7 +1,8 @@
 //! The `[ci]` section of the configuration file: how often to poll, where to
 //! keep fetched revisions, and the repositories (`[[ci.repositories]]`).
 
-use bbb_secret::Secret;
+use bbb_envlayer::Var;
+use bbb_secret::{Secret, SecretUrl};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -24,6 +25,15 @@ pub struct CiConfig {
     /// The repositories written to the database when the service starts
     /// (those the API made are kept as they are).
     pub repositories: Vec<RepositoryConfig>,
+    /// The AMQP broker whose `hgpushes_exchange` tells of Mercurial pushes
+    /// (Pulse); without it no such messages are consumed.
+    pub hgpushes_amqp_url: Option<SecretUrl>,
+    /// The exchange Mercurial servers publish pushes on, in the
+    /// `exchange/hgpushes/v2` format.
+    pub hgpushes_exchange: String,
+    /// The durable queue bbb consumes `hgpushes_exchange` through (bound to
+    /// every routing key); its bad messages go to `<queue>.parked`.
+    pub hgpushes_queue: String,
 }
 
 impl Default for CiConfig {
@@ -34,11 +44,55 @@ impl Default for CiConfig {
             handle_interval_ms: 5_000,
             cache_dir: None,
             repositories: Vec::new(),
+            hgpushes_amqp_url: None,
+            hgpushes_exchange: "exchange/hgpushes/v2".into(),
+            hgpushes_queue: "queue/bbb/hgpushes".into(),
         }
     }
 }
 
 impl CiConfig {
+    /// The `BBB_CI_*` environment variables, which override the file.
+    pub const ENV: &'static [Var<CiConfig>] = &[
+        Var::secret(
+            "BBB_CI_HGPUSHES_AMQP_URL",
+            "AMQP URL of the broker whose exchange tells of Mercurial pushes (hgpushes_amqp_url; \
+             default: none, no such messages are consumed)",
+            |c, v| {
+                c.hgpushes_amqp_url = Some(SecretUrl::new(v));
+                Ok(())
+            },
+        ),
+        Var::new(
+            "BBB_CI_HGPUSHES_EXCHANGE",
+            "the exchange of Mercurial push messages (hgpushes_exchange; default \
+             exchange/hgpushes/v2)",
+            |c, v| {
+                c.hgpushes_exchange = v.to_owned();
+                Ok(())
+            },
+        ),
+        Var::new(
+            "BBB_CI_HGPUSHES_QUEUE",
+            "the queue Mercurial push messages are consumed through (hgpushes_queue; default \
+             queue/bbb/hgpushes)",
+            |c, v| {
+                c.hgpushes_queue = v.to_owned();
+                Ok(())
+            },
+        ),
+    ];
+
+    /// Apply the `BBB_CI_*` environment variables.
+    pub fn apply_env(&mut self) -> Result<(), String> {
+        self.apply_vars(bbb_envlayer::from_env)
+    }
+
+    /// Apply the `BBB_CI_*` overrides `lookup` gives; empty values are ignored.
+    pub fn apply_vars(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<(), String> {
+        bbb_envlayer::apply(Self::ENV, self, lookup).map_err(|e| e.to_string())
+    }
+
     /// The directory of bare clones.
     pub fn cache_dir(&self) -> PathBuf {
         self.cache_dir
@@ -53,7 +107,8 @@ impl CiConfig {
 pub enum Kind {
     /// Git: polled with `git ls-remote`, or told by GitHub-style push webhooks.
     Git,
-    /// Mercurial (recorded; its pushlog is not polled yet).
+    /// Mercurial: its pushlog (`json-pushes`) polled, or read when an
+    /// `exchange/hgpushes/v2` message tells of a push.
     Hg,
 }
 

@@ -5,7 +5,10 @@ pub mod config;
 pub mod decide;
 pub mod decision;
 pub mod git;
+pub mod hg;
+pub mod hgpulse;
 pub mod poller;
+pub mod pushlog;
 pub mod store;
 pub mod webhook;
 
@@ -111,7 +114,8 @@ pub fn mount(cfg: CiConfig) -> Mount {
 
 /// What [`mount`] runs once the queue's database, bus and authenticator
 /// exist: the tables migrated, the configured repositories written, the API
-/// and webhook served, the poller and the decision loop started.
+/// and webhook served, the poller, the Mercurial push messages' consumer
+/// (when configured) and the decision loop started.
 pub async fn start(cfg: CiConfig, shared: Shared) -> anyhow::Result<Mounted> {
     let ci = Ci::new(cfg, &shared);
     ci.store.migrate().await?;
@@ -121,6 +125,7 @@ pub async fn start(cfg: CiConfig, shared: Shared) -> anyhow::Result<Mounted> {
         .routes_only();
     let tasks = vec![
         tokio::spawn(poller::run(ci.clone(), shared.stop.clone())),
+        tokio::spawn(hgpulse::run(ci.clone(), shared.stop.clone())),
         tokio::spawn(decide::run(ci, shared.stop.clone())),
     ];
     Ok(Mounted { routes, tasks })

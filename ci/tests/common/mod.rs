@@ -166,6 +166,7 @@ impl World {
             handle_interval_ms: 100,
             cache_dir: Some(self.dir.path().join(format!("cache-{name}"))),
             repositories: repos,
+            ..CiConfig::default()
         };
         let opts = TestOptions {
             database_url: Some(self.database_url()),

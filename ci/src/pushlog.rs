@@ -18,8 +18,8 @@
 //! branch has when bbb first sees it), unless a Pulse message names the
 //! pushes to start from.
 
-use crate::store::{NewPush, Repository, Store};
 use crate::Ci;
+use crate::store::{NewPush, Repository, Store};
 use bbb_clock::Millis;
 use serde::Deserialize;
 use sqlx::Row;
@@ -225,11 +225,7 @@ impl Ci {
     /// Record the push `id` of a pushlog (once: the ledger keys it by its
     /// pushlog id) and wake the decision loop. Whether it was new; a push
     /// to a branch not followed is not recorded.
-    pub async fn record_pushlog_push(
-        &self,
-        push: &NewPush,
-        id: i64,
-    ) -> crate::store::Result<bool> {
+    pub async fn record_pushlog_push(&self, push: &NewPush, id: i64) -> crate::store::Result<bool> {
         let now: Millis = self.clock.now_ms();
         let new = self
             .store
@@ -255,7 +251,10 @@ pub fn new_push(repo: &Repository, p: &PushlogPush, source: &'static str) -> Opt
         project: repo.project.clone(),
         branch: tip.branch.clone(),
         revision: tip.node.clone(),
-        base_revision: p.changesets.first().and_then(|c| c.parents.first().cloned()),
+        base_revision: p
+            .changesets
+            .first()
+            .and_then(|c| c.parents.first().cloned()),
         owner: p.user.clone(),
         pushdate: p.date.saturating_mul(1000),
         source,
@@ -286,7 +285,9 @@ mod tests {
             pushes_url("http://h/r", 9, 109),
             "http://h/r/json-pushes?version=2&full=1&startID=9&endID=109"
         );
-        let bad: Page = serde_json::from_str(r#"{"lastpushid": 1, "pushes": {"x": {"user": "u", "date": 1}}}"#).unwrap();
+        let bad: Page =
+            serde_json::from_str(r#"{"lastpushid": 1, "pushes": {"x": {"user": "u", "date": 1}}}"#)
+                .unwrap();
         assert!(bad.in_order().is_err());
     }
 }

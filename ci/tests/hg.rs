@@ -121,6 +121,10 @@ struct HgOrigin {
     server: PathBuf,
     work: PathBuf,
     log: Arc<Mutex<Pushlog>>,
+    /// The changesets the server has.
+    revs: Mutex<i64>,
+    /// The work tree's branch.
+    branch: Mutex<String>,
     serve: Child,
     http: tokio::task::JoinHandle<()>,
     /// Where the repository and its pushlog are served.
@@ -177,6 +181,8 @@ impl HgOrigin {
             server,
             work,
             log,
+            revs: Mutex::new(0),
+            branch: Mutex::new("default".into()),
             serve,
             http,
             url,
@@ -186,36 +192,36 @@ impl HgOrigin {
         for b in branches {
             hg(&o.work, &["update", "-q", "default"]);
             hg(&o.work, &["branch", "-q", b]);
+            *o.branch.lock().unwrap() = b.to_string();
             o.commit_here(&format!("branch {b}"), "README", &format!("{b}\n"));
             o.push(PUSHER);
         }
         o
     }
 
-    fn commit_here(&self, message: &str, file: &str, content: &str) -> String {
+    fn commit_here(&self, message: &str, file: &str, content: &str) {
         std::fs::write(self.work.join(file), content).unwrap();
         hg(&self.work, &["commit", "-q", "-A", "-m", message]);
-        hg(&self.work, &["log", "-r", ".", "-T", "{node}"])
     }
 
-    /// Commit `content` as `file` on `branch` (not pushed): the changeset.
-    fn commit(&self, branch: &str, file: &str, content: &str) -> String {
-        if hg(&self.work, &["branch"]) != branch {
+    /// Commit `content` as `file` on `branch` (not pushed).
+    fn commit(&self, branch: &str, file: &str, content: &str) {
+        let mut current = self.branch.lock().unwrap();
+        if *current != branch {
             hg(&self.work, &["update", "-q", branch]);
+            *current = branch.to_owned();
         }
         self.commit_here(&format!("change {file} on {branch}"), file, content)
     }
 
     /// `hg push` what was committed, as `user`, and log it in the pushlog:
-    /// its pushlog id.
-    fn push(&self, user: &str) -> i64 {
-        let tip: i64 = hg(&self.server, &["log", "-r", "tip", "-T", "{rev}"])
-            .parse()
-            .unwrap();
+    /// its pushlog id and its tip-most changeset.
+    fn push(&self, user: &str) -> (i64, String) {
+        let mut revs = self.revs.lock().unwrap();
         hg(&self.work, &["push", "-q", "--new-branch", "../hg-server"]);
         let out = hg(
             &self.server,
-            &["log", "-v", "-Tjson", "-r", &format!("{}:", tip + 1)],
+            &["log", "-v", "-Tjson", "-r", &format!("{}:", *revs)],
         );
         let changesets: Vec<Value> = serde_json::from_str::<Vec<Value>>(&out)
             .unwrap()
@@ -229,6 +235,11 @@ impl HgOrigin {
             })
             .collect();
         assert!(!changesets.is_empty(), "the push added changesets");
+        *revs += changesets.len() as i64;
+        let tip = changesets.last().unwrap()["node"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         let date = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -236,14 +247,14 @@ impl HgOrigin {
         let mut log = self.log.lock().unwrap();
         log.pushes
             .push(json!({"user": user, "date": date, "changesets": changesets}));
-        log.pushes.len() as i64
+        (log.pushes.len() as i64, tip)
     }
 
     /// A commit on `branch` changing a file of no consequence, pushed: its
     /// pushlog id and changeset.
     fn push_change(&self, branch: &str, n: usize) -> (i64, String) {
-        let node = self.commit(branch, "README", &format!("change {n}\n"));
-        (self.push(PUSHER), node)
+        self.commit(branch, "README", &format!("change {n}\n"));
+        self.push(PUSHER)
     }
 
     /// Push `id` of the pushlog.
@@ -409,8 +420,8 @@ async fn a_broken_taskcluster_yml_is_recorded_and_the_next_push_works(w: &World)
         pushes[1]
     );
 
-    let good = origin.commit("default", ".taskcluster.yml", &common::tcyml());
-    let id = origin.push(PUSHER);
+    origin.commit("default", ".taskcluster.yml", &common::tcyml());
+    let (id, good) = origin.push(PUSHER);
     let pushes = env.handled("default", 3).await;
     assert_decided(&env, &origin, &pushes[2], "default", id, &good).await;
     env.stop().await;

@@ -50,10 +50,18 @@ pub fn hooks_env_help() -> String {
     )
 }
 
+/// The variables of [`bbb_ci::CiConfig::ENV`], for `--help`.
+pub fn ci_env_help() -> String {
+    bbb_envlayer::help(
+        "Environment (overrides the [ci] section of --config):",
+        bbb_ci::CiConfig::ENV,
+    )
+}
+
 /// `--help` of `bbb queue`: the queue's variables and those of the services
 /// it serves beside it.
 pub fn queue_and_services_env_help() -> String {
-    [queue_env_help(), hooks_env_help()].join("\n\n")
+    [queue_env_help(), hooks_env_help(), ci_env_help()].join("\n\n")
 }
 
 /// `--help` of `bbb migrate`, which reads the queue's and the bridge's
@@ -68,6 +76,7 @@ pub fn all_env_help() -> String {
     [
         queue_env_help(),
         hooks_env_help(),
+        ci_env_help(),
         worker_env_help(),
         bridge_env_help(),
     ]
@@ -111,6 +120,8 @@ pub struct Printable {
     pub bridge: BridgeConfig,
     /// The hooks section.
     pub hooks: HooksConfig,
+    /// The CI section.
+    pub ci: bbb_ci::CiConfig,
 }
 
 impl FileConfig {
@@ -172,12 +183,15 @@ impl FileConfig {
         Ok(cfg)
     }
 
-    /// The CI service's configuration (`[ci]`, its `[[ci.repositories]]`).
+    /// The CI service's configuration (`[ci]`, its `[[ci.repositories]]`):
+    /// file, then environment.
     pub fn ci_config(&self) -> anyhow::Result<bbb_ci::CiConfig> {
         let table = self.ci.clone().unwrap_or_default();
-        toml::Value::Table(table)
+        let mut cfg: bbb_ci::CiConfig = toml::Value::Table(table)
             .try_into()
-            .context("the [ci] section")
+            .context("the [ci] section")?;
+        cfg.apply_env().map_err(anyhow::Error::msg)?;
+        Ok(cfg)
     }
 
     /// The worker's configuration: file, then environment, checked.

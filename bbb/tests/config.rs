@@ -40,6 +40,8 @@ const SECRETS: &[&str] = &[
     "rest-pw",
     "selfserve-pw",
     "builders-pw",
+    "hg-pw",
+    "hook-pw",
 ];
 
 #[test]
@@ -61,6 +63,14 @@ clients = [{ client_id = "ci", access_token = "client-token", scopes = ["*"] }]
 [bridge]
 selfserve_url = "http://bbb:selfserve-pw@buildapi/self-serve"
 builders_url = "http://lists:builders-pw@buildapi/builders@all.json"
+
+[[ci.repositories]]
+project = "proj"
+url = "https://hg.example/proj"
+kind = "hg"
+trust_domain = "t"
+level = 1
+webhook_secret = "hook-pw"
 "#,
     )
     .unwrap();
@@ -79,6 +89,8 @@ builders_url = "http://lists:builders-pw@buildapi/builders@all.json"
             ("BBB_BUILDBOT_URL", "http://bbb:rest-pw@bb:8010/api/v2"),
             ("BBB_BUILDBOT_USER", "bbb"),
             ("BBB_BUILDBOT_PASSWORD", "rest-pw"),
+            ("BBB_CI_HGPUSHES_AMQP_URL", "amqp://hg:hg-pw@pulse/%2f"),
+            ("BBB_CI_HGPUSHES_QUEUE", "queue/bbb/hg-test"),
         ],
     );
     let _ = std::fs::remove_dir_all(&dir);
@@ -104,6 +116,9 @@ builders_url = "http://lists:builders-pw@buildapi/builders@all.json"
         "buildbot_user = \"bbb\"",
         "buildbot_password = \"***\"",
         "client_id = \"ci\"",
+        "hgpushes_amqp_url = \"amqp://hg:***@pulse/%2f\"",
+        "hgpushes_queue = \"queue/bbb/hg-test\"",
+        "webhook_secret = \"***\"",
     ] {
         assert!(stdout.contains(shown), "{shown} missing:\n{stdout}");
     }
@@ -151,8 +166,9 @@ fn every_variable_is_in_the_help_of_the_commands_that_read_it() {
     let worker = names(WorkerConfig::ENV);
     let bridge = names(BridgeConfig::ENV);
     let hooks = names(HooksConfig::ENV);
-    let all: Vec<&str> = [&queue[..], &hooks[..], &worker[..], &bridge[..]].concat();
-    let queue_and_services: Vec<&str> = [&queue[..], &hooks[..]].concat();
+    let ci = names(bbb_ci::CiConfig::ENV);
+    let all: Vec<&str> = [&queue[..], &hooks[..], &ci[..], &worker[..], &bridge[..]].concat();
+    let queue_and_services: Vec<&str> = [&queue[..], &hooks[..], &ci[..]].concat();
     let bridge_and_queue: Vec<&str> = [&queue[..], &bridge[..]].concat();
     for (command, vars) in [
         ("queue", &queue_and_services),

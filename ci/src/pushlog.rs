@@ -43,8 +43,9 @@ pub struct Page {
 pub struct PushlogPush {
     /// Who pushed.
     pub user: String,
-    /// When, seconds since the epoch.
-    pub date: i64,
+    /// When, seconds since the epoch (an integer on Mozilla's servers; a
+    /// fraction is kept to the millisecond).
+    pub date: f64,
     /// The changesets it added that are visible (with `full=1`), oldest
     /// first; the tip-most is last.
     #[serde(default)]
@@ -256,7 +257,7 @@ pub fn new_push(repo: &Repository, p: &PushlogPush, source: &'static str) -> Opt
             .first()
             .and_then(|c| c.parents.first().cloned()),
         owner: p.user.clone(),
-        pushdate: p.date.saturating_mul(1000),
+        pushdate: (p.date * 1000.0) as Millis,
         source,
     })
 }
@@ -279,8 +280,36 @@ mod tests {
             }}"#,
         )
         .unwrap();
-        let ids: Vec<i64> = page.in_order().unwrap().iter().map(|(i, _)| *i).collect();
+        let pushes = page.in_order().unwrap();
+        let ids: Vec<i64> = pushes.iter().map(|(i, _)| *i).collect();
         assert_eq!(ids, [9, 10, 12]);
+        let repo = Repository::from_config(&crate::config::RepositoryConfig {
+            project: "p".into(),
+            url: "https://hg.example/p".into(),
+            clone_url: None,
+            kind: crate::Kind::Hg,
+            trust_domain: "t".into(),
+            level: 1,
+            poll: true,
+            webhook_secret: None,
+            branches: vec![],
+        });
+        let push = new_push(&repo, pushes[0].1, "poll").unwrap();
+        assert_eq!(
+            (
+                &*push.branch,
+                &*push.revision,
+                push.base_revision.as_deref()
+            ),
+            ("default", "c1", Some("0000"))
+        );
+        assert_eq!((&*push.owner, push.pushdate), ("a@x", 10_000));
+        assert!(
+            new_push(&repo, pushes[1].1, "poll").is_none(),
+            "no changeset"
+        );
+        let beta = new_push(&repo, pushes[2].1, "pulse").unwrap();
+        assert_eq!((&*beta.branch, beta.source), ("beta", "pulse"));
         assert_eq!(
             pushes_url("http://h/r", 9, 109),
             "http://h/r/json-pushes?version=2&full=1&startID=9&endID=109"

@@ -360,6 +360,8 @@ async fn modes_decide_per_branch_with_the_hg_push_context(w: &World) {
             ("old", Mode::Buildbot),
         ],
     );
+    let mut repo = repo;
+    repo.webhook_secret = Some("hook-secret".into());
     let env = w.start("a", vec![repo]).await;
     // The pushes made before bbb first read the pushlog are its start.
     following(&env, 4).await;
@@ -383,6 +385,29 @@ async fn modes_decide_per_branch_with_the_hg_push_context(w: &World) {
         "a branch not followed"
     );
     assert_ne!(default[0]["decisionTaskId"], beta[0]["decisionTaskId"]);
+
+    // A GitHub-style push webhook records nothing for an hg repository,
+    // even well signed: its pushes come from the pushlog.
+    let body = serde_json::to_vec(&json!({
+        "ref": "refs/heads/default", "before": d_node, "after": "ab".repeat(20),
+        "pusher": {"email": PUSHER},
+    }))
+    .unwrap();
+    let res = reqwest::Client::new()
+        .post(format!("{}/api/ci/v1/github/{PROJECT}", env.q.root_url))
+        .header("x-github-event", "push")
+        .header(
+            "x-hub-signature-256",
+            bbb_ci::webhook::sign(b"hook-secret", &body),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let answer: Value = res.json().await.unwrap();
+    assert_eq!(answer["recorded"], false, "{answer}");
+    assert_eq!(env.pushes("default").await.len(), 1);
     env.stop().await;
 }
 

@@ -67,6 +67,11 @@ fi
 if [[ ! -x /usr/sbin/rabbitmq-server ]]; then
     apt_install rabbitmq-server
 fi
+# Not a service: Mercurial, whose hg serve the CI service's Mercurial tests
+# serve their repositories with (.ci/run installs it too, before building).
+if ! command -v hg >/dev/null; then
+    apt_install mercurial
+fi
 
 # --- helpers ------------------------------------------------------------------
 

@@ -41,6 +41,8 @@ const SECRETS: &[&str] = &[
     "selfserve-pw",
     "builders-pw",
     "webhook-pw",
+    "hg-pw",
+    "hook-pw",
 ];
 
 #[test]
@@ -70,6 +72,14 @@ webhook_secret = "webhook-pw"
 [bridge]
 selfserve_url = "http://bbb:selfserve-pw@buildapi/self-serve"
 builders_url = "http://lists:builders-pw@buildapi/builders@all.json"
+
+[[ci.repositories]]
+project = "proj"
+url = "https://hg.example/proj"
+kind = "hg"
+trust_domain = "t"
+level = 1
+webhook_secret = "hook-pw"
 "#,
     )
     .unwrap();
@@ -88,6 +98,8 @@ builders_url = "http://lists:builders-pw@buildapi/builders@all.json"
             ("BBB_BUILDBOT_URL", "http://bbb:rest-pw@bb:8010/api/v2"),
             ("BBB_BUILDBOT_USER", "bbb"),
             ("BBB_BUILDBOT_PASSWORD", "rest-pw"),
+            ("BBB_CI_HGPUSHES_AMQP_URL", "amqp://hg:hg-pw@pulse/%2f"),
+            ("BBB_CI_HGPUSHES_QUEUE", "queue/bbb/hg-test"),
         ],
     );
     let _ = std::fs::remove_dir_all(&dir);
@@ -115,6 +127,8 @@ builders_url = "http://lists:builders-pw@buildapi/builders@all.json"
         "client_id = \"ci\"",
         "webhook_secret = \"***\"",
         "trust_domain = \"t\"",
+        "hgpushes_amqp_url = \"amqp://hg:***@pulse/%2f\"",
+        "hgpushes_queue = \"queue/bbb/hg-test\"",
     ] {
         assert!(stdout.contains(shown), "{shown} missing:\n{stdout}");
     }

@@ -1,7 +1,8 @@
 //! The `[ci]` section of the configuration file: how often to poll, where to
 //! keep fetched revisions, and the repositories (`[[ci.repositories]]`).
 
-use bbb_secret::Secret;
+use bbb_envlayer::Var;
+use bbb_secret::{Secret, SecretUrl};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -34,6 +35,15 @@ pub struct CiConfig {
     /// step with the repositories, in milliseconds (also at once after a
     /// change through the API or a decided push).
     pub hooks_sync_interval_ms: u64,
+    /// The AMQP broker whose `hgpushes_exchange` tells of Mercurial pushes
+    /// (Pulse); without it no such messages are consumed.
+    pub hgpushes_amqp_url: Option<SecretUrl>,
+    /// The exchange Mercurial servers publish pushes on, in the
+    /// `exchange/hgpushes/v2` format.
+    pub hgpushes_exchange: String,
+    /// The durable queue bbb consumes `hgpushes_exchange` through (bound to
+    /// every routing key); its bad messages go to `<queue>.parked`.
+    pub hgpushes_queue: String,
 }
 
 impl Default for CiConfig {
@@ -47,6 +57,9 @@ impl Default for CiConfig {
             action_permissions: vec!["generic".into()],
             action_hook_retention_days: 60,
             hooks_sync_interval_ms: 5 * 60_000,
+            hgpushes_amqp_url: None,
+            hgpushes_exchange: "exchange/hgpushes/v2".into(),
+            hgpushes_queue: "queue/bbb/hgpushes".into(),
         }
     }
 }
@@ -54,27 +67,54 @@ impl Default for CiConfig {
 impl CiConfig {
     /// The `BBB_CI_*` variables that override the file (`bbb --help` lists
     /// them from here).
-    pub const ENV: &'static [bbb_envlayer::Var<CiConfig>] = &[
-        bbb_envlayer::Var::new(
+    pub const ENV: &'static [Var<CiConfig>] = &[
+        Var::new(
             "BBB_CI_POLL_INTERVAL_MS",
             "how often each repository is polled, ms (poll_interval_ms)",
             |c, v| positive(&mut c.poll_interval_ms, v),
         ),
-        bbb_envlayer::Var::new(
+        Var::new(
             "BBB_CI_MAX_BACKOFF_MS",
             "longest wait after failed polls or decisions, ms (max_backoff_ms)",
             |c, v| positive(&mut c.max_backoff_ms, v),
         ),
-        bbb_envlayer::Var::new(
+        Var::new(
             "BBB_CI_HANDLE_INTERVAL_MS",
             "how often pushes recorded elsewhere are looked for, ms (handle_interval_ms)",
             |c, v| positive(&mut c.handle_interval_ms, v),
         ),
-        bbb_envlayer::Var::new(
+        Var::new(
             "BBB_CI_CACHE_DIR",
             "where bare clones are kept (cache_dir)",
             |c, v| {
                 c.cache_dir = Some(PathBuf::from(v));
+                Ok(())
+            },
+        ),
+        Var::secret(
+            "BBB_CI_HGPUSHES_AMQP_URL",
+            "AMQP URL of the broker whose exchange tells of Mercurial pushes (hgpushes_amqp_url; \
+             default: none, no such messages are consumed)",
+            |c, v| {
+                c.hgpushes_amqp_url = Some(SecretUrl::new(v));
+                Ok(())
+            },
+        ),
+        Var::new(
+            "BBB_CI_HGPUSHES_EXCHANGE",
+            "the exchange of Mercurial push messages (hgpushes_exchange; default \
+             exchange/hgpushes/v2)",
+            |c, v| {
+                c.hgpushes_exchange = v.to_owned();
+                Ok(())
+            },
+        ),
+        Var::new(
+            "BBB_CI_HGPUSHES_QUEUE",
+            "the queue Mercurial push messages are consumed through (hgpushes_queue; default \
+             queue/bbb/hgpushes)",
+            |c, v| {
+                c.hgpushes_queue = v.to_owned();
                 Ok(())
             },
         ),
@@ -115,7 +155,8 @@ fn positive(slot: &mut u64, value: &str) -> Result<(), String> {
 pub enum Kind {
     /// Git: polled with `git ls-remote`, or told by GitHub-style push webhooks.
     Git,
-    /// Mercurial (recorded; its pushlog is not polled yet).
+    /// Mercurial: its pushlog (`json-pushes`) polled, or read when an
+    /// `exchange/hgpushes/v2` message tells of a push.
     Hg,
 }
 

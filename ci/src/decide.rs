@@ -14,7 +14,7 @@
 //! accepts as already created.
 
 use crate::store::{Decided, Push, Repository};
-use crate::{Ci, DecisionContext, Kind};
+use crate::{Ci, DecisionContext};
 use bbb_clock::Clock;
 use bbb_hooks::client::{HawkClient, IssuedCredentials};
 use serde_json::{Map, Value, json};
@@ -109,7 +109,7 @@ pub fn push_context(repo: &Repository, push: &Push) -> DecisionContext {
             "revision": push.revision,
             "base_revision": push.base_revision,
             "branch": push.branch,
-            "pushlog_id": push.id.to_string(),
+            "pushlog_id": push.pushlog_id.unwrap_or(push.id).to_string(),
             "pushdate": push.pushdate / 1000,
         }),
         repository,
@@ -132,14 +132,10 @@ impl Ci {
             Ok(None) => return Decided::Failed("the repository is no longer configured".into()),
             Err(e) => return retry(format!("reading the repository: {e}")),
         };
-        if repo.kind != Kind::Git {
-            return Decided::Failed("reading Mercurial repositories is not supported yet".into());
-        }
-        let clone = match self.fetch(&repo, &push.revision).await {
-            Ok(c) => c,
-            Err(e) => return retry(e),
-        };
-        let text = match clone.file(&push.revision, ".taskcluster.yml").await {
+        let text = match self
+            .read_file(&repo, &push.revision, ".taskcluster.yml")
+            .await
+        {
             Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
             Ok(None) => {
                 return Decided::Failed(format!(

@@ -7,8 +7,11 @@ pub mod cron;
 pub mod decide;
 pub mod decision;
 pub mod git;
+pub mod hg;
+pub mod hgpulse;
 pub mod hooks_sync;
 pub mod poller;
+pub mod pushlog;
 pub mod store;
 pub mod webhook;
 
@@ -124,8 +127,9 @@ pub fn mount(cfg: CiConfig) -> Mount {
 
 /// What [`mount`] runs once the queue's database, bus and authenticator
 /// exist: the tables migrated, the configured repositories written, the API
-/// and webhook served, the poller, the decision loop and the pass over the
-/// action and cron hooks started.
+/// and webhook served, the poller, the Mercurial push messages' consumer
+/// (when configured), the decision loop and the pass over the action and
+/// cron hooks started.
 pub async fn start(cfg: CiConfig, shared: Shared) -> anyhow::Result<Mounted> {
     let ci = Ci::new(cfg, &shared);
     ci.store.migrate().await?;
@@ -136,6 +140,7 @@ pub async fn start(cfg: CiConfig, shared: Shared) -> anyhow::Result<Mounted> {
     let tasks = vec![
         tokio::spawn(poller::run(ci.clone(), shared.stop.clone())),
         tokio::spawn(hooks_sync::run(ci.clone(), shared.stop.clone())),
+        tokio::spawn(hgpulse::run(ci.clone(), shared.stop.clone())),
         tokio::spawn(decide::run(ci, shared.stop.clone())),
     ];
     Ok(Mounted { routes, tasks })

@@ -1,5 +1,6 @@
-//! Polling git repositories: every `poll_interval_ms`, `git ls-remote` of
-//! each repository with `poll` set; a followed branch whose head moved since
+//! Polling repositories: every `poll_interval_ms`, each repository with
+//! `poll` set: a Mercurial one's pushlog ([`crate::pushlog`]); for git,
+//! `git ls-remote`, and a followed branch whose head moved since
 //! the last poll gets a push recorded (revision fetched first, for its
 //! author). The head a branch has when it is first seen is its starting
 //! point, not a push. A failed poll is recorded on the repository (shown by
@@ -14,9 +15,13 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 impl Ci {
-    /// Poll `repo` once: record the pushes on its followed branches.
-    /// Returns how many were new.
+    /// Poll `repo` once: record the pushes on its followed branches (for
+    /// hg, those of its pushlog: [`Ci::poll_pushlog`]). Returns how many
+    /// were new.
     pub async fn poll(&self, repo: &Repository) -> Result<usize, String> {
+        if repo.kind == Kind::Hg {
+            return self.poll_pushlog(repo, "poll", None).await;
+        }
         let heads = crate::git::ls_remote(repo.fetch_url()).await?;
         let mut recorded = 0;
         for branch in &repo.branches {
@@ -56,14 +61,14 @@ impl Ci {
     }
 }
 
-/// Poll every polled git repository when it is due, until `stop` turns true.
+/// Poll every polled repository when it is due, until `stop` turns true.
 pub async fn run(ci: Ci, mut stop: watch::Receiver<bool>) {
     let tick = Duration::from_millis(ci.cfg.poll_interval_ms.clamp(1, 1000));
     let mut due: HashMap<String, Millis> = HashMap::new();
     loop {
         match ci.store.repositories().await {
             Ok(repos) => {
-                for repo in repos.iter().filter(|r| r.poll && r.kind == Kind::Git) {
+                for repo in repos.iter().filter(|r| r.poll) {
                     if *stop.borrow() {
                         return;
                     }

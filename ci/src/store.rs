@@ -42,6 +42,9 @@ pub struct Repository {
     pub poll_error: Option<(String, Millis)>,
     /// Failed polls in a row.
     pub poll_failures: i64,
+    /// For hg: the id of the last pushlog push taken (`None` until the
+    /// pushlog is first read).
+    pub pushlog_cursor: Option<i64>,
 }
 
 /// A branch bbb follows.
@@ -79,6 +82,7 @@ impl Repository {
             last_poll_at: None,
             poll_error: None,
             poll_failures: 0,
+            pushlog_cursor: None,
         }
     }
 
@@ -123,6 +127,7 @@ impl Repository {
             "pollError": self.poll_error.as_ref().map(|(message, at)| json!({
                 "message": message, "time": fmt_ms(*at), "failuresInARow": self.poll_failures,
             })),
+            "pushlogId": self.pushlog_cursor,
         })
     }
 }
@@ -132,6 +137,8 @@ impl Repository {
 pub struct Push {
     /// Its id in the ledger (`push.pushlog_id` for git pushes).
     pub id: i64,
+    /// For a push taken from a Mercurial pushlog: its pushlog id.
+    pub pushlog_id: Option<i64>,
     /// The repository's project.
     pub project: String,
     /// The branch pushed to.
@@ -183,12 +190,13 @@ pub struct NewPush {
 }
 
 const PUSH_COLUMNS: &str = "id, project, branch, revision, base_revision, owner, pushdate, \
-     source, mode, state, recorded_at, attempts, decision_task_id, error, handled_at";
+     source, mode, state, recorded_at, attempts, decision_task_id, error, handled_at, pushlog_id";
 
 fn push_from_row(r: &AnyRow) -> Result<Push> {
     let mode: String = r.try_get("mode")?;
     Ok(Push {
         id: r.try_get("id")?,
+        pushlog_id: r.try_get("pushlog_id")?,
         project: r.try_get("project")?,
         branch: r.try_get("branch")?,
         revision: r.try_get("revision")?,
@@ -224,6 +232,7 @@ impl Push {
             "decisionTaskId": self.decision_task_id,
             "error": self.error,
             "handled": self.handled_at.map(fmt_ms),
+            "pushlogId": self.pushlog_id,
         })
     }
 }
@@ -520,6 +529,19 @@ impl Store {
     /// `observed` on a `buildbot` branch. Returns its id when recorded now;
     /// `None` when it was already there or the branch is not followed.
     pub async fn record_push(&self, push: &NewPush, now: Millis) -> Result<Option<i64>> {
+        self.record_keyed_push(push, &push.revision, None, now)
+            .await
+    }
+
+    /// [`Store::record_push`] with the ledger's key `push_key` (the revision
+    /// for git, the pushlog id for hg) and the pushlog id to keep.
+    pub async fn record_keyed_push(
+        &self,
+        push: &NewPush,
+        push_key: &str,
+        pushlog_id: Option<i64>,
+        now: Millis,
+    ) -> Result<Option<i64>> {
         let mut tx = self.pool.begin().await?;
         let Some(row) =
             sqlx::query("SELECT mode FROM ci_branches WHERE project = $1 AND branch = $2")
@@ -539,13 +561,13 @@ impl Store {
         let handled = (state == "observed").then_some(now);
         let inserted = sqlx::query(
             "INSERT INTO ci_pushes (project, branch, push_key, revision, base_revision, owner, \
-             pushdate, source, mode, state, recorded_at, next_attempt_at, handled_at) \
-             VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11) \
+             pushdate, source, mode, state, recorded_at, next_attempt_at, handled_at, pushlog_id) \
+             VALUES ($1, $2, $3, $12, $4, $5, $6, $7, $8, $9, $10, $10, $11, $13) \
              ON CONFLICT (project, branch, push_key) DO NOTHING RETURNING id",
         )
         .bind(&push.project)
         .bind(&push.branch)
-        .bind(&push.revision)
+        .bind(push_key)
         .bind(&push.base_revision)
         .bind(&push.owner)
         .bind(push.pushdate)
@@ -554,6 +576,8 @@ impl Store {
         .bind(state)
         .bind(now)
         .bind(handled)
+        .bind(&push.revision)
+        .bind(pushlog_id)
         .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -699,6 +723,7 @@ fn repo_from_row(r: &AnyRow) -> Result<Repository> {
         last_poll_at: r.try_get("last_poll_at")?,
         poll_error: error.zip(error_at),
         poll_failures: r.try_get("poll_failures")?,
+        pushlog_cursor: r.try_get("pushlog_cursor")?,
     })
 }
 

@@ -119,6 +119,13 @@ async fn handle(
     if event != "push" {
         return Ok(json!({"recorded": false, "reason": format!("event {event:?} is not a push")}));
     }
+    if repo.kind == crate::Kind::Hg {
+        // Its pushes come from its pushlog, keyed by pushlog id: one
+        // recorded from here too would be recorded twice.
+        return Ok(
+            json!({"recorded": false, "reason": "a Mercurial repository's pushes come from its pushlog"}),
+        );
+    }
     let payload: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::MalformedPayload(format!("the body is not JSON: {e}")))?;
     let text = |v: &Value| v.as_str().map(str::to_owned);

@@ -160,7 +160,17 @@ impl World {
     /// A queue with the CI service, configured with `repos`, its clone cache
     /// named `name`.
     pub async fn start(&self, name: &str, repos: Vec<RepositoryConfig>) -> Env {
-        let cfg = CiConfig {
+        self.start_with(name, repos, |_| {}).await
+    }
+
+    /// [`World::start`] with the configuration changed by `tweak`.
+    pub async fn start_with(
+        &self,
+        name: &str,
+        repos: Vec<RepositoryConfig>,
+        tweak: impl FnOnce(&mut CiConfig),
+    ) -> Env {
+        let mut cfg = CiConfig {
             poll_interval_ms: 100,
             max_backoff_ms: 1000,
             handle_interval_ms: 100,
@@ -168,6 +178,7 @@ impl World {
             repositories: repos,
             ..CiConfig::default()
         };
+        tweak(&mut cfg);
         let opts = TestOptions {
             database_url: Some(self.database_url()),
             clients: clients()
@@ -179,17 +190,20 @@ impl World {
                     expires: None,
                 })
                 .collect(),
-            roles: vec![RoleConfig {
-                role_id: "repo:git.example/bbb/proj:branch:*".into(),
-                scopes: [
-                    "queue:create-task:*",
-                    "queue:scheduler-id:*",
-                    "queue:route:*",
-                ]
+            roles: ["git.example", "hg.example"]
                 .iter()
-                .map(|s| s.to_string())
+                .map(|host| RoleConfig {
+                    role_id: format!("repo:{host}/bbb/proj:branch:*"),
+                    scopes: [
+                        "queue:create-task:*",
+                        "queue:scheduler-id:*",
+                        "queue:route:*",
+                    ]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+                })
                 .collect(),
-            }],
             ..TestOptions::default()
         };
         let q = TestQueue::with_mounts(opts, vec![bbb_ci::mount(cfg)])

@@ -50,10 +50,18 @@ pub fn hooks_env_help() -> String {
     )
 }
 
+/// The variables of [`MigrationSection::ENV`](crate::migration::MigrationSection::ENV), for `--help`.
+pub fn migration_env_help() -> String {
+    bbb_envlayer::help(
+        "Environment (overrides the [migration] section of --config):",
+        crate::migration::MigrationSection::ENV,
+    )
+}
+
 /// `--help` of `bbb queue`: the queue's variables and those of the services
 /// it serves beside it.
 pub fn queue_and_services_env_help() -> String {
-    [queue_env_help(), hooks_env_help()].join("\n\n")
+    [queue_env_help(), hooks_env_help(), migration_env_help()].join("\n\n")
 }
 
 /// `--help` of `bbb migrate`, which reads the queue's and the bridge's
@@ -70,6 +78,7 @@ pub fn all_env_help() -> String {
         hooks_env_help(),
         worker_env_help(),
         bridge_env_help(),
+        migration_env_help(),
     ]
     .join("\n\n")
 }
@@ -95,6 +104,8 @@ pub struct FileConfig {
     pub hooks: Option<toml::Table>,
     /// `[ci]`: repositories, push sources and decision tasks.
     pub ci: Option<toml::Table>,
+    /// `[migration]`: the migration record and the legacy masters it polls.
+    pub migration: Option<toml::Table>,
     /// The file it was read from.
     #[serde(skip)]
     pub path: Option<PathBuf>,
@@ -111,6 +122,8 @@ pub struct Printable {
     pub bridge: BridgeConfig,
     /// The hooks section.
     pub hooks: HooksConfig,
+    /// The migration section.
+    pub migration: crate::migration::MigrationSection,
 }
 
 impl FileConfig {
@@ -169,6 +182,16 @@ impl FileConfig {
             .try_into()
             .context("the [hooks] section")?;
         cfg.apply_env().map_err(anyhow::Error::msg)?;
+        Ok(cfg)
+    }
+
+    /// The migration record's section: file, then environment.
+    pub fn migration_section(&self) -> anyhow::Result<crate::migration::MigrationSection> {
+        let table = self.migration.clone().unwrap_or_default();
+        let mut cfg: crate::migration::MigrationSection = toml::Value::Table(table)
+            .try_into()
+            .context("the [migration] section")?;
+        cfg.apply_env()?;
         Ok(cfg)
     }
 

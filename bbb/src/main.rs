@@ -7,6 +7,7 @@ mod commands;
 mod config;
 mod demo;
 mod logging;
+mod migration;
 mod private;
 mod roles;
 mod services;

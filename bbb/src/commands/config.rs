@@ -11,6 +11,7 @@ pub fn run(file: &FileConfig, print: bool) -> anyhow::Result<()> {
         worker: file.worker_config_unchecked()?,
         bridge: file.bridge_config()?,
         hooks: file.hooks_config()?,
+        migration: file.migration_section()?,
     };
     if print {
         println!("{}", toml::to_string_pretty(&printable)?);

@@ -66,7 +66,7 @@ async fn branch_jobs(
 ) -> Result<(compute::BranchSummary, Vec<Job>)> {
     let (revs, observations) = store::window(&m.queue.db, branch, n).await?;
     let mapping = store::mapping_for(&store::mapping(&m.queue.db).await?, branch);
-    let jobs = compute::jobs(&observations, &mapping);
+    let jobs = compute::jobs(&revs, &observations, &mapping);
     Ok((compute::summary(branch, revs, &jobs), jobs))
 }
 
@@ -99,7 +99,7 @@ async fn compare_pair(m: Migration, call: Call) -> Result<Reply> {
     let (branch, label) = (call.param("branch"), call.param("label"));
     let (revs, observations) = store::window(&m.queue.db, branch, n).await?;
     let mapping = store::mapping_for(&store::mapping(&m.queue.db).await?, branch);
-    let jobs = compute::jobs(&observations, &mapping);
+    let jobs = compute::jobs(&revs, &observations, &mapping);
     let builder = jobs
         .iter()
         .find(|j| j.is_pair() && j.label.as_deref() == Some(label))

@@ -119,7 +119,10 @@ mod tests {
         assert_eq!(task_of_reason("The Nightly scheduler"), None);
         assert_eq!(task_of_idstring("taskId:abc").as_deref(), Some("abc"));
         assert_eq!(task_of_idstring("taskId:"), None);
-        assert_eq!(property_text(&json!(["abc", "bbb"])).as_deref(), Some("abc"));
+        assert_eq!(
+            property_text(&json!(["abc", "bbb"])).as_deref(),
+            Some("abc")
+        );
         assert_eq!(property_text(&json!("abc")).as_deref(), Some("abc"));
         assert_eq!(property_text(&json!([null, "x"])), None);
     }

@@ -109,7 +109,11 @@ pub fn branch_of(branch: &str) -> &str {
 /// for a build naming no branch or revision (it belongs to no branch's
 /// migration) or with an unknown result code.
 pub fn observation(master: &str, build: &FinishedBuild) -> Option<Observation> {
-    let branch = build.branch.as_deref().map(branch_of).filter(|b| !b.is_empty())?;
+    let branch = build
+        .branch
+        .as_deref()
+        .map(branch_of)
+        .filter(|b| !b.is_empty())?;
     let revision = build.revision.as_deref().filter(|r| !r.is_empty())?;
     let result = Outcome::of_buildbot_results(build.results?.code())?;
     Some(Observation {
@@ -182,7 +186,10 @@ impl Migration {
         settings: &PollSettings,
     ) -> anyhow::Result<PollReport> {
         let db = &self.queue.db;
-        let stored = sources::get(db, name).await?.map(|s| s.cursor).unwrap_or_default();
+        let stored = sources::get(db, name)
+            .await?
+            .map(|s| s.cursor)
+            .unwrap_or_default();
         let now_s = self.queue.clock.now_ms() / 1000;
         let persisted = FinishedCursor {
             finished: stored.finished,

@@ -79,10 +79,12 @@ pub async fn get(db: &Db, master: &str) -> Result<Option<Source>> {
 /// nobody else holds it at `now`; whether `owner` holds it. Creates the
 /// master's row on its first poll.
 pub async fn lease(db: &Db, master: &str, owner: &str, now: i64, until: i64) -> Result<bool> {
-    sqlx::query("INSERT INTO migration_sources (master) VALUES ($1) ON CONFLICT (master) DO NOTHING")
-        .bind(master)
-        .execute(&db.pool)
-        .await?;
+    sqlx::query(
+        "INSERT INTO migration_sources (master) VALUES ($1) ON CONFLICT (master) DO NOTHING",
+    )
+    .bind(master)
+    .execute(&db.pool)
+    .await?;
     let done = sqlx::query(
         "UPDATE migration_sources SET lease_owner = $1, lease_until = $2 \
          WHERE master = $3 AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $4)",

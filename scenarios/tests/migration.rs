@@ -172,7 +172,11 @@ async fn a_shadow_branch_on_the_sandbox_master_gives_the_expected_figures() {
         env.schedule_own_build("linux.only", BB_BRANCH, rev, Success, 1000)
             .await;
         own += 3;
-        for (label, how) in [("test-a", a_new[i]), ("test-b", b_new[i]), ("lint", "succeed")] {
+        for (label, how) in [
+            ("test-a", a_new[i]),
+            ("test-b", b_new[i]),
+            ("lint", "succeed"),
+        ] {
             let id = common::slug();
             let def = graph_task(&format!("built-in/{how}"), label, rev, json!({}));
             env.client.createTask(&id, &def).await.expect("createTask");
@@ -194,7 +198,8 @@ async fn a_shadow_branch_on_the_sandbox_master_gives_the_expected_figures() {
         // the revisions as they were made.
         wait_finished(env.master.as_ref(), own + bridged.len()).await;
         for (id, _, _) in &native {
-            env.wait_status(id, "resolved", |s| s.state.is_resolved()).await;
+            env.wait_status(id, "resolved", |s| s.state.is_resolved())
+                .await;
         }
         for id in &bridged {
             env.wait_status(id, "completed", |s| s.state.as_str() == "completed")
@@ -342,7 +347,10 @@ async fn a_shadow_branch_on_the_sandbox_master_gives_the_expected_figures() {
     // compares with nothing: the bridge's builds are not Buildbot's own.
     let (status, p) = get(&root, &format!("branches/{BRANCH}/pairs/bridged-job")).await;
     assert_eq!(status, 200, "{p}");
-    assert_eq!((&p["builder"], &p["newSide"]), (&json!("linux.bridged"), &json!("bridged")));
+    assert_eq!(
+        (&p["builder"], &p["newSide"]),
+        (&json!("linux.bridged"), &json!("bridged"))
+    );
     assert_eq!(p["bothRan"], 0);
     let (_, jobs) = get(&root, &format!("branches/{BRANCH}/jobs")).await;
     let job = |name: &str| {
@@ -363,7 +371,11 @@ async fn a_shadow_branch_on_the_sandbox_master_gives_the_expected_figures() {
 
 /// The record served by its own queue process on `url` (restartable),
 /// polling `master` as `name`.
-async fn record_service(url: &str, name: &str, master: &std::sync::Arc<dyn LegacyMaster>) -> TestQueue {
+async fn record_service(
+    url: &str,
+    name: &str,
+    master: &std::sync::Arc<dyn LegacyMaster>,
+) -> TestQueue {
     let masters = LegacyMasters::default();
     masters.add(name, master.clone());
     TestQueue::with_mounts(
@@ -371,7 +383,10 @@ async fn record_service(url: &str, name: &str, master: &std::sync::Arc<dyn Legac
             database_url: Some(url.to_owned()),
             ..TestOptions::default()
         },
-        vec![bbb_migration::mount_with_masters(record_config(""), masters)],
+        vec![bbb_migration::mount_with_masters(
+            record_config(""),
+            masters,
+        )],
     )
     .await
     .expect("the record's service")
@@ -471,7 +486,12 @@ async fn the_poller_ingests_each_own_build_once_across_a_restart(kind: MasterKin
             (
                 b.builder.clone(),
                 "rev2".to_owned(),
-                if b.builder == one { "warnings" } else { "success" }.to_owned(),
+                if b.builder == one {
+                    "warnings"
+                } else {
+                    "success"
+                }
+                .to_owned(),
                 format!("{name}/{}", b.build_id.0),
             )
         })

@@ -42,7 +42,9 @@ impl SandboxMaster {
         let brid = {
             let mut state = self.shared.lock();
             if state.shut_down {
-                return Err(LegacyError::Invalid("the sandbox master is shut down".into()));
+                return Err(LegacyError::Invalid(
+                    "the sandbox master is shut down".into(),
+                ));
             }
             if !state.builders.contains_key(&request.buildername) {
                 if !self.shared.accept_any_builder {

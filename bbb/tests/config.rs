@@ -40,6 +40,7 @@ const SECRETS: &[&str] = &[
     "rest-pw",
     "selfserve-pw",
     "builders-pw",
+    "migration-pw",
 ];
 
 #[test]
@@ -61,6 +62,16 @@ clients = [{ client_id = "ci", access_token = "client-token", scopes = ["*"] }]
 [bridge]
 selfserve_url = "http://bbb:selfserve-pw@buildapi/self-serve"
 builders_url = "http://lists:builders-pw@buildapi/builders@all.json"
+
+[migration]
+revisions = 20
+
+[[migration.masters]]
+name = "bb4-try"
+buildbot_kind = "rest"
+buildbot_url = "http://bb4-try:8010/api/v2"
+buildbot_user = "bbb"
+buildbot_password = "migration-pw"
 "#,
     )
     .unwrap();
@@ -79,6 +90,7 @@ builders_url = "http://lists:builders-pw@buildapi/builders@all.json"
             ("BBB_BUILDBOT_URL", "http://bbb:rest-pw@bb:8010/api/v2"),
             ("BBB_BUILDBOT_USER", "bbb"),
             ("BBB_BUILDBOT_PASSWORD", "rest-pw"),
+            ("BBB_MIGRATION_POLL_INTERVAL_MS", "5000"),
         ],
     );
     let _ = std::fs::remove_dir_all(&dir);
@@ -104,6 +116,11 @@ builders_url = "http://lists:builders-pw@buildapi/builders@all.json"
         "buildbot_user = \"bbb\"",
         "buildbot_password = \"***\"",
         "client_id = \"ci\"",
+        // The [migration] section, the environment over the file.
+        "[migration]",
+        "revisions = 20",
+        "poll_interval_ms = 5000",
+        "name = \"bb4-try\"",
     ] {
         assert!(stdout.contains(shown), "{shown} missing:\n{stdout}");
     }
@@ -151,8 +168,22 @@ fn every_variable_is_in_the_help_of_the_commands_that_read_it() {
     let worker = names(WorkerConfig::ENV);
     let bridge = names(BridgeConfig::ENV);
     let hooks = names(HooksConfig::ENV);
-    let all: Vec<&str> = [&queue[..], &hooks[..], &worker[..], &bridge[..]].concat();
-    let queue_and_services: Vec<&str> = [&queue[..], &hooks[..]].concat();
+    // The [migration] section's (its table is the binary's own).
+    let migration = [
+        "BBB_MIGRATION_MAPPING_FILE",
+        "BBB_MIGRATION_REVISIONS",
+        "BBB_MIGRATION_POLL",
+        "BBB_MIGRATION_POLL_INTERVAL_MS",
+    ];
+    let all: Vec<&str> = [
+        &queue[..],
+        &hooks[..],
+        &worker[..],
+        &bridge[..],
+        &migration[..],
+    ]
+    .concat();
+    let queue_and_services: Vec<&str> = [&queue[..], &hooks[..], &migration[..]].concat();
     let bridge_and_queue: Vec<&str> = [&queue[..], &bridge[..]].concat();
     for (command, vars) in [
         ("queue", &queue_and_services),

@@ -32,13 +32,16 @@ pub const MARGIN_S: i64 = 5;
 /// requeued), before moving past it.
 pub const HOLD_S: i64 = 600;
 
+/// A polled master: its name (the key of its cursor) and the master.
+pub type NamedMaster = (String, Arc<dyn LegacyMaster>);
+
 /// The legacy masters the poller reads, by name: filled in by whoever makes
 /// them (the configuration's masters when the service starts, `bbb up`'s
 /// sandbox master once it runs). Cheap to clone; every clone sees the same
 /// list.
 #[derive(Clone, Default)]
 pub struct LegacyMasters {
-    list: Arc<Mutex<Vec<(String, Arc<dyn LegacyMaster>)>>>,
+    list: Arc<Mutex<Vec<NamedMaster>>>,
     added: Arc<Notify>,
 }
 
@@ -65,7 +68,7 @@ impl LegacyMasters {
     }
 
     /// The masters, in the order they were added.
-    pub fn list(&self) -> Vec<(String, Arc<dyn LegacyMaster>)> {
+    pub fn list(&self) -> Vec<NamedMaster> {
         self.list
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -339,5 +342,59 @@ impl Migration {
                 tracing::warn!(master = %name, error = %e, "could not give up the poll lease");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bbb_buildbot::{BuildId, BuildResult};
+
+    fn build(
+        branch: Option<&str>,
+        revision: Option<&str>,
+        results: Option<BuildResult>,
+    ) -> FinishedBuild {
+        FinishedBuild {
+            build_id: BuildId(7),
+            builder: "linux64-build".into(),
+            number: 3,
+            branch: branch.map(str::to_owned),
+            revision: revision.map(str::to_owned),
+            results,
+            started: 100,
+            finished: 160,
+            task_id: None,
+        }
+    }
+
+    #[test]
+    fn a_builds_branch_is_its_last_component() {
+        assert_eq!(branch_of("integration/mozilla-inbound/"), "mozilla-inbound");
+        assert_eq!(branch_of("mozilla-central"), "mozilla-central");
+    }
+
+    #[test]
+    fn a_build_becomes_an_observation_of_its_builder() {
+        let o = observation(
+            "bb",
+            &build(
+                Some("integration/m-i"),
+                Some("abc"),
+                Some(BuildResult::Warnings),
+            ),
+        )
+        .expect("an observation");
+        assert_eq!((o.side, o.source_id.as_str()), (Side::Buildbot, "bb/7"));
+        assert_eq!((o.branch.as_str(), o.revision.as_str()), ("m-i", "abc"));
+        assert_eq!(
+            (o.job.as_str(), o.builder.as_deref()),
+            ("linux64-build", Some("linux64-build"))
+        );
+        assert_eq!(o.result, Outcome::Warnings);
+        assert_eq!((o.started, o.finished), (Some(100_000), 160_000));
+        assert!(observation("bb", &build(None, Some("abc"), Some(BuildResult::Success))).is_none());
+        assert!(observation("bb", &build(Some("b"), None, Some(BuildResult::Success))).is_none());
+        assert!(observation("bb", &build(Some("b"), Some("abc"), None)).is_none());
     }
 }

@@ -71,30 +71,30 @@ impl RestMaster {
         let mut branch = text("branch");
         let mut revision = text("revision");
         let mut task_id = text("taskId");
-        if branch.is_none() || revision.is_none() {
-            if let Some(buildset) = self.buildset_of(build.request_id).await? {
-                let stamp = buildset
-                    .get("sourcestamps")
-                    .and_then(Value::as_array)
-                    .and_then(|s| s.first())
-                    .cloned()
-                    .unwrap_or(Value::Null);
-                let field = |name: &str| {
-                    stamp
-                        .get(name)
-                        .and_then(Value::as_str)
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_owned)
-                };
-                branch = branch.or_else(|| field("branch"));
-                revision = revision.or_else(|| field("revision"));
-                task_id = task_id.or_else(|| {
-                    buildset
-                        .get("reason")
-                        .and_then(Value::as_str)
-                        .and_then(task_of_reason)
-                });
-            }
+        if (branch.is_none() || revision.is_none())
+            && let Some(buildset) = self.buildset_of(build.request_id).await?
+        {
+            let stamp = buildset
+                .get("sourcestamps")
+                .and_then(Value::as_array)
+                .and_then(|s| s.first())
+                .cloned()
+                .unwrap_or(Value::Null);
+            let field = |name: &str| {
+                stamp
+                    .get(name)
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+            };
+            branch = branch.or_else(|| field("branch"));
+            revision = revision.or_else(|| field("revision"));
+            task_id = task_id.or_else(|| {
+                buildset
+                    .get("reason")
+                    .and_then(Value::as_str)
+                    .and_then(task_of_reason)
+            });
         }
         Ok(FinishedBuild {
             build_id: BuildId(build.id),

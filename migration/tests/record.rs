@@ -241,7 +241,19 @@ async fn a_shadow_branch_gives_the_expected_comparison(q: &TestQueue) {
     queue.createTask(&stray, &def).await.expect("createTask");
     tasks.push(stray);
 
-    // Every resolution recorded through the feed.
+    // Every task resolved (the stray one too, which the feed then drops)...
+    wait_for("every task resolved", || async {
+        for id in &tasks {
+            let s = queue.status(id).await.expect("status");
+            let state = &s["status"]["state"];
+            if state == "pending" || state == "running" {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    // ...and every resolution recorded through the feed.
     let feed_queue = q.running.queue.clone();
     wait_for("every resolution taken from the feed", || async {
         let (_, obs) = bbb_migration::store::window(db, BRANCH, 100)
@@ -256,10 +268,6 @@ async fn a_shadow_branch_gives_the_expected_comparison(q: &TestQueue) {
         (native == 13 && drained).then_some(())
     })
     .await;
-    for id in &tasks {
-        let s = queue.status(id).await.expect("status");
-        assert!(s["status"]["state"] != "pending" && s["status"]["state"] != "running");
-    }
     let (revisions, obs) = bbb_migration::store::window(db, BRANCH, 100).await.unwrap();
     assert_eq!(revisions, ["r4", "r3", "r2", "r1"]);
     assert_eq!(obs.len(), 12 + 13, "each build and each run once");

@@ -218,22 +218,33 @@ async fn a_shadow_branch_on_the_sandbox_master_gives_the_expected_figures() {
     .await;
     assert_eq!(src["lastError"], Value::Null);
     assert_eq!(src["failures"], 0);
-    // And the feed every resolved task (12 native, 2 bridged).
+    // And the feed every resolved task: both pairs ran on all four
+    // revisions, lint and the bridged job on the last one.
     poll_until(
         "every task recorded",
-        async || get(&root, &format!("branches/{BRANCH}/jobs")).await,
-        |(status, body)| {
-            *status == 200
-                && body["jobs"].as_array().is_some_and(|jobs| {
-                    jobs.iter().any(|j| j["label"] == "bridged-job")
-                        && jobs.iter().all(|j| j["last"].as_object().is_some())
+        async || {
+            let mut both = Vec::new();
+            for label in ["test-a", "test-b"] {
+                let (_, p) = get(&root, &format!("branches/{BRANCH}/pairs/{label}")).await;
+                both.push(p["bothRan"].clone());
+            }
+            let (_, jobs) = get(&root, &format!("branches/{BRANCH}/jobs")).await;
+            let last = |label: &str, side: &str| {
+                jobs["jobs"].as_array().and_then(|j| {
+                    j.iter()
+                        .find(|j| j["label"] == label)
+                        .map(|j| j["last"][side]["revision"].clone())
                 })
-                && body["summary"]["revisions"].as_array().map(Vec::len) == Some(4)
+            };
+            (both, last("lint", "native"), last("bridged-job", "bridged"))
+        },
+        |(both, lint, bridged)| {
+            *both == [json!(4), json!(4)]
+                && *lint == Some(json!("r4"))
+                && *bridged == Some(json!("r4"))
         },
     )
     .await;
-    // The records of the last revision's runs arrive with the feed: wait
-    // until every native and bridged run is in the pairs' runs.
     let builds = finished(env.master.as_ref()).await;
     let mut statuses = std::collections::HashMap::new();
     for (id, _, _) in &native {

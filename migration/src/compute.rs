@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Where a job runs, over the window: [`Place::Native`] when it has a native
 /// result there, else [`Place::Bridged`] when it has a bridged one, else
-/// [`Place::Buildbot`] (only the legacy master's own builds).
+/// [`Place::BuildbotOnly`] (only the legacy master's own builds).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Place {

@@ -63,10 +63,24 @@ pub fn ci_env_help() -> String {
     )
 }
 
+/// The variables of [`MigrationSection::ENV`](crate::migration::MigrationSection::ENV), for `--help`.
+pub fn migration_env_help() -> String {
+    bbb_envlayer::help(
+        "Environment (overrides the [migration] section of --config):",
+        crate::migration::MigrationSection::ENV,
+    )
+}
+
 /// `--help` of `bbb queue`: the queue's variables and those of the services
 /// it serves beside it.
 pub fn queue_and_services_env_help() -> String {
-    [queue_env_help(), hooks_env_help(), ci_env_help()].join("\n\n")
+    [
+        queue_env_help(),
+        hooks_env_help(),
+        ci_env_help(),
+        migration_env_help(),
+    ]
+    .join("\n\n")
 }
 
 /// `--help` of `bbb migrate`, which reads the queue's and the bridge's
@@ -84,6 +98,7 @@ pub fn all_env_help() -> String {
         ci_env_help(),
         worker_env_help(),
         bridge_env_help(),
+        migration_env_help(),
     ]
     .join("\n\n")
 }
@@ -109,6 +124,8 @@ pub struct FileConfig {
     pub hooks: Option<toml::Table>,
     /// `[ci]`: repositories, push sources and decision tasks.
     pub ci: Option<toml::Table>,
+    /// `[migration]`: the migration record and the legacy masters it polls.
+    pub migration: Option<toml::Table>,
     /// The file it was read from.
     #[serde(skip)]
     pub path: Option<PathBuf>,
@@ -127,6 +144,8 @@ pub struct Printable {
     pub hooks: HooksConfig,
     /// The CI section (repositories, push sources).
     pub ci: bbb_ci::CiConfig,
+    /// The migration section.
+    pub migration: crate::migration::MigrationSection,
 }
 
 impl FileConfig {
@@ -185,6 +204,16 @@ impl FileConfig {
             .try_into()
             .context("the [hooks] section")?;
         cfg.apply_env().map_err(anyhow::Error::msg)?;
+        Ok(cfg)
+    }
+
+    /// The migration record's section: file, then environment.
+    pub fn migration_section(&self) -> anyhow::Result<crate::migration::MigrationSection> {
+        let table = self.migration.clone().unwrap_or_default();
+        let mut cfg: crate::migration::MigrationSection = toml::Value::Table(table)
+            .try_into()
+            .context("the [migration] section")?;
+        cfg.apply_env()?;
         Ok(cfg)
     }
 

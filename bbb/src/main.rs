@@ -8,6 +8,7 @@ mod config;
 mod demo;
 mod demo_repo;
 mod logging;
+mod migration;
 mod private;
 mod roles;
 mod services;

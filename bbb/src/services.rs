@@ -9,16 +9,33 @@ use crate::config::FileConfig;
 /// decision tasks), the migration record (tasks on the bridge's task queue
 /// count as bridged) and the built-in workers (`built-in/succeed`,
 /// `built-in/fail`).
+///
+/// The migration record polls the masters of its `[migration]` section and
+/// the bridge's own (built from `[bridge]`).
 pub fn mounts(file: &FileConfig) -> anyhow::Result<Vec<bbb_queue::Mount>> {
+    mounts_polling(file, bbb_migration::LegacyMasters::default(), false)
+}
+
+/// [`mounts`], the migration record polling `masters` too; with
+/// `bridge_later`, the bridge's master is not built from the configuration
+/// but added to `masters` by the caller once it runs (`bbb up`,
+/// [`crate::migration::add_bridge_master`]).
+pub fn mounts_polling(
+    file: &FileConfig,
+    masters: bbb_migration::LegacyMasters,
+    bridge_later: bool,
+) -> anyhow::Result<Vec<bbb_queue::Mount>> {
     Ok(vec![
         bbb_auth_api::mount(),
         bbb_hooks::mount(file.hooks_config()?),
         bbb_index::mount(),
         bbb_ci::mount(file.ci_config()?),
-        bbb_migration::mount(bbb_migration::MigrationConfig {
-            bridge_task_queues: vec![file.bridge_config()?.task_queue_id],
-            ..Default::default()
-        }),
+        crate::migration::mount(
+            &file.migration_section()?,
+            &file.bridge_config()?,
+            masters,
+            bridge_later,
+        )?,
         bbb_queue::builtin::mount(),
     ])
 }

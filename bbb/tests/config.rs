@@ -43,6 +43,7 @@ const SECRETS: &[&str] = &[
     "webhook-pw",
     "hg-pw",
     "hook-pw",
+    "migration-pw",
 ];
 
 #[test]
@@ -80,6 +81,15 @@ kind = "hg"
 trust_domain = "t"
 level = 1
 webhook_secret = "hook-pw"
+[migration]
+revisions = 20
+
+[[migration.masters]]
+name = "bb4-try"
+buildbot_kind = "rest"
+buildbot_url = "http://bb4-try:8010/api/v2"
+buildbot_user = "bbb"
+buildbot_password = "migration-pw"
 "#,
     )
     .unwrap();
@@ -100,6 +110,7 @@ webhook_secret = "hook-pw"
             ("BBB_BUILDBOT_PASSWORD", "rest-pw"),
             ("BBB_CI_HGPUSHES_AMQP_URL", "amqp://hg:hg-pw@pulse/%2f"),
             ("BBB_CI_HGPUSHES_QUEUE", "queue/bbb/hg-test"),
+            ("BBB_MIGRATION_POLL_INTERVAL_MS", "5000"),
         ],
     );
     let _ = std::fs::remove_dir_all(&dir);
@@ -129,6 +140,11 @@ webhook_secret = "hook-pw"
         "trust_domain = \"t\"",
         "hgpushes_amqp_url = \"amqp://hg:***@pulse/%2f\"",
         "hgpushes_queue = \"queue/bbb/hg-test\"",
+        // The [migration] section, the environment over the file.
+        "[migration]",
+        "revisions = 20",
+        "poll_interval_ms = 5000",
+        "name = \"bb4-try\"",
     ] {
         assert!(stdout.contains(shown), "{shown} missing:\n{stdout}");
     }
@@ -177,8 +193,23 @@ fn every_variable_is_in_the_help_of_the_commands_that_read_it() {
     let bridge = names(BridgeConfig::ENV);
     let hooks = names(HooksConfig::ENV);
     let ci = names(bbb_ci::CiConfig::ENV);
-    let all: Vec<&str> = [&queue[..], &hooks[..], &ci[..], &worker[..], &bridge[..]].concat();
-    let queue_and_services: Vec<&str> = [&queue[..], &hooks[..], &ci[..]].concat();
+    // The [migration] section's (its table is the binary's own).
+    let migration = [
+        "BBB_MIGRATION_MAPPING_FILE",
+        "BBB_MIGRATION_REVISIONS",
+        "BBB_MIGRATION_POLL",
+        "BBB_MIGRATION_POLL_INTERVAL_MS",
+    ];
+    let all: Vec<&str> = [
+        &queue[..],
+        &hooks[..],
+        &ci[..],
+        &worker[..],
+        &bridge[..],
+        &migration[..],
+    ]
+    .concat();
+    let queue_and_services: Vec<&str> = [&queue[..], &hooks[..], &ci[..], &migration[..]].concat();
     let bridge_and_queue: Vec<&str> = [&queue[..], &bridge[..]].concat();
     for (command, vars) in [
         ("queue", &queue_and_services),

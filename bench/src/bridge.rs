@@ -163,6 +163,14 @@ impl LegacyMaster for TimedMaster {
         self.inner.accepts_builder(buildername).await
     }
 
+    async fn finished_builds(
+        &self,
+        after: bbb_buildbot::FinishedCursor,
+        limit: usize,
+    ) -> bbb_buildbot::Result<Vec<bbb_buildbot::FinishedBuild>> {
+        self.inner.finished_builds(after, limit).await
+    }
+
     async fn submit(&self, spec: &BuildRequestSpec) -> bbb_buildbot::Result<BuildRequestId> {
         self.timeline
             .mark(&spec.task_id, |m| first(&mut m.submit_start));

@@ -4,6 +4,7 @@ mod builders;
 mod common;
 mod error;
 mod events;
+mod finished;
 pub mod messages;
 mod rest;
 pub mod sandbox;
@@ -24,6 +25,7 @@ pub use crate::builders::BuilderSource;
 pub use crate::common::{PollOptions, PulseOptions};
 pub use crate::error::{LegacyError, Result};
 pub use crate::events::EventStream;
+pub use crate::finished::{FinishedBuild, FinishedCursor, task_of_reason};
 pub use crate::rest::{
     DEFAULT_PROPERTIES_PARAMETER, DEFAULT_SCHEDULER, REPORTER_BINDINGS, RestAuth, RestMaster,
     RestMasterConfig, SUBMITTED_AT_PROPERTY,
@@ -110,6 +112,18 @@ pub trait LegacyMaster: Send + Sync {
     ) -> Result<Option<std::collections::BTreeMap<String, serde_json::Value>>> {
         Ok(None)
     }
+
+    /// Up to `limit` finished builds after `after`, in the order (finish
+    /// time, build id), with their results, branch, revision and the task of
+    /// the bridge's requests (for the migration record, which skips those
+    /// and records the builds the master ran by itself). A build whose
+    /// outcome the master has not written yet comes with `results: None`.
+    /// Reading again from an earlier cursor gives the same builds again.
+    async fn finished_builds(
+        &self,
+        after: FinishedCursor,
+        limit: usize,
+    ) -> Result<Vec<FinishedBuild>>;
 
     /// Starts the adapter's event sources and returns their merged stream.
     /// Dropping the stream stops the sources. Each call starts new sources,

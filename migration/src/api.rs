@@ -6,7 +6,7 @@
 
 use crate::compute::{self, Job};
 use crate::model::Pairing;
-use crate::{DEFAULT_REVISIONS, Migration, store};
+use crate::{Migration, sources, store};
 use bbb_service::{ApiError, Call, Reply, Result, Service, delete, get, put, scope};
 use serde::Deserialize;
 use serde_json::json;
@@ -25,6 +25,7 @@ pub fn service(migration: Migration) -> Service<Migration> {
         get("/branches/<branch>/jobs", "listJobs").to(list_jobs),
         get("/branches/<branch>/pairs/<label..>", "comparePair").to(compare_pair),
         get("/mapping", "listMapping").to(list_mapping),
+        get("/sources", "listSources").to(list_sources),
         put("/mapping/<branch>/<label..>", "setMapping")
             .scopes(manage())
             .to(set_mapping),
@@ -34,10 +35,18 @@ pub fn service(migration: Migration) -> Service<Migration> {
     ])
 }
 
-/// The query parameter `revisions` (default [`DEFAULT_REVISIONS`]).
-fn revisions(call: &Call) -> Result<i64> {
+/// `listSources`: the polled legacy masters, their cursors, counts, last
+/// poll and error.
+async fn list_sources(m: Migration, _call: Call) -> Result<Reply> {
+    let sources = sources::sources(&m.queue.db).await?;
+    Ok(Reply::json(json!({"sources": sources})))
+}
+
+/// The query parameter `revisions` (default: the configured window,
+/// [`MigrationConfig::revisions`](crate::MigrationConfig::revisions)).
+fn revisions(m: &Migration, call: &Call) -> Result<i64> {
     let Some(v) = call.query.get("revisions") else {
-        return Ok(DEFAULT_REVISIONS);
+        return Ok(m.cfg.revisions);
     };
     v.parse::<i64>()
         .ok()
@@ -57,13 +66,13 @@ async fn branch_jobs(
 ) -> Result<(compute::BranchSummary, Vec<Job>)> {
     let (revs, observations) = store::window(&m.queue.db, branch, n).await?;
     let mapping = store::mapping_for(&store::mapping(&m.queue.db).await?, branch);
-    let jobs = compute::jobs(&observations, &mapping);
+    let jobs = compute::jobs(&revs, &observations, &mapping);
     Ok((compute::summary(branch, revs, &jobs), jobs))
 }
 
 /// `listBranches`: every branch with observations, and its shares.
 async fn list_branches(m: Migration, call: Call) -> Result<Reply> {
-    let n = revisions(&call)?;
+    let n = revisions(&m, &call)?;
     let mut branches = Vec::new();
     for b in store::branches(&m.queue.db).await? {
         branches.push(branch_jobs(&m, &b, n).await?.0);
@@ -73,7 +82,7 @@ async fn list_branches(m: Migration, call: Call) -> Result<Reply> {
 
 /// `listJobs`: a branch's shares and its jobs with their last results.
 async fn list_jobs(m: Migration, call: Call) -> Result<Reply> {
-    let n = revisions(&call)?;
+    let n = revisions(&m, &call)?;
     let (summary, jobs) = branch_jobs(&m, call.param("branch"), n).await?;
     if summary.revisions.is_empty() {
         return Err(ApiError::NotFound(format!(
@@ -86,11 +95,11 @@ async fn list_jobs(m: Migration, call: Call) -> Result<Reply> {
 
 /// `comparePair`: the pair of a label on a branch, compared over the window.
 async fn compare_pair(m: Migration, call: Call) -> Result<Reply> {
-    let n = revisions(&call)?;
+    let n = revisions(&m, &call)?;
     let (branch, label) = (call.param("branch"), call.param("label"));
     let (revs, observations) = store::window(&m.queue.db, branch, n).await?;
     let mapping = store::mapping_for(&store::mapping(&m.queue.db).await?, branch);
-    let jobs = compute::jobs(&observations, &mapping);
+    let jobs = compute::jobs(&revs, &observations, &mapping);
     let builder = jobs
         .iter()
         .find(|j| j.is_pair() && j.label.as_deref() == Some(label))

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Where a job runs, over the window: [`Place::Native`] when it has a native
 /// result there, else [`Place::Bridged`] when it has a bridged one, else
-/// [`Place::Buildbot`] (only the legacy master's own builds).
+/// [`Place::BuildbotOnly`] (only the legacy master's own builds).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Place {
@@ -92,7 +92,22 @@ pub struct Shares<T> {
 /// The jobs of a branch's window: observations grouped into jobs, with the
 /// pairs of `mapping` (label → builder, as [`crate::store::mapping_for`]
 /// gives) and of the bridged tasks' builders. Sorted by label, then builder.
-pub fn jobs(observations: &[Observation], mapping: &[(String, String)]) -> Vec<Job> {
+/// A job's last result on a side is its result on the newest of
+/// `revisions` (the window, newest first) where that side ran, the latest
+/// finished there (a rerun replaces a run).
+pub fn jobs(
+    revisions: &[String],
+    observations: &[Observation],
+    mapping: &[(String, String)],
+) -> Vec<Job> {
+    let rank = |revision: &str| {
+        std::cmp::Reverse(
+            revisions
+                .iter()
+                .position(|r| r == revision)
+                .unwrap_or(usize::MAX),
+        )
+    };
     let (builder_of, label_of) = pairs(observations, mapping);
     let mut groups: BTreeMap<(Option<String>, Option<String>), Vec<&Observation>> = BTreeMap::new();
     for o in observations {
@@ -115,9 +130,10 @@ pub fn jobs(observations: &[Observation], mapping: &[(String, String)]) -> Vec<J
             };
             let mut last: BTreeMap<Side, LastResult> = BTreeMap::new();
             for o in &obs {
-                let newer = last
-                    .get(&o.side)
-                    .is_none_or(|l| (o.finished, &o.source_id) > (l.finished, &l.source_id));
+                let newer = last.get(&o.side).is_none_or(|l| {
+                    (rank(&o.revision), o.finished, &o.source_id)
+                        > (rank(&l.revision), l.finished, &l.source_id)
+                });
                 if newer {
                     last.insert(
                         o.side,
@@ -400,7 +416,7 @@ mod tests {
         // Runtimes: old 300 and 100 (median 200), new 90 and 60 (median 75).
         assert_eq!(c.runtime_ratio, Some(75.0 / 200.0));
         assert_eq!(c.runs[1].new.source_id, "t/1");
-        let jobs = jobs(&o, &mapping);
+        let jobs = jobs(&[], &o, &mapping);
         assert_eq!(jobs.len(), 1);
         assert_eq!(jobs[0].runs_on, Place::Native);
         assert_eq!(jobs[0].last[&Side::Native].source_id, "t/1");

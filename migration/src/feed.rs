@@ -71,7 +71,11 @@ pub fn observe(task: &Task, run_id: i64, bridge_task_queues: &[String]) -> Optio
             bridged
                 .then(|| payload(&["properties", "branch"]))
                 .flatten()
-        });
+        })
+        // A payload's branch is the master's (`integration/mozilla-inbound`):
+        // the record's is its last component, as for the master's own builds.
+        .map(|b| crate::poller::branch_of(&b).to_string())
+        .filter(|b| !b.is_empty());
     let revision = treeherder
         .map(|t| t.1)
         .or_else(|| tag("revision"))

@@ -5,9 +5,12 @@ pub mod api;
 pub mod compute;
 pub mod feed;
 pub mod model;
+pub mod poller;
+pub mod sources;
 pub mod store;
 
 pub use model::{ALL_BRANCHES, Observation, Outcome, Pairing, Side};
+pub use poller::{LegacyMasters, PollReport, PollSettings};
 pub use store::ingest;
 
 use bbb_auth::Authenticator;
@@ -38,6 +41,11 @@ pub struct MigrationConfig {
     /// record opens (entries made through the API with the same branch and
     /// label are replaced by them).
     pub mapping: Vec<Pairing>,
+    /// How many revisions a branch's figures cover when a request does not
+    /// say (1 to [`api::MAX_REVISIONS`]).
+    pub revisions: i64,
+    /// Polling the legacy masters' finished builds, or `None` for none.
+    pub poll: Option<PollSettings>,
 }
 
 impl Default for MigrationConfig {
@@ -45,6 +53,18 @@ impl Default for MigrationConfig {
         MigrationConfig {
             bridge_task_queues: vec![BRIDGE_TASK_QUEUE.to_string()],
             mapping: Vec::new(),
+            revisions: DEFAULT_REVISIONS,
+            poll: Some(PollSettings::default()),
+        }
+    }
+}
+
+impl Default for PollSettings {
+    fn default() -> Self {
+        PollSettings {
+            interval_ms: 60_000,
+            max_backoff_ms: 15 * 60_000,
+            first_lookback_s: 7 * 24 * 3600,
         }
     }
 }
@@ -120,14 +140,30 @@ pub async fn migrate(db: &Db) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("migration record migrations: {e}"))
 }
 
-/// The record as a service served beside the queue: its API and the feed consumer.
+/// The record as a service served beside the queue: its API and the feed
+/// consumer (no legacy master polled).
 pub fn mount(cfg: MigrationConfig) -> Mount {
+    mount_with_masters(cfg, LegacyMasters::default())
+}
+
+/// The record as a service served beside the queue: its API, the feed
+/// consumer and, when `cfg.poll` is set, the poller of `masters`' finished
+/// builds (masters may be added to the list later).
+pub fn mount_with_masters(cfg: MigrationConfig, masters: LegacyMasters) -> Mount {
     Box::new(|shared: Shared| {
         Box::pin(async move {
+            let poll = cfg.poll.clone();
             let migration = Migration::open(&shared, cfg).await?;
-            let tasks = vec![tokio::spawn(
+            let mut tasks = vec![tokio::spawn(
                 migration.clone().run_feed(shared.stop.clone()),
             )];
+            if let Some(settings) = poll {
+                tasks.push(tokio::spawn(migration.clone().run_poller(
+                    masters,
+                    settings,
+                    shared.stop.clone(),
+                )));
+            }
             Ok(Mounted {
                 routes: api::service(migration).routes_only(),
                 tasks,

@@ -12,6 +12,7 @@ pub fn run(file: &FileConfig, print: bool) -> anyhow::Result<()> {
         bridge: file.bridge_config()?,
         hooks: file.hooks_config()?,
         ci: file.ci_config()?,
+        migration: file.migration_section()?,
     };
     if print {
         println!("{}", toml::to_string_pretty(&printable)?);

@@ -93,7 +93,8 @@ pub async fn run(file: FileConfig, data_dir: PathBuf, demo: bool) -> anyhow::Res
         None => kept_root_token(&data_dir)?,
     };
     qcfg.root_access_token = Some(token.clone().into());
-    let mounts = crate::services::mounts(&file)?;
+    let legacy_masters = bbb_migration::LegacyMasters::default();
+    let mounts = crate::services::mounts_polling(&file, legacy_masters.clone(), true)?;
     let running = bbb_queue::start_with(qcfg, bbb_queue::Clock::system(), mounts).await?;
 
     wcfg.root_url = running.root_url.clone();
@@ -108,6 +109,8 @@ pub async fn run(file: FileConfig, data_dir: PathBuf, demo: bool) -> anyhow::Res
     bcfg.queue_client_id = "root".into();
     bcfg.queue_access_token = token.clone().into();
     let master = roles::legacy_master(&bcfg, &running.bus).await?;
+    let migration = file.migration_section()?;
+    crate::migration::add_bridge_master(&migration, &bcfg, &legacy_masters, master.clone());
     let bridge = roles::start(&bcfg, RoleSet::ALL, running.bus.clone(), master).await?;
 
     println!("bbb is up.");

@@ -13,6 +13,7 @@
 //! reconciles what the reporter's messages missed.
 
 mod client;
+mod finished;
 mod poller;
 
 use std::collections::HashMap;
@@ -465,6 +466,14 @@ impl LegacyMaster for RestMaster {
             .all_build_properties(build.0)
             .await?
             .map(|props| props.into_iter().collect()))
+    }
+
+    async fn finished_builds(
+        &self,
+        after: crate::FinishedCursor,
+        limit: usize,
+    ) -> Result<Vec<crate::FinishedBuild>> {
+        self.read_finished_builds(after, limit).await
     }
 
     async fn events(&self) -> Result<LegacyEventStream> {

@@ -165,6 +165,14 @@ impl LegacyMaster for SandboxMaster {
         })
     }
 
+    async fn finished_builds(
+        &self,
+        after: crate::FinishedCursor,
+        limit: usize,
+    ) -> Result<Vec<crate::FinishedBuild>> {
+        Ok(self.read_finished_builds(after, limit))
+    }
+
     async fn build_properties(&self, build: BuildId) -> Result<Option<BTreeMap<String, Value>>> {
         let state = self.shared.lock();
         Ok(state

@@ -14,6 +14,7 @@
 
 mod api;
 mod config;
+mod own;
 mod scheduler;
 mod state;
 
@@ -25,6 +26,7 @@ use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
 
 pub use self::config::{RunningBuild, SandboxBuilder, SandboxConfig, SandboxStats, StoredRequest};
+pub use self::own::OwnRequest;
 use self::state::{
     BuilderState, Shared, State, Status, cancel_pending, encode_segment, end_as, request_stop,
     signal_builds,

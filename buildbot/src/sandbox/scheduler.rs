@@ -145,7 +145,8 @@ pub(super) fn start_build(
         build_number: number,
         build_ids: served.iter().map(|(_, id)| BuildId(*id)).collect(),
         master: Some(shared.master_name.clone()),
-        task_id: Some(task_id),
+        // A request of the master's own schedulers names no task.
+        task_id: Some(task_id).filter(|t| !t.is_empty()),
         source: EventSource::Pulse,
     });
     tracing::info!(build_request.ids = ?brids, %builder, build.number = number, build.id = lead_build_id, attempt, %result, ?duration, "sandbox build started");
@@ -238,7 +239,7 @@ fn finish_build(shared: &Shared, build_id: u64) {
         build_ids: entry.requests.iter().map(|(_, id)| BuildId(*id)).collect(),
         results,
         master: Some(shared.master_name.clone()),
-        task_id,
+        task_id: task_id.filter(|t| !t.is_empty()),
         properties,
         log_url: Some(log_url),
         source: EventSource::Pulse,

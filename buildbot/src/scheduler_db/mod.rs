@@ -1,5 +1,6 @@
 //! The Buildbot 0.8 scheduler-DB adapter, and its DB poller.
 
+mod finished;
 mod poller;
 
 use std::collections::BTreeMap;
@@ -537,6 +538,14 @@ impl LegacyMaster for SchedulerDb {
             stopped.push(build.build_id);
         }
         Ok(StopOutcome::Requested(stopped))
+    }
+
+    async fn finished_builds(
+        &self,
+        after: crate::FinishedCursor,
+        limit: usize,
+    ) -> Result<Vec<crate::FinishedBuild>> {
+        self.read_finished_builds(after, limit).await
     }
 
     async fn events(&self) -> Result<LegacyEventStream> {

@@ -189,6 +189,10 @@ pub struct Options {
     pub ignored: Vec<String>,
     /// Run the TC and Buildbot listeners in the background.
     pub listeners: bool,
+    /// Services served beside the queue (e.g. the migration record).
+    pub mounts: Vec<bbb_queue::Mount>,
+    /// More builders of the sandbox kind's master (with its defaults).
+    pub sandbox_builders: Vec<String>,
 }
 
 impl Options {
@@ -207,6 +211,8 @@ impl Default for Options {
             restricted: vec![],
             ignored: vec![],
             listeners: true,
+            mounts: Vec::new(),
+            sandbox_builders: Vec::new(),
         }
     }
 }
@@ -277,9 +283,11 @@ pub async fn poll_until<T: std::fmt::Debug>(
 
 impl Env {
     /// Starts everything for `kind`.
-    pub async fn start(kind: MasterKind, opts: Options) -> Env {
+    pub async fn start(kind: MasterKind, mut opts: Options) -> Env {
         init_tracing();
-        let q = TestQueue::with(TestOptions::default()).await.unwrap();
+        let q = TestQueue::with_mounts(TestOptions::default(), std::mem::take(&mut opts.mounts))
+            .await
+            .unwrap();
         let client =
             taskcluster::Queue::new(taskcluster::ClientBuilder::new(&q.root_url).credentials(
                 taskcluster::Credentials::new(&q.root_client_id, &q.root_access_token),
@@ -342,11 +350,15 @@ impl Env {
                 let sandbox = Arc::new(
                     SandboxMaster::start(SandboxConfig {
                         log_url_base: Some(SANDBOX_LOG_BASE.to_owned()),
-                        ..SandboxConfig::with_builders([
-                            SandboxBuilder::new(kind.builder()),
-                            SandboxBuilder::new(kind.other_builder()),
-                            SandboxBuilder::new(kind.offline_builder()).with_slots(0),
-                        ])
+                        ..SandboxConfig::with_builders(
+                            [
+                                SandboxBuilder::new(kind.builder()),
+                                SandboxBuilder::new(kind.other_builder()),
+                                SandboxBuilder::new(kind.offline_builder()).with_slots(0),
+                            ]
+                            .into_iter()
+                            .chain(opts.sandbox_builders.iter().map(SandboxBuilder::new)),
+                        )
                     })
                     .await,
                 );
@@ -666,6 +678,95 @@ impl Env {
 
     fn sandbox(&self) -> &SandboxMaster {
         self.sandbox.as_ref().expect("a sandbox scenario")
+    }
+
+    /// Submits a build request as the master's own schedulers would (no
+    /// task behind it): `builder` at `revision` of `branch`, scripted to end
+    /// with `result` after about `duration_ms`. On 0.8 the rows a scheduler
+    /// writes (source stamp, buildset with its reason, properties, request);
+    /// on Buildbot 4 a `force` call with another reason and no `taskId`; on
+    /// the sandbox its own scheduling.
+    pub async fn schedule_own_build(
+        &self,
+        builder: &str,
+        branch: &str,
+        revision: &str,
+        result: BuildResult,
+        duration_ms: u64,
+    ) {
+        match self.kind {
+            MasterKind::Simulator => {
+                let now = chrono::Utc::now().timestamp();
+                let prop = |name: &str, value: Value| {
+                    format!(
+                        "INSERT INTO buildset_properties (buildsetid, property_name, property_value) \
+                         VALUES (@bs, '{name}', '{}')",
+                        json!([value, "Scheduler"])
+                    )
+                };
+                self.sched_transaction([
+                    format!(
+                        "INSERT INTO sourcestamps (branch, revision, repository, project) \
+                         VALUES ('{branch}', '{revision}', '', '')"
+                    ),
+                    "SET @ss = LAST_INSERT_ID()".to_owned(),
+                    format!(
+                        "INSERT INTO buildsets (external_idstring, reason, sourcestampid, submitted_at) \
+                         VALUES (NULL, 'scheduler', @ss, {now})"
+                    ),
+                    "SET @bs = LAST_INSERT_ID()".to_owned(),
+                    prop("sim_result", json!(result.name())),
+                    prop("sim_duration_ms", json!(duration_ms)),
+                    format!(
+                        "INSERT INTO buildrequests (buildsetid, buildername, priority, submitted_at) \
+                         VALUES (@bs, '{builder}', 0, {now})"
+                    ),
+                ])
+                .await;
+            }
+            MasterKind::Buildbot4 => {
+                let mut props = self.kind.script_result(result);
+                props["bb_sleep"] = json!((duration_ms as f64 / 1000.0).ceil() as u64);
+                let url = format!("{}/forceschedulers/bbb", self.bb4().api_url);
+                let call = json!({"jsonrpc": "2.0", "id": 1, "method": "force", "params": {
+                    "builderNames": [builder], "reason": "scheduler", "branch": branch,
+                    "revision": revision, "repository": "", "project": "",
+                    "bbb_properties": props,
+                }});
+                let answer: Value = self
+                    .http
+                    .post(&url)
+                    .json(&call)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                assert!(
+                    answer.get("error").is_none_or(Value::is_null),
+                    "force on {url}: {answer}"
+                );
+            }
+            MasterKind::Sandbox => {
+                let mut properties = std::collections::BTreeMap::new();
+                properties.insert("sim_result".to_owned(), json!(result.name()));
+                properties.insert("sim_duration_ms".to_owned(), json!(duration_ms));
+                self.sandbox()
+                    .schedule(bbb_buildbot::sandbox::OwnRequest {
+                        buildername: builder.to_owned(),
+                        sourcestamp: bbb_buildbot::SourceStamp {
+                            branch: Some(branch.to_owned()),
+                            revision: Some(revision.to_owned()),
+                            ..Default::default()
+                        },
+                        properties,
+                        reason: "scheduler".to_owned(),
+                        priority: 0,
+                    })
+                    .unwrap();
+            }
+        }
     }
 
     /// The request as the sandbox stores it.

@@ -2,6 +2,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod bridge;
+pub mod ci;
 pub mod client;
 pub mod cpu;
 pub mod hooks;

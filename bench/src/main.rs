@@ -2,7 +2,7 @@
 //! and ratios; see the crate README. A binary of its own, so the product binary
 //! `bbb` links no benchmark or test-support code.
 
-use bbb_bench::{bridge, hooks, index, queue};
+use bbb_bench::{bridge, ci, hooks, index, queue};
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// mimalloc, as in the `bbb` binary: the queue benchmark runs the queue server
@@ -90,6 +90,22 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         rows: usize,
     },
+    /// The CI service: push webhook to decision task latency, one push at a
+    /// time, and pushes per second decided in a burst on several branches, on
+    /// SQLite and PostgreSQL.
+    Ci {
+        #[command(flatten)]
+        backends: Backends,
+        /// Pushes delivered one at a time (the latency figures).
+        #[arg(long, default_value_t = 100)]
+        sequential: usize,
+        /// Pushes delivered in a burst (the throughput figure).
+        #[arg(long, default_value_t = 200)]
+        burst: usize,
+        /// Branches the burst is spread over.
+        #[arg(long, default_value_t = 4)]
+        branches: usize,
+    },
     /// The hooks service: triggerHook latency (template rendered, task created
     /// through the queue's API, firing recorded) and how late scheduled hooks
     /// fire, on SQLite and PostgreSQL.
@@ -165,7 +181,7 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BBB_LOG")
-                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+                .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -236,6 +252,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 ..bridge::Options::default()
             };
             bridge::run(opts).await?;
+        }
+        Command::Ci {
+            backends,
+            sequential,
+            burst,
+            branches,
+        } => {
+            ci::run(ci::Options {
+                backends: backends.names(),
+                sequential,
+                burst,
+                branches,
+            })
+            .await?;
         }
         Command::Hooks {
             backends,

@@ -437,6 +437,26 @@ async fn a_retry_seen_before_its_build_start_still_retries_the_run(kind: MasterK
     env.stop().await;
 }
 
+/// Applies late copies of the first build's start and RETRY to run 1's row
+/// (the request serves run 1 now); returns their outcomes.
+async fn late_copies_of_the_first_build(
+    env: &Env,
+    task_id: &str,
+    brid: BuildRequestId,
+    first: StartedBuild,
+) -> [Outcome; 2] {
+    [
+        env.bridge
+            .build_started(env.row(task_id, 1).await, brid, first)
+            .await
+            .unwrap(),
+        env.bridge
+            .build_retried(&env.row(task_id, 1).await, first.number)
+            .await
+            .unwrap(),
+    ]
+}
+
 /// The race behind a retried task ending with two `worker-shutdown` runs under
 /// load: one listener reads run 0's row while it is still `Requested`, another
 /// applies the first build's start meanwhile, and the first then applies the
@@ -495,16 +515,7 @@ async fn a_later_build_seen_from_a_stale_view_retries_the_run_it_follows(kind: M
     );
 
     // Late copies of the first build's start and RETRY, and a reflector pass.
-    let late = [
-        env.bridge
-            .build_started(env.row(&task_id, 1).await, brid, first)
-            .await
-            .unwrap(),
-        env.bridge
-            .build_retried(&env.row(&task_id, 1).await, first.number)
-            .await
-            .unwrap(),
-    ];
+    let late = late_copies_of_the_first_build(&env, &task_id, brid, first).await;
     let report = reflector.pass().await;
     assert_eq!(report.errors, 0, "{report:?}");
     let status = env.status(&task_id).await;
@@ -610,15 +621,10 @@ async fn a_finish_applied_before_the_retry_resolves_the_next_run(kind: MasterKin
 
         // Late copies of the first build's start and RETRY, of the
         // completion, and a reflector pass.
+        let [started, retried] = late_copies_of_the_first_build(&env, &task_id, brid, first).await;
         let late = [
-            env.bridge
-                .build_started(env.row(&task_id, 1).await, brid, first)
-                .await
-                .unwrap(),
-            env.bridge
-                .build_retried(&env.row(&task_id, 1).await, first.number)
-                .await
-                .unwrap(),
+            started,
+            retried,
             env.bridge
                 .build_finished(
                     &env.row(&task_id, 1).await,

@@ -52,6 +52,54 @@ REPO = Path(__file__).resolve().parents[2]
 RESOLVER_INTERVAL_MS = 200
 
 
+# --- bbb's CI service -------------------------------------------------------------
+
+
+def _ci_entry(name: str, method: str, route: str, args: list[str], **more: Any) -> dict:
+    return {"type": "function", "name": name, "method": method, "route": route, "args": args, **more}
+
+
+#: A client of bbb's CI service (``/api/ci/v1/``), which has no official
+#: client: the official library's generic client, made from a reference of
+#: the methods the suite calls, as upstream's generated clients are.
+CI = taskcluster.client.createApiClient(
+    "CI",
+    {
+        "reference": {
+            "serviceName": "ci",
+            "apiVersion": "v1",
+            "entries": [
+                _ci_entry("repository", "get", "/repositories/<project>", ["project"]),
+                _ci_entry(
+                    "createOrUpdateRepository", "put", "/repositories/<project>", ["project"], input="repository"
+                ),
+                _ci_entry(
+                    "listPushes",
+                    "get",
+                    "/repositories/<project>/pushes",
+                    ["project"],
+                    query=["branch", "limit", "continuationToken"],
+                ),
+            ],
+        }
+    },
+)
+
+
+def decided_push(ci, project: str, branch: str, revision: str, timeout: float = 120) -> dict:
+    """Waits until the push of ``revision`` to ``branch`` is decided (or
+    observed, on a ``buildbot`` branch) and returns it; a failed push fails."""
+
+    def find():
+        for push in ci.listPushes(project, query={"branch": branch})["pushes"]:
+            if push["revision"] == revision:
+                assert push["state"] != "failed", push
+                return push if push["state"] in ("decided", "observed") else None
+        return None
+
+    return wait_for(find, timeout, f"the push of {revision} to {project}/{branch}", interval=0.5)
+
+
 # --- time and ids ---------------------------------------------------------------
 
 

@@ -32,7 +32,7 @@ import requests
 import taskcluster
 import yaml
 
-from bbbtest import REPO, UpProcess, free_port, task_definition, wait_for, wait_for_state
+from bbbtest import CI, REPO, UpProcess, decided_push, free_port, task_definition, wait_for, wait_for_state
 
 PROJECT = REPO / "tests" / "taskgraph" / "project"
 #: The repository's public URL (what taskgraph and the scopes name).
@@ -71,7 +71,7 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 def project_repo():
     """The project committed to a git repository, served read-only over
     HTTP (git's dumb protocol), so tasks running as other users can clone it.
-    Yields ``(clone_url, revision)``."""
+    Yields ``(clone_url, revision, work tree, served bare repository)``."""
     root = Path(tempfile.mkdtemp(prefix="bbb-taskgraph-"))
     work = root / "work"
     shutil.copytree(PROJECT, work)
@@ -90,7 +90,7 @@ def project_repo():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{port}/repo.git", revision
+    yield f"http://127.0.0.1:{port}/repo.git", revision, work, bare
     server.shutdown()
     shutil.rmtree(root, ignore_errors=True)
 
@@ -121,7 +121,7 @@ def taskgraph_bin() -> Path:
 def up(tmp_path_factory, taskgraph_bin):
     """``bbb up`` whose worker finds ``taskgraph`` and ``git`` on its PATH."""
     workdir = tmp_path_factory.mktemp("taskgraph-up")
-    with UpProcess(workdir, PATH=f"{taskgraph_bin}:{os.environ['PATH']}") as up:
+    with UpProcess(workdir, PATH=f"{taskgraph_bin}:{os.environ['PATH']}", BBB_CI_POLL_INTERVAL_MS="500") as up:
         yield up
 
 
@@ -142,37 +142,6 @@ def tcyml_hash() -> str:
     return hashlib.sha256((PROJECT / ".taskcluster.yml").read_bytes()).hexdigest()[:10]
 
 
-#: A client of bbb's CI service (``/api/ci/v1/``), which has no official
-#: client: the official library's generic client made from a reference of
-#: the two methods the test calls.
-CI = taskcluster.client.createApiClient(
-    "CI",
-    {
-        "reference": {
-            "serviceName": "ci",
-            "apiVersion": "v1",
-            "entries": [
-                {
-                    "type": "function",
-                    "name": "createOrUpdateRepository",
-                    "method": "put",
-                    "route": "/repositories/<project>",
-                    "args": ["project"],
-                    "input": "repository",
-                },
-                {
-                    "type": "function",
-                    "name": "repository",
-                    "method": "get",
-                    "route": "/repositories/<project>",
-                    "args": ["project"],
-                },
-            ],
-        }
-    },
-)
-
-
 def action_hook_id(permission: str) -> str:
     return f"in-tree-action-{LEVEL}-{permission}/{tcyml_hash()}"
 
@@ -185,7 +154,7 @@ def project(up, project_repo):
     ``.taskcluster.yml`` and their roles. Yields a dict of clients and names
     the tests use."""
     root_url, root = up.root_url, up.root_credentials()
-    clone_url, revision = project_repo
+    clone_url, revision, _, _ = project_repo
     auth = client("Auth", root_url, root)
     hooks = client("Hooks", root_url, root)
 
@@ -550,3 +519,82 @@ def test_actions_as_a_sheriff_fires_them(project, decision):
         assert status["runs"][-1]["reasonResolved"] == "canceled"
     # Nothing else of the group was touched.
     assert queue.status(labels["test-unit"])["status"]["state"] == "completed"
+
+
+# --- pushes bbb's CI service sees ------------------------------------------------------------
+
+
+def git_push(project_repo, branch: str, message: str | None) -> str:
+    """Commits to ``branch`` in the work tree (nothing when ``message`` is
+    None) and pushes it to the served repository; returns its head."""
+    _, _, work, bare = project_repo
+    git = ["git", "-c", "user.name=Release Engineer", "-c", "user.email=releng@example.com", "-C", str(work)]
+    subprocess.run([*git, "checkout", "-q", "-B", branch], check=True)
+    if message is not None:
+        subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", message], check=True)
+    subprocess.run([*git, "push", "-q", str(bare), f"HEAD:refs/heads/{branch}"], check=True)
+    subprocess.run(["git", "-C", str(bare), "update-server-info"], check=True)
+    return subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_a_polled_push_gets_its_graph_and_a_buildbot_branch_push_is_only_recorded(project, project_repo, decision):
+    """No hook fired by hand: bbb's CI service polls the repository, decides
+    the push to the ``taskgraph`` branch (``.taskcluster.yml`` at the pushed
+    revision, rendered with ``tasks_for: github-push``, created as the
+    branch's role), and that decision task runs the project's ``taskgraph``
+    to completion on the native worker and through the bridge. A push to the
+    ``buildbot`` branch is recorded and schedules nothing."""
+    root_url, root = project["root_url"], project["root"]
+    ci = CI({"rootUrl": root_url, "credentials": root})
+    queue = client("Queue", root_url, root)
+    # The Buildbot branch exists before bbb follows it (a branch's first head
+    # is its starting point, not a push).
+    start = git_push(project_repo, "legacy", None)
+    ci.createOrUpdateRepository(
+        "bbb-ci-example",
+        {
+            "url": REPO_URL,
+            "cloneUrl": project["clone_url"],
+            "kind": "git",
+            "trustDomain": TRUST_DOMAIN,
+            "level": int(LEVEL),
+            "poll": True,
+            "branches": [{"name": "main", "mode": "taskgraph"}, {"name": "legacy", "mode": "buildbot"}],
+        },
+    )
+
+    def polled():
+        heads = {b["name"]: b["polledHead"] for b in ci.repository("bbb-ci-example")["branches"]}
+        return heads == {"main": start, "legacy": start}
+
+    wait_for(polled, 60, "bbb to poll both branches")
+
+    revision = git_push(project_repo, "main", "a change bbb schedules")
+    push = decided_push(ci, "bbb-ci-example", "main", revision)
+    assert (push["state"], push["source"], push["baseRevision"]) == ("decided", "poll", start), push
+    decision_id = push["decisionTaskId"]
+    task = queue.task(decision_id)
+    assert task["scopes"] == [f"assume:repo:{REPO_PATH}:branch:main"]
+    env = task["payload"]["env"]
+    assert (env["BBB_REVISION"], env["BBB_TASKS_FOR"], env["BBB_BRANCH"]) == (revision, "github-push", "main")
+    finished(queue, decision_id)
+    # Toolchain reused from the index (the first decision built it), so the
+    # group holds the build, two tests, the bridged job and the decision.
+    settled(queue, decision_id, 5)
+    labels = artifact_json(queue, decision_id, "public/label-to-taskid.json")
+    assert set(labels) == {"toolchain-compiler", "build-linux64", "test-unit", "test-flaky", "legacy-talos"}
+    states = {label: queue.status(task_id)["status"] for label, task_id in labels.items()}
+    assert {label: s["state"] for label, s in states.items()} == {
+        "toolchain-compiler": "completed",
+        "build-linux64": "completed",
+        "test-unit": "completed",
+        "test-flaky": "failed",
+        "legacy-talos": "completed",
+    }
+    bridged = states["legacy-talos"]["runs"][0]
+    assert (bridged["workerGroup"], bridged["workerId"]) == ("buildbot-bridge", "buildbot-bridge")
+    assert queue.task(labels["build-linux64"])["taskGroupId"] == decision_id
+
+    legacy = git_push(project_repo, "legacy", "a change Buildbot schedules")
+    push = decided_push(ci, "bbb-ci-example", "legacy", legacy)
+    assert push["state"] == "observed" and push.get("decisionTaskId") is None, push

@@ -11,45 +11,13 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from taskcluster.client import createApiClient
-
-from bbbtest import UpProcess, wait_for
-
-#: The CI service's calls the test makes, described as upstream's generated
-#: clients describe a service, so the official client signs them.
-CI_REFERENCE = {
-    "reference": {
-        "serviceName": "ci",
-        "apiVersion": "v1",
-        "entries": [
-            {
-                "type": "function",
-                "name": "repository",
-                "method": "get",
-                "route": "/repositories/<project>",
-                "args": ["project"],
-                "query": [],
-                "stability": "experimental",
-            },
-            {
-                "type": "function",
-                "name": "listPushes",
-                "method": "get",
-                "route": "/repositories/<project>/pushes",
-                "args": ["project"],
-                "query": ["branch", "limit", "continuationToken"],
-                "stability": "experimental",
-            },
-        ],
-    }
-}
-Ci = createApiClient("Ci", CI_REFERENCE)
+from bbbtest import CI, UpProcess, decided_push, wait_for
 
 GRAPH = {"Decision Task", "build-linux64", "test-linux64", "legacy-build-linux64"}
 
 
 def ci_of(up: UpProcess):
-    return Ci({"rootUrl": up.root_url, "credentials": up.root_credentials()})
+    return CI({"rootUrl": up.root_url, "credentials": up.root_credentials()})
 
 
 def git(work: Path, *args: str) -> str:
@@ -68,17 +36,10 @@ def push_change(work: Path, message: str) -> str:
 
 
 def decided(up: UpProcess, revision: str) -> dict:
-    """Waits until the push of ``revision`` is decided; returns it."""
-
-    def find():
-        pushes = ci_of(up).listPushes("demo", query={"branch": "main"})["pushes"]
-        for push in pushes:
-            if push["revision"] == revision:
-                assert push["state"] != "failed", push
-                return push if push["state"] == "decided" else None
-        return None
-
-    return wait_for(find, 120, f"the push of {revision} to be decided", interval=0.5)
+    """Waits until the push of ``revision`` to the demo's ``main`` is decided."""
+    push = decided_push(ci_of(up), "demo", "main", revision)
+    assert push["state"] == "decided", push
+    return push
 
 
 def graph_finished(up: UpProcess, decision_task_id: str) -> dict:

@@ -461,7 +461,7 @@ impl Bridge {
         let finished_builds = || builds.iter().flatten().filter(|b| b.finish_time.is_some());
         let number = number.or_else(|| {
             finished_builds()
-                .last()
+                .next_back()
                 .and_then(|b| i64::try_from(b.number).ok())
         });
         if let Some(n) = number {

@@ -46,6 +46,10 @@ enum Outcome {
     Undetermined,
 }
 
+/// A started build: `builds.id`, its number, its request, the builder, the
+/// claiming master and the buildset's `external_idstring`.
+type StartedRow = (u64, u64, u64, String, Option<String>, Option<String>);
+
 /// The scheduler DB's poller.
 pub(super) struct Poller {
     pool: Pool,
@@ -84,7 +88,7 @@ impl Poller {
     async fn poll_started(&mut self) -> Result<Vec<LegacyEvent>> {
         let floor = self.last_build_id.saturating_sub(ID_MARGIN);
         let mut conn = self.pool.get_conn().await?;
-        let rows: Vec<(u64, u64, u64, String, Option<String>, Option<String>)> = conn
+        let rows: Vec<StartedRow> = conn
             .exec(
                 "SELECT b.id, b.number, b.brid, br.buildername, br.claimed_by_name, \
                  bs.external_idstring \

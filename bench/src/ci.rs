@@ -2,7 +2,7 @@
 //! CI service, each recorded in the push ledger and turned into a decision
 //! task (the revision fetched into the clone cache, `.taskcluster.yml` read
 //! and rendered with JSON-e, the task created through the queue as the
-//! repository's role). It measures, on SQLite and PostgreSQL, the latency
+//! repository's role, then its action hooks brought in step). It measures, on SQLite and PostgreSQL, the latency
 //! from the webhook call to the decision task's `task-defined` message,
 //! pushes one at a time, and how many pushes per second a burst on several
 //! branches is decided at.
@@ -201,7 +201,14 @@ impl Server {
                     .collect::<Vec<_>>(),
             }],
         }))?;
-        let running = bbb_queue::start_with(cfg, Clock::system(), vec![bbb_ci::mount(ci)]).await?;
+        // As `bbb queue` serves it: with the auth and hooks services, which
+        // the CI service keeps the repositories' action hooks and roles in.
+        let mounts = vec![
+            bbb_auth_api::mount(),
+            bbb_hooks::mount(bbb_hooks::HooksConfig::default()),
+            bbb_ci::mount(ci),
+        ];
+        let running = bbb_queue::start_with(cfg, Clock::system(), mounts).await?;
         Ok(Server {
             running,
             http: reqwest::Client::new(),

@@ -398,6 +398,15 @@ impl AmqpBus {
         Ok(())
     }
 
+    pub(crate) async fn declare_exchanges(&self, exchanges: &[String]) -> Result<(), BusError> {
+        let channel = self.channel().await?;
+        for exchange in exchanges.iter().filter(|e| !is_predeclared(e)) {
+            durable_topic(&channel, exchange).await?;
+        }
+        channel.close(200, "OK".into()).await?;
+        Ok(())
+    }
+
     pub(crate) async fn unbind(&self, queue: &str, bindings: &[Binding]) -> Result<(), BusError> {
         for binding in bindings {
             // One channel per binding: the broker closes the channel of a

@@ -282,6 +282,18 @@ impl Bus {
         }
     }
 
+    /// Declares `exchanges` as durable topic exchanges, as a publisher does at
+    /// start-up, so that consumers which declare them passively (as
+    /// Treeherder's listener does) find them before the first message. An
+    /// exchange that exists already with these settings is no error. The
+    /// in-process bus has nothing to declare.
+    pub async fn declare_exchanges(&self, exchanges: &[String]) -> Result<(), BusError> {
+        match &self.backend {
+            Backend::Amqp(bus) => bus.declare_exchanges(exchanges).await,
+            Backend::Memory(_) => Ok(()),
+        }
+    }
+
     /// Removes bindings from a queue (a binding it does not have, or a queue
     /// that does not exist, is no error). Consumers of the queue keep
     /// consuming; a consumer started with those bindings binds them again

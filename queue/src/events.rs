@@ -33,7 +33,29 @@ pub struct Events {
     prefix: String,
 }
 
+/// Every exchange of upstream's queue (`QueueEvents`), after the prefix:
+/// declared when the queue starts, as upstream's publisher does, so that
+/// consumers that declare them passively find them before the first message.
+pub const EXCHANGES: &[&str] = &[
+    "task-defined",
+    "task-pending",
+    "task-running",
+    "artifact-created",
+    "task-completed",
+    "task-failed",
+    "task-exception",
+    "task-group-resolved",
+    "task-group-sealed",
+    "task-priority-changed",
+    "task-group-priority-changed",
+];
+
 impl Events {
+    /// The full names of [`EXCHANGES`].
+    pub fn all_exchanges(&self) -> Vec<String> {
+        EXCHANGES.iter().map(|name| self.exchange(name)).collect()
+    }
+
     /// Messages go to exchanges named `<prefix><name>`.
     pub fn new(prefix: &str) -> Self {
         Events {

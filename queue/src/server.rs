@@ -209,6 +209,9 @@ pub async fn start_with(
     let bus = Bus::connect(cfg.amqp_url.as_ref().map(bbb_secret::SecretUrl::expose))
         .await
         .map_err(|e| anyhow::anyhow!("event bus: {e}"))?;
+    bus.declare_exchanges(&Events::new(&cfg.exchange_prefix).all_exchanges())
+        .await
+        .map_err(|e| anyhow::anyhow!("event bus: declaring the queue's exchanges: {e}"))?;
     let blobs = blob_store(&cfg, &secret, &root_url).await?;
     let queue = Queue {
         db: db.clone(),

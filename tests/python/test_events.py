@@ -88,6 +88,30 @@ def events(server):
     return taskcluster.QueueEvents({"rootUrl": server.root_url})
 
 
+def test_every_exchange_exists_before_any_message(server, events):
+    """A consumer that declares the queue's exchanges passively (Treeherder's
+    listener does) finds every exchange of upstream's ``QueueEvents`` on a
+    fresh queue, durable topic exchanges as upstream declares them. First in
+    the module: nothing has been published on the vhost yet."""
+    # Each method of the official QueueEvents is one exchange.
+    methods = [m for m, f in vars(taskcluster.QueueEvents).items() if callable(f) and not m.startswith("_")]
+    names = [getattr(events, m)()["exchange"] for m in methods]
+    assert "exchange/taskcluster-queue/v1/task-group-resolved" in names and len(names) >= 9, names
+    connection = pika.BlockingConnection(pika.URLParameters(server.vhost.amqp_url))
+    try:
+        for name in names:
+            channel = connection.channel()
+            try:
+                channel.exchange_declare(name, passive=True)
+                # Redeclared with upstream's settings: refused if they differ.
+                channel.exchange_declare(name, exchange_type="topic", durable=True)
+            except pika.exceptions.ChannelClosedByBroker as e:
+                pytest.fail(f"exchange {name}: {e}")
+            channel.close()
+    finally:
+        connection.close()
+
+
 def test_task_completed_message_and_route_cc(server, queue, worker_queue, listener, events):
     """reportCompleted publishes task-completed with the primary routing key;
     a queue bound to ``route.<route>`` gets the CC copy."""

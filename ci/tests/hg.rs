@@ -12,7 +12,7 @@ use axum::extract::{Query, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bbb_ci::Mode;
-use bbb_ci::config::{BranchConfig, Kind, RepositoryConfig};
+use bbb_ci::config::{Kind, RepositoryConfig};
 use bbb_pulse::{Binding, Bus, Message};
 use bbb_testdb::{Backend, on_both_backends, wait_for};
 use common::{Env, PROJECT, World};
@@ -269,23 +269,7 @@ impl HgOrigin {
 
 /// The repository [`HG_URL`] served by `origin`, with `branches`.
 fn hg_repository(origin: &HgOrigin, branches: &[(&str, Mode)]) -> RepositoryConfig {
-    RepositoryConfig {
-        project: PROJECT.into(),
-        url: HG_URL.into(),
-        clone_url: Some(origin.url.clone()),
-        kind: Kind::Hg,
-        trust_domain: "bbbtest".into(),
-        level: 1,
-        poll: true,
-        webhook_secret: None,
-        branches: branches
-            .iter()
-            .map(|(n, m)| BranchConfig {
-                name: n.to_string(),
-                mode: *m,
-            })
-            .collect(),
-    }
+    common::repository_at(HG_URL, &origin.url, Kind::Hg, branches)
 }
 
 /// Wait until the service follows the pushlog from push `id` or later.

@@ -162,34 +162,20 @@ impl Migration {
             .await
     }
 
-    /// Consume the feed until `stop` turns true: a pass whenever this process
-    /// resolved a run, and every resolver interval (for other processes').
-    pub async fn run_feed(self, mut stop: watch::Receiver<bool>) {
-        let signal = self.queue.feeds.signal(FEED);
-        let idle = Duration::from_millis(self.queue.cfg.resolver_interval_ms.max(10));
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let notified = signal.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            match self.consume_once().await {
-                Ok((n, _)) if n as i64 >= BATCH => continue,
-                Ok(_) => backoff = Duration::from_millis(100),
-                Err(e) => {
-                    tracing::warn!(error = %e, "recording resolved tasks failed; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = stop.changed() => return,
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                    continue;
-                }
-            }
-            tokio::select! {
-                _ = notified => {}
-                _ = tokio::time::sleep(idle) => {}
-                _ = stop.changed() => return,
-            }
-        }
+    /// Consume the feed until `stop` turns true ([`bbb_queue::Queue::consume_feed`]):
+    /// a pass whenever this process resolved a run, and every resolver
+    /// interval (for other processes').
+    pub async fn run_feed(self, stop: watch::Receiver<bool>) {
+        let spec = bbb_queue::feeds::FeedLoop {
+            feed: FEED,
+            batch: BATCH as usize,
+            gather: Duration::ZERO,
+            what: "recording resolved tasks",
+        };
+        self.queue
+            .consume_feed(spec, stop, || async {
+                self.consume_once().await.map(|(n, _)| n)
+            })
+            .await;
     }
 }

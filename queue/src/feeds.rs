@@ -101,6 +101,23 @@ impl Feeds {
     }
 }
 
+/// How a service consumes its feed with [`Queue::consume_feed`].
+#[derive(Clone, Copy, Debug)]
+pub struct FeedLoop<'a> {
+    /// The feed.
+    pub feed: &'a str,
+    /// The most items one pass takes: a full pass runs again at once.
+    pub batch: usize,
+    /// After a pass that took items (but not a full batch), how long to wait
+    /// for more before the next pass, so that items written by commits close
+    /// together are handled in one transaction; zero waits for the next
+    /// signal instead.
+    pub gather: std::time::Duration,
+    /// What a pass does, for the warning when it fails (`indexing completed
+    /// tasks`).
+    pub what: &'a str,
+}
+
 /// A message stored as the outbox and the feeds store it (the columns
 /// `exchange`, `routing_key`, `cc`, `payload`).
 pub(crate) fn message_from_row(row: &AnyRow) -> Result<Message> {
@@ -113,6 +130,59 @@ pub(crate) fn message_from_row(row: &AnyRow) -> Result<Message> {
 }
 
 impl Queue {
+    /// Consumes a feed until `stop` turns true: `pass` takes and handles at
+    /// most `spec.batch` items in one transaction and says how many it took.
+    /// A pass runs whenever a commit of this process wrote items to the feed,
+    /// and every resolver interval (for the items of other processes); a full
+    /// batch runs again at once; a failed pass is logged and tried again
+    /// after a backoff (doubling from 100 ms to 10 s).
+    pub async fn consume_feed<F, Fut, E>(
+        &self,
+        spec: FeedLoop<'_>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+        mut pass: F,
+    ) where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<usize, E>>,
+        E: std::fmt::Display,
+    {
+        use std::time::Duration;
+        let signal = self.feeds.signal(spec.feed);
+        let idle = Duration::from_millis(self.cfg.resolver_interval_ms.max(10));
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let notified = signal.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match pass().await {
+                Ok(n) if n >= spec.batch => continue,
+                Ok(n) => {
+                    backoff = Duration::from_millis(100);
+                    if n > 0 && !spec.gather.is_zero() {
+                        tokio::select! {
+                            _ = tokio::time::sleep(spec.gather) => continue,
+                            _ = stop.changed() => return,
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(feed = spec.feed, error = %e, "{} failed; retrying", spec.what);
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.changed() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep(idle) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
     /// Subscribe the feed `feed` to the messages of the exchange `exchange`
     /// (the name after the queue's prefix: `task-completed`) with a route
     /// starting with `route_prefix`. Binding the same feed twice changes nothing.

@@ -97,11 +97,22 @@ impl Origin {
 
 /// A repository configuration for [`URL`] fetched from `origin`.
 pub fn repository(origin: &Origin, branches: &[(&str, Mode)]) -> RepositoryConfig {
+    repository_at(URL, &origin.path.display().to_string(), Kind::Git, branches)
+}
+
+/// The polled repository [`PROJECT`] of `kind` at `url`, fetched from
+/// `clone_url`, following `branches`.
+pub fn repository_at(
+    url: &str,
+    clone_url: &str,
+    kind: Kind,
+    branches: &[(&str, Mode)],
+) -> RepositoryConfig {
     RepositoryConfig {
         project: PROJECT.into(),
-        url: URL.into(),
-        clone_url: Some(origin.path.display().to_string()),
-        kind: Kind::Git,
+        url: url.into(),
+        clone_url: Some(clone_url.into()),
+        kind,
         trust_domain: "bbbtest".into(),
         level: 1,
         poll: true,

@@ -5,10 +5,17 @@
 //! and its test, and the same build on the sandbox master through the bridge.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+
+/// `git` as the CI service runs it; its error is the command's.
+async fn git(dir: Option<&Path>, args: &[&str]) -> anyhow::Result<String> {
+    let out = bbb_ci::git::git(dir, args)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
 use serde_json::Value;
 
 /// The demo repository's project name.
@@ -65,7 +72,7 @@ impl DemoRepository {
     /// clone, and a first commit of `.taskcluster.yml` and a README pushed to
     /// `main` (the branch's starting point, not a push bbb decides). Kept as
     /// it is on later starts.
-    pub fn ensure(&self) -> anyhow::Result<()> {
+    pub async fn ensure(&self) -> anyhow::Result<()> {
         if self.bare.join("HEAD").exists() {
             return Ok(());
         }
@@ -80,30 +87,31 @@ impl DemoRepository {
                 BRANCH,
                 &bare,
             ],
-        )?;
+        )
+        .await?;
         if self.work.exists() {
             std::fs::remove_dir_all(&self.work)
                 .with_context(|| format!("removing {}", self.work.display()))?;
         }
         let work = self.work.display().to_string();
-        git(None, &["clone", "--quiet", &bare, &work])?;
-        git(Some(&self.work), &["checkout", "--quiet", "-B", BRANCH])?;
+        git(None, &["clone", "--quiet", &bare, &work]).await?;
+        git(Some(&self.work), &["checkout", "--quiet", "-B", BRANCH]).await?;
         std::fs::write(self.work.join(".taskcluster.yml"), TASKCLUSTER_YML)?;
         std::fs::write(self.work.join("README.md"), README)?;
-        git(Some(&self.work), &["add", ".taskcluster.yml", "README.md"])?;
-        self.commit("The demo project and its CI", false)?;
+        git(Some(&self.work), &["add", ".taskcluster.yml", "README.md"]).await?;
+        self.commit("The demo project and its CI", false).await?;
         Ok(())
     }
 
     /// The head of `main` in the repository bbb polls.
-    pub fn head(&self) -> anyhow::Result<String> {
-        let head = git(Some(&self.bare), &["rev-parse", BRANCH])?;
+    pub async fn head(&self) -> anyhow::Result<String> {
+        let head = git(Some(&self.bare), &["rev-parse", BRANCH]).await?;
         Ok(head.trim().to_owned())
     }
 
     /// Commits (empty unless something is staged) and pushes to `main`;
     /// returns the new head.
-    pub fn commit(&self, message: &str, allow_empty: bool) -> anyhow::Result<String> {
+    pub async fn commit(&self, message: &str, allow_empty: bool) -> anyhow::Result<String> {
         let mut args = vec![
             "-c",
             "user.name=bbb demo",
@@ -117,35 +125,15 @@ impl DemoRepository {
         if allow_empty {
             args.push("--allow-empty");
         }
-        git(Some(&self.work), &args)?;
+        git(Some(&self.work), &args).await?;
         git(
             Some(&self.work),
             &["push", "--quiet", "origin", &format!("HEAD:{BRANCH}")],
-        )?;
-        let head = git(Some(&self.work), &["rev-parse", "HEAD"])?;
+        )
+        .await?;
+        let head = git(Some(&self.work), &["rev-parse", "HEAD"]).await?;
         Ok(head.trim().to_owned())
     }
-}
-
-/// Runs `git args` (in `dir`), returning its output; its error output is the
-/// error.
-fn git(dir: Option<&Path>, args: &[&str]) -> anyhow::Result<String> {
-    let mut cmd = Command::new("git");
-    if let Some(dir) = dir {
-        cmd.arg("-C").arg(dir);
-    }
-    let out = cmd
-        .args(args)
-        .output()
-        .context("running git (is it installed?)")?;
-    if !out.status.success() {
-        bail!(
-            "git {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The role the demo repository's pushes create their tasks with: what its
@@ -197,7 +185,7 @@ async fn run(root_url: &str, token: &str, repo: &DemoRepository) -> anyhow::Resu
     // (its starting point, or a push made while bbb was stopped): a poll
     // that found two new commits would record one push of the last.
     let repository = format!("api/ci/v1/repositories/{PROJECT}");
-    let head = repo.head()?;
+    let head = repo.head().await?;
     let mut tries = Tries::new();
     loop {
         let r = get(repository.clone()).await?;
@@ -212,9 +200,7 @@ async fn run(root_url: &str, token: &str, repo: &DemoRepository) -> anyhow::Resu
             .wait("the CI service to poll the demo repository")
             .await?;
     }
-    let repo = repo.clone();
-    let revision =
-        tokio::task::spawn_blocking(move || repo.commit("A change to build", true)).await??;
+    let revision = repo.commit("A change to build", true).await?;
     println!(
         "demo push: {} to {PROJECT}/{BRANCH}",
         &revision[..12.min(revision.len())]

@@ -10,9 +10,10 @@ use tokio::process::Command;
 /// Longest a git command may run.
 const GIT_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Run `git args` (in `dir` if given): its standard output, or an error
-/// naming the command with its standard error.
-async fn git(dir: Option<&Path>, args: &[&str]) -> Result<Vec<u8>, String> {
+/// Run `git args` (in `dir` if given), without a terminal to prompt on and
+/// for at most five minutes: its standard output, or an error naming the
+/// command with its standard error.
+pub async fn git(dir: Option<&Path>, args: &[&str]) -> Result<Vec<u8>, String> {
     let mut cmd = Command::new("git");
     if let Some(d) = dir {
         cmd.arg("-C").arg(d);

@@ -46,7 +46,7 @@ pub async fn run(file: FileConfig, data_dir: PathBuf, demo: bool) -> anyhow::Res
         None
     } else {
         let repo = DemoRepository::in_data_dir(&data_dir);
-        match repo.ensure() {
+        match repo.ensure().await {
             Ok(()) => Some(repo),
             Err(e) => {
                 tracing::warn!(error = format!("{e:#}"), "no demo repository");

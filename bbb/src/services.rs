@@ -7,8 +7,8 @@ use crate::config::FileConfig;
 /// The services to serve beside the queue, built from the configuration: the
 /// auth service, the hooks, the index, the CI service (repositories, pushes and
 /// decision tasks), the migration record (tasks on the bridge's task queue
-/// count as bridged) and the built-in workers (`built-in/succeed`,
-/// `built-in/fail`).
+/// count as bridged), the built-in workers (`built-in/succeed`,
+/// `built-in/fail`) and the web UI at the root URL.
 ///
 /// The migration record polls the masters of its `[migration]` section and
 /// the bridge's own (built from `[bridge]`).
@@ -37,5 +37,6 @@ pub fn mounts_polling(
             bridge_later,
         )?,
         bbb_queue::builtin::mount(),
+        bbb_web::mount(bbb_login::Login::default()),
     ])
 }

@@ -7,7 +7,8 @@
 # Order:
 #   1. cargo fmt --check and cargo clippy -D warnings (fail fast: nothing else
 #      runs if either fails). Meanwhile, in the background: scripts/services.sh
-#      (PostgreSQL, MariaDB, RabbitMQ), scripts/pyenv.sh (Python venv) and
+#      (PostgreSQL, MariaDB, RabbitMQ) then scripts/browser.sh (Chromium and
+#      ChromeDriver for the web UI's tests), scripts/pyenv.sh (Python venv) and
 #      scripts/pyenv.sh taskgraph-venv (the venv whose taskgraph the example
 #      project's decision tasks run, made with the system's /usr/bin/python3
 #      so the tasks' unprivileged users can run it),
@@ -84,7 +85,9 @@ run_step() {
 
 # --- 1. services and venv in the background, lints in the foreground -----------
 
-scripts/services.sh >"$log_dir/services.log" 2>&1 &
+# The services, then the browser the web UI's tests drive (both may apt-get,
+# so one after the other).
+{ scripts/services.sh && scripts/browser.sh; } >"$log_dir/services.log" 2>&1 &
 services_pid=$!
 scripts/pyenv.sh >"$log_dir/pyenv.log" 2>&1 &
 pyenv_pid=$!

@@ -19,6 +19,7 @@ import signal
 import pytest
 import taskcluster
 
+from browser import Browser
 from bbbtest import BACKENDS, RESOLVER_INTERVAL_MS, BbbServer, bbb_binary, start_server
 
 
@@ -94,3 +95,11 @@ def _per_test_timeout(request):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture
+def browser(request):
+    """A headless Chromium window for this test; its screenshots are named after it."""
+    b = Browser(request.node.name)
+    yield b
+    b.quit()

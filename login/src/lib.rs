@@ -1,15 +1,42 @@
 #![doc = include_str!("../README.md")]
 
+pub mod config;
+pub mod duration;
+mod oauth2;
+mod pages;
+pub mod password;
+pub mod proxy;
+pub mod store;
+
 use axum::http::HeaderMap;
 use axum::http::header::COOKIE;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use bbb_auth::Credentials;
-use chrono::{DateTime, Utc};
+use bbb_auth::{Authenticator, Credentials, HawkRequest, ScopeExpr};
+use bbb_clock::Clock;
+use bbb_queue::{Mount, Mounted, Shared};
+use chrono::{DateTime, TimeDelta, Utc};
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+pub use config::{LoginConfig, ProxyConfig, RegisteredClient, UserConfig};
+pub use password::hash_password;
 
 /// The name of the session cookie.
 pub const SESSION_COOKIE: &str = "bbb-session";
+
+/// How long before `now` a user's credentials start (upstream's
+/// `temporaryCredentials.startOffset`, for clock skew).
+pub const START_OFFSET: TimeDelta = TimeDelta::minutes(15);
+
+/// How much sooner than their certificate a session and an OAuth2 client's
+/// credentials are said to expire, so they are renewed in time (upstream's
+/// 30 seconds).
+pub const EXPIRES_MARGIN: TimeDelta = TimeDelta::seconds(30);
 
 /// A signed-in user and the credentials the UI uses for them.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -22,30 +49,341 @@ pub struct SignedIn {
     pub expires: DateTime<Utc>,
 }
 
-/// Sign-in: tells who a request comes from.
-#[derive(Clone, Debug, Default)]
-pub struct Login {}
+/// Where a request came from: the peer address of the connection (known
+/// when the server is served with `ConnectInfo<SocketAddr>`, as bbb's is).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer(pub Option<IpAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Peer(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
+}
+
+/// What sign-in needs from the running queue: set once, when the first
+/// service holding this [`Login`] is mounted ([`Login::attach`]).
+struct Attached {
+    /// Verifies the credentials of session cookies.
+    auth: Arc<Authenticator>,
+    /// The client id and secret that issue users' credentials (the queue's
+    /// own issuer, shared by every process on the database).
+    issuer: Arc<(String, String)>,
+    /// The queue's clock.
+    clock: Clock,
+    /// The public root URL (cookies are `Secure` when it is `https`).
+    root_url: String,
+}
+
+struct Inner {
+    cfg: LoginConfig,
+    trusted: Vec<proxy::Network>,
+    attached: OnceLock<Attached>,
+}
+
+/// Sign-in: tells who a request comes from, signs users in and issues their
+/// credentials. Clones share everything.
+#[derive(Clone)]
+pub struct Login {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("users", &self.inner.cfg.users.len())
+            .field("proxy", &self.inner.cfg.proxy)
+            .field("attached", &self.inner.attached.get().is_some())
+            .finish()
+    }
+}
+
+impl Default for Login {
+    /// No users, no proxy, no OAuth2 clients: nobody can sign in, but a
+    /// session made with [`Login::sign_in`] or [`Login::session_cookie`] is
+    /// recognised.
+    fn default() -> Self {
+        Login::new(LoginConfig::default()).expect("the default configuration is valid")
+    }
+}
 
 impl Login {
-    /// The user a request comes from, if signed in and the session has not expired.
-    pub fn signed_in(&self, headers: &HeaderMap) -> Option<SignedIn> {
-        let session = headers
-            .get_all(COOKIE)
+    /// Sign-in as `cfg` configures it (checked with [`LoginConfig::validate`]).
+    pub fn new(cfg: LoginConfig) -> Result<Login, String> {
+        cfg.validate()?;
+        let trusted = cfg
+            .proxy
+            .trusted
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|c| c.trim().split_once('='))
-            .find(|(name, _)| *name == SESSION_COOKIE)
-            .map(|(_, value)| value)?;
-        let bytes = URL_SAFE_NO_PAD.decode(session).ok()?;
-        let signed_in: SignedIn = serde_json::from_slice(&bytes).ok()?;
-        (signed_in.expires > Utc::now()).then_some(signed_in)
+            .filter_map(|t| proxy::Network::parse(t))
+            .collect();
+        Ok(Login {
+            inner: Arc::new(Inner {
+                cfg,
+                trusted,
+                attached: OnceLock::new(),
+            }),
+        })
     }
 
-    /// The `Set-Cookie` value that signs `who` in.
+    /// The configuration.
+    pub fn config(&self) -> &LoginConfig {
+        &self.inner.cfg
+    }
+
+    /// Give sign-in what it needs from the running queue: its authenticator
+    /// (to verify sessions), its issuer and clock. Every service that holds
+    /// this `Login` calls it when mounted; the first call counts.
+    pub fn attach(&self, shared: &Shared) {
+        let _ = self.inner.attached.set(Attached {
+            auth: shared.auth.clone(),
+            issuer: shared.queue.issuer.clone(),
+            clock: shared.queue.clock.clone(),
+            root_url: shared.root_url.clone(),
+        });
+    }
+
+    fn attached(&self) -> Option<&Attached> {
+        self.inner.attached.get()
+    }
+
+    /// The current time on the queue's clock.
+    fn now(&self) -> DateTime<Utc> {
+        self.attached().map_or_else(Utc::now, |a| a.clock.now())
+    }
+
+    /// The user a request comes from, if its session cookie holds
+    /// credentials that verify (signature, issuer and expiry, with the
+    /// queue's authenticator) and carry `assume:login-identity:<user>`. A
+    /// cookie that was altered, expired or made up is ignored.
+    pub fn signed_in(&self, headers: &HeaderMap) -> Option<SignedIn> {
+        let value = cookie(headers, SESSION_COOKIE)?;
+        let bytes = URL_SAFE_NO_PAD.decode(value).ok()?;
+        let who: SignedIn = serde_json::from_slice(&bytes).ok()?;
+        let a = self.attached()?;
+        let now = a.clock.now();
+        if who.expires <= now || !config::valid_user(&who.user) {
+            return None;
+        }
+        let identity = verify(&a.auth, &who.credentials, now)?;
+        let role = ScopeExpr::scope(format!("assume:login-identity:{}", who.user));
+        (identity.satisfies(&role) && identity.expires.is_none_or(|e| e > now)).then_some(who)
+    }
+
+    /// [`Login::signed_in`], or else the user a trusted reverse proxy names
+    /// (when `peer` is one of the trusted addresses), signed in now.
+    pub fn signed_in_or_proxied(&self, headers: &HeaderMap, peer: Peer) -> Option<SignedIn> {
+        let proxied = self.proxy_user(headers, peer);
+        match self.signed_in(headers) {
+            Some(who) if proxied.as_ref().is_none_or(|p| *p == who.user) => Some(who),
+            _ => self.sign_in(&proxied?).ok(),
+        }
+    }
+
+    /// The user the trusted reverse proxy names in its header, when the
+    /// request comes from a trusted peer; `None` otherwise (the header of
+    /// anyone else is ignored).
+    pub fn proxy_user(&self, headers: &HeaderMap, peer: Peer) -> Option<String> {
+        let name = self.inner.cfg.proxy.header.as_deref()?;
+        let ip = peer.0?;
+        if !self.inner.trusted.iter().any(|n| n.contains(ip)) {
+            return None;
+        }
+        let user = headers.get(name)?.to_str().ok()?.trim();
+        config::valid_user(user).then(|| user.to_owned())
+    }
+
+    /// The configured user `name` if `password` is theirs. An unknown name
+    /// costs as much as a wrong password.
+    pub fn check_password(&self, name: &str, password: &str) -> bool {
+        let user = self.inner.cfg.users.iter().find(|u| u.name == name);
+        let hash: &str = match user {
+            Some(u) => u.password_hash.expose(),
+            None => password::decoy_hash(),
+        };
+        password::verify_password(password, hash) && user.is_some()
+    }
+
+    /// Whether `name` is a configured (password) user.
+    pub fn is_user(&self, name: &str) -> bool {
+        self.inner.cfg.users.iter().any(|u| u.name == name)
+    }
+
+    /// Sign `user` in: temporary credentials for `assume:login-identity:<user>`,
+    /// named `<user>` and issued by the queue's issuer as upstream's web
+    /// server issues a user's (starting [`START_OFFSET`] ago, lasting the
+    /// configured `session_expires`); the session ends [`EXPIRES_MARGIN`]
+    /// before they do. Fails before the queue is attached.
+    pub fn sign_in(&self, user: &str) -> Result<SignedIn, String> {
+        if !config::valid_user(user) {
+            return Err(format!("{user:?} is not a user name"));
+        }
+        let a = self
+            .attached()
+            .ok_or("sign-in is not attached to a queue")?;
+        let now = a.clock.now();
+        let expiry = duration::from_now(&self.inner.cfg.session_expires, now)?;
+        let credentials = bbb_auth::create_temporary_credentials(
+            &a.issuer.0,
+            &a.issuer.1,
+            Some(user),
+            &[format!("assume:login-identity:{user}")],
+            now - START_OFFSET,
+            expiry,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(SignedIn {
+            user: user.to_owned(),
+            credentials,
+            expires: expiry - EXPIRES_MARGIN,
+        })
+    }
+
+    /// The `Set-Cookie` value that signs `who` in: `HttpOnly`, `SameSite=Lax`
+    /// (so a third-party tool's redirect to the OAuth2 authorization page
+    /// arrives signed in, while no other site's form posts carry it),
+    /// `Secure` when the root URL is `https`, until the session expires.
     pub fn session_cookie(&self, who: &SignedIn) -> String {
         let value = URL_SAFE_NO_PAD.encode(serde_json::to_vec(who).expect("serialisable"));
-        let max_age = (who.expires - Utc::now()).num_seconds().max(0);
-        format!("{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}")
+        let max_age = (who.expires - self.now()).num_seconds().max(0);
+        format!(
+            "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{}",
+            self.secure()
+        )
     }
+
+    /// The `Set-Cookie` value that signs out.
+    pub fn signed_out_cookie(&self) -> String {
+        format!(
+            "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}",
+            self.secure()
+        )
+    }
+
+    /// `; Secure` when the root URL is `https`.
+    fn secure(&self) -> &'static str {
+        match self.attached() {
+            Some(a) if a.root_url.starts_with("https:") => "; Secure",
+            _ => "",
+        }
+    }
+
+    /// The token a form posted by `who` must carry (a hidden field): bound to
+    /// their session, which no other site can read.
+    pub fn csrf_token(&self, who: &SignedIn) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(who.credentials.access_token.as_bytes())
+            .expect("HMAC takes any key");
+        mac.update(b"bbb-login csrf");
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    }
+
+    /// Whether `token` is [`Login::csrf_token`] of `who`.
+    pub fn check_csrf(&self, who: &SignedIn, token: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        bool::from(self.csrf_token(who).as_bytes().ct_eq(token.as_bytes()))
+    }
+}
+
+/// The value of cookie `name` in `headers`.
+pub(crate) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| value)
+}
+
+/// Verifies `creds` as the services would verify a request signed with them
+/// (a request to nowhere, signed and checked at `now`): who they are, with
+/// their expanded scopes.
+fn verify(
+    auth: &Authenticator,
+    creds: &Credentials,
+    now: DateTime<Utc>,
+) -> Option<bbb_auth::Identity> {
+    const RESOURCE: &str = "/login/session";
+    const HOST: &str = "session.bbb.invalid";
+    let header = bbb_auth::hawk_header(
+        &creds.client_id,
+        &creds.access_token,
+        creds.certificate.as_deref(),
+        None,
+        "GET",
+        RESOURCE,
+        HOST,
+        443,
+        None,
+        now,
+    );
+    auth.authenticate(
+        &HawkRequest {
+            method: "GET",
+            resource: RESOURCE,
+            host: HOST,
+            port: 443,
+            authorization: Some(&header),
+            content_type: None,
+            body: b"",
+        },
+        now,
+    )
+    .ok()
+}
+
+/// How often expired authorization codes and access tokens are deleted.
+const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Sign-in served beside the queue: `/login`, `/logout`, the OAuth2
+/// endpoints for third-party tools (`/login/oauth/...`) and their consent
+/// page (`/third-party`), with the tables of authorization codes and access
+/// tokens in the queue's database.
+pub fn mount(login: Login) -> Mount {
+    Box::new(move |shared: Shared| {
+        Box::pin(async move {
+            login.attach(&shared);
+            store::migrate(&shared.queue.db).await?;
+            let state = pages::LoginState {
+                login: login.clone(),
+                db: shared.queue.db.clone(),
+                clock: shared.queue.clock.clone(),
+                auth: shared.auth.clone(),
+                issuer: shared.queue.issuer.clone(),
+                root_url: shared.root_url.clone(),
+                http: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(30))
+                    .build()
+                    .unwrap_or_default(),
+            };
+            let db = shared.queue.db.clone();
+            let clock = shared.queue.clock.clone();
+            let mut stop = shared.stop.clone();
+            let purge = tokio::spawn(async move {
+                loop {
+                    if let Err(e) = store::purge(&db, clock.now_ms()).await {
+                        tracing::warn!(error = %e, "purging expired OAuth2 codes and tokens");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(PURGE_INTERVAL) => {}
+                        _ = stop.changed() => return,
+                    }
+                }
+            });
+            Ok(Mounted {
+                routes: pages::routes(state),
+                tasks: vec![purge],
+            })
+        })
+    })
 }

@@ -263,6 +263,7 @@ pub async fn start_with(
     let app = bbb_service::serve_together(services, queue.clock.clone());
     let mut srx = stop_rx.clone();
     tasks.push(tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             let _ = srx.changed().await;
         });

@@ -25,6 +25,7 @@ pub(crate) struct Web {
 pub fn mount(login: Login) -> Mount {
     Box::new(move |shared: Shared| {
         Box::pin(async move {
+            login.attach(&shared);
             let web = Web {
                 queue: shared.queue.clone(),
                 root_url: shared.root_url.clone(),

@@ -76,6 +76,17 @@ pub enum Command {
         #[arg(long)]
         print: bool,
     },
+    /// Sign-in helpers.
+    #[command(subcommand)]
+    Login(LoginCommand),
+}
+
+/// `bbb login <command>`.
+#[derive(Subcommand)]
+pub enum LoginCommand {
+    /// Read a password from standard input (its first line) and print its
+    /// Argon2id hash, for `password_hash` in `[[login.users]]`.
+    HashPassword,
 }
 
 #[cfg(test)]

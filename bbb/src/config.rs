@@ -71,6 +71,14 @@ pub fn migration_env_help() -> String {
     )
 }
 
+/// The variables of [`bbb_login::LoginConfig::ENV`], for `--help`.
+pub fn login_env_help() -> String {
+    bbb_envlayer::help(
+        "Environment (overrides the [login] section of --config):",
+        bbb_login::LoginConfig::ENV,
+    )
+}
+
 /// `--help` of `bbb queue`: the queue's variables and those of the services
 /// it serves beside it.
 pub fn queue_and_services_env_help() -> String {
@@ -79,6 +87,7 @@ pub fn queue_and_services_env_help() -> String {
         hooks_env_help(),
         ci_env_help(),
         migration_env_help(),
+        login_env_help(),
     ]
     .join("\n\n")
 }
@@ -99,6 +108,7 @@ pub fn all_env_help() -> String {
         worker_env_help(),
         bridge_env_help(),
         migration_env_help(),
+        login_env_help(),
     ]
     .join("\n\n")
 }
@@ -126,6 +136,8 @@ pub struct FileConfig {
     pub ci: Option<toml::Table>,
     /// `[migration]`: the migration record and the legacy masters it polls.
     pub migration: Option<toml::Table>,
+    /// `[login]`: users, the trusted proxy, OAuth2 clients.
+    pub login: Option<toml::Table>,
     /// The file it was read from.
     #[serde(skip)]
     pub path: Option<PathBuf>,
@@ -146,6 +158,8 @@ pub struct Printable {
     pub ci: bbb_ci::CiConfig,
     /// The migration section.
     pub migration: crate::migration::MigrationSection,
+    /// The sign-in section (password hashes masked).
+    pub login: bbb_login::LoginConfig,
 }
 
 impl FileConfig {
@@ -215,6 +229,65 @@ impl FileConfig {
             .context("the [migration] section")?;
         cfg.apply_env()?;
         Ok(cfg)
+    }
+
+    /// Sign-in's configuration (`[login]`): file, then environment, checked.
+    pub fn login_config(&self) -> anyhow::Result<bbb_login::LoginConfig> {
+        let table = self.login.clone().unwrap_or_default();
+        let mut cfg: bbb_login::LoginConfig = toml::Value::Table(table)
+            .try_into()
+            .context("the [login] section")?;
+        cfg.apply_env()?;
+        cfg.validate().map_err(anyhow::Error::msg)?;
+        Ok(cfg)
+    }
+
+    /// Whether the file or the environment says who may sign in (users or
+    /// a proxy); `bbb up` adds its own user only when nothing does.
+    pub fn login_users_configured(&self) -> bool {
+        std::env::var_os("BBB_LOGIN_USERS").is_some()
+            || std::env::var_os("BBB_LOGIN_PROXY_HEADER").is_some()
+            || self.login.as_ref().is_some_and(|l| {
+                l.contains_key("users") || l.get("proxy").and_then(|p| p.get("header")).is_some()
+            })
+    }
+
+    /// `bbb up`'s user as a layer below the file: `name` with the Argon2
+    /// hash of `password`, and the role `login-identity:<name>` granting
+    /// `scopes`, added to `[auth]`'s roles unless the file defines it.
+    pub fn with_login_user(
+        mut self,
+        name: &str,
+        password: &str,
+        scopes: &[&str],
+    ) -> anyhow::Result<FileConfig> {
+        let hash = bbb_login::hash_password(password).map_err(anyhow::Error::msg)?;
+        let mut user = toml::Table::new();
+        user.insert("name".into(), name.into());
+        user.insert("password_hash".into(), hash.into());
+        self.login
+            .get_or_insert_with(toml::Table::new)
+            .insert("users".into(), toml::Value::Array(vec![user.into()]));
+        let role_id = format!("login-identity:{name}");
+        let roles = self
+            .auth
+            .get_or_insert_with(toml::Table::new)
+            .entry("roles")
+            .or_insert_with(|| toml::Value::Array(vec![]));
+        if let Some(roles) = roles.as_array_mut()
+            && !roles
+                .iter()
+                .any(|r| r.get("role_id").and_then(|v| v.as_str()) == Some(role_id.as_str()))
+        {
+            let mut role = toml::Table::new();
+            role.insert("role_id".into(), role_id.into());
+            role.insert(
+                "scopes".into(),
+                toml::Value::Array(scopes.iter().map(|s| (*s).into()).collect()),
+            );
+            roles.push(role.into());
+        }
+        Ok(self)
     }
 
     /// The CI service's configuration (`[ci]`, its `[[ci.repositories]]`):

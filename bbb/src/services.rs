@@ -8,7 +8,8 @@ use crate::config::FileConfig;
 /// auth service, the hooks, the index, the CI service (repositories, pushes and
 /// decision tasks), the migration record (tasks on the bridge's task queue
 /// count as bridged), the built-in workers (`built-in/succeed`,
-/// `built-in/fail`) and the web UI at the root URL.
+/// `built-in/fail`), sign-in (`[login]`: `/login`, the OAuth2 endpoints) and
+/// the web UI at the root URL, which share one [`bbb_login::Login`].
 ///
 /// The migration record polls the masters of its `[migration]` section and
 /// the bridge's own (built from `[bridge]`).
@@ -25,6 +26,7 @@ pub fn mounts_polling(
     masters: bbb_migration::LegacyMasters,
     bridge_later: bool,
 ) -> anyhow::Result<Vec<bbb_queue::Mount>> {
+    let login = bbb_login::Login::new(file.login_config()?).map_err(anyhow::Error::msg)?;
     Ok(vec![
         bbb_auth_api::mount(),
         bbb_hooks::mount(file.hooks_config()?),
@@ -37,6 +39,7 @@ pub fn mounts_polling(
             bridge_later,
         )?,
         bbb_queue::builtin::mount(),
-        bbb_web::mount(bbb_login::Login::default()),
+        bbb_login::mount(login.clone()),
+        bbb_web::mount(login),
     ])
 }

@@ -44,6 +44,7 @@ const SECRETS: &[&str] = &[
     "hg-pw",
     "hook-pw",
     "migration-pw",
+    "c2FsdHNhbHQ$aGFzaGhh",
 ];
 
 #[test]
@@ -81,6 +82,11 @@ kind = "hg"
 trust_domain = "t"
 level = 1
 webhook_secret = "hook-pw"
+[login]
+session_expires = "8 hours"
+users = [{ name = "alice", password_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA" }]
+proxy = { header = "X-Forwarded-User", trusted = ["127.0.0.1"] }
+
 [migration]
 revisions = 20
 
@@ -145,6 +151,11 @@ buildbot_password = "migration-pw"
         "revisions = 20",
         "poll_interval_ms = 5000",
         "name = \"bb4-try\"",
+        // The [login] section: the hash masked, the rest shown.
+        "password_hash = \"***\"",
+        "name = \"alice\"",
+        "header = \"X-Forwarded-User\"",
+        "session_expires = \"8 hours\"",
     ] {
         assert!(stdout.contains(shown), "{shown} missing:\n{stdout}");
     }
@@ -193,6 +204,7 @@ fn every_variable_is_in_the_help_of_the_commands_that_read_it() {
     let bridge = names(BridgeConfig::ENV);
     let hooks = names(HooksConfig::ENV);
     let ci = names(bbb_ci::CiConfig::ENV);
+    let login = names(bbb_login::LoginConfig::ENV);
     // The [migration] section's (its table is the binary's own).
     let migration = [
         "BBB_MIGRATION_MAPPING_FILE",
@@ -207,9 +219,11 @@ fn every_variable_is_in_the_help_of_the_commands_that_read_it() {
         &worker[..],
         &bridge[..],
         &migration[..],
+        &login[..],
     ]
     .concat();
-    let queue_and_services: Vec<&str> = [&queue[..], &hooks[..], &ci[..], &migration[..]].concat();
+    let queue_and_services: Vec<&str> =
+        [&queue[..], &hooks[..], &ci[..], &migration[..], &login[..]].concat();
     let bridge_and_queue: Vec<&str> = [&queue[..], &bridge[..]].concat();
     for (command, vars) in [
         ("queue", &queue_and_services),

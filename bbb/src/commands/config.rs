@@ -13,6 +13,7 @@ pub fn run(file: &FileConfig, print: bool) -> anyhow::Result<()> {
         hooks: file.hooks_config()?,
         ci: file.ci_config()?,
         migration: file.migration_section()?,
+        login: file.login_config()?,
     };
     if print {
         println!("{}", toml::to_string_pretty(&printable)?);

@@ -21,6 +21,7 @@ pub async fn run(file: &FileConfig) -> anyhow::Result<()> {
         bbb_ci::store::Store::new(db.pool.clone(), db.backend)
             .migrate()
             .await?;
+        bbb_login::store::migrate(&db).await?;
         println!("migrations applied to {}", cfg.database_url.masked());
     }
     if file.bridge_state_configured() {

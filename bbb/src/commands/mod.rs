@@ -3,6 +3,7 @@
 
 mod bridge;
 mod config;
+mod login;
 mod migrate;
 mod queue;
 mod up;
@@ -24,6 +25,7 @@ pub async fn run(command: Command, file: FileConfig) -> anyhow::Result<()> {
         Command::Reflector => bridge::run(&file, RoleSet::only_reflector()).await,
         Command::Migrate => migrate::run(&file).await,
         Command::Config { print } => config::run(&file, print),
+        Command::Login(command) => login::run(command),
     }
 }
 

@@ -58,6 +58,17 @@ pub async fn run(file: FileConfig, data_dir: PathBuf, demo: bool) -> anyhow::Res
         Some(repo) => file.with_demo_repository(repo, &data_dir),
         None => file,
     };
+    // Someone to sign in as, unless [login] says who signs in: the user
+    // `admin`, whose password is made once and kept in the data directory.
+    let up_user = if file.login_users_configured() {
+        None
+    } else {
+        Some(kept_secret(&data_dir, UP_PASSWORD_FILE)?)
+    };
+    let file = match &up_user {
+        Some(password) => file.with_login_user(UP_USER, password, UP_USER_SCOPES)?,
+        None => file,
+    };
 
     // Tasks run as other OS users unless the worker cannot switch users: the
     // data directory, the files in it and the configuration are kept from them.
@@ -141,6 +152,13 @@ pub async fn run(file: FileConfig, data_dir: PathBuf, demo: bool) -> anyhow::Res
             repo.work.display()
         );
     }
+    match &up_user {
+        Some(password) => println!(
+            "  web UI:          {}/ (sign in as {UP_USER}, password {password})",
+            running.root_url
+        ),
+        None => println!("  web UI:          {}/", running.root_url),
+    }
     println!("  data directory:  {}", data_dir.display());
     println!();
     println!(
@@ -209,7 +227,40 @@ fn fresh_tasks_dir() -> anyhow::Result<PathBuf> {
 /// The root client's access token kept in the data directory, made on the
 /// first start.
 fn kept_root_token(data_dir: &Path) -> anyhow::Result<String> {
-    let path = data_dir.join("root-access-token");
+    kept_secret(data_dir, "root-access-token")
+}
+
+/// The user `bbb up` signs in when `[login]` names nobody.
+const UP_USER: &str = "admin";
+/// Where its password is kept in the data directory.
+const UP_PASSWORD_FILE: &str = "admin-password";
+/// What the role `login-identity:admin` grants: all a user does in the
+/// sandbox's services (tasks, hooks and actions, the index, the CI and
+/// migration services, the repositories' roles, its own OAuth2 clients). Not
+/// `*`: a role may not assume itself.
+const UP_USER_SCOPES: &[&str] = &[
+    "queue:*",
+    "hooks:*",
+    "index:*",
+    "ci:*",
+    "migration:*",
+    "assume:repo:*",
+    "auth:current-scopes",
+    "auth:expand-scopes",
+    "auth:list-clients",
+    "auth:get-client:*",
+    "auth:list-roles",
+    "auth:get-role:*",
+    "auth:create-client:admin/*",
+    "auth:update-client:admin/*",
+    "auth:delete-client:admin/*",
+    "auth:reset-access-token:admin/*",
+];
+
+/// The secret kept in `data_dir/name`, made (random, readable by its owner
+/// only) the first time.
+fn kept_secret(data_dir: &Path, name: &str) -> anyhow::Result<String> {
+    let path = data_dir.join(name);
     match std::fs::read_to_string(&path) {
         Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
         _ => {

@@ -303,7 +303,7 @@ async fn try_grant(
     if sorted(&client.scope) != sorted(&t.s) {
         return Err(oauth_error("invalid_scope", "Invalid scope"));
     }
-    if !client.redirect_uri.iter().any(|u| *u == t.r) {
+    if !client.redirect_uri.contains(&t.r) {
         return Err(oauth_error("access_denied", "Access denied"));
     }
     if client.response_type != t.t {

@@ -566,11 +566,13 @@ pub(crate) async fn third_party(
             input type="hidden" name="csrf" value=(csrf);
             p {
                 label for="expires" { "Expires (UTC, at the latest " (iso(expires)) ")" }
-                input id="expires" name="expires" type="text" required value=(iso(expires));
+                br;
+                input id="expires" name="expires" type="text" size="30" required value=(iso(expires));
             }
             p {
                 label for="description" { "Description" }
-                input id="description" name="description" type="text" value=(description);
+                br;
+                input id="description" name="description" type="text" size="60" value=(description);
             }
             p {
                 button type="submit" name="allow" value="1" autofocus { "Allow" }

@@ -198,12 +198,14 @@ fn form(
             input type="hidden" name="next" value=(next);
             p {
                 label for="name" { "Name" }
+                br;
                 input id="name" name="name" type="text" required autofocus
                     autocomplete="username" value=(name)
                     aria-describedby=[error.map(|_| "login-error")];
             }
             p {
                 label for="password" { "Password" }
+                br;
                 input id="password" name="password" type="password" required
                     autocomplete="current-password";
             }

@@ -21,6 +21,7 @@ import urllib.parse
 import pytest
 import requests
 import taskcluster
+from selenium.webdriver.common.keys import Keys
 from taskcluster.exceptions import TaskclusterAuthFailure, TaskclusterRestFailure
 
 from bbbtest import (
@@ -344,3 +345,48 @@ def test_bbb_up_has_a_user_to_sign_in_as(tmp_path):
         auth = taskcluster.Auth({"rootUrl": up.root_url, "credentials": session["credentials"], "maxRetries": 0})
         scopes = auth.currentScopes()["scopes"]
         assert {"queue:*", "hooks:*", "auth:create-client:admin/*"} <= set(scopes), scopes
+
+
+def test_sign_in_and_consent_in_a_browser(server, browser):
+    """A person in Chromium, with the keyboard: the sign-in form (a wrong
+    password first), then a tool's consent page, allowed; the browser goes
+    back to the tool with a code."""
+    query = urllib.parse.urlencode(
+        {
+            "response_type": "code",
+            "client_id": TOOL,
+            "redirect_uri": REDIRECT,
+            "scope": " ".join(TOOL_SCOPES),
+            "state": "from-the-browser",
+        }
+    )
+    next_path = f"/login/oauth/authorize?{query}"
+    browser.open(f"{server.root_url}/login?" + urllib.parse.urlencode({"next": next_path}))
+    assert browser.title == "Sign in · bbb"
+    assert browser.find("label[for=name]").text == "Name"
+    assert browser.find("label[for=password]").text == "Password"
+
+    def type_in(name: str, password: str) -> None:
+        field = browser.driver.switch_to.active_element
+        assert field.get_attribute("id") == "name", "the name has the focus"
+        field.clear()
+        field.send_keys(name, Keys.TAB)
+        browser.driver.switch_to.active_element.send_keys(password, Keys.ENTER)
+
+    type_in("alice", "not the password")
+    browser.wait_for_text("The name or the password is wrong.")
+    browser.screenshot("wrong password")
+    type_in("alice", PASSWORD)
+    browser.wait_for(lambda: browser.title == "Authorize a tool · bbb", 15, "the consent page")
+    browser.screenshot("consent")
+    page = browser.text()
+    assert "Signed in as alice" in page
+    assert TOOL in page
+    for scope in TOOL_SCOPES:
+        assert scope in page
+    allow = browser.driver.switch_to.active_element
+    assert allow.text == "Allow", "Allow has the focus"
+    allow.send_keys(Keys.ENTER)
+    browser.wait_for(lambda: browser.driver.current_url.startswith(REDIRECT), 15, "the way back to the tool")
+    back = urllib.parse.parse_qs(urllib.parse.urlparse(browser.driver.current_url).query)
+    assert back["state"] == ["from-the-browser"] and back["code"][0]

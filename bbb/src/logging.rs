@@ -29,6 +29,7 @@ pub const OWN_CRATES: &[&str] = &[
     "bbb_buildbot",
     "bbb_index",
     "bbb_listeners",
+    "bbb_login",
     "bbb_migration",
     "bbb_pulse",
     "bbb_queue",
@@ -40,6 +41,7 @@ pub const OWN_CRATES: &[&str] = &[
     "bbb_state",
     "bbb_testdb",
     "bbb_tcvalues",
+    "bbb_web",
     "bbb_workers",
 ];
 

@@ -58,9 +58,8 @@ impl Queue {
         after: &str,
         limit: i64,
     ) -> Result<Vec<Task>> {
-        let mut sql = format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE task_group_id = $1 AND task_id > $2"
-        );
+        let mut sql =
+            format!("SELECT {TASK_COLUMNS} FROM tasks WHERE task_group_id = $1 AND task_id > $2");
         let mut n = 3;
         if filter.state.is_some() {
             sql.push_str(&format!(" AND state = ${n}"));

@@ -167,23 +167,47 @@ pub(crate) async fn task_act(
     let task = match web.queue.load_task(&task_id).await {
         Ok(Some(t)) => t,
         Ok(None) => return layout::not_found(Some(&who), &format!("Task {task_id}")),
-        Err(e) => return layout::error(Some(&who), StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Err(e) => {
+            return layout::error(
+                Some(&who),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &e.to_string(),
+            );
+        }
     };
     let what = form_value(&form, "do").unwrap_or_default();
     let outcome = match what {
         "action" => task_action(&web, &who, &task, &form).await,
         "rerun" => {
             let url = web.hawk.url("queue", &format!("task/{task_id}/rerun"));
-            let answer = web.hawk.call(Some(&who.credentials), None, "POST", &url, None).await;
+            let answer = web
+                .hawk
+                .call(Some(&who.credentials), None, "POST", &url, None)
+                .await;
             Outcome::from_answer(answer, |b| {
-                (format!("Task {task_id} is {} again (rerunTask).", b["status"]["state"].as_str().unwrap_or("scheduled")), vec![])
+                (
+                    format!(
+                        "Task {task_id} is {} again (rerunTask).",
+                        b["status"]["state"].as_str().unwrap_or("scheduled")
+                    ),
+                    vec![],
+                )
             })
         }
         "cancel" => {
             let url = web.hawk.url("queue", &format!("task/{task_id}/cancel"));
-            let answer = web.hawk.call(Some(&who.credentials), None, "POST", &url, None).await;
+            let answer = web
+                .hawk
+                .call(Some(&who.credentials), None, "POST", &url, None)
+                .await;
             Outcome::from_answer(answer, |b| {
-                (format!("Task {task_id} is {} (cancelTask).", b["status"]["state"].as_str().unwrap_or("cancelled")), vec![])
+                (
+                    format!(
+                        "Task {task_id} is {} (cancelTask).",
+                        b["status"]["state"].as_str().unwrap_or("cancelled")
+                    ),
+                    vec![],
+                )
             })
         }
         "retrigger" => {
@@ -247,7 +271,12 @@ pub(crate) async fn group_act(
     }
     let name = form_value(&form, "action").unwrap_or_default().to_owned();
     let outcome = match actions::load(&web, &task_group_id).await {
-        Ok(Some(acts)) => match acts.for_group().into_iter().find(|a| a["name"] == name.as_str()).cloned() {
+        Ok(Some(acts)) => match acts
+            .for_group()
+            .into_iter()
+            .find(|a| a["name"] == name.as_str())
+            .cloned()
+        {
             Some(action) => match actions::input_from_form(&action["schema"], &form) {
                 Ok(input) => actions::fire(&web, &who, &acts, &action, None, input).await,
                 Err(e) => Outcome::refused(400, format!("The input is not valid: {e}")),
@@ -274,7 +303,11 @@ async fn below(web: &Web, root: &Task) -> Result<Vec<Task>, String> {
     let mut frontier = vec![root.task_id.clone()];
     while !frontier.is_empty() {
         counted(frontier.len().div_ceil(500) as u64);
-        let edges = web.queue.dependent_edges(&frontier).await.map_err(|e| e.to_string())?;
+        let edges = web
+            .queue
+            .dependent_edges(&frontier)
+            .await
+            .map_err(|e| e.to_string())?;
         let new: Vec<String> = edges
             .into_iter()
             .map(|(_, d)| d)
@@ -284,7 +317,11 @@ async fn below(web: &Web, root: &Task) -> Result<Vec<Task>, String> {
             break;
         }
         counted(new.len().div_ceil(500) as u64);
-        let tasks = web.queue.load_tasks(&new).await.map_err(|e| e.to_string())?;
+        let tasks = web
+            .queue
+            .load_tasks(&new)
+            .await
+            .map_err(|e| e.to_string())?;
         frontier = Vec::new();
         for t in tasks.into_iter().filter(|t| &t.def.task_group_id == group) {
             frontier.push(t.task_id.clone());
@@ -347,7 +384,13 @@ pub(crate) fn clone_definition(
 /// Retrigger without actions: a clone of `task` (see [`clone_definition`]),
 /// and with `dependents` a clone of every task below it in its group, in
 /// dependency order, as the user.
-async fn retrigger(web: &Web, who: &SignedIn, task: &Task, exact: bool, dependents: bool) -> Outcome {
+async fn retrigger(
+    web: &Web,
+    who: &SignedIn,
+    task: &Task,
+    exact: bool,
+    dependents: bool,
+) -> Outcome {
     let mut tasks = vec![task.clone()];
     if dependents {
         match below(web, task).await {
@@ -355,8 +398,10 @@ async fn retrigger(web: &Web, who: &SignedIn, task: &Task, exact: bool, dependen
             Err(e) => return Outcome::refused(400, e),
         }
     }
-    let renamed: HashMap<String, String> =
-        tasks.iter().map(|t| (t.task_id.clone(), slugid())).collect();
+    let renamed: HashMap<String, String> = tasks
+        .iter()
+        .map(|t| (t.task_id.clone(), slugid()))
+        .collect();
     // Dependency order: a clone is created after the clones it depends on.
     let mut order = Vec::with_capacity(tasks.len());
     let mut done: BTreeSet<&str> = BTreeSet::new();
@@ -373,7 +418,10 @@ async fn retrigger(web: &Web, who: &SignedIn, task: &Task, exact: bool, dependen
             .map(|(id, _)| *id)
             .collect();
         if ready.is_empty() {
-            return Outcome::refused(400, "The tasks below this one depend on each other in a cycle.".into());
+            return Outcome::refused(
+                400,
+                "The tasks below this one depend on each other in a cycle.".into(),
+            );
         }
         for id in ready {
             if let Some(t) = left.remove(id) {
@@ -390,7 +438,10 @@ async fn retrigger(web: &Web, who: &SignedIn, task: &Task, exact: bool, dependen
         // the clones below it always wait for the clones above them.
         let def = clone_definition(t, now, exact || t.task_id != task.task_id, exact, &renamed);
         let url = web.hawk.url("queue", &format!("task/{new_id}"));
-        let answer = web.hawk.call(Some(&who.credentials), None, "PUT", &url, Some(&def)).await;
+        let answer = web
+            .hawk
+            .call(Some(&who.credentials), None, "PUT", &url, Some(&def))
+            .await;
         match answer {
             Ok(a) if a.is_success() => created.push(new_id.clone()),
             other => {
@@ -430,7 +481,13 @@ pub(crate) fn is_human_decision(task: &Task) -> bool {
 pub(crate) fn worker_id_of(user: &str) -> String {
     let id: String = user
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(38)
         .collect();
     if id.is_empty() { "user".into() } else { id }
@@ -444,34 +501,60 @@ pub(crate) fn worker_id_of(user: &str) -> String {
 /// `queue:worker-id:human-decision/<user>`, the claim is refused.
 async fn resolve_human(web: &Web, who: &SignedIn, task: &Task, complete: bool) -> Outcome {
     if !is_human_decision(task) {
-        return Outcome::refused(400, format!("Task {} is not a human-decision task.", task.task_id));
+        return Outcome::refused(
+            400,
+            format!("Task {} is not a human-decision task.", task.task_id),
+        );
     }
     let Some(run) = task.last_run() else {
-        return Outcome::refused(409, "The task has no run yet: its dependencies are not resolved.".into());
+        return Outcome::refused(
+            409,
+            "The task has no run yet: its dependencies are not resolved.".into(),
+        );
     };
     if run.state != RunState::Pending {
         return Outcome::refused(
             409,
-            format!("Run {} is {}: only a pending decision can be made.", run.run_id, run.state.as_str()),
+            format!(
+                "Run {} is {}: only a pending decision can be made.",
+                run.run_id,
+                run.state.as_str()
+            ),
         );
     }
     let worker_id = worker_id_of(&who.user);
-    let url = web.hawk.url("queue", &format!("task/{}/runs/{}/claim", task.task_id, run.run_id));
+    let url = web.hawk.url(
+        "queue",
+        &format!("task/{}/runs/{}/claim", task.task_id, run.run_id),
+    );
     let body = json!({"workerGroup": task.def.worker_type, "workerId": worker_id});
-    let claim = match web.hawk.call(Some(&who.credentials), None, "POST", &url, Some(&body)).await {
+    let claim = match web
+        .hawk
+        .call(Some(&who.credentials), None, "POST", &url, Some(&body))
+        .await
+    {
         Ok(a) if a.is_success() => a.body,
         other => return Outcome::from_answer(other, |_| (String::new(), vec![])),
     };
     let creds = Credentials {
-        client_id: claim["credentials"]["clientId"].as_str().unwrap_or_default().into(),
-        access_token: claim["credentials"]["accessToken"].as_str().unwrap_or_default().into(),
+        client_id: claim["credentials"]["clientId"]
+            .as_str()
+            .unwrap_or_default()
+            .into(),
+        access_token: claim["credentials"]["accessToken"]
+            .as_str()
+            .unwrap_or_default()
+            .into(),
         certificate: claim["credentials"]["certificate"]
             .as_str()
             .filter(|c| !c.is_empty())
             .map(str::to_owned),
     };
     let report = if complete { "completed" } else { "failed" };
-    let url = web.hawk.url("queue", &format!("task/{}/runs/{}/{report}", task.task_id, run.run_id));
+    let url = web.hawk.url(
+        "queue",
+        &format!("task/{}/runs/{}/{report}", task.task_id, run.run_id),
+    );
     let answer = web.hawk.call(Some(&creds), None, "POST", &url, None).await;
     Outcome::from_answer(answer, |_| {
         (

@@ -93,7 +93,10 @@ pub(crate) async fn artifact_bytes(
     if !res.status().is_success() {
         return Err(format!("fetching {name}: HTTP {}", res.status()));
     }
-    let bytes = res.bytes().await.map_err(|e| format!("fetching {name}: {e}"))?;
+    let bytes = res
+        .bytes()
+        .await
+        .map_err(|e| format!("fetching {name}: {e}"))?;
     Ok(Some(bytes.to_vec()))
 }
 
@@ -297,9 +300,7 @@ fn field(key: &str, prop: &Value, required: bool, prefix: &str) -> Markup {
 
 /// The value of form field `key`.
 pub(crate) fn form_value<'a>(form: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    form.iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
+    form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
 /// The action's input from its form, checked against its schema.
@@ -320,17 +321,20 @@ pub(crate) fn input_from_form(schema: &Value, form: &[(String, String)]) -> Resu
                             form_value(form, &format!("input.{key}")) == Some("true"),
                         )),
                         Some(kind @ ("integer" | "number" | "string")) => {
-                            let given = form_value(form, &format!("input.{key}")).unwrap_or_default();
+                            let given =
+                                form_value(form, &format!("input.{key}")).unwrap_or_default();
                             scalar_input(key, kind, given)?
                         }
                         _ => {
-                            let given = form_value(form, &format!("json.{key}")).unwrap_or_default();
+                            let given =
+                                form_value(form, &format!("json.{key}")).unwrap_or_default();
                             if given.trim().is_empty() {
                                 None
                             } else {
-                                Some(serde_json::from_str(given).map_err(|e| {
-                                    format!("{key}: not JSON ({e})")
-                                })?)
+                                Some(
+                                    serde_json::from_str(given)
+                                        .map_err(|e| format!("{key}: not JSON ({e})"))?,
+                                )
                             }
                         }
                     }
@@ -429,7 +433,10 @@ pub(crate) async fn fire(
             let payload = match json_e::render(&action["hookPayload"], &Value::Object(ctx)) {
                 Ok(p) => p,
                 Err(e) => {
-                    return Outcome::refused(400, format!("Rendering the hook payload of {name}: {e}"));
+                    return Outcome::refused(
+                        400,
+                        format!("Rendering the hook payload of {name}: {e}"),
+                    );
                 }
             };
             let wanted = format!("in-tree:hook-action:{hook_group}/{hook_id}");
@@ -444,7 +451,11 @@ pub(crate) async fn fire(
             }
             let url = web.hawk.url(
                 "hooks",
-                &format!("hooks/{}/{}/trigger", encode(hook_group, false), encode(hook_id, false)),
+                &format!(
+                    "hooks/{}/{}/trigger",
+                    encode(hook_group, false),
+                    encode(hook_id, false)
+                ),
             );
             let answer = web
                 .hawk
@@ -455,7 +466,10 @@ pub(crate) async fn fire(
                     .as_str()
                     .or(body["taskId"].as_str())
                     .map(str::to_owned);
-                (format!("Action {name} fired through hook {hook_group}/{hook_id}."), id.into_iter().collect())
+                (
+                    format!("Action {name} fired through hook {hook_group}/{hook_id}."),
+                    id.into_iter().collect(),
+                )
             })
         }
         Some("task") => {
@@ -467,11 +481,18 @@ pub(crate) async fn fire(
             ctx.insert("ownTaskId".into(), own.clone().into());
             let def = match json_e::render(&action["task"], &Value::Object(ctx)) {
                 Ok(d) => d,
-                Err(e) => return Outcome::refused(400, format!("Rendering the task of {name}: {e}")),
+                Err(e) => {
+                    return Outcome::refused(400, format!("Rendering the task of {name}: {e}"));
+                }
             };
             let scopes: Vec<String> = def["scopes"]
                 .as_array()
-                .map(|s| s.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                .map(|s| {
+                    s.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
                 .unwrap_or_default();
             if let Some(s) = scopes.iter().find(|s| !scope_satisfied(&expanded, s)) {
                 return Outcome::refused(
@@ -488,10 +509,16 @@ pub(crate) async fn fire(
                 .call(Some(&who.credentials), None, "PUT", &url, Some(&def))
                 .await;
             Outcome::from_answer(answer, |_| {
-                (format!("Action {name} created its task."), vec![own.clone()])
+                (
+                    format!("Action {name} created its task."),
+                    vec![own.clone()],
+                )
             })
         }
-        _ => Outcome::refused(400, format!("Action {name} is of a kind bbb does not fire.")),
+        _ => Outcome::refused(
+            400,
+            format!("Action {name} is of a kind bbb does not fire."),
+        ),
     }
 }
 
@@ -524,12 +551,22 @@ mod tests {
     #[test]
     fn actions_are_filtered_by_context_as_treeherder_does() {
         let acts = parse("G", vec![], &file()).unwrap();
-        let names = |v: Vec<&Value>| v.iter().map(|a| a["name"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+        let names = |v: Vec<&Value>| {
+            v.iter()
+                .map(|a| a["name"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(names(acts.for_group()), ["cancel-all"]);
         let linux = json!({"platform": "linux"});
-        assert_eq!(names(acts.for_task(linux.as_object().unwrap())), ["retrigger", "linux-only"]);
+        assert_eq!(
+            names(acts.for_task(linux.as_object().unwrap())),
+            ["retrigger", "linux-only"]
+        );
         let mac = json!({"platform": "mac"});
-        assert_eq!(names(acts.for_task(mac.as_object().unwrap())), ["retrigger"]);
+        assert_eq!(
+            names(acts.for_task(mac.as_object().unwrap())),
+            ["retrigger"]
+        );
         assert!(parse("G", vec![], &json!({"version": 2, "actions": []})).is_err());
     }
 
@@ -538,16 +575,35 @@ mod tests {
         let acts = parse("G", vec![], &file()).unwrap();
         let schema = &acts.actions[1]["schema"];
         let form = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
         };
         let input = input_from_form(
             schema,
-            &form(&[("input.times", "3"), ("input.downstream", "true"), ("input.priority", "high"), ("input.note", ""), ("json.tasks", "[\"a\"]")]),
+            &form(&[
+                ("input.times", "3"),
+                ("input.downstream", "true"),
+                ("input.priority", "high"),
+                ("input.note", ""),
+                ("json.tasks", "[\"a\"]"),
+            ]),
         )
         .unwrap();
-        assert_eq!(input, json!({"times": 3, "downstream": true, "priority": "high", "tasks": ["a"]}));
-        let input = input_from_form(schema, &form(&[("input.times", "1"), ("input.priority", "low")])).unwrap();
-        assert_eq!(input, json!({"times": 1, "downstream": false, "priority": "low"}));
+        assert_eq!(
+            input,
+            json!({"times": 3, "downstream": true, "priority": "high", "tasks": ["a"]})
+        );
+        let input = input_from_form(
+            schema,
+            &form(&[("input.times", "1"), ("input.priority", "low")]),
+        )
+        .unwrap();
+        assert_eq!(
+            input,
+            json!({"times": 1, "downstream": false, "priority": "low"})
+        );
         let err = input_from_form(schema, &form(&[("input.times", "x")])).unwrap_err();
         assert!(err.contains("not a whole number"), "{err}");
         let err = input_from_form(schema, &form(&[("input.times", "500")])).unwrap_err();

@@ -57,7 +57,10 @@ impl Graph {
 
     /// Of `ids` (not yet shown), those the level has room for; the rest counted.
     fn room(&mut self, ids: Vec<String>, level: i32) -> Vec<String> {
-        let mut ids: Vec<String> = ids.into_iter().filter(|i| !self.nodes.contains_key(i)).collect();
+        let mut ids: Vec<String> = ids
+            .into_iter()
+            .filter(|i| !self.nodes.contains_key(i))
+            .collect();
         ids.sort();
         ids.dedup();
         if ids.len() > MAX_PER_LEVEL {
@@ -75,13 +78,20 @@ pub(crate) async fn around(web: &Web, center: &Task) -> Result<Graph, String> {
     // Upwards: the dependencies named by the definitions of the level below.
     let mut frontier = vec![center.clone()];
     for level in 1..=DEPTH {
-        let wanted: Vec<String> = frontier.iter().flat_map(|t| t.def.dependencies.clone()).collect();
+        let wanted: Vec<String> = frontier
+            .iter()
+            .flat_map(|t| t.def.dependencies.clone())
+            .collect();
         let ids = g.room(wanted, -level);
         if ids.is_empty() {
             break;
         }
         counted(ids.len().div_ceil(500) as u64);
-        let tasks = web.queue.load_tasks(&ids).await.map_err(|e| e.to_string())?;
+        let tasks = web
+            .queue
+            .load_tasks(&ids)
+            .await
+            .map_err(|e| e.to_string())?;
         for t in &tasks {
             g.add(t, -level);
         }
@@ -91,13 +101,21 @@ pub(crate) async fn around(web: &Web, center: &Task) -> Result<Graph, String> {
     let mut frontier = vec![center.task_id.clone()];
     for level in 1..=DEPTH {
         counted(frontier.len().div_ceil(500) as u64);
-        let edges = web.queue.dependent_edges(&frontier).await.map_err(|e| e.to_string())?;
+        let edges = web
+            .queue
+            .dependent_edges(&frontier)
+            .await
+            .map_err(|e| e.to_string())?;
         let ids = g.room(edges.iter().map(|(_, d)| d.clone()).collect(), level);
         if ids.is_empty() {
             break;
         }
         counted(ids.len().div_ceil(500) as u64);
-        let tasks = web.queue.load_tasks(&ids).await.map_err(|e| e.to_string())?;
+        let tasks = web
+            .queue
+            .load_tasks(&ids)
+            .await
+            .map_err(|e| e.to_string())?;
         for t in &tasks {
             g.add(t, level);
         }
@@ -138,7 +156,13 @@ pub(crate) fn svg(g: &Graph, label: &str) -> Markup {
     let mut at: BTreeMap<&str, (i32, i32)> = BTreeMap::new();
     for (ci, level) in levels.iter().enumerate() {
         for (ri, (id, _)) in columns[level].iter().enumerate() {
-            at.insert(id.as_str(), (ci as i32 * (NODE_W + COL_GAP), ri as i32 * (NODE_H + ROW_GAP) + 24));
+            at.insert(
+                id.as_str(),
+                (
+                    ci as i32 * (NODE_W + COL_GAP),
+                    ri as i32 * (NODE_H + ROW_GAP) + 24,
+                ),
+            );
         }
     }
     let rows = columns.values().map(Vec::len).max().unwrap_or(1) as i32;

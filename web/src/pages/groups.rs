@@ -75,12 +75,17 @@ pub(crate) async fn show(
     let who = web.login.signed_in(&headers);
     let who = who.as_ref();
     if !is_slugid(&task_group_id) {
-        return layout::not_found(who, &format!("Task group {task_group_id} (not a task group id)"));
+        return layout::not_found(
+            who,
+            &format!("Task group {task_group_id} (not a task group id)"),
+        );
     }
     counted(1);
     let group = match web.queue.task_group(&task_group_id).await {
         Ok(g) => g,
-        Err(ApiError::NotFound(_)) => return layout::not_found(who, &format!("Task group {task_group_id}")),
+        Err(ApiError::NotFound(_)) => {
+            return layout::not_found(who, &format!("Task group {task_group_id}"));
+        }
         Err(e) => return layout::error(who, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
     let state = if q.state.is_empty() {
@@ -89,7 +94,11 @@ pub(crate) async fn show(
         match q.state.parse::<TaskState>() {
             Ok(s) => Some(s),
             Err(_) => {
-                return layout::error(who, StatusCode::BAD_REQUEST, &format!("{:?} is not a task state.", q.state));
+                return layout::error(
+                    who,
+                    StatusCode::BAD_REQUEST,
+                    &format!("{:?} is not a task state.", q.state),
+                );
             }
         }
     };
@@ -100,7 +109,8 @@ pub(crate) async fn show(
     counted(2);
     let (counts, tasks) = match tokio::try_join!(
         web.queue.group_state_counts(&task_group_id),
-        web.queue.group_tasks_filtered(&task_group_id, &filter, &q.after, PAGE_SIZE as i64 + 1),
+        web.queue
+            .group_tasks_filtered(&task_group_id, &filter, &q.after, PAGE_SIZE as i64 + 1),
     ) {
         Ok(r) => r,
         Err(e) => return layout::error(who, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
@@ -184,7 +194,10 @@ fn summary(group: &Value, total: i64) -> Markup {
 }
 
 fn counts_nav(g: &str, counts: &[(String, i64)], total: i64, q: &GroupQuery) -> Markup {
-    let all = GroupQuery { name: q.name.clone(), ..GroupQuery::default() };
+    let all = GroupQuery {
+        name: q.name.clone(),
+        ..GroupQuery::default()
+    };
     html! {
         nav.counts aria-label="tasks by state" {
             a href=(all.href(g, "", "")) aria-current=[q.state.is_empty().then_some("true")] { "all " span.count { (total) } }
@@ -221,7 +234,11 @@ fn filter_form(g: &str, q: &GroupQuery) -> Markup {
 }
 
 /// The group actions of `actions.json`, or why they are not shown.
-fn group_actions(g: &str, who: Option<&SignedIn>, acts: &Result<Option<Actions>, String>) -> Markup {
+fn group_actions(
+    g: &str,
+    who: Option<&SignedIn>,
+    acts: &Result<Option<Actions>, String>,
+) -> Markup {
     html! {
         section.actions aria-labelledby="actions-h" {
             h2 #actions-h { "Group actions" }

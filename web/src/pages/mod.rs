@@ -19,7 +19,12 @@ pub(crate) fn routes(web: Web) -> Router {
     Router::new()
         .route(
             "/static/bbb.css",
-            get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLESHEET) }),
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+                    STYLESHEET,
+                )
+            }),
         )
         .route("/groups/{task_group_id}", get(groups::show))
         .route("/groups/{task_group_id}/act", post(acting::group_act))
@@ -44,7 +49,10 @@ pub(crate) fn group_href(task_group_id: &str) -> String {
 pub(crate) fn encode(text: &str, keep_slash: bool) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') || (keep_slash && b == b'/') {
+        if b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'_' | b'.' | b'~')
+            || (keep_slash && b == b'/')
+        {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));

@@ -136,7 +136,11 @@ fn summary(t: &Task) -> Markup {
 /// The forms that act on the task: the group's actions for it, or (a group
 /// without actions) rerun, cancel and retrigger through the queue; and for
 /// a human-decision task, the decision.
-fn what_can_be_done(t: &Task, who: Option<&SignedIn>, acts: &Result<Option<Actions>, String>) -> Markup {
+fn what_can_be_done(
+    t: &Task,
+    who: Option<&SignedIn>,
+    acts: &Result<Option<Actions>, String>,
+) -> Markup {
     let act = format!("{}/act", task_href(&t.task_id));
     let Some(who) = who else {
         return html! {
@@ -147,9 +151,11 @@ fn what_can_be_done(t: &Task, who: Option<&SignedIn>, acts: &Result<Option<Actio
         };
     };
     let token = csrf::token(who);
-    let hidden = |what: &str| html! {
-        input type="hidden" name=(csrf::FIELD) value=(token);
-        input type="hidden" name="do" value=(what);
+    let hidden = |what: &str| {
+        html! {
+            input type="hidden" name=(csrf::FIELD) value=(token);
+            input type="hidden" name="do" value=(what);
+        }
     };
     html! {
         @if is_human_decision(t) {
@@ -246,7 +252,11 @@ fn log_section(t: &Task, artifacts: &[Artifact]) -> Markup {
     let Some(run) = t.last_run() else {
         return html! {};
     };
-    let has = |name: &str| artifacts.iter().any(|a| a.run_id == run.run_id && a.name == name);
+    let has = |name: &str| {
+        artifacts
+            .iter()
+            .any(|a| a.run_id == run.run_id && a.name == name)
+    };
     let live = run.state == RunState::Running && has(LIVE_LOG);
     if !live && !has(BACKING_LOG) && !has(LIVE_LOG) {
         return html! {
@@ -269,9 +279,17 @@ fn log_section(t: &Task, artifacts: &[Artifact]) -> Markup {
 }
 
 /// `GET /tasks/<taskId>/runs/<runId>/log`: the run's log as text, streamed.
-pub(crate) async fn log(State(web): State<Web>, Path((task_id, run_id)): Path<(String, String)>) -> Response {
+pub(crate) async fn log(
+    State(web): State<Web>,
+    Path((task_id, run_id)): Path<(String, String)>,
+) -> Response {
     let text = |status: StatusCode, message: String| {
-        (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message).into_response()
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            message,
+        )
+            .into_response()
     };
     let Ok(run_id) = bbb_queue::validate::run_id_param(&run_id) else {
         return text(StatusCode::NOT_FOUND, format!("{run_id} is not a run id"));
@@ -286,7 +304,10 @@ pub(crate) async fn log(State(web): State<Web>, Path((task_id, run_id)): Path<(S
         Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     let Some(run) = task.runs.iter().find(|r| r.run_id == run_id) else {
-        return text(StatusCode::NOT_FOUND, format!("Task {task_id} has no run {run_id}"));
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("Task {task_id} has no run {run_id}"),
+        );
     };
     let names: &[&str] = if run.state == RunState::Running {
         &[LIVE_LOG, BACKING_LOG]
@@ -308,12 +329,19 @@ pub(crate) async fn log(State(web): State<Web>, Path((task_id, run_id)): Path<(S
                     )
                         .into_response();
                 }
-                Ok(res) => tracing::debug!(task.id = %task_id, run.id = run_id, status = %res.status(), "log not readable"),
-                Err(e) => tracing::debug!(task.id = %task_id, run.id = run_id, error = %e, "log not readable"),
+                Ok(res) => {
+                    tracing::debug!(task.id = %task_id, run.id = run_id, status = %res.status(), "log not readable")
+                }
+                Err(e) => {
+                    tracing::debug!(task.id = %task_id, run.id = run_id, error = %e, "log not readable")
+                }
             }
         }
     }
-    text(StatusCode::NOT_FOUND, format!("Run {run_id} of task {task_id} has no log to read"))
+    text(
+        StatusCode::NOT_FOUND,
+        format!("Run {run_id} of task {task_id} has no log to read"),
+    )
 }
 
 /// Where the bytes of log artifact `name` of a run are: a reference's URL
@@ -334,7 +362,8 @@ async fn log_url(web: &Web, task_id: &str, run_id: i64, name: &str) -> Option<St
         match a.storage_type.as_str() {
             "reference" => {
                 let url = a.details.get("url").and_then(Value::as_str)?;
-                return (url.starts_with("http://") || url.starts_with("https://")).then(|| url.to_owned());
+                return (url.starts_with("http://") || url.starts_with("https://"))
+                    .then(|| url.to_owned());
             }
             "s3" => {
                 let now = web.queue.clock.now_ms();
@@ -344,7 +373,13 @@ async fn log_url(web: &Web, task_id: &str, run_id: i64, name: &str) -> Option<St
                     now + bbb_queue::blob::GET_URL_TTL_MS,
                 ));
             }
-            "link" => name = a.details.get("artifact").and_then(Value::as_str)?.to_owned(),
+            "link" => {
+                name = a
+                    .details
+                    .get("artifact")
+                    .and_then(Value::as_str)?
+                    .to_owned()
+            }
             _ => return None,
         }
     }

@@ -238,12 +238,14 @@ def test_follow_a_live_log_while_it_grows(up, browser):
     browser.wait_for(lambda: "log line 20" in log(), 30, "more lines")
     assert len(log()) > len(first)
     assert browser.driver.execute_script("return window.__samePage") is True, "the page was not reloaded"
+    browser.driver.execute_script("document.getElementById('log').scrollIntoView()")
     browser.screenshot("live log")
     wait_for_state(queue, group, "completed", timeout=60)
     browser.open(f"{up.root_url}/tasks/{group}")
     assert "Log of run 0" in browser.text()
     browser.wait_for(lambda: "log line 40" in log(), 30, "the backing log")
     browser.wait_for_text("End of the log.")
+    browser.driver.execute_script("document.getElementById('log').scrollIntoView()")
     browser.screenshot("backing log")
 
 

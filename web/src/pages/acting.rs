@@ -131,20 +131,20 @@ fn checked_user(
     web: &Web,
     headers: &HeaderMap,
     form: &[(String, String)],
-) -> Result<SignedIn, Response> {
+) -> Result<SignedIn, Box<Response>> {
     let Some(who) = web.login.signed_in(headers) else {
-        return Err(layout::error(
+        return Err(Box::new(layout::error(
             None,
             StatusCode::UNAUTHORIZED,
             "Sign in to act on tasks: the services check your scopes.",
-        ));
+        )));
     };
     if !csrf::valid(&who, form_value(form, csrf::FIELD).unwrap_or_default()) {
-        return Err(layout::error(
+        return Err(Box::new(layout::error(
             Some(&who),
             StatusCode::FORBIDDEN,
             "This form does not belong to your session (its token does not match). Reload the page and try again.",
-        ));
+        )));
     }
     Ok(who)
 }
@@ -158,7 +158,7 @@ pub(crate) async fn task_act(
 ) -> Response {
     let who = match checked_user(&web, &headers, &form) {
         Ok(w) => w,
-        Err(page) => return page,
+        Err(page) => return *page,
     };
     if !is_slugid(&task_id) {
         return layout::not_found(Some(&who), &format!("Task {task_id}"));
@@ -264,7 +264,7 @@ pub(crate) async fn group_act(
 ) -> Response {
     let who = match checked_user(&web, &headers, &form) {
         Ok(w) => w,
-        Err(page) => return page,
+        Err(page) => return *page,
     };
     if !is_slugid(&task_group_id) {
         return layout::not_found(Some(&who), &format!("Task group {task_group_id}"));

@@ -2,7 +2,7 @@
 //! and ratios; see the crate README. A binary of its own, so the product binary
 //! `bbb` links no benchmark or test-support code.
 
-use bbb_bench::{bridge, ci, hooks, index, queue};
+use bbb_bench::{bridge, ci, hooks, index, queue, web_group};
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// mimalloc, as in the `bbb` binary: the queue benchmark runs the queue server
@@ -124,6 +124,16 @@ enum Command {
         /// Seconds the scheduled hooks run.
         #[arg(long, default_value_t = 10)]
         cron_seconds: u64,
+    },
+    /// The web UI's task-group inspector on a 10,000-task group: each kind
+    /// of page served p50/p99 and its cost on the database (statements per
+    /// page; rows of the tasks table read, on PostgreSQL).
+    WebGroup {
+        #[command(flatten)]
+        backends: Backends,
+        /// Page loads measured per kind of page.
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
     },
 }
 
@@ -280,6 +290,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 concurrency,
                 cron_hooks,
                 cron_seconds,
+            })
+            .await?;
+        }
+        Command::WebGroup { backends, samples } => {
+            web_group::run(web_group::Options {
+                backends: backends.names(),
+                samples,
             })
             .await?;
         }

@@ -50,3 +50,10 @@ pub(crate) fn not_found(who: Option<&SignedIn>, what: &str) -> Response {
     let body = html! { p.error role="alert" { (what) " was not found." } };
     (StatusCode::NOT_FOUND, page("Not found", who, body)).into_response()
 }
+
+/// A page saying why a request could not be answered, served with `status`.
+pub(crate) fn error(who: Option<&SignedIn>, status: StatusCode, message: &str) -> Response {
+    let title = status.canonical_reason().unwrap_or("Error");
+    let body = html! { p.error role="alert" { (message) } };
+    (status, page(title, who, body)).into_response()
+}

@@ -298,6 +298,18 @@ impl Queue {
         Artifact::from_row(&row)
     }
 
+    /// Every artifact of a task, by run then name (the web UI's task page).
+    pub async fn task_artifacts(&self, task_id: &str) -> Result<Vec<Artifact>> {
+        let rows = sqlx::query(
+            "SELECT task_id, run_id, name, storage_type, content_type, details, expires FROM artifacts \
+             WHERE task_id = $1 ORDER BY run_id, name",
+        )
+        .bind(task_id)
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.iter().map(Artifact::from_row).collect()
+    }
+
     /// Artifacts of a run after `after` (by name), at most `limit`.
     pub async fn artifacts(
         &self,

@@ -5,6 +5,7 @@ pub mod artifacts;
 pub mod claims;
 pub mod coalesce;
 pub mod groups;
+pub mod inspect;
 pub mod task_queues;
 pub mod tasks;
 pub mod workers;

@@ -76,6 +76,22 @@ pub enum Command {
         #[arg(long)]
         print: bool,
     },
+    /// Task-related actions and commands, as upstream's `taskcluster task`,
+    /// against the queue at TASKCLUSTER_ROOT_URL.
+    #[command(after_help = bbb_taskcli::ENV_HELP)]
+    Task {
+        /// What to do.
+        #[command(subcommand)]
+        verb: bbb_taskcli::TaskCommand,
+    },
+    /// Taskgroup-related actions and commands, as upstream's `taskcluster
+    /// group`, against the queue at TASKCLUSTER_ROOT_URL.
+    #[command(after_help = bbb_taskcli::ENV_HELP)]
+    Group {
+        /// What to do.
+        #[command(subcommand)]
+        verb: bbb_taskcli::GroupCommand,
+    },
 }
 
 #[cfg(test)]

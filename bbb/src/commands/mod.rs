@@ -5,6 +5,7 @@ mod bridge;
 mod config;
 mod migrate;
 mod queue;
+mod tasks;
 mod up;
 mod worker;
 
@@ -24,6 +25,8 @@ pub async fn run(command: Command, file: FileConfig) -> anyhow::Result<()> {
         Command::Reflector => bridge::run(&file, RoleSet::only_reflector()).await,
         Command::Migrate => migrate::run(&file).await,
         Command::Config { print } => config::run(&file, print),
+        Command::Task { verb } => tasks::task(&verb).await,
+        Command::Group { verb } => tasks::group(&verb).await,
     }
 }
 

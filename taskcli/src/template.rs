@@ -27,22 +27,26 @@ impl Template {
         let mut parts = Vec::new();
         let mut rest = source;
         while let Some(open) = rest.find("{{") {
-            if open > 0 {
-                parts.push(Part::Text(rest[..open].to_owned()));
-            }
             let inside = &rest[open + 2..];
             let close = inside
                 .find("}}")
                 .ok_or_else(|| format!("template: unclosed action in {source:?}"))?;
-            let action = inside[..close].trim();
-            let action = action
-                .strip_prefix('-')
-                .unwrap_or(action)
-                .strip_suffix('-')
-                .unwrap_or(action)
-                .trim();
-            parts.push(Part::Field(field_path(action)?));
+            let mut action = &inside[..close];
+            // `{{- ` and ` -}}` trim the white space before and after, as Go's.
+            let mut text = &rest[..open];
+            if let Some(trimmed) = action.strip_prefix("- ") {
+                action = trimmed;
+                text = text.trim_end();
+            }
+            if !text.is_empty() {
+                parts.push(Part::Text(text.to_owned()));
+            }
             rest = &inside[close + 2..];
+            if let Some(trimmed) = action.strip_suffix(" -") {
+                action = trimmed;
+                rest = rest.trim_start();
+            }
+            parts.push(Part::Field(field_path(action.trim())?));
         }
         if !rest.is_empty() {
             parts.push(Part::Text(rest.to_owned()));

@@ -79,6 +79,22 @@ pub enum Command {
     /// Sign-in helpers.
     #[command(subcommand)]
     Login(LoginCommand),
+    /// Task-related actions and commands, as upstream's `taskcluster task`,
+    /// against the queue at TASKCLUSTER_ROOT_URL.
+    #[command(after_help = bbb_taskcli::ENV_HELP)]
+    Task {
+        /// What to do.
+        #[command(subcommand)]
+        verb: bbb_taskcli::TaskCommand,
+    },
+    /// Taskgroup-related actions and commands, as upstream's `taskcluster
+    /// group`, against the queue at TASKCLUSTER_ROOT_URL.
+    #[command(after_help = bbb_taskcli::ENV_HELP)]
+    Group {
+        /// What to do.
+        #[command(subcommand)]
+        verb: bbb_taskcli::GroupCommand,
+    },
 }
 
 /// `bbb login <command>`.

@@ -39,6 +39,7 @@ pub const OWN_CRATES: &[&str] = &[
     "bbb_service",
     "bbb_sqlstore",
     "bbb_state",
+    "bbb_taskcli",
     "bbb_testdb",
     "bbb_tcvalues",
     "bbb_web",

@@ -194,6 +194,14 @@ impl LegacyMaster for TimedMaster {
         self.inner.request_state(id).await
     }
 
+    async fn fetch_build_log(
+        &self,
+        build: Option<bbb_buildbot::BuildId>,
+        log_url: Option<&str>,
+    ) -> bbb_buildbot::Result<Option<String>> {
+        self.inner.fetch_build_log(build, log_url).await
+    }
+
     async fn cancel_request(&self, id: BuildRequestId) -> bbb_buildbot::Result<CancelOutcome> {
         self.inner.cancel_request(id).await
     }

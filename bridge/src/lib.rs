@@ -9,7 +9,7 @@ pub mod queue_client;
 
 pub use crate::actions::{
     ActionIds, Bridge, BridgeError, BridgeResult, BridgeSettings, Clock, DEFAULT_TASK_QUEUE,
-    Outcome,
+    LOG_CONTENT_TYPE, LOG_NAME, Outcome,
 };
 pub use crate::config::{BridgeConfig, BuildbotKind};
 pub use crate::metrics::Metrics;

@@ -50,6 +50,10 @@ const HELP: &[(&str, &str)] = &[
         "bbb_bridge_resolutions_total",
         "Task runs resolved by the bridge, by resolution.",
     ),
+    (
+        "bbb_bridge_logs_total",
+        "Build logs attached as public/logs/live_backing.log, by what they hold: the master's text, a reference to its log URL, or a note that none could be fetched.",
+    ),
     ("bbb_bridge_reclaims_total", "Reclaims, by outcome."),
     (
         "bbb_bridge_reflector_actions_total",

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod builders;
+pub mod buildlog;
 mod common;
 mod error;
 mod events;
@@ -22,6 +23,7 @@ use async_trait::async_trait;
 use futures::Stream;
 
 pub use crate::builders::BuilderSource;
+pub use crate::buildlog::{BuildLog, LogStep};
 pub use crate::common::{PollOptions, PulseOptions};
 pub use crate::error::{LegacyError, Result};
 pub use crate::events::EventStream;
@@ -110,6 +112,26 @@ pub trait LegacyMaster: Send + Sync {
         &self,
         _build: BuildId,
     ) -> Result<Option<std::collections::BTreeMap<String, serde_json::Value>>> {
+        Ok(None)
+    }
+
+    /// The text of a finished build's log, for the bridge to store as the
+    /// run's `public/logs/live_backing.log`: `build` is the build's id where
+    /// it is known, `log_url` the URL of its log that its finish carried (a
+    /// 0.8 master's `log_uploaded` message). `None` when the master cannot
+    /// give it (no such build, a build still running, a log that was never
+    /// uploaded): the bridge then falls back to referencing `log_url`. Asking
+    /// twice gives the same text.
+    ///
+    /// The sandbox renders its build's steps ([`BuildLog`]); Buildbot 4's
+    /// REST adapter reads each step's logs from the data API; the 0.8
+    /// adapter downloads `log_url` (`http`/`https`, gunzipped when it is
+    /// gzip). Without an override, no master gives a log.
+    async fn fetch_build_log(
+        &self,
+        _build: Option<BuildId>,
+        _log_url: Option<&str>,
+    ) -> Result<Option<String>> {
         Ok(None)
     }
 

@@ -29,6 +29,11 @@
 //! (`"100,600000"`).
 //!
 //! **Web.** It serves, on [`Simulator::web_url`]:
+//! - each finished build's log, gzipped, at the `log_url` its
+//!   `log_uploaded` message carries, `GET /logs/<builder>/<n>.txt.gz`, as
+//!   Mozilla's masters uploaded their logs for postrun.py
+//!   (`application/gzip`, no content encoding: the file is the `.gz`); the
+//!   text is a 0.8 master's log of its steps ([`BuildLog`](crate::BuildLog));
 //! - the 0.8 stop URL `POST /builders/<builder>/builds/<n>/stop`: the build
 //!   finishes CANCELLED (answer: a redirect to the build page);
 //! - a self-serve (buildapi) subset under `/self-serve`:
@@ -52,7 +57,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, post};
+use axum::routing::{delete, get, post};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Pool, TxOpts};
 use serde_json::{Value, json};
@@ -61,6 +66,7 @@ use tokio::task::JoinHandle;
 
 use bbb_secret::SecretUrl;
 
+use crate::buildlog::{BuildLog, LogStep};
 use crate::common::now_secs;
 use crate::error::{LegacyError, Result};
 use crate::messages::{
@@ -143,6 +149,8 @@ struct Shared {
     numbers: Mutex<HashMap<String, u64>>,
     in_use: Mutex<HashMap<String, usize>>,
     running: Mutex<HashMap<(String, u64), Running>>,
+    /// Each finished build's log, gzipped, by builder and number.
+    logs: Mutex<HashMap<(String, u64), Vec<u8>>>,
     wake: Notify,
     started: AtomicU64,
     finished: AtomicU64,
@@ -200,6 +208,7 @@ impl Simulator {
             numbers: Mutex::new(numbers),
             in_use: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
+            logs: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             started: AtomicU64::new(0),
             finished: AtomicU64::new(0),
@@ -208,6 +217,7 @@ impl Simulator {
             statusdb_ids: AtomicU64::new(1),
         });
         let app = Router::new()
+            .route("/logs/{builder}/{file}", get(log_handler))
             .route(
                 "/builders/{builder}/builds/{number}/stop",
                 post(stop_handler),
@@ -344,6 +354,7 @@ async fn fill_slots(shared: &Arc<Shared>, builder: &SimBuilder) -> Result<()> {
 struct StartedBuild {
     brid: BuildRequestId,
     build_id: u64,
+    attempt: usize,
     snapshot: BuildSnapshot,
     result: BuildResult,
     duration: Duration,
@@ -475,6 +486,7 @@ async fn claim_and_start(
     Ok(Some(StartedBuild {
         brid: BuildRequestId(brid),
         build_id,
+        attempt,
         snapshot,
         result,
         duration,
@@ -530,6 +542,14 @@ async fn run_build(shared: Arc<Shared>, builder: SimBuilder, mut build: StartedB
         "{}/logs/{}/{}.txt.gz",
         shared.web_url, builder.name, snapshot.number
     ));
+    // postrun.py uploads the log before it sends `log_uploaded`.
+    let log = build_log(&snapshot, build.build_id, build.attempt, stopped);
+    if let Ok(mut logs) = shared.logs.lock() {
+        logs.insert(
+            (builder.name.clone(), snapshot.number),
+            gzip(log.as_bytes()),
+        );
+    }
     publish(
         &shared,
         finished_message(&shared.config.exchange, &snapshot, &shared.master),
@@ -547,6 +567,105 @@ async fn run_build(shared: Arc<Shared>, builder: SimBuilder, mut build: StartedB
     )
     .await;
     shared.wake.notify_one();
+}
+
+/// The text of a finished simulated build's log: the master's properties,
+/// the request's, and the script's end.
+fn build_log(snapshot: &BuildSnapshot, build_id: u64, attempt: usize, stopped: bool) -> String {
+    let start = snapshot.start_time as i64;
+    let finish = snapshot.finish_time.map_or(start, |t| t as i64);
+    let property = |name: &str| {
+        snapshot
+            .properties
+            .iter()
+            .rev()
+            .find(|(property, _, _)| property == name)
+            .map(|(_, value, _)| {
+                value
+                    .as_str()
+                    .map_or_else(|| value.to_string(), str::to_owned)
+            })
+    };
+    let mut properties = String::new();
+    for (name, value, source) in &snapshot.properties {
+        let value = value
+            .as_str()
+            .map_or_else(|| value.to_string(), str::to_owned);
+        properties.push_str(&format!("{name}: {value} ({source})\n"));
+    }
+    let results = snapshot.results.unwrap_or(BuildResult::Success);
+    let brid = snapshot.request_ids.first().map_or(0, |id| id.0);
+    let mut script = match property("taskId") {
+        Some(task) => format!(
+            "the build of task {task}, build request {brid}, attempt {}\n",
+            attempt + 1
+        ),
+        None => format!("build request {brid}, attempt {}\n", attempt + 1),
+    };
+    script.push_str(&if stopped {
+        format!("the build was stopped: it ends {results}\n")
+    } else {
+        format!("the script ends {results}\n")
+    });
+    let done = |name: &str, text: String| LogStep {
+        name: name.to_owned(),
+        results: Some(BuildResult::Success),
+        started: start,
+        finished: Some(start),
+        text,
+    };
+    BuildLog {
+        builder: snapshot.builder.clone(),
+        slave: snapshot.slave.clone(),
+        start_time: start,
+        results: Some(results),
+        build_id: build_id.to_string(),
+        revision: property("revision"),
+        steps: vec![
+            done(
+                "set props: master",
+                format!("master: {}\n", property("master").unwrap_or_default()),
+            ),
+            done("set build properties", properties),
+            LogStep {
+                name: "run script".to_owned(),
+                results: Some(results),
+                started: start,
+                finished: Some(finish),
+                text: script,
+            },
+        ],
+    }
+    .render()
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    // Writing to a Vec cannot fail.
+    let _ = encoder.write_all(bytes);
+    encoder.finish().unwrap_or_default()
+}
+
+/// `GET /logs/<builder>/<n>.txt.gz`: a finished build's gzipped log.
+async fn log_handler(
+    State(shared): State<Arc<Shared>>,
+    Path((builder, file)): Path<(String, String)>,
+) -> Response {
+    let number = file
+        .strip_suffix(".txt.gz")
+        .and_then(|n| n.parse::<u64>().ok());
+    let log = number.and_then(|number| {
+        shared
+            .logs
+            .lock()
+            .ok()
+            .and_then(|logs| logs.get(&(builder, number)).cloned())
+    });
+    match log {
+        Some(bytes) => ([(header::CONTENT_TYPE, "application/gzip")], bytes).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 async fn finish_build(shared: &Shared, build: &StartedBuild, result: BuildResult) -> Result<()> {

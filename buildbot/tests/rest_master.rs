@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bbb_buildbot::testing::{BuildbotMaster, BuildbotMasterOptions};
 use bbb_buildbot::{
-    BuildRequestId, BuildResult, CancelOutcome, EventSource, LegacyEvent, LegacyEventStream,
-    LegacyMaster, RequestState, RestMaster, StopOutcome, StopTarget,
+    BuildId, BuildRequestId, BuildResult, CancelOutcome, EventSource, LegacyEvent,
+    LegacyEventStream, LegacyMaster, RequestState, RestMaster, StopOutcome, StopTarget,
 };
 use common::{assert_completed, assert_unknown_builder_refused, init_tracing, spec, wait_for};
 use serde_json::{Value, json};
@@ -287,6 +287,42 @@ async fn successful_build_is_reported_by_the_reporter() {
         json!("integration/mozilla-inbound")
     );
     assert_eq!(properties["revision"][0], json!("abcdef0123456789"));
+    // The build's log, every step's output read from the data API, for the
+    // bridge's public/logs/live_backing.log (the same text when asked again).
+    let log = setup
+        .adapter
+        .fetch_build_log(Some(build_ids[0]), None)
+        .await
+        .unwrap()
+        .expect("the build's log");
+    assert!(log.starts_with("builder: bbb-linux\n"), "{log}");
+    assert!(log.contains("results: success (0)\n"), "{log}");
+    assert!(log.contains("revision: abcdef0123456789\n"), "{log}");
+    assert!(
+        log.contains("the build of task taskSuccess1: sleep 1 s, then exit 0\n"),
+        "{log}"
+    );
+    assert!(
+        log.contains("========= Finished scripted (results: 0,"),
+        "{log}"
+    );
+    assert_eq!(
+        setup
+            .adapter
+            .fetch_build_log(Some(build_ids[0]), None)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(log.as_str())
+    );
+    assert_eq!(
+        setup
+            .adapter
+            .fetch_build_log(Some(BuildId(999_999)), None)
+            .await
+            .unwrap(),
+        None
+    );
 
     let completed = setup.completed(brid).await;
     assert!(matches!(

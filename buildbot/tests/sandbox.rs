@@ -355,9 +355,49 @@ async fn a_request_runs_to_success() -> anyhow::Result<()> {
     );
     assert!(master.running_builds().is_empty());
     let log = master.build_log("linux.build", 0).expect("a log");
-    assert!(
-        log.contains("T-success") && log.contains("SUCCESS"),
-        "{log}"
+    let at = "(at 2023-11-14 22:13:20.000000)";
+    let step = |name: &str, text: &str| {
+        format!(
+            "\n========= Started {name} (results: 0, elapsed: 0 secs) {at} =========\n\
+             {text}\
+             ========= Finished {name} (results: 0, elapsed: 0 secs) {at} =========\n"
+        )
+    };
+    let expected = [
+        "builder: linux.build\nslave: linux.build-slave\nstarttime: 1700000000.0\n\
+         results: success (0)\nbuildid: 1\nrevision: abcdef\n"
+            .to_owned(),
+        step("set props: master", "master: sandbox-master\n"),
+        step(
+            "set build properties",
+            "product: firefox\ntaskId: T-success\n",
+        ),
+        step(
+            "checkout",
+            "repository: https://hg.mozilla.org/integration/mozilla-inbound\n\
+             branch: integration/mozilla-inbound\nrevision: abcdef\nproject: mozilla-inbound\n",
+        ),
+        step(
+            "run script",
+            "the build of task T-success, build request 1, attempt 1\nthe script ends SUCCESS\n",
+        ),
+    ]
+    .concat();
+    assert_eq!(log, expected);
+    // What the bridge asks, by build id: the same text, every time.
+    for _ in 0..2 {
+        assert_eq!(
+            LegacyMaster::fetch_build_log(&master, Some(BuildId(1)), None).await?,
+            Some(expected.clone())
+        );
+    }
+    assert_eq!(
+        LegacyMaster::fetch_build_log(&master, Some(BuildId(99)), None).await?,
+        None
+    );
+    assert_eq!(
+        LegacyMaster::fetch_build_log(&master, None, None).await?,
+        None
     );
     assert_eq!(master.build_log("linux.build", 1), None);
     assert_eq!(master.build_log("nope", 0), None);
@@ -594,7 +634,13 @@ async fn a_claimed_request_is_not_cancelled_but_can_be_stopped() -> anyhow::Resu
     assert_eq!(running[0].build_id, BuildId(1));
     assert_eq!(running[0].start_time, NOW);
     let log = master.build_log("linux.build", 0).expect("a log");
-    assert!(log.contains("still running"), "{log}");
+    assert!(log.contains("results: running\n"), "{log}");
+    assert!(!log.contains("========= Finished run script"), "{log}");
+    // A running build's log is not given to the bridge.
+    assert_eq!(
+        LegacyMaster::fetch_build_log(&master, Some(BuildId(1)), None).await?,
+        None
+    );
 
     assert_eq!(
         master.stop_build(StopTarget::Request(brid)).await?,

@@ -89,8 +89,46 @@ async fn a_request_runs_to_success_with_events_from_rabbitmq() {
             ..
         } => {
             assert_eq!(results, BuildResult::Success);
-            assert!(log_url.is_some());
             assert_eq!(properties["product"], serde_json::json!(["firefox", "bbb"]));
+            // The log postrun.py uploaded, gzipped at its URL; the adapter
+            // downloads and gunzips it for the bridge.
+            let log_url = log_url.expect("a log URL");
+            assert_eq!(
+                log_url,
+                format!("{}/logs/linux.build/0.txt.gz", simulator.web_url())
+            );
+            let served = reqwest::get(&log_url).await.unwrap();
+            assert_eq!(served.headers()["content-type"], "application/gzip");
+            assert!(served.bytes().await.unwrap().starts_with(&[0x1f, 0x8b]));
+            let text = master
+                .fetch_build_log(None, Some(&log_url))
+                .await
+                .unwrap()
+                .expect("the build's log");
+            assert!(text.starts_with("builder: linux.build\n"), "{text}");
+            assert!(text.contains("results: success (0)\n"), "{text}");
+            assert!(
+                text.contains("the build of task T-success, build request 1, attempt 1\n"),
+                "{text}"
+            );
+            assert!(
+                text.contains("========= Finished run script (results: 0,"),
+                "{text}"
+            );
+            // A build that uploaded no log, and a URL nothing can fetch.
+            let missing = log_url.replace("/0.txt.gz", "/7.txt.gz");
+            assert_eq!(
+                master.fetch_build_log(None, Some(&missing)).await.unwrap(),
+                None
+            );
+            assert_eq!(
+                master
+                    .fetch_build_log(None, Some("sandbox://m/builders/b/builds/0/log"))
+                    .await
+                    .unwrap(),
+                None
+            );
+            assert_eq!(master.fetch_build_log(None, None).await.unwrap(), None);
         }
         other => panic!("{other:?}"),
     }

@@ -40,6 +40,8 @@ scenarios!(
     duplicate_and_concurrent_deliveries_make_one_build_request,
     the_reflector_catches_up_a_missed_build_start_and_cancel,
     the_reflector_catches_up_a_missed_finish_with_its_properties,
+    a_finish_applied_twice_at_once_attaches_one_log_and_resolves_once,
+    a_log_the_master_cannot_give_is_referenced_by_its_url,
     a_rerun_while_the_request_still_waits_reuses_it,
     ignored_builders_are_left_alone,
 );
@@ -118,6 +120,31 @@ async fn properties_json(env: &Env, task_id: &str) -> Value {
     .unwrap()
 }
 
+/// Checks that run `run_id` has the log of its build as Treeherder reads
+/// it: `public/logs/live_backing.log`, stored by the queue as
+/// `text/plain; charset=utf-8`, whose text is the master's log of the
+/// build, which names the task; returns the text.
+async fn assert_build_log(env: &Env, task_id: &str, run_id: u32) -> String {
+    let log = env
+        .artifact(task_id, run_id, "public/logs/live_backing.log")
+        .await;
+    assert_eq!(log["storageType"], json!("s3"), "{log}");
+    assert_eq!(
+        log["contentType"],
+        json!("text/plain; charset=utf-8"),
+        "{log}"
+    );
+    let text = env
+        .artifact_text(task_id, run_id, "public/logs/live_backing.log")
+        .await;
+    assert!(
+        text.contains(&format!("the build of task {task_id}")),
+        "{text}"
+    );
+    assert!(text.contains("========= Finished "), "{text}");
+    text
+}
+
 /// Checks that a refused task is resolved `exception/malformed-payload`
 /// with `wanted` in its log, and that nothing reached the master.
 async fn assert_refused(env: &Env, task_id: &str, wanted: &str) {
@@ -166,25 +193,20 @@ async fn a_successful_build_completes_the_task_with_its_artifacts(kind: MasterKi
     assert_eq!(props["taskId"][0], json!(task_id));
     assert_eq!(props["who"][0], json!("me"));
     assert_eq!(props["product"][0], json!("firefox"));
-    let artifacts = env.artifacts(&task_id, 0).await;
-    if kind.has_log_url() {
-        let log = env
-            .artifact(&task_id, 0, "public/logs/live_backing.log.gz")
-            .await;
-        assert_eq!(log["storageType"], json!("reference"), "{log}");
-        let location = env
-            .artifact_location(&task_id, 0, "public/logs/live_backing.log.gz")
-            .await;
-        assert!(
-            location.ends_with(&kind.log_path(kind.builder(), 0)),
-            "{location}"
-        );
-    } else {
-        assert!(
-            !artifacts.contains(&"public/logs/live_backing.log.gz".to_owned()),
-            "{artifacts:?}"
-        );
-    }
+    // The build's log, where Treeherder looks for every run's log: the
+    // master's own text, uploaded (a 0.8 master's `.txt.gz` gunzipped).
+    let text = assert_build_log(&env, &task_id, 0).await;
+    assert!(text.contains("results: success (0)\n"), "{text}");
+    assert!(
+        text.contains(&format!("builder: {}\n", kind.builder())),
+        "{text}"
+    );
+    let mut artifacts = env.artifacts(&task_id, 0).await;
+    artifacts.sort();
+    assert_eq!(
+        artifacts,
+        ["public/logs/live_backing.log", "public/properties.json"]
+    );
     env.stop().await;
 }
 
@@ -231,6 +253,13 @@ async fn build_results_map_to_task_resolutions(kind: MasterKind) {
                 .contains(&"public/properties.json".to_owned()),
             "{result}"
         );
+        let text = assert_build_log(&env, task_id, 0).await;
+        let header = format!(
+            "results: {} ({})\n",
+            result.name().to_ascii_lowercase(),
+            result.code()
+        );
+        assert!(text.contains(&header), "{result}: {text}");
         assert_eq!(env.status(task_id).await.runs.len(), 1, "{result}");
     }
     env.stop().await;
@@ -969,6 +998,68 @@ async fn the_reflector_catches_up_a_missed_finish_with_its_properties(kind: Mast
         // A 0.8 master's properties travel only in its build messages.
         assert_eq!(props, json!({}));
     }
+    assert_missed_finish_log(&env, kind, &task_id).await;
+    env.stop().await;
+}
+
+/// The log of a run whose finish only the reflector saw: the master's text
+/// where the master keeps its builds' logs (Buildbot 4, the sandbox); a 0.8
+/// master's log URL travels only in its `log_uploaded` message, so the
+/// run's log says which build it was and that its log could not be fetched.
+async fn assert_missed_finish_log(env: &Env, kind: MasterKind, task_id: &str) {
+    if kind.serves_build_logs() {
+        assert_build_log(env, task_id, 0).await;
+    } else {
+        let log = env
+            .artifact(task_id, 0, "public/logs/live_backing.log")
+            .await;
+        assert_eq!(log["storageType"], json!("s3"), "{log}");
+        let text = env
+            .artifact_text(task_id, 0, "public/logs/live_backing.log")
+            .await;
+        assert!(text.contains("could not be fetched"), "{text}");
+        assert!(text.contains("result: SUCCESS\n"), "{text}");
+        assert!(text.contains("log URL: none\n"), "{text}");
+    }
+}
+
+async fn a_finish_applied_twice_at_once_attaches_one_log_and_resolves_once(kind: MasterKind) {
+    // No listeners: the finish is applied by hand, twice at once, as two
+    // listeners (or a listener and the reflector) would apply one event
+    // delivered twice.
+    let (env, _reflector) = unlistened(kind).await;
+    let (task_id, brid) = inject_by_hand(&env, kind, kind.script_success()).await;
+    env.wait_complete(brid, BuildResult::Success).await;
+    let row = env.row(&task_id, 0).await;
+    let no_properties = std::collections::BTreeMap::new();
+    let finish = || {
+        env.bridge
+            .build_finished(&row, BuildResult::Success, None, &no_properties, None)
+    };
+    let (first, second) = tokio::join!(finish(), finish());
+    let outcomes = [first.unwrap(), second.unwrap()];
+    assert!(outcomes.contains(&Outcome::Resolved), "{outcomes:?}");
+    let status = env.wait_run(&task_id, 0, "completed", None).await;
+    assert_eq!(status.runs.len(), 1);
+    let row = env.wait_resolved(&task_id, 0).await;
+    assert_eq!(row.resolution, Some(RowResolution::Completed));
+    let mut artifacts = env.artifacts(&task_id, 0).await;
+    artifacts.sort();
+    assert_eq!(
+        artifacts,
+        ["public/logs/live_backing.log", "public/properties.json"]
+    );
+    assert_missed_finish_log(&env, kind, &task_id).await;
+    // Applied again once resolved: nothing changes.
+    let row = env.row(&task_id, 0).await;
+    assert_eq!(
+        env.bridge
+            .build_finished(&row, BuildResult::Success, None, &no_properties, None)
+            .await
+            .unwrap(),
+        Outcome::AlreadyResolved
+    );
+    assert_eq!(env.artifacts(&task_id, 0).await.len(), 2);
     env.stop().await;
 }
 
@@ -1016,5 +1107,44 @@ async fn ignored_builders_are_left_alone(kind: MasterKind) {
     assert!(env.state.rows_for_task(&ignored).await.unwrap().is_empty());
     assert!(env.requests(&ignored).await.is_empty());
     assert_eq!(env.run_state(&ignored, 0).await, "pending");
+    env.stop().await;
+}
+
+async fn a_log_the_master_cannot_give_is_referenced_by_its_url(kind: MasterKind) {
+    // A finish whose log URL cannot be fetched (nothing listens there), as
+    // when a 0.8 master's log server is down.
+    let (env, _reflector) = unlistened(kind).await;
+    let (task_id, brid) = inject_by_hand(&env, kind, kind.script_success()).await;
+    env.wait_complete(brid, BuildResult::Success).await;
+    let row = env.row(&task_id, 0).await;
+    let unreachable = "http://127.0.0.1:9/logs/linux64-build/0.txt.gz";
+    let outcome = env
+        .bridge
+        .build_finished(
+            &row,
+            BuildResult::Success,
+            None,
+            &std::collections::BTreeMap::new(),
+            Some(unreachable),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, Outcome::Resolved);
+    env.wait_run(&task_id, 0, "completed", None).await;
+    if kind.serves_build_logs() {
+        // Buildbot 4 and the sandbox give the log by build id.
+        assert_build_log(&env, &task_id, 0).await;
+    } else {
+        let log = env
+            .artifact(&task_id, 0, "public/logs/live_backing.log")
+            .await;
+        assert_eq!(log["storageType"], json!("reference"), "{log}");
+        assert_eq!(log["contentType"], json!("application/gzip"), "{log}");
+        assert_eq!(
+            env.artifact_location(&task_id, 0, "public/logs/live_backing.log")
+                .await,
+            unreachable
+        );
+    }
     env.stop().await;
 }

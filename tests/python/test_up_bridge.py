@@ -1,6 +1,7 @@
 """``bbb up`` also runs the bridge against the in-memory sandbox Buildbot
 master: tasks on ``buildbot-bridge/buildbot-bridge`` created with the official
-Python client become builds and come back resolved, with their artifacts; the
+Python client become builds and come back resolved, with their artifacts (the
+build's properties, and its log as ``public/logs/live_backing.log``); the
 demo task goes pending → running → completed; ``/metrics`` counts it all."""
 
 from __future__ import annotations
@@ -58,6 +59,23 @@ def test_a_bridged_task_completes_with_its_build_properties(up):
     assert props["taskId"][0] == task_id
     assert props["who"][0] == "sheriff"
     assert props["buildername"][0] == "linux.build"
+    # The build's log, under the name Treeherder links every run's log by:
+    # the sandbox master's text of the build's steps, uploaded as text.
+    log_url = queue.getLatestArtifact(task_id, "public/logs/live_backing.log")["url"]
+    response = requests.get(log_url, timeout=10)
+    response.raise_for_status()
+    assert response.headers["content-type"] == "text/plain; charset=utf-8"
+    log = response.text
+    assert log.startswith("builder: linux.build\n"), log
+    assert "results: success (0)\n" in log, log
+    assert f"the build of task {task_id}, build request " in log, log
+    assert "========= Finished run script (results: 0, " in log, log
+    # As Treeherder's log parser fetches it: the queue's URL, no credentials.
+    anonymous = requests.get(queue.buildUrl("getLatestArtifact", task_id, "public/logs/live_backing.log"), timeout=10)
+    assert anonymous.status_code == 200, anonymous.text
+    assert anonymous.text == log
+    artifacts = sorted(a["name"] for a in queue.listLatestArtifacts(task_id)["artifacts"])
+    assert artifacts == ["public/logs/live_backing.log", "public/properties.json"]
 
 
 def test_a_retried_build_continues_in_the_next_run(up):
@@ -81,6 +99,8 @@ def test_failures_and_unknown_builders(up):
     unknown = taskcluster.slugId()
     queue.createTask(unknown, bridged("no-such-builder"))
     wait_for_state(queue, failing, "failed", timeout=60)
+    failed_log = requests.get(queue.getLatestArtifact(failing, "public/logs/live_backing.log")["url"], timeout=10).text
+    assert "results: failure (2)\n" in failed_log and "the script ends FAILURE" in failed_log, failed_log
     status = wait_for_state(queue, unknown, "exception", timeout=60)
     assert status["runs"][0]["reasonResolved"] == "malformed-payload"
     log = requests.get(queue.getLatestArtifact(unknown, "public/logs/live_backing.log")["url"], timeout=10).text

@@ -6,6 +6,7 @@ mod config;
 mod login;
 mod migrate;
 mod queue;
+mod tasks;
 mod up;
 mod worker;
 
@@ -26,6 +27,8 @@ pub async fn run(command: Command, file: FileConfig) -> anyhow::Result<()> {
         Command::Migrate => migrate::run(&file).await,
         Command::Config { print } => config::run(&file, print),
         Command::Login(command) => login::run(command),
+        Command::Task { verb } => tasks::task(&verb).await,
+        Command::Group { verb } => tasks::group(&verb).await,
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use bbb_buildbot::{BuildInfo, BuildRequestId, BuildResult, LegacyEvent, RequestState};
+use bbb_buildbot::{BuildId, BuildInfo, BuildRequestId, BuildResult, LegacyEvent, RequestState};
 use bbb_state::{Change, MappingRow, RowResolution, RowState, StartedBuild};
 use bbb_tcvalues::{ExceptionReason, ReasonResolved, RunState};
 use serde_json::Value;
@@ -508,7 +508,12 @@ impl Bridge {
             None
         };
         let properties = fetched.as_ref().unwrap_or(properties);
-        self.resolve_finished(row, brid, results, properties, log_url)
+        let finished = BuildFinish {
+            number,
+            builds: builds.as_deref(),
+            log_url,
+        };
+        self.resolve_finished(row, brid, results, properties, finished)
             .await
     }
 
@@ -564,7 +569,7 @@ impl Bridge {
         brid: BuildRequestId,
         results: BuildResult,
         properties: &BTreeMap<String, Value>,
-        log_url: Option<&str>,
+        finished: BuildFinish<'_>,
     ) -> BridgeResult<Outcome> {
         let task_id = row.task_id.as_str();
         let run_id = run_u32(row);
@@ -597,8 +602,18 @@ impl Bridge {
             .get("log_url")
             .and_then(|p| p.get(0))
             .and_then(Value::as_str);
-        let log_url = log_url.or(fetched_log_url);
-        self.attach_artifacts(task_id, run_id, status.expires, properties, log_url)
+        let log_url = finished.log_url.or(fetched_log_url);
+        let build = self
+            .finished_build_id(row, brid, finished.builds, finished.number)
+            .await;
+        let log = BuildLogSource {
+            brid,
+            build,
+            number: finished.number.or(row.build_number),
+            log_url,
+            results,
+        };
+        self.attach_artifacts(task_id, run_id, status.expires, properties, &log)
             .await;
         let (call, resolution, label) = match results {
             BuildResult::Success => (
@@ -735,16 +750,48 @@ impl Bridge {
         }
     }
 
+    /// The id of the build that finished for `row`'s run (build `number`,
+    /// or the request's last finished build without a number), for its log:
+    /// the one the run's start recorded, else the one the master lists.
+    async fn finished_build_id(
+        &self,
+        row: &MappingRow,
+        brid: BuildRequestId,
+        builds: Option<&[BuildInfo]>,
+        number: Option<i64>,
+    ) -> Option<BuildId> {
+        if let Some(id) = row.build_id
+            && (number.is_none() || number == row.build_number)
+        {
+            return u64::try_from(id).ok().map(BuildId);
+        }
+        let asked;
+        let builds = match builds {
+            Some(builds) => builds,
+            None => {
+                asked = self.request_builds(brid).await?;
+                &asked[..]
+            }
+        };
+        builds
+            .iter()
+            .rev()
+            .filter(|b| b.finish_time.is_some())
+            .find(|b| number.is_none_or(|n| i64::try_from(b.number).ok() == Some(n)))
+            .map(|b| b.build_id)
+    }
+
     /// Attaches `public/properties.json` (every build property as
-    /// `name: [value, source]`) and, when the build uploaded one, a reference
-    /// to its log. A failure is logged: it must not keep the run unresolved.
+    /// `name: [value, source]`), then the build's log as
+    /// `public/logs/live_backing.log` ([`attach_log`](Self::attach_log)).
+    /// A failure is logged: it must not keep the run unresolved.
     pub(super) async fn attach_artifacts(
         &self,
         task_id: &str,
         run_id: u32,
         expires: i64,
         properties: &BTreeMap<String, Value>,
-        log_url: Option<&str>,
+        log: &BuildLogSource<'_>,
     ) {
         let body = serde_json::to_vec_pretty(properties).unwrap_or_else(|_| b"{}".to_vec());
         if let Err(e) = self
@@ -758,24 +805,152 @@ impl Bridge {
                 body,
             )
             .await
+            && !e.is_conflict()
         {
             warn!(task.id = task_id, run.id = run_id, error = %e, "cannot attach properties.json");
         }
-        if let Some(url) = log_url.filter(|u| {
+        self.attach_log(task_id, run_id, expires, log).await;
+    }
+
+    /// Attaches the build's log as `public/logs/live_backing.log`, the name
+    /// Treeherder links every run's log by (and the native worker's): the
+    /// text the master gives ([`LegacyMaster::fetch_build_log`]) uploaded
+    /// as `text/plain; charset=utf-8`; where it gives none, a reference to
+    /// the build's `http(s)` log URL; where there is none either, a short
+    /// text saying which build it was and that its log could not be
+    /// fetched, so the run's log link never leads nowhere. Attaching again
+    /// (a retried finish) uploads the same text again, which the queue
+    /// accepts; if the first attempt attached something else (the master
+    /// could not be reached then), the queue refuses the change and the
+    /// first one stays.
+    ///
+    /// [`LegacyMaster::fetch_build_log`]: bbb_buildbot::LegacyMaster::fetch_build_log
+    async fn attach_log(&self, task_id: &str, run_id: u32, expires: i64, log: &BuildLogSource<'_>) {
+        let text = match self.master.fetch_build_log(log.build, log.log_url).await {
+            Ok(text) => text,
+            Err(e) => {
+                warn!(task.id = task_id, run.id = run_id, build_request.id = log.brid.0,
+                      build.id = ?log.build, error = %e, "cannot fetch the build's log");
+                None
+            }
+        };
+        let url = log.log_url.filter(|u| {
             reqwest::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
-        }) && let Err(e) = self
-            .queue
-            .reference_artifact(
-                task_id,
-                run_id,
-                "public/logs/live_backing.log.gz",
-                url,
-                "application/gzip",
-                expires,
-            )
-            .await
-        {
-            warn!(task.id = task_id, run.id = run_id, error = %e, "cannot attach the log reference");
+        });
+        let (attached, kind) = match (text, url) {
+            (Some(text), _) => (
+                self.queue
+                    .upload_artifact(
+                        task_id,
+                        run_id,
+                        LOG_NAME,
+                        LOG_CONTENT_TYPE,
+                        expires,
+                        text.into_bytes(),
+                    )
+                    .await,
+                "master",
+            ),
+            (None, Some(url)) => {
+                let content_type = if url.ends_with(".gz") {
+                    "application/gzip"
+                } else {
+                    LOG_CONTENT_TYPE
+                };
+                (
+                    self.queue
+                        .reference_artifact(task_id, run_id, LOG_NAME, url, content_type, expires)
+                        .await,
+                    "reference",
+                )
+            }
+            (None, None) => (
+                self.queue
+                    .upload_artifact(
+                        task_id,
+                        run_id,
+                        LOG_NAME,
+                        LOG_CONTENT_TYPE,
+                        expires,
+                        no_log_text(&self.settings.master, log).into_bytes(),
+                    )
+                    .await,
+                "none",
+            ),
+        };
+        match attached {
+            Ok(()) => {
+                self.metrics
+                    .inc("bbb_bridge_logs_total", format!("source=\"{kind}\""));
+                debug!(
+                    task.id = task_id,
+                    run.id = run_id,
+                    source = kind,
+                    "log attached"
+                );
+            }
+            Err(e) if e.is_conflict() => {
+                debug!(
+                    task.id = task_id,
+                    run.id = run_id,
+                    "the run already has its log"
+                );
+            }
+            Err(e) => {
+                warn!(task.id = task_id, run.id = run_id, error = %e, "cannot attach the log");
+            }
         }
     }
+}
+
+/// The name of a run's log: what Treeherder links as the job's log
+/// (`live_backing_log`) and what the native worker uploads.
+pub const LOG_NAME: &str = "public/logs/live_backing.log";
+
+/// The content type of the log text the bridge uploads (as the native
+/// worker's).
+pub const LOG_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
+
+/// Which build finished, as the finish told it: its number, the request's
+/// builds when they were read, and its log URL.
+#[derive(Clone, Copy, Debug)]
+struct BuildFinish<'a> {
+    number: Option<i64>,
+    builds: Option<&'a [BuildInfo]>,
+    log_url: Option<&'a str>,
+}
+
+/// What the bridge knows of a finished build's log.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct BuildLogSource<'a> {
+    /// The build's request.
+    pub(super) brid: BuildRequestId,
+    /// The build's id, where known.
+    pub(super) build: Option<BuildId>,
+    /// The build's number, where known.
+    pub(super) number: Option<i64>,
+    /// Its log URL, where the finish or its properties gave one.
+    pub(super) log_url: Option<&'a str>,
+    /// How it ended.
+    pub(super) results: BuildResult,
+}
+
+/// The log of a run whose build's log the master could not give: which
+/// build it was and where its log would be. The same build gives the same
+/// text, so a retried finish uploads it again unchanged.
+fn no_log_text(master: &str, log: &BuildLogSource<'_>) -> String {
+    format!(
+        "bbb: the log of this build could not be fetched from its Buildbot master.\n\
+         master: {master}\n\
+         build request: {}\n\
+         build: {}\n\
+         result: {}\n\
+         log URL: {}\n\
+         The build's properties are in public/properties.json.\n",
+        log.brid,
+        log.number
+            .map_or_else(|| "unknown".to_owned(), |n| n.to_string()),
+        log.results,
+        log.log_url.unwrap_or("none"),
+    )
 }

@@ -142,6 +142,7 @@ impl std::fmt::Debug for Bridge {
 }
 
 pub use crate::outcome::Outcome;
+pub use builds::{LOG_CONTENT_TYPE, LOG_NAME};
 
 fn resolution_of(run: &RunInfo) -> RowResolution {
     match (run.state, run.reason_resolved) {

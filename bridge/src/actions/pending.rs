@@ -267,8 +267,8 @@ impl Bridge {
             .upload_artifact(
                 task_id,
                 run_id,
-                "public/logs/live_backing.log",
-                "text/plain; charset=utf-8",
+                super::LOG_NAME,
+                super::LOG_CONTENT_TYPE,
                 status.expires,
                 log.into_bytes(),
             )

@@ -163,6 +163,37 @@ impl RestMaster {
         Ok(Some(body))
     }
 
+    /// `GET {api}{path}` as text (a `raw` log endpoint); `None` on 404.
+    /// At most [`MAX_LOG_BYTES`](crate::buildlog::MAX_LOG_BYTES) are read.
+    pub(super) async fn get_text(&self, path: &str) -> Result<Option<String>> {
+        let url = self.url(path);
+        let mut response = self
+            .request(reqwest::Method::GET, &url)
+            .send()
+            .await
+            .map_err(|e| Self::http_error(&url, e.to_string()))?;
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(Self::http_error(&url, format!("status {status}")));
+        }
+        let limit = crate::buildlog::MAX_LOG_BYTES;
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| Self::http_error(&url, e.to_string()))?
+        {
+            body.extend_from_slice(&chunk[..chunk.len().min(limit - body.len())]);
+            if body.len() == limit {
+                break;
+            }
+        }
+        Ok(Some(String::from_utf8_lossy(&body).into_owned()))
+    }
+
     /// A JSON-RPC control call: `POST {api}{path}` with
     /// `{"jsonrpc": "2.0", "method": ..., "params": ...}`.
     pub(super) async fn rpc(

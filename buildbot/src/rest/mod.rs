@@ -14,6 +14,7 @@
 
 mod client;
 mod finished;
+mod log;
 mod poller;
 
 use std::collections::HashMap;
@@ -466,6 +467,20 @@ impl LegacyMaster for RestMaster {
             .all_build_properties(build.0)
             .await?
             .map(|props| props.into_iter().collect()))
+    }
+
+    /// The build's steps and each of their logs, from the data API
+    /// (`/builds/<id>/steps`, `/steps/<id>/logs`, `/logs/<id>/raw`), as one
+    /// text; the log URL is not used.
+    async fn fetch_build_log(
+        &self,
+        build: Option<BuildId>,
+        _log_url: Option<&str>,
+    ) -> Result<Option<String>> {
+        match build {
+            Some(build) => self.read_build_log(build.0).await,
+            None => Ok(None),
+        }
     }
 
     async fn finished_builds(

@@ -183,6 +183,17 @@ impl LegacyMaster for SandboxMaster {
             .and_then(|record| record.properties.clone()))
     }
 
+    /// The log of the finished build `build` ([`SandboxMaster::build_log`]'s
+    /// text); the log URL is not needed (a `sandbox://` one cannot be
+    /// fetched anyway).
+    async fn fetch_build_log(
+        &self,
+        build: Option<BuildId>,
+        _log_url: Option<&str>,
+    ) -> Result<Option<String>> {
+        Ok(build.and_then(|build| self.finished_build_log(build.0)))
+    }
+
     /// A new subscriber that sees every event from now on, all with
     /// [`EventSource::Pulse`](crate::EventSource::Pulse). A subscriber that
     /// falls more than

@@ -14,6 +14,7 @@
 
 mod api;
 mod config;
+mod log;
 mod own;
 mod scheduler;
 mod state;
@@ -227,9 +228,12 @@ impl SandboxMaster {
         }
     }
 
-    /// The log of a build, by builder and build number: a short text saying
-    /// what ran and how it ended (`None` for an unknown build). Something
-    /// serving logs at [`SandboxConfig::log_url_base`] can answer with it.
+    /// The log of a build, by builder and build number: the steps it ran
+    /// (its properties, its source stamp, its script) and how each ended,
+    /// as a Buildbot 0.8 master's log reads ([`BuildLog`](crate::BuildLog));
+    /// a build still running has its last step unfinished. `None` for an
+    /// unknown build. [`LegacyMaster::fetch_build_log`](crate::LegacyMaster::fetch_build_log)
+    /// gives the same text by build id, once the build finished.
     pub fn build_log(&self, builder: &str, number: u64) -> Option<String> {
         let state = self.shared.lock();
         let brid = *state.builds_by_number.get(&(builder.to_owned(), number))?;
@@ -239,25 +243,32 @@ impl SandboxMaster {
             .iter()
             .enumerate()
             .find(|(_, build)| build.number == number)?;
-        let outcome = match build.results {
-            Some(results) => format!("finished {results}"),
-            None => "still running".to_owned(),
-        };
-        Some(format!(
-            "sandbox build {builder} #{number} (build id {}) on {}\n\
-             build request {brid}, task {}, attempt {}\n\
-             started at {}{}\n\
-             {outcome}\n",
-            build.build_id,
-            self.shared.master_name,
-            request.task_id,
-            attempt + 1,
-            build.start_time,
-            build
-                .finish_time
-                .map(|time| format!(", finished at {time}"))
-                .unwrap_or_default(),
+        Some(log::render(
+            &self.shared.master_name,
+            request,
+            attempt,
+            build,
         ))
+    }
+
+    /// The log of the finished build `build_id` (any of a merged build's
+    /// ids), or `None`.
+    pub(super) fn finished_build_log(&self, build_id: u64) -> Option<String> {
+        let state = self.shared.lock();
+        state.requests.values().find_map(|request| {
+            let (attempt, build) = request
+                .builds
+                .iter()
+                .enumerate()
+                .find(|(_, build)| build.build_id == build_id)?;
+            build.finish_time?;
+            Some(log::render(
+                &self.shared.master_name,
+                request,
+                attempt,
+                build,
+            ))
+        })
     }
 
     /// Stops the master: no build starts or finishes any more, and every

@@ -103,6 +103,7 @@ pub(super) fn start_build(
             finish_time: None,
             results: None,
             properties: None,
+            ending: None,
         });
         if brid != lead {
             snapshot.request_ids.push(BuildRequestId(brid));
@@ -182,6 +183,7 @@ fn finish_build(shared: &Shared, build_id: u64) {
         return;
     };
     let results = entry.final_result();
+    let ending = entry.ending();
     if entry.stop_requested {
         state.stats.stopped += 1;
     }
@@ -211,6 +213,7 @@ fn finish_build(shared: &Shared, build_id: u64) {
             record.finish_time = Some(now);
             record.results = Some(results);
             record.properties = Some(properties.clone());
+            record.ending = Some(ending);
         }
         task_id.get_or_insert_with(|| request.task_id.clone());
         let requeue = results == BuildResult::Retry && request.status != Status::Pending;

@@ -27,6 +27,19 @@ pub(super) struct BuildRecord {
     pub(super) results: Option<BuildResult>,
     /// The finished build's properties (what its build-finished event carried).
     pub(super) properties: Option<BTreeMap<String, Value>>,
+    /// How the finished build ended (for its log).
+    pub(super) ending: Option<Ending>,
+}
+
+/// How a sandbox build came to its end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Ending {
+    /// Its script ran out.
+    Scripted,
+    /// It was stopped (it finished CANCELLED).
+    Stopped,
+    /// `end_build` ended it with a result.
+    EndedByHand,
 }
 
 impl BuildRecord {
@@ -128,6 +141,17 @@ impl RunningEntry {
             })
             .map(|(_, build_id)| *build_id)
             .collect()
+    }
+
+    /// How it ends (see [`final_result`](Self::final_result)).
+    pub(super) fn ending(&self) -> Ending {
+        if self.stop_requested {
+            Ending::Stopped
+        } else if self.ended_as.is_some() {
+            Ending::EndedByHand
+        } else {
+            Ending::Scripted
+        }
     }
 
     /// The result it finishes with: CANCELLED once stopped, else the one it

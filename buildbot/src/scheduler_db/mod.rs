@@ -93,6 +93,8 @@ struct Inner {
     config: SchedulerDbConfig,
     catalog: BuilderCatalog,
     http: reqwest::Client,
+    /// For build logs: follows redirects (the log server may move them).
+    logs_http: reqwest::Client,
 }
 
 impl std::fmt::Debug for Inner {
@@ -163,6 +165,13 @@ impl SchedulerDb {
                 url: String::new(),
                 reason: e.to_string(),
             })?;
+        let logs_http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .map_err(|e| LegacyError::Http {
+                url: String::new(),
+                reason: e.to_string(),
+            })?;
         let catalog = BuilderCatalog::new(config.builders.clone(), http.clone());
         tracing::info!(db = %config.db_url, "scheduler DB adapter configured");
         Ok(SchedulerDb {
@@ -171,6 +180,7 @@ impl SchedulerDb {
                 config,
                 catalog,
                 http,
+                logs_http,
             }),
         })
     }
@@ -538,6 +548,21 @@ impl LegacyMaster for SchedulerDb {
             stopped.push(build.build_id);
         }
         Ok(StopOutcome::Requested(stopped))
+    }
+
+    /// The log postrun.py uploaded: `log_url` (what the build's
+    /// `log_uploaded` message carried) downloaded and gunzipped. The
+    /// scheduler DB keeps no log, so a build whose message was missed (no
+    /// URL) has none.
+    async fn fetch_build_log(
+        &self,
+        _build: Option<BuildId>,
+        log_url: Option<&str>,
+    ) -> Result<Option<String>> {
+        match log_url {
+            Some(url) => crate::buildlog::download(&self.inner.logs_http, url).await,
+            None => Ok(None),
+        }
     }
 
     async fn finished_builds(

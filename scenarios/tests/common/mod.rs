@@ -43,7 +43,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 /// Where the sandbox kind's build logs are said to be (nothing serves them:
-/// the bridge only attaches a reference to them).
+/// the bridge asks the sandbox master for a build's log itself).
 const SANDBOX_LOG_BASE: &str = "http://sandbox-master.invalid";
 
 /// How long any wait may take before the scenario fails. Generous: it only
@@ -94,20 +94,12 @@ impl MasterKind {
         self != MasterKind::Simulator
     }
 
-    /// Whether finished builds come with a log URL (the simulator's
-    /// `log_uploaded` message has one, and so do the sandbox's finishes;
-    /// the test master's builds set no `log_url` property).
-    pub fn has_log_url(self) -> bool {
-        self != MasterKind::Buildbot4
-    }
-
-    /// How the log URL of build `number` of `builder` ends, for a kind that
-    /// [`has_log_url`](Self::has_log_url).
-    pub fn log_path(self, builder: &str, number: u64) -> String {
-        match self {
-            MasterKind::Sandbox => format!("/builders/{builder}/builds/{number}/log"),
-            _ => format!("/logs/{builder}/{number}.txt.gz"),
-        }
+    /// Whether the master gives a finished build's log by itself (Buildbot
+    /// 4's REST API and the sandbox do; a 0.8 master's log URL travels only
+    /// in its `log_uploaded` message, so a finish known only from the
+    /// scheduler DB has no log to fetch).
+    pub fn serves_build_logs(self) -> bool {
+        self != MasterKind::Simulator
     }
 
     /// Whether the master records the run's scheduled time as the request's

@@ -8,7 +8,8 @@ use crate::config::FileConfig;
 /// auth service, the hooks, the index, the CI service (repositories, pushes and
 /// decision tasks), the migration record (tasks on the bridge's task queue
 /// count as bridged), the built-in workers (`built-in/succeed`,
-/// `built-in/fail`) and the web UI at the root URL.
+/// `built-in/fail`) and the web UI at the root URL (reading the bridge's
+/// mapping database of `[bridge]` for the health page).
 ///
 /// The migration record polls the masters of its `[migration]` section and
 /// the bridge's own (built from `[bridge]`).
@@ -25,18 +26,19 @@ pub fn mounts_polling(
     masters: bbb_migration::LegacyMasters,
     bridge_later: bool,
 ) -> anyhow::Result<Vec<bbb_queue::Mount>> {
+    let migration = file.migration_section()?;
+    let bridge = file.bridge_config()?;
+    let web = bbb_web::WebConfig {
+        bridge_state_url: Some(bridge.state_database_url.clone()),
+        revisions: migration.revisions,
+    };
     Ok(vec![
         bbb_auth_api::mount(),
         bbb_hooks::mount(file.hooks_config()?),
         bbb_index::mount(),
         bbb_ci::mount(file.ci_config()?),
-        crate::migration::mount(
-            &file.migration_section()?,
-            &file.bridge_config()?,
-            masters,
-            bridge_later,
-        )?,
+        crate::migration::mount(&migration, &bridge, masters, bridge_later)?,
         bbb_queue::builtin::mount(),
-        bbb_web::mount(bbb_login::Login::default()),
+        bbb_web::mount_with(bbb_login::Login::default(), web),
     ])
 }

@@ -8,3 +8,4 @@ pub mod cpu;
 pub mod hooks;
 pub mod index;
 pub mod queue;
+pub mod web_dashboard;

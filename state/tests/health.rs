@@ -4,7 +4,7 @@
 mod common;
 
 use bbb_state::{
-    Change, HealthRow, MasterRequests, NewSlot, RowResolution, SlotClaim, StartedBuild,
+    Change, HealthRow, MasterRequests, NewSlot, RowResolution, SlotClaim, StartedBuild, StateDb,
 };
 use bbb_testdb::on_both_backends;
 use common::{TestDb, slot};
@@ -41,7 +41,9 @@ async fn a_process_s_snapshot_is_one_row_it_overwrites(t: TestDb) {
     db.put_health(&row("m1", "a", T0 + 10, "{\"injected\":2}"))
         .await
         .unwrap();
-    let rows = db.health().await.unwrap();
+    // Read as the web UI does: through a pool of its own.
+    let reader = StateDb::connect(&t.url, 2).await.unwrap();
+    let rows = reader.health().await.unwrap();
     assert_eq!(
         rows,
         vec![

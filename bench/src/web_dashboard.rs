@@ -103,7 +103,7 @@ fn rows_of(opts: &Options, b: usize, r: usize, base: i64) -> Vec<Row> {
     let mut out = Vec::new();
     for j in 0..opts.jobs {
         let start = base + r as i64 * 3_600_000 + j as i64 * 1000;
-        let result = if (j + r) % 13 == 0 {
+        let result = if (j + r).is_multiple_of(13) {
             "failure"
         } else {
             "success"

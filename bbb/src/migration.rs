@@ -9,6 +9,7 @@ use anyhow::Context;
 use bbb_bridge::{BridgeConfig, BuildbotKind};
 use bbb_buildbot::LegacyMaster;
 use bbb_envlayer::Var;
+use bbb_migration::milestones::{self, MilestoneDef};
 use bbb_migration::{LegacyMasters, MigrationConfig, PollSettings};
 use bbb_secret::{Secret, SecretUrl};
 use serde::{Deserialize, Serialize};
@@ -37,6 +38,26 @@ pub struct MigrationSection {
     pub bridge_master: bool,
     /// Other masters to poll.
     pub masters: Vec<MasterSection>,
+    /// Milestones, written to the record when the service starts.
+    pub milestones: Vec<MilestoneSection>,
+}
+
+/// One `[[migration.milestones]]` table: a date and the jobs of a branch that
+/// must run natively by then.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MilestoneSection {
+    /// Its name (1 to 100 letters, digits, `_`, `.`, `-`).
+    pub name: String,
+    /// The branch.
+    pub branch: String,
+    /// The date, `YYYY-MM-DD`.
+    pub due: String,
+    /// The jobs: task labels or builders.
+    pub jobs: Vec<String>,
+    /// What it is about.
+    #[serde(default)]
+    pub description: String,
 }
 
 impl Default for MigrationSection {
@@ -51,6 +72,7 @@ impl Default for MigrationSection {
             first_lookback_s: poll.first_lookback_s,
             bridge_master: true,
             masters: Vec::new(),
+            milestones: Vec::new(),
         }
     }
 }
@@ -161,7 +183,31 @@ impl MigrationSection {
                 max_backoff_ms: self.max_backoff_ms.max(self.poll_interval_ms),
                 first_lookback_s: self.first_lookback_s.max(0),
             }),
+            milestones: self.milestones()?,
         })
+    }
+
+    /// The `[[migration.milestones]]`, their names and definitions checked.
+    fn milestones(&self) -> anyhow::Result<Vec<(String, MilestoneDef)>> {
+        let mut out: Vec<(String, MilestoneDef)> = Vec::new();
+        for m in &self.milestones {
+            if !milestones::valid_name(&m.name) || out.iter().any(|(n, _)| *n == m.name) {
+                anyhow::bail!(
+                    "[[migration.milestones]] names must be unique, 1 to 100 letters, digits, _, . or -: {:?}",
+                    m.name
+                );
+            }
+            let def = MilestoneDef {
+                branch: m.branch.clone(),
+                due: m.due.clone(),
+                jobs: m.jobs.clone(),
+                description: m.description.clone(),
+            };
+            def.check()
+                .map_err(|e| anyhow::anyhow!("[[migration.milestones]] {:?}: {e}", m.name))?;
+            out.push((m.name.clone(), def));
+        }
+        Ok(out)
     }
 }
 

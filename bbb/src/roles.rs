@@ -239,6 +239,7 @@ pub async fn start(
             }
         }));
     }
+    tasks.push(tokio::spawn(write_health(bridge.clone(), cancel.clone())));
     let mut metrics_addr = None;
     if !cfg.metrics_listen.is_empty() {
         let listener = tokio::net::TcpListener::bind(&cfg.metrics_listen)
@@ -269,6 +270,31 @@ pub async fn start(
         cancel,
         tasks,
     })
+}
+
+/// How often a bridge process writes its health snapshot (its row of the
+/// mapping database's `bridge_health`, read by the web UI's health page).
+pub const HEALTH_INTERVAL: Duration = Duration::from_secs(3);
+
+/// Writes the process's health snapshot every [`HEALTH_INTERVAL`] until
+/// `cancel`, and once more then; a failed write is logged and tried again
+/// next time (the figures are informational: the bridge goes on).
+async fn write_health(bridge: Arc<Bridge>, cancel: CancellationToken) {
+    let started = bridge.now();
+    let mut purge = true;
+    loop {
+        match bridge.write_health(started, purge).await {
+            Ok(()) => purge = false,
+            Err(e) => tracing::warn!(error = %e, "cannot write the bridge's health snapshot"),
+        }
+        if cancel.is_cancelled() {
+            return;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
+        }
+    }
 }
 
 /// Watches a role's task: if it ends while the bridge is not shutting down,

@@ -9,7 +9,8 @@ use crate::config::FileConfig;
 /// decision tasks), the migration record (tasks on the bridge's task queue
 /// count as bridged), the built-in workers (`built-in/succeed`,
 /// `built-in/fail`), sign-in (`[login]`: `/login`, the OAuth2 endpoints) and
-/// the web UI at the root URL, which share one [`bbb_login::Login`].
+/// the web UI at the root URL, which share one [`bbb_login::Login`] (the web
+/// UI reads the bridge's mapping database of `[bridge]` for the health page).
 ///
 /// The migration record polls the masters of its `[migration]` section and
 /// the bridge's own (built from `[bridge]`).
@@ -27,19 +28,20 @@ pub fn mounts_polling(
     bridge_later: bool,
 ) -> anyhow::Result<Vec<bbb_queue::Mount>> {
     let login = bbb_login::Login::new(file.login_config()?).map_err(anyhow::Error::msg)?;
+    let migration = file.migration_section()?;
+    let bridge = file.bridge_config()?;
+    let web = bbb_web::WebConfig {
+        bridge_state_url: Some(bridge.state_database_url.clone()),
+        revisions: migration.revisions,
+    };
     Ok(vec![
         bbb_auth_api::mount(),
         bbb_hooks::mount(file.hooks_config()?),
         bbb_index::mount(),
         bbb_ci::mount(file.ci_config()?),
-        crate::migration::mount(
-            &file.migration_section()?,
-            &file.bridge_config()?,
-            masters,
-            bridge_later,
-        )?,
+        crate::migration::mount(&migration, &bridge, masters, bridge_later)?,
         bbb_queue::builtin::mount(),
         bbb_login::mount(login.clone()),
-        bbb_web::mount(login),
+        bbb_web::mount_with(login, web),
     ])
 }

@@ -8,4 +8,5 @@ pub mod cpu;
 pub mod hooks;
 pub mod index;
 pub mod queue;
+pub mod web_dashboard;
 pub mod web_group;

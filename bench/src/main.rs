@@ -2,7 +2,7 @@
 //! and ratios; see the crate README. A binary of its own, so the product binary
 //! `bbb` links no benchmark or test-support code.
 
-use bbb_bench::{bridge, ci, hooks, index, queue, web_group};
+use bbb_bench::{bridge, ci, hooks, index, queue, web_dashboard, web_group};
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// mimalloc, as in the `bbb` binary: the queue benchmark runs the queue server
@@ -135,6 +135,28 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         samples: usize,
     },
+    /// The web UI: the migration dashboard, a branch's page and the health
+    /// page served p50/p99 over a realistic record, and the SQL statements
+    /// each page runs, on SQLite and PostgreSQL.
+    WebDashboard {
+        #[command(flatten)]
+        backends: Backends,
+        /// Branches in the record.
+        #[arg(long, default_value_t = 20)]
+        branches: usize,
+        /// Jobs per branch.
+        #[arg(long, default_value_t = 200)]
+        jobs: usize,
+        /// Revisions per branch.
+        #[arg(long, default_value_t = 50)]
+        revisions: usize,
+        /// The window of the dashboard's figures (revisions).
+        #[arg(long, default_value_t = 10)]
+        window: i64,
+        /// Loads of each page measured.
+        #[arg(long, default_value_t = 50)]
+        loads: usize,
+    },
 }
 
 /// The databases a benchmark measures.
@@ -188,14 +210,25 @@ enum BenchMaster {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let command = Cli::parse().command;
+    let log = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(
             tracing_subscriber::EnvFilter::try_from_env("BBB_LOG")
                 .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let command = Cli::parse().command;
+        );
+    let registry = tracing_subscriber::registry().with(log);
+    // Only the web benchmark counts statements: the events cost a little.
+    if matches!(command, Command::WebDashboard { .. }) {
+        registry
+            .with(web_dashboard::QueryCounter.with_filter(web_dashboard::QueryCounter::filter()))
+            .init();
+    } else {
+        registry.init();
+    }
     // Ctrl-C ends the run by dropping it, so what it created (databases,
     // directories) is removed as on an error.
     tokio::select! {
@@ -274,6 +307,24 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 sequential,
                 burst,
                 branches,
+            })
+            .await?;
+        }
+        Command::WebDashboard {
+            backends,
+            branches,
+            jobs,
+            revisions,
+            window,
+            loads,
+        } => {
+            web_dashboard::run(web_dashboard::Options {
+                backends: backends.names(),
+                branches,
+                jobs,
+                revisions,
+                window,
+                loads,
             })
             .await?;
         }

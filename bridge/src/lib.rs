@@ -2,6 +2,7 @@
 
 mod actions;
 mod config;
+pub mod health;
 mod metrics;
 mod outcome;
 pub mod payload;
@@ -12,5 +13,5 @@ pub use crate::actions::{
     LOG_CONTENT_TYPE, LOG_NAME, Outcome,
 };
 pub use crate::config::{BridgeConfig, BuildbotKind};
-pub use crate::metrics::Metrics;
+pub use crate::metrics::{Metrics, PARKED_KEPT, Parked, ReflectorPass};
 pub use crate::queue_client::{QueueClient, RunInfo, TaskStatus, TcError};

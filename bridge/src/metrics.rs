@@ -22,6 +22,37 @@ struct Histogram {
 struct Inner {
     counters: BTreeMap<(&'static str, String), u64>,
     histograms: BTreeMap<String, Histogram>,
+    parked: std::collections::VecDeque<Parked>,
+    reflector: Option<ReflectorPass>,
+}
+
+/// How many of the latest parked messages [`Metrics::parked`] keeps.
+pub const PARKED_KEPT: usize = 20;
+
+/// A message the TC listener parked, and why.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Parked {
+    /// When, ms since the epoch.
+    pub at: i64,
+    /// The queue it was taken from.
+    pub queue: String,
+    /// Why it cannot be handled.
+    pub reason: String,
+}
+
+/// The reflector's last pass.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReflectorPass {
+    /// When it ended, ms since the epoch.
+    pub ended: i64,
+    /// How long it took, ms.
+    pub took_ms: i64,
+    /// The time between passes, ms.
+    pub interval_ms: i64,
+    /// Passes this process ran.
+    pub passes: u64,
 }
 
 /// The bridge's metrics. Cheap to update from any task; share it in an `Arc`.
@@ -64,6 +95,10 @@ const HELP: &[(&str, &str)] = &[
         "bbb_bridge_parked_total",
         "Messages parked because they cannot be handled, by queue.",
     ),
+    (
+        "bbb_bridge_run_exceptions_total",
+        "Bridged runs the queue resolved as exceptions, by reason.",
+    ),
 ];
 
 impl Metrics {
@@ -95,6 +130,56 @@ impl Metrics {
                 h.counts[i] += 1;
             }
         }
+    }
+
+    /// Counts a parked message (`bbb_bridge_parked_total{queue}`) and keeps
+    /// it with its reason among the latest [`PARKED_KEPT`].
+    pub fn parked(&self, queue: &str, reason: &str, at: i64) {
+        self.inc("bbb_bridge_parked_total", format!("queue=\"{queue}\""));
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.parked.len() == PARKED_KEPT {
+            inner.parked.pop_front();
+        }
+        inner.parked.push_back(Parked {
+            at,
+            queue: queue.to_owned(),
+            reason: reason.to_owned(),
+        });
+    }
+
+    /// The latest parked messages, oldest first.
+    pub fn recent_parked(&self) -> Vec<Parked> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.parked.iter().cloned().collect()
+    }
+
+    /// Records a reflector pass that ended at `ended` (ms) after `took`.
+    pub fn reflector_pass(&self, ended: i64, took: Duration, interval: Duration) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let passes = inner.reflector.as_ref().map_or(0, |p| p.passes) + 1;
+        inner.reflector = Some(ReflectorPass {
+            ended,
+            took_ms: i64::try_from(took.as_millis()).unwrap_or(i64::MAX),
+            interval_ms: i64::try_from(interval.as_millis()).unwrap_or(i64::MAX),
+            passes,
+        });
+    }
+
+    /// The reflector's last pass in this process, if it ran one.
+    pub fn last_reflector_pass(&self) -> Option<ReflectorPass> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.reflector.clone()
+    }
+
+    /// Every counter of `family`: its labels and value.
+    pub fn family(&self, family: &str) -> Vec<(String, u64)> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner
+            .counters
+            .iter()
+            .filter(|((f, _), _)| *f == family)
+            .map(|((_, l), v)| (l.clone(), *v))
+            .collect()
     }
 
     /// Counts an error at `place` (`tc-listener`, `bb-listener`, `reflector`, ...).
@@ -202,5 +287,29 @@ mod tests {
         assert!(text.contains("bbb_bridge_rows{state=\"running\"} 4"));
         assert_eq!(m.total("bbb_bridge_events_total"), 2);
         assert_eq!(m.get("bbb_bridge_errors_total", "where=\"tc-listener\""), 1);
+    }
+
+    #[test]
+    fn keeps_the_latest_parked_messages_and_the_last_reflector_pass() {
+        let m = Metrics::default();
+        for i in 0..(PARKED_KEPT as i64 + 3) {
+            m.parked("q", &format!("bad {i}"), i);
+        }
+        let parked = m.recent_parked();
+        assert_eq!(parked.len(), PARKED_KEPT);
+        assert_eq!(parked[0].reason, "bad 3");
+        assert_eq!(m.get("bbb_bridge_parked_total", "queue=\"q\""), 23);
+        assert_eq!(m.last_reflector_pass(), None);
+        m.reflector_pass(10, Duration::from_millis(5), Duration::from_secs(60));
+        m.reflector_pass(20, Duration::from_millis(7), Duration::from_secs(60));
+        let p = m.last_reflector_pass().unwrap();
+        assert_eq!(
+            (p.ended, p.took_ms, p.interval_ms, p.passes),
+            (20, 7, 60_000, 2)
+        );
+        assert_eq!(
+            m.family("bbb_bridge_parked_total"),
+            vec![("queue=\"q\"".to_owned(), 23)]
+        );
     }
 }

@@ -129,11 +129,10 @@ pub async fn handle_delivery(
         Err(e) => {
             error!(kind, routing_key = %delivery.routing_key, error = %e, "parking message");
             bridge.metrics.error("tc-listener");
-            bridge.metrics.inc(
-                "bbb_bridge_parked_total",
-                format!("queue=\"{}\"", delivery.queue()),
-            );
             let reason = e.to_string();
+            bridge
+                .metrics
+                .parked(delivery.queue(), &reason, bridge.now());
             delivery.park(&reason).await
         }
     };

@@ -212,6 +212,61 @@ pub fn summary(branch: &str, revisions: Vec<String>, jobs: &[Job]) -> BranchSumm
     }
 }
 
+/// One revision of a branch's history: how its jobs split on that revision.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryPoint {
+    /// The revision.
+    pub revision: String,
+    /// When its first result started (or finished, without a start), ms.
+    pub time: i64,
+    /// How many of the jobs that ran on it ran natively, through the bridge,
+    /// and only on Buildbot.
+    pub counts: Shares<usize>,
+    /// The same as shares of its jobs.
+    pub shares: Shares<f64>,
+}
+
+/// The branch's history over a window (`revisions` newest first), oldest
+/// first: for each revision, the jobs that ran on it, each placed as
+/// [`jobs`] places a job over a window (native when it ran natively there,
+/// else bridged, else Buildbot only), with the pairs of the whole window (a
+/// pair that ran on both sides of one revision is one job).
+pub fn history(
+    revisions: &[String],
+    observations: &[Observation],
+    mapping: &[(String, String)],
+) -> Vec<HistoryPoint> {
+    // The pairs the whole window makes, so each revision groups its
+    // observations into the same jobs as the window does.
+    let (builder_of, _) = pairs(observations, mapping);
+    let mut pairs: Vec<(String, String)> = builder_of.into_iter().collect();
+    pairs.sort();
+    let mut by_revision: HashMap<&str, Vec<Observation>> = HashMap::new();
+    for o in observations {
+        by_revision
+            .entry(o.revision.as_str())
+            .or_default()
+            .push(o.clone());
+    }
+    revisions
+        .iter()
+        .rev()
+        .filter_map(|revision| {
+            let obs = by_revision.get(revision.as_str())?;
+            let time = obs.iter().map(|o| o.started.unwrap_or(o.finished)).min()?;
+            let jobs = jobs(std::slice::from_ref(revision), obs, &pairs);
+            let s = summary("", Vec::new(), &jobs);
+            Some(HistoryPoint {
+                revision: revision.clone(),
+                time,
+                counts: s.counts,
+                shares: s.shares,
+            })
+        })
+        .collect()
+}
+
 /// One revision where both sides of a pair ran: the last result of each.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -420,5 +475,42 @@ mod tests {
         assert_eq!(jobs.len(), 1);
         assert_eq!(jobs[0].runs_on, Place::Native);
         assert_eq!(jobs[0].last[&Side::Native].source_id, "t/1");
+    }
+
+    #[test]
+    fn the_history_places_each_revision_s_jobs_with_the_window_s_pairs() {
+        use Outcome::*;
+        let revisions = vec!["r2".to_string(), "r1".to_string()];
+        let mut bridged = obs(Side::Bridged, "b/0", "r1", "build-lin", Success, 5, 50);
+        bridged.builder = Some("lin.build".into());
+        let o = vec![
+            // r1: the pair on Buildbot and bridged, a Buildbot-only job.
+            obs(Side::Buildbot, "1", "r1", "lin.build", Success, 0, 100),
+            bridged,
+            obs(Side::Buildbot, "2", "r1", "lin.talos", Success, 1, 100),
+            // r2: the pair on Buildbot only (the bridged task's pairing
+            // holds), and a native job.
+            obs(Side::Buildbot, "3", "r2", "lin.build", Success, 200, 300),
+            obs(Side::Native, "n/0", "r2", "test-lin", Success, 210, 290),
+        ];
+        let h = history(&revisions, &o, &[]);
+        assert_eq!(h.len(), 2);
+        assert_eq!((h[0].revision.as_str(), h[0].time), ("r1", 0));
+        assert_eq!(
+            (h[0].counts.jobs, h[0].counts.native, h[0].counts.bridged),
+            (2, 0, 1)
+        );
+        assert_eq!(h[0].counts.buildbot_only, 1);
+        assert_eq!((h[1].revision.as_str(), h[1].time), ("r2", 200));
+        assert_eq!(
+            (
+                h[1].counts.jobs,
+                h[1].counts.native,
+                h[1].counts.buildbot_only
+            ),
+            (2, 1, 1)
+        );
+        assert_eq!(h[1].shares.native, 0.5);
+        assert_eq!(history(&[], &o, &[]), Vec::new());
     }
 }

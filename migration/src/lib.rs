@@ -4,6 +4,8 @@
 pub mod api;
 pub mod compute;
 pub mod feed;
+pub mod figures;
+pub mod milestones;
 pub mod model;
 pub mod poller;
 pub mod sources;
@@ -46,6 +48,10 @@ pub struct MigrationConfig {
     pub revisions: i64,
     /// Polling the legacy masters' finished builds, or `None` for none.
     pub poll: Option<PollSettings>,
+    /// Milestones from the configuration (name and definition), written to
+    /// the table when the record opens (replacing ones of the same name made
+    /// through the API).
+    pub milestones: Vec<(String, milestones::MilestoneDef)>,
 }
 
 impl Default for MigrationConfig {
@@ -55,6 +61,7 @@ impl Default for MigrationConfig {
             mapping: Vec::new(),
             revisions: DEFAULT_REVISIONS,
             poll: Some(PollSettings::default()),
+            milestones: Vec::new(),
         }
     }
 }
@@ -105,13 +112,21 @@ pub struct Migration {
 impl Migration {
     /// The record beside the queue of `shared`: its migrations applied, its
     /// feed bound (so the queue's commits from now on feed it) and the
-    /// configured mapping written.
+    /// configured mapping and milestones written.
     pub async fn open(shared: &Shared, cfg: MigrationConfig) -> anyhow::Result<Migration> {
         migrate(&shared.queue.db).await?;
         bind(&shared.queue);
         let now = shared.queue.clock.now_ms();
         for p in &cfg.mapping {
             store::put_mapping(&shared.queue.db, p, "file", "configuration", now).await?;
+        }
+        for (name, def) in &cfg.milestones {
+            if !milestones::valid_name(name) {
+                anyhow::bail!("milestone name {name:?}: 1 to 100 letters, digits, _, . or -");
+            }
+            def.check()
+                .map_err(|e| anyhow::anyhow!("milestone {name}: {e}"))?;
+            milestones::put(&shared.queue.db, name, def, "file", "configuration", now).await?;
         }
         Ok(Migration {
             queue: shared.queue.clone(),

@@ -178,6 +178,7 @@ impl Reflector {
         }
         report.elapsed = start.elapsed();
         let m = &self.bridge.metrics;
+        m.reflector_pass(self.bridge.now(), report.elapsed, self.settings.interval);
         for (action, n) in [
             ("deadline", report.past_deadline),
             ("redrive", report.redriven),

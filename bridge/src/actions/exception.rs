@@ -51,6 +51,7 @@ impl Bridge {
                         self.state
                             .mark_resolved(task_id, row.run_id, resolution, now)
                             .await?;
+                        self.count_exception(reason);
                         return Ok(Outcome::Blocked);
                     }
                     other => other.row().clone(),
@@ -66,9 +67,22 @@ impl Bridge {
         self.state
             .mark_resolved(task_id, row.run_id, resolution, self.now())
             .await?;
+        self.count_exception(reason);
         info!(task.id = task_id, run.id = run_id, reason = reason.map(|r| r.as_str()), build_request.id = ?row.build_request_id,
               "build request cancelled or build stopped");
         Ok(Outcome::Cancelled)
+    }
+
+    /// Counts a run the bridge settled for the queue's exception `reason`
+    /// (`bbb_bridge_run_exceptions_total{reason}`; once per row settled, so
+    /// a redelivered message is not counted again).
+    fn count_exception(&self, reason: Option<ReasonResolved>) {
+        if let Some(r) = reason {
+            self.metrics.inc(
+                "bbb_bridge_run_exceptions_total",
+                format!("reason=\"{}\"", r.as_str()),
+            );
+        }
     }
 
     /// Makes sure nothing runs for `brid`: cancels it while it waits, stops its build

@@ -24,6 +24,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 pub use config::{LoginConfig, ProxyConfig, RegisteredClient, UserConfig};
+pub use pages::page;
 pub use password::hash_password;
 
 /// The name of the session cookie.

@@ -62,9 +62,10 @@ pub(crate) fn routes(state: LoginState) -> Router {
         .with_state(state)
 }
 
-/// A whole page: `title` (also the `<h1>`), who is signed in, then `body`;
-/// the web UI's stylesheet.
-pub(crate) fn page(title: &str, who: Option<&SignedIn>, body: Markup) -> Markup {
+/// A whole bbb page, the frame the sign-in pages and the web UI share:
+/// `title` (also the `<h1>`), the navigation with who is signed in, then
+/// `body`; the web UI's stylesheet (`/static/bbb.css`).
+pub fn page(title: &str, who: Option<&SignedIn>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {

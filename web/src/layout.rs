@@ -4,45 +4,16 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bbb_login::SignedIn;
-use maud::{DOCTYPE, Markup, html};
+use maud::{Markup, html};
 
 /// The one stylesheet, served at `/static/bbb.css`.
 pub const STYLESHEET: &str = include_str!("../static/bbb.css");
 
 /// A whole page: `title` (also the `<h1>`), the navigation with who is
-/// signed in, then `body`.
+/// signed in, then `body`; the frame the sign-in pages share
+/// ([`bbb_login::page`]).
 pub(crate) fn page(title: &str, who: Option<&SignedIn>, body: Markup) -> Markup {
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · bbb" }
-                link rel="stylesheet" href="/static/bbb.css";
-            }
-            body {
-                header {
-                    nav aria-label="main" {
-                        a href="/" { "Migration" }
-                        a href="/health" { "Health" }
-                        span.who {
-                            @if let Some(who) = who {
-                                "Signed in as " strong { (who.user) } " · "
-                                a href="/logout" { "Sign out" }
-                            } @else {
-                                a href="/login" { "Sign in" }
-                            }
-                        }
-                    }
-                }
-                main {
-                    h1 { (title) }
-                    (body)
-                }
-            }
-        }
-    }
+    bbb_login::page(title, who, body)
 }
 
 /// A 404 page saying what was not found.

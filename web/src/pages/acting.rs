@@ -179,36 +179,28 @@ pub(crate) async fn task_act(
     let outcome = match what {
         "action" => task_action(&web, &who, &task, &form).await,
         "rerun" => {
-            let url = web.hawk.url("queue", &format!("task/{task_id}/rerun"));
-            let answer = web
-                .hawk
-                .call(Some(&who.credentials), None, "POST", &url, None)
-                .await;
-            Outcome::from_answer(answer, |b| {
-                (
-                    format!(
-                        "Task {task_id} is {} again (rerunTask).",
-                        b["status"]["state"].as_str().unwrap_or("scheduled")
-                    ),
-                    vec![],
-                )
-            })
+            queue_call(
+                &web,
+                &who,
+                &task_id,
+                "rerun",
+                "rerunTask",
+                "scheduled",
+                " again",
+            )
+            .await
         }
         "cancel" => {
-            let url = web.hawk.url("queue", &format!("task/{task_id}/cancel"));
-            let answer = web
-                .hawk
-                .call(Some(&who.credentials), None, "POST", &url, None)
-                .await;
-            Outcome::from_answer(answer, |b| {
-                (
-                    format!(
-                        "Task {task_id} is {} (cancelTask).",
-                        b["status"]["state"].as_str().unwrap_or("cancelled")
-                    ),
-                    vec![],
-                )
-            })
+            queue_call(
+                &web,
+                &who,
+                &task_id,
+                "cancel",
+                "cancelTask",
+                "cancelled",
+                "",
+            )
+            .await
         }
         "retrigger" => {
             let exact = form_value(&form, "exact") == Some("true");
@@ -561,6 +553,33 @@ async fn resolve_human(web: &Web, who: &SignedIn, task: &Task, complete: bool) -
             format!(
                 "Decision made: task {} is {report}, resolved by {}.",
                 task.task_id, who.user
+            ),
+            vec![],
+        )
+    })
+}
+
+/// `POST task/<taskId>/<verb>` on the queue as the user (rerunTask,
+/// cancelTask): the outcome names the task's state after it, or the refusal.
+async fn queue_call(
+    web: &Web,
+    who: &SignedIn,
+    task_id: &str,
+    verb: &str,
+    name: &str,
+    assumed_state: &str,
+    again: &str,
+) -> Outcome {
+    let url = web.hawk.url("queue", &format!("task/{task_id}/{verb}"));
+    let answer = web
+        .hawk
+        .call(Some(&who.credentials), None, "POST", &url, None)
+        .await;
+    Outcome::from_answer(answer, |b| {
+        (
+            format!(
+                "Task {task_id} is {}{again} ({name}).",
+                b["status"]["state"].as_str().unwrap_or(assumed_state)
             ),
             vec![],
         )

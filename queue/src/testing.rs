@@ -127,6 +127,21 @@ impl TestQueue {
         })
     }
 
+    /// The credentials `who` calls with: the root client's, a
+    /// [`test_client`]'s, or none.
+    pub fn credentials(&self, who: Who) -> Option<bbb_auth::Credentials> {
+        let (client_id, access_token) = match who {
+            Who::Root => (self.root_client_id.clone(), self.root_access_token.clone()),
+            Who::Client(id) => (id.to_string(), test_token(id)),
+            Who::Anonymous => return None,
+        };
+        Some(bbb_auth::Credentials {
+            client_id,
+            access_token,
+            certificate: None,
+        })
+    }
+
     /// Shut the server down.
     pub async fn stop(self) {
         self.running.shutdown().await;
@@ -142,6 +157,33 @@ impl TestQueue {
         test(&q).await;
         q.stop().await;
     }
+}
+
+/// The access token of a test client made by [`test_client`]: `<id>-token`.
+pub fn test_token(client_id: &str) -> String {
+    format!("{client_id}-token")
+}
+
+/// A permanent client `client_id` with `scopes`, whose access token is
+/// [`test_token`] of its id: how tests give a queue the clients they call as.
+pub fn test_client(client_id: &str, scopes: &[&str]) -> ClientConfig {
+    ClientConfig {
+        client_id: client_id.into(),
+        access_token: test_token(client_id).into(),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        expires: None,
+    }
+}
+
+/// Who a test calls as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Who {
+    /// The queue's `root` client.
+    Root,
+    /// A client made by [`test_client`].
+    Client(&'static str),
+    /// No credentials.
+    Anonymous,
 }
 
 /// Poll until a value comes (the one helper of [`bbb_testdb`]).

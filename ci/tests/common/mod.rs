@@ -4,11 +4,11 @@
 
 #![allow(dead_code)]
 
-use bbb_auth::Credentials;
 use bbb_ci::config::{BranchConfig, CiConfig, Kind, Mode, RepositoryConfig};
 use bbb_hooks::client::{Answer, HawkClient};
-use bbb_queue::config::{ClientConfig, RoleConfig};
-use bbb_queue::testing::{TestOptions, TestQueue};
+use bbb_queue::config::RoleConfig;
+pub use bbb_queue::testing::Who;
+use bbb_queue::testing::{TestOptions, TestQueue, test_client};
 use bbb_testdb::{Backend, PgDatabase, TempDir, wait_for};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -194,12 +194,7 @@ impl World {
             database_url: Some(self.database_url()),
             clients: clients()
                 .into_iter()
-                .map(|(id, scopes)| ClientConfig {
-                    client_id: id.into(),
-                    access_token: format!("{id}-token").into(),
-                    scopes: scopes.into_iter().map(String::from).collect(),
-                    expires: None,
-                })
+                .map(|(id, scopes)| test_client(id, &scopes))
                 .collect(),
             roles: ["git.example", "hg.example"]
                 .iter()
@@ -258,12 +253,7 @@ impl World {
             database_url: Some(self.database_url()),
             clients: clients()
                 .into_iter()
-                .map(|(id, scopes)| ClientConfig {
-                    client_id: id.into(),
-                    access_token: format!("{id}-token").into(),
-                    scopes: scopes.into_iter().map(String::from).collect(),
-                    expires: None,
-                })
+                .map(|(id, scopes)| test_client(id, &scopes))
                 .collect(),
             roles: ["branch", "action", "cron"]
                 .iter()
@@ -315,31 +305,7 @@ pub struct Env {
     pub http: HawkClient,
 }
 
-/// Who calls.
-#[derive(Clone, Copy, Debug)]
-pub enum Who {
-    /// `root`.
-    Root,
-    /// A client of [`clients`].
-    Client(&'static str),
-}
-
 impl Env {
-    fn creds(&self, who: Who) -> Credentials {
-        let (id, token) = match who {
-            Who::Root => (
-                self.q.root_client_id.clone(),
-                self.q.root_access_token.clone(),
-            ),
-            Who::Client(id) => (id.to_string(), format!("{id}-token")),
-        };
-        Credentials {
-            client_id: id,
-            access_token: token,
-            certificate: None,
-        }
-    }
-
     /// `method <service>/v1/<path>` as `who`.
     pub async fn call(
         &self,
@@ -351,7 +317,7 @@ impl Env {
     ) -> Answer {
         let url = self.http.url(service, path);
         self.http
-            .call(Some(&self.creds(who)), None, method, &url, body)
+            .call(self.q.credentials(who).as_ref(), None, method, &url, body)
             .await
             .expect("the server answers")
     }

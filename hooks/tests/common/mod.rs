@@ -3,10 +3,10 @@
 
 #![allow(dead_code)]
 
-use bbb_auth::Credentials;
 use bbb_hooks::client::{Answer, HawkClient};
-use bbb_queue::config::{ClientConfig, RoleConfig};
-use bbb_queue::testing::{TestOptions, TestQueue};
+use bbb_queue::config::RoleConfig;
+pub use bbb_queue::testing::Who;
+use bbb_queue::testing::{TestOptions, TestQueue, test_client};
 use bbb_testdb::Backend;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -85,29 +85,13 @@ pub struct Env {
     pub http: HawkClient,
 }
 
-/// Who calls.
-#[derive(Clone, Copy, Debug)]
-pub enum Who {
-    /// `root` (`*`).
-    Root,
-    /// A client of [`clients`].
-    Client(&'static str),
-    /// No credentials.
-    Anonymous,
-}
-
 /// Options for the queue of [`Env::start`].
 pub fn options(backend: Backend) -> TestOptions {
     TestOptions {
         postgres: backend == Backend::Postgres,
         clients: clients()
             .into_iter()
-            .map(|(id, scopes)| ClientConfig {
-                client_id: id.into(),
-                access_token: format!("{id}-token").into(),
-                scopes: scopes.into_iter().map(String::from).collect(),
-                expires: None,
-            })
+            .map(|(id, scopes)| test_client(id, &scopes))
             .collect(),
         roles: roles(),
         ..TestOptions::default()
@@ -141,22 +125,6 @@ impl Env {
         env.q.stop().await;
     }
 
-    fn creds(&self, who: Who) -> Option<Credentials> {
-        let (id, token) = match who {
-            Who::Root => (
-                self.q.root_client_id.clone(),
-                self.q.root_access_token.clone(),
-            ),
-            Who::Client(id) => (id.to_string(), format!("{id}-token")),
-            Who::Anonymous => return None,
-        };
-        Some(Credentials {
-            client_id: id,
-            access_token: token,
-            certificate: None,
-        })
-    }
-
     /// `method <service>/v1/<path>` as `who`.
     pub async fn call(
         &self,
@@ -168,7 +136,7 @@ impl Env {
     ) -> Answer {
         let url = self.http.url(service, path);
         self.http
-            .call(self.creds(who).as_ref(), None, method, &url, body)
+            .call(self.q.credentials(who).as_ref(), None, method, &url, body)
             .await
             .expect("the server answers")
     }

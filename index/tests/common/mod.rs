@@ -10,14 +10,7 @@ use serde_json::{Value, json};
 use taskcluster::{ClientBuilder, Credentials, Index, Queue, Retry};
 
 /// A client whose scopes a test chooses.
-pub fn client(id: &str, scopes: &[&str]) -> ClientConfig {
-    ClientConfig {
-        client_id: id.into(),
-        access_token: format!("{id}-token").into(),
-        scopes: scopes.iter().map(|s| s.to_string()).collect(),
-        expires: None,
-    }
-}
+pub use bbb_queue::testing::test_client as client;
 
 /// The clients of [`start`]: `reader` (find and list only), `writer` (insert
 /// and delete under `proj.*`), `nothing` (no scopes).
@@ -109,7 +102,7 @@ pub fn root_creds(q: &TestQueue) -> Credentials {
 
 /// The credentials of a client of [`clients`].
 pub fn creds(id: &str) -> Credentials {
-    Credentials::new(id, format!("{id}-token"))
+    Credentials::new(id, bbb_queue::testing::test_token(id))
 }
 
 /// The official queue client with root credentials.

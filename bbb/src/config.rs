@@ -364,7 +364,8 @@ impl FileConfig {
 
     /// `bbb up`'s demo repository as a layer below the file: the CI service
     /// follows it (polled every 2 s unless `[ci]` says otherwise, bare clones
-    /// in the data directory) and its role is added to `[auth]`'s roles.
+    /// in the data directory) and its roles (pushes, actions) are added to
+    /// `[auth]`'s roles.
     pub fn with_demo_repository(mut self, demo: &DemoRepository, data_dir: &Path) -> FileConfig {
         let ci = self.ci.get_or_insert_with(toml::Table::new);
         ci.entry("poll_interval_ms").or_insert(2000.into());
@@ -372,17 +373,19 @@ impl FileConfig {
             .or_insert_with(|| data_dir.join("ci-cache").display().to_string().into());
         ci.entry("repositories")
             .or_insert_with(|| toml::Value::Array(vec![demo.ci_repository().into()]));
-        let role = crate::demo_repo::role();
         let auth = self.auth.get_or_insert_with(toml::Table::new);
         let roles = auth
             .entry("roles")
             .or_insert_with(|| toml::Value::Array(vec![]));
-        if let Some(roles) = roles.as_array_mut()
-            && !roles
-                .iter()
-                .any(|r| r.get("role_id") == role.get("role_id"))
-        {
-            roles.push(role.into());
+        if let Some(roles) = roles.as_array_mut() {
+            for role in crate::demo_repo::roles() {
+                if !roles
+                    .iter()
+                    .any(|r| r.get("role_id") == role.get("role_id"))
+                {
+                    roles.push(role.into());
+                }
+            }
         }
         self
     }
@@ -452,7 +455,7 @@ mod tests {
     }
 
     #[test]
-    fn the_demo_repository_is_followed_with_its_role() {
+    fn the_demo_repository_is_followed_with_its_roles() {
         let file: FileConfig = toml::from_str(
             "[ci]\nmax_backoff_ms = 1000\n[auth]\nroles = [{ role_id = \"anonymous\", scopes = [] }]\n",
         )
@@ -474,10 +477,24 @@ mod tests {
             .iter()
             .map(|r| r.role_id.as_str())
             .collect();
-        assert_eq!(roles, ["anonymous", "repo:bbb.localhost/demo:branch:*"]);
+        assert_eq!(
+            roles,
+            [
+                "anonymous",
+                "repo:bbb.localhost/demo:branch:*",
+                "repo:bbb.localhost/demo:action:*"
+            ]
+        );
+        // Its pushes may offer the actions of its trust domain's hooks.
+        assert!(
+            queue.auth.roles[1]
+                .scopes
+                .iter()
+                .any(|s| s == "in-tree:hook-action:project-demo/in-tree-action-1-*")
+        );
         // Twice is once.
         let again = file.with_demo_repository(&demo, Path::new("/data"));
-        assert_eq!(again.queue_config().unwrap().auth.roles.len(), 2);
+        assert_eq!(again.queue_config().unwrap().auth.roles.len(), 3);
         assert_eq!(again.ci_config().unwrap().repositories.len(), 1);
     }
 }

@@ -1,8 +1,11 @@
 //! `bbb up`'s demo repository: a git repository in the data directory that
 //! the CI service follows, so that a push to it produces a decision task and
 //! a graph with no other setup. Its `.taskcluster.yml` is
-//! `bbb/demo-repository/taskcluster.yml`: a decision task, a native build
-//! and its test, and the same build on the sandbox master through the bridge.
+//! `bbb/demo-repository/taskcluster.yml`: a decision task that publishes the
+//! push's actions (`public/actions.json`: retrigger, rerun, cancel,
+//! cancel-all), a native build and its test, and the same build on the
+//! sandbox master through the bridge. Its first task is also the action task
+//! the CI service's in-tree action hook runs when an action is fired.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -136,26 +139,51 @@ impl DemoRepository {
     }
 }
 
-/// The role the demo repository's pushes create their tasks with: what its
-/// `.taskcluster.yml` needs.
-pub fn role() -> toml::Table {
-    let scopes: Vec<toml::Value> = [
-        "queue:create-task:low:bbb/native",
-        "queue:create-task:low:buildbot-bridge/buildbot-bridge",
-        "queue:scheduler-id:demo-level-1",
-        "queue:route:tc-treeherder.v2.demo.*",
-        "queue:create-task:project:none",
-    ]
-    .into_iter()
-    .map(Into::into)
-    .collect();
-    let mut role = toml::Table::new();
-    role.insert(
-        "role_id".into(),
-        format!("repo:{}:branch:*", URL.trim_start_matches("https://")).into(),
-    );
-    role.insert("scopes".into(), toml::Value::Array(scopes));
-    role
+/// What the demo's tasks may create: its two task queues, its scheduler,
+/// its Treeherder routes.
+const CREATE_SCOPES: &[&str] = &[
+    "queue:create-task:low:bbb/native",
+    "queue:create-task:low:buildbot-bridge/buildbot-bridge",
+    "queue:scheduler-id:demo-level-1",
+    "queue:route:tc-treeherder.v2.demo.*",
+    "queue:create-task:project:none",
+];
+
+/// The roles of the demo repository, as a team's `repo:` roles: its pushes'
+/// (`repo:bbb.localhost/demo:branch:*`: what its `.taskcluster.yml` creates,
+/// and the actions its decision task may offer, the in-tree action hooks of
+/// its trust domain at its level) and its action tasks'
+/// (`repo:bbb.localhost/demo:action:*`: what the action callbacks do,
+/// creating, rerunning and cancelling the demo's tasks).
+pub fn roles() -> Vec<toml::Table> {
+    let path = URL.trim_start_matches("https://");
+    let branch: Vec<String> = CREATE_SCOPES
+        .iter()
+        .map(|s| s.to_string())
+        .chain([format!(
+            "in-tree:hook-action:project-{TRUST_DOMAIN}/in-tree-action-1-*"
+        )])
+        .collect();
+    let action: Vec<String> = CREATE_SCOPES
+        .iter()
+        .map(|s| s.to_string())
+        .chain([
+            "queue:rerun-task:demo-level-1/*".to_owned(),
+            "queue:cancel-task:demo-level-1/*".to_owned(),
+        ])
+        .collect();
+    [("branch", branch), ("action", action)]
+        .into_iter()
+        .map(|(kind, scopes)| {
+            let mut role = toml::Table::new();
+            role.insert("role_id".into(), format!("repo:{path}:{kind}:*").into());
+            role.insert(
+                "scopes".into(),
+                toml::Value::Array(scopes.into_iter().map(Into::into).collect()),
+            );
+            role
+        })
+        .collect()
 }
 
 /// The demo `bbb up` runs on the demo repository: once the CI service has

@@ -4,7 +4,7 @@
 //! per action permission, whose task is the file's first task wrapped in a
 //! JSON-e `$let` that turns the trigger payload (the `hookPayload` taskgraph
 //! writes into `actions.json`) into the context `.taskcluster.yml` expects
-//! with `tasks_for: action`; and one role per trust domain, level and
+//! with `tasks_for: action` (and `tcyml_hash`, see [`tcyml_hash`]); and one role per trust domain, level and
 //! permission, `hook-id:project-<td>/in-tree-action-<level>-<perm>/*`,
 //! granting `assume:repo:<host>/<path>:action:<perm>` for every repository at
 //! that level of that trust domain.
@@ -30,6 +30,9 @@ pub const OWNER: &str = "bbb-ci@bbb.invalid";
 
 /// taskgraph's hash of a `.taskcluster.yml`: the first ten hex digits of the
 /// SHA-256 of its bytes (`taskgraph.actions.registry.hash_taskcluster_yml`).
+/// Every rendering of the file (push, action, cron) has it as `tcyml_hash`,
+/// so a decision task that has no checkout to hash can still name its
+/// action hooks in `actions.json`.
 pub fn tcyml_hash(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
     digest
@@ -193,6 +196,7 @@ pub fn action_hook(
         json!({"$eval": "payload.user.taskGroupId"}),
     );
     let_.insert("ownTaskId".into(), json!({"$eval": "taskId"}));
+    let_.insert("tcyml_hash".into(), json!(hash));
     let mut template = json!({"$let": let_, "in": task});
     if !clone_urls.is_empty() {
         template = json!({"$let": {"bbb_clone_urls": clone_urls}, "in": template});
@@ -335,6 +339,7 @@ mod tests {
             "scope": "${action.repo_scope}", "cb": "${action.cb_name}",
             "clone": "${repository.clone_url}", "input": {"$eval": "input"},
             "target": {"$eval": "taskId"}, "own": "${ownTaskId}",
+            "hash": "${tcyml_hash}",
         });
         let clones = BTreeMap::from([("https://git.example/o/p".to_owned(), "/srv/p".to_owned())]);
         let hook = action_hook(
@@ -368,6 +373,7 @@ mod tests {
                 "for": "action", "perm": "generic",
                 "scope": "assume:repo:git.example/o/p:action:generic", "cb": "rerun_action",
                 "clone": "/srv/p", "input": {"x": 1}, "target": "T", "own": "NEW",
+                "hash": "0123456789",
             })
         );
     }

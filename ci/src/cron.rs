@@ -258,12 +258,14 @@ pub fn role_scopes(repo: &Repository) -> Vec<String> {
 }
 
 /// The scheduled hook of `job` on `branch` of `repo`, whose head is
-/// `revision` with `tcyml` (parsed): the definition of `createHook`.
+/// `revision` with `tcyml` (parsed; `hash`: its [`crate::actions::tcyml_hash`]):
+/// the definition of `createHook`.
 pub fn cron_hook(
     repo: &Repository,
     branch: &str,
     revision: &str,
     tcyml: &Value,
+    hash: &str,
     job: &CronJob,
 ) -> Result<Value, String> {
     let task = first_task(tcyml)?;
@@ -299,6 +301,7 @@ pub fn cron_hook(
                 "input": {},
             },
             "ownTaskId": {"$eval": "taskId"},
+            "tcyml_hash": hash,
         },
         "in": task,
     });

@@ -150,7 +150,12 @@ impl Ci {
         }
         // The branch moved: its action and cron hooks may change.
         self.hooks_changed.notify_one();
-        let tasks = match crate::render_decision(&text, &push_context(&repo, push)) {
+        let mut context = push_context(&repo, push);
+        context.extra.insert(
+            "tcyml_hash".into(),
+            crate::actions::tcyml_hash(text.as_bytes()).into(),
+        );
+        let tasks = match crate::render_decision(&text, &context) {
             Ok(t) => t,
             Err(e) => return Decided::Failed(e.to_string()),
         };

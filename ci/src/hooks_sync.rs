@@ -189,7 +189,8 @@ impl Report {
 struct Head {
     branch: String,
     revision: String,
-    tcyml: Option<Value>,
+    /// `.taskcluster.yml`, parsed, and its hash ([`actions::tcyml_hash`]).
+    tcyml: Option<(Value, String)>,
     cron: Option<String>,
 }
 
@@ -223,7 +224,9 @@ impl Ci {
                     self.note_tcyml(&repo.project, &bytes)
                         .await
                         .map_err(|e| e.to_string())?;
-                    crate::decision::load_yaml(&String::from_utf8_lossy(&bytes)).ok()
+                    crate::decision::load_yaml(&String::from_utf8_lossy(&bytes))
+                        .ok()
+                        .map(|t| (t, actions::tcyml_hash(&bytes)))
                 }
                 None => None,
             };
@@ -266,7 +269,7 @@ impl Ci {
                 Ok(Some(heads)) => {
                     for head in heads {
                         let Some(text) = &head.cron else { continue };
-                        let Some(tcyml) = &head.tcyml else {
+                        let Some((tcyml, hash)) = &head.tcyml else {
                             errors.push(format!(
                                 "{} {}: .cron.yml without a readable .taskcluster.yml",
                                 repo.project, head.branch
@@ -288,7 +291,14 @@ impl Ci {
                             }
                         };
                         for job in &jobs {
-                            match cron::cron_hook(repo, &head.branch, &head.revision, tcyml, job) {
+                            match cron::cron_hook(
+                                repo,
+                                &head.branch,
+                                &head.revision,
+                                tcyml,
+                                hash,
+                                job,
+                            ) {
                                 Ok(def) => {
                                     let id = def["hookId"].as_str().unwrap_or_default().to_owned();
                                     w.hooks.insert((group.clone(), id), def);

@@ -163,6 +163,8 @@ async fn action_hooks_and_roles_follow_the_repository(w: &World) {
         .unwrap();
     assert_eq!(def["schedule"], json!([]));
     assert_eq!(def["task"]["in"]["$let"]["tasks_for"], "action");
+    // The file's hash is in the context too (what names the hook).
+    assert_eq!(def["task"]["in"]["$let"]["tcyml_hash"], h1.as_str());
 
     // Triggering it as actions.json says renders the action's task from
     // .taskcluster.yml with tasks_for action, created with the action role.

@@ -478,6 +478,19 @@ def bbb_binary() -> Path:
     return Path(os.environ.get("BBB_BIN", REPO / "target" / "debug" / "bbb"))
 
 
+def hash_password(password: str) -> str:
+    """``bbb login hash-password``, the password on stdin: an Argon2 hash
+    for a ``[[login.users]]`` entry."""
+    out = subprocess.run(
+        [str(bbb_binary()), "login", "hash-password"],
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip()
+
+
 def start_server(request, tmp_path_factory, **env: str) -> BbbServer:
     """Start a ``bbb queue`` for the current backend parameter
     (``request.param``, one of BACKENDS) with extra environment ``env``.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,6 +20,7 @@ from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,11 +89,22 @@ class Browser:
     def find_all(self, css: str) -> list[WebElement]:
         return self.driver.find_elements(By.CSS_SELECTOR, css)
 
-    def set_cookie(self, origin: str, name: str, value: str) -> None:
-        """Set a cookie for ``origin`` (the browser must be on that origin to set it)."""
-        if not self.driver.current_url.startswith(origin):
-            self.open(origin + "/static/bbb.css")
-        self.driver.add_cookie({"name": name, "value": value, "path": "/"})
+    def sign_in(self, origin: str, name: str, password: str, next_path: str = "/") -> None:
+        """Sign in as a person does: the sign-in form at ``/login``, the name
+        and the password typed in, Enter; then wait to be sent on to
+        ``next_path``, signed in as ``name``."""
+        self.open(f"{origin}/login?" + urllib.parse.urlencode({"next": next_path}))
+        assert self.title == "Sign in · bbb", self.title
+        field = self.find("input#name")
+        field.clear()
+        field.send_keys(name)
+        self.find("input#password").send_keys(password, Keys.ENTER)
+        self.wait_for(
+            lambda: self.title != "Sign in · bbb" and urllib.parse.urlsplit(self.driver.current_url).path == next_path,
+            15,
+            f"{name} to be signed in",
+        )
+        self.wait_for(lambda: f"Signed in as {name}" in self.text(), 15, f"the page to show {name}")
 
     def wait_for(self, check: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
         """Wait until ``check()`` is truthy (page content changes as a person waits)."""

@@ -15,7 +15,6 @@ import html
 import http.client
 import json
 import re
-import subprocess
 import urllib.parse
 
 import pytest
@@ -30,6 +29,7 @@ from bbbtest import (
     PostgresDatabase,
     UpProcess,
     bbb_binary,
+    hash_password,
     new_task_queue,
     task_definition,
     wait_for,
@@ -54,18 +54,6 @@ ALICE_SCOPES = [
 ]
 #: The credentials a tool gets last at most this long.
 MAX_EXPIRES_S = 40
-
-
-def hash_password(password: str) -> str:
-    """``bbb login hash-password``, the password on stdin."""
-    out = subprocess.run(
-        [str(bbb_binary()), "login", "hash-password"],
-        input=password + "\n",
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return out.stdout.strip()
 
 
 def toml_list(items) -> str:

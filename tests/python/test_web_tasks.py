@@ -2,29 +2,35 @@
 against ``bbb up`` on SQLite and ``bbb up`` on a PostgreSQL database (its
 native worker runs the tasks, its hooks service fires the actions).
 
-Users are signed in by their session cookie, holding temporary credentials
-for ``assume:login-identity:<user>`` (what the sign-in issues); ``alice``'s
-role grants what the pages offer, ``bob``'s nothing. Every page looked at
-is kept as a screenshot (``target/test-logs/screenshots``).
+The actions are the demo repository's own: ``bbb up``'s demo push has a
+decision task that publishes ``public/actions.json`` as taskgraph's does, and
+firing its retrigger from a task's page runs the action task of the CI
+service's in-tree action hook, which retriggers the task on the native
+worker. Users sign in through the sign-in form, as a person does: ``alice``
+and ``bob`` are ``[login]`` users of the configuration file (password hashes
+made by ``bbb login hash-password``); ``alice``'s role grants what the pages
+offer, ``bob``'s nothing. Every page looked at is kept as a screenshot
+(``target/test-logs/screenshots``).
 """
 
 from __future__ import annotations
 
-import base64
 import datetime
 import json
+import re
 
 import pytest
+import requests
 import taskcluster
 from selenium.webdriver.common.by import By
 
-from bbbtest import PostgresDatabase, UpProcess, wait_for, wait_for_state
+from bbbtest import PostgresDatabase, UpProcess, hash_password, wait_for, wait_for_state
 from browser import PHONE, Browser
 
 #: Tasks run on bbb up's native worker; each test takes a while.
 TEST_TIMEOUT_S = 240
 
-HOOK_GROUP = "web-test"
+PASSWORDS = {"alice": "alice's long passphrase", "bob": "bob's long passphrase"}
 
 ROLES = {
     "login-identity:alice": [
@@ -34,51 +40,46 @@ ROLES = {
         "queue:scheduler-id:web-test",
         "queue:claim-task:null-provisioner/human-decision",
         "queue:worker-id:human-decision/alice",
-        f"hooks:trigger-hook:{HOOK_GROUP}/*",
+        # The demo's actions: its trust domain's in-tree action hooks.
+        "hooks:trigger-hook:project-demo/*",
     ],
     "login-identity:bob": [],
-    f"hook-id:{HOOK_GROUP}/*": ["queue:create-task:*", "queue:scheduler-id:web-test"],
 }
+
+
+def toml_list(items) -> str:
+    return "[" + ", ".join(json.dumps(i) for i in items) + "]"
+
+
+def config(path) -> str:
+    """A configuration file with alice and bob as users and their roles."""
+    with open(path, "w") as f:
+        for user, password in PASSWORDS.items():
+            f.write(f"[[login.users]]\nname = \"{user}\"\npassword_hash = {json.dumps(hash_password(password))}\n\n")
+        for role, scopes in ROLES.items():
+            f.write(f"[[auth.roles]]\nrole_id = \"{role}\"\nscopes = {toml_list(scopes)}\n\n")
+    return str(path)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def up(request, tmp_path_factory):
     """``bbb up`` on SQLite, or on a fresh PostgreSQL database; with the
-    users' roles and the action hook."""
-    env = {}
+    users alice and bob."""
+    workdir = tmp_path_factory.mktemp(f"web-{request.param}")
+    env = {"BBB_CONFIG": config(workdir / "bbb.toml")}
     if request.param == "postgres":
         db = PostgresDatabase.create()
         request.addfinalizer(db.drop)
         env["BBB_DATABASE_URL"] = db.url
-    process = UpProcess(tmp_path_factory.mktemp(f"web-{request.param}"), **env)
+    process = UpProcess(workdir, **env)
     process.start(timeout=120)
     request.addfinalizer(process.stop)
-    auth = process.client("Auth")
-    for role, scopes in ROLES.items():
-        auth.createRole(role, {"description": "web UI tests", "scopes": scopes})
-    wait_for(
-        lambda: "queue:rerun-task:*" in auth.expandScopes({"scopes": ["assume:login-identity:alice"]})["scopes"],
-        10,
-        "the users' roles in force",
-    )
-    hook = {
-        "metadata": {"name": "an action", "description": "what the web tests' actions fire", "owner": "web@example.com"},
-        "task": {
-            "taskQueueId": "built-in/succeed",
-            "taskGroupId": "${payload.user.taskGroupId}",
-            "schedulerId": "web-test",
-            "payload": {"given": {"$eval": "payload"}},
-            "metadata": {
-                "name": "retriggered ${payload.user.input.times}x",
-                "description": "made by an action",
-                "owner": "web@example.com",
-                "source": "https://example.com/web",
-            },
-        },
-        "triggerSchema": {"type": "object"},
-    }
-    process.client("Hooks").createHook(HOOK_GROUP, "act", hook)
     return process
+
+
+def sign_in(browser: Browser, up: UpProcess, user: str, next_path: str = "/") -> None:
+    """Sign ``user`` in through the sign-in form."""
+    browser.sign_in(up.root_url, user, PASSWORDS[user], next_path)
 
 
 def now_plus(seconds: float) -> str:
@@ -100,121 +101,97 @@ def definition(group: str, name: str, task_queue: str = "bbb/native", command: s
     return task
 
 
-def sign_in(browser: Browser, up: UpProcess, user: str) -> None:
-    """Sign ``user`` in: the session cookie the sign-in would set."""
-    now = datetime.datetime.now(datetime.timezone.utc)
-    expires = now + datetime.timedelta(hours=1)
-    creds = taskcluster.createTemporaryCredentials(
-        "root", up.token, now - datetime.timedelta(minutes=1), expires, [f"assume:login-identity:{user}"]
-    )
-    session = {
-        "user": user,
-        # The Python client gives some of these as bytes.
-        "credentials": {
-            k: creds[k].decode() if isinstance(creds[k], bytes) else creds[k]
-            for k in ("clientId", "accessToken", "certificate")
-        },
-        "expires": expires.isoformat().replace("+00:00", "Z"),
-    }
-    value = base64.urlsafe_b64encode(json.dumps(session).encode()).decode().rstrip("=")
-    browser.set_cookie(up.root_url, "bbb-session", value)
-
-
 def button(browser: Browser, label: str):
     return browser.driver.find_element(By.XPATH, f"//button[normalize-space()='{label}']")
 
 
-def actions_json() -> dict:
-    payload = {
-        "decision": {"from": "the decision task"},
-        "user": {"input": {"$eval": "input"}, "taskId": {"$eval": "taskId"}, "taskGroupId": {"$eval": "taskGroupId"}},
-    }
-    return {
-        "version": 1,
-        "variables": {},
-        "actions": [
-            {
-                "name": "retrigger",
-                "title": "Retrigger",
-                "kind": "hook",
-                "context": [{"kind": "test"}],
-                "description": "Create a clone of the task.",
-                "hookGroupId": HOOK_GROUP,
-                "hookId": "act",
-                "hookPayload": payload,
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "times": {"type": "integer", "default": 1, "minimum": 1, "maximum": 10, "title": "Times"},
-                        "downstream": {"type": "boolean", "default": False, "title": "Downstream"},
-                    },
-                    "required": ["times"],
-                    "additionalProperties": False,
-                },
-            },
-            {
-                "name": "cancel-all",
-                "title": "Cancel all",
-                "kind": "hook",
-                "context": [],
-                "hookGroupId": HOOK_GROUP,
-                "hookId": "act",
-                "hookPayload": payload,
-            },
-        ],
-    }
-
-
-def test_retrigger_through_an_action_button(up, browser):
-    queue = up.queue()
-    group = taskcluster.slugId()
-    # The decision task publishes its actions as taskgraph's does.
-    queue.createTask(
-        group,
-        definition(
-            group,
-            "Decision Task",
-            command="mkdir -p out && printf '%s' \"$ACTIONS\" > out/actions.json",
-            scopes=[f"in-tree:hook-action:{HOOK_GROUP}/act"],
-            payload={
-                "command": [["sh", "-c", "mkdir -p out && printf '%s' \"$ACTIONS\" > out/actions.json"]],
-                "env": {"ACTIONS": json.dumps(actions_json())},
-                "artifacts": [{"type": "file", "path": "out/actions.json", "name": "public/actions.json"}],
-                "maxRunTime": 60,
-            },
-        ),
+def demo_push_graph(up: UpProcess) -> dict:
+    """The demo push's task group once its graph has finished: name -> task
+    id (the decision task's id is the group's)."""
+    log = wait_for(
+        lambda: "demo push: graph finished" in up.log_path.read_text() and up.log_path.read_text(),
+        200,
+        "the demo push's graph",
     )
-    wait_for_state(queue, group, "completed", timeout=60)
-    target = taskcluster.slugId()
-    queue.createTask(target, definition(group, "test-unit"))
-    wait_for_state(queue, target, "completed", timeout=60)
+    group = re.search(r"demo push: decision task (\S+)", log).group(1)
+    tasks = up.queue().listTaskGroup(group)["tasks"]
+    return {t["task"]["metadata"]["name"]: t["status"]["taskId"] for t in tasks}
 
-    sign_in(browser, up, "alice")
-    browser.open(f"{up.root_url}/groups/{group}")
+
+def fill_in_retrigger(browser: Browser, times: int, downstream: bool) -> None:
+    """Open the retrigger action's form on a task's page and fill it in."""
+    retrigger = browser.wait_for(
+        lambda: next((d for d in browser.find_all("details.action") if "Retrigger" in d.text), None),
+        15,
+        "the retrigger action",
+    )
+    retrigger.find_element(By.TAG_NAME, "summary").click()
+    field = retrigger.find_element(By.CSS_SELECTOR, "input[type=number]")
+    label = browser.driver.find_element(By.CSS_SELECTOR, f"label[for='{field.get_attribute('id')}']")
+    assert label.text.startswith("Times")
+    field.clear()
+    field.send_keys(str(times))
+    box = retrigger.find_element(By.CSS_SELECTOR, "input[type=checkbox]")
+    if box.is_selected() != downstream:
+        box.click()
+
+
+def test_retrigger_through_the_demos_action_button(up, browser):
+    queue = up.queue()
+    graph = demo_push_graph(up)
+    group, build = graph["Decision Task"], graph["build-linux64"]
+    # What the decision task published: taskgraph's actions.json, whose
+    # actions fire the in-tree action hook of the demo's .taskcluster.yml.
+    published = requests.get(queue.buildUrl("getLatestArtifact", group, "public/actions.json"), timeout=10).json()
+    assert published["version"] == 1
+    assert [a["name"] for a in published["actions"]] == ["retrigger", "rerun", "cancel", "cancel-all"]
+    hook = up.client("Hooks").hook(published["actions"][0]["hookGroupId"], published["actions"][0]["hookId"])
+    assert hook["hookGroupId"] == "project-demo"
+    assert hook["hookId"].startswith("in-tree-action-1-generic/")
+
+    # Bob may not trigger the hook: the refusal, and no action task.
+    sign_in(browser, up, "bob", f"/tasks/{build}")
+    fill_in_retrigger(browser, times=1, downstream=False)
+    button(browser, "Retrigger").click()
+    browser.wait_for_text("InsufficientScopes")
+    assert f"hooks:trigger-hook:{hook['hookGroupId']}/{hook['hookId']}" in browser.text()
+    browser.screenshot("retrigger refused to bob")
+    assert len(queue.listTaskGroup(group)["tasks"]) == len(graph)
+
+    sign_in(browser, up, "alice", f"/groups/{group}")
     assert browser.title == f"Task group {group} · bbb"
     browser.wait_for_text("Cancel all")
-    browser.screenshot("group with actions")
-    browser.open(f"{up.root_url}/tasks/{target}")
-    browser.find("details.action summary").click()
-    times = browser.find("details.action input[type=number]")
-    assert browser.driver.find_element(By.CSS_SELECTOR, f"label[for='{times.get_attribute('id')}']").text.startswith("Times")
-    times.clear()
-    times.send_keys("2")
+    browser.screenshot("demo group with its actions")
+    browser.open(f"{up.root_url}/tasks/{build}")
+    fill_in_retrigger(browser, times=2, downstream=True)
     browser.screenshot("retrigger form")
     button(browser, "Retrigger").click()
     browser.wait_for_text("New tasks")
     browser.screenshot("retriggered")
-    new_id = browser.find("ul.created a").text
-    assert queue.task(new_id)["metadata"]["name"] == "retriggered 2x"
-    assert queue.task(new_id)["payload"]["given"]["user"] == {
-        "input": {"times": 2, "downstream": False},
-        "taskId": target,
-        "taskGroupId": group,
-    }
+    action_task = browser.find("ul.created a").text
+
+    # The action task runs on the native worker and retriggers the build
+    # twice, with the test below it each time.
+    action = queue.task(action_task)
+    assert action["taskGroupId"] == group
+    assert action["metadata"]["name"] == "Action: Retrigger"
+    assert action["scopes"] == ["assume:repo:bbb.localhost/demo:action:generic"]
+    assert json.loads(action["payload"]["env"]["ACTION_INPUT"]) == {"times": 2, "downstream": True}
+    wait_for_state(queue, action_task, "completed", timeout=120)
+    tasks = queue.listTaskGroup(group)["tasks"]
+    builds = [t for t in tasks if t["task"]["metadata"]["name"] == "build-linux64" and t["status"]["taskId"] != build]
+    tests = [t for t in tasks if t["task"]["metadata"]["name"] == "test-linux64" and t["status"]["taskId"] != graph["test-linux64"]]
+    assert len(builds) == 2 and len(tests) == 2, [t["task"]["metadata"]["name"] for t in tasks]
+    new_builds = {t["status"]["taskId"] for t in builds}
+    assert {t["task"]["dependencies"][0] for t in tests} == new_builds
+    for t in builds + tests:
+        wait_for_state(queue, t["status"]["taskId"], "completed", timeout=120)
+
     browser.open(f"{up.root_url}/groups/{group}")
-    browser.wait_for_text(new_id)
-    assert "retriggered 2x" in browser.text()
-    browser.screenshot("group with the new task")
+    for task_id in new_builds:
+        browser.wait_for_text(task_id)
+    assert "Action: Retrigger" in browser.text()
+    browser.screenshot("group with the new tasks")
 
 
 def test_follow_a_live_log_while_it_grows(up, browser):

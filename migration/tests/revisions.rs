@@ -257,7 +257,7 @@ fn record(branches: usize, revisions: usize) -> Vec<Observation> {
                         Some(start + 1),
                         start + 120,
                     );
-                    build.result = if (r + j as usize) % 3 == 0 {
+                    build.result = if (r + j as usize).is_multiple_of(3) {
                         Outcome::Failure
                     } else {
                         Outcome::Success

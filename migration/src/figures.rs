@@ -1,6 +1,7 @@
 //! A branch's window loaded once, and every figure computed from it: its
 //! jobs, its shares, its history and its pairs' comparisons. The API and
-//! the web UI read through it.
+//! the web UI read through it; the dashboard loads every branch's window at
+//! once ([`Window::load_many`]).
 
 use crate::compute::{self, BranchSummary, Comparison, HistoryPoint, Job};
 use crate::model::Observation;
@@ -34,6 +35,50 @@ impl Window {
             observations,
             mapping: store::mapping_for(entries, branch),
         })
+    }
+
+    /// [`Window::load`] of each of `branches`, in their order, in two
+    /// queries for up to 200 branches ([`store::windows`]).
+    pub async fn load_many(
+        db: &Db,
+        branches: &[String],
+        n: i64,
+        entries: &[MappingEntry],
+    ) -> Result<Vec<Window>> {
+        let windows = store::windows(db, branches, n).await?;
+        Ok(branches
+            .iter()
+            .zip(windows)
+            .map(|(branch, (revisions, observations))| Window {
+                branch: branch.clone(),
+                revisions,
+                observations,
+                mapping: store::mapping_for(entries, branch),
+            })
+            .collect())
+    }
+
+    /// The window of its newest `n` revisions: what [`Window::load`] with
+    /// `n` reads, when `n` is at most its own size (it is a prefix of a
+    /// larger window).
+    pub fn newest(&self, n: usize) -> Window {
+        if n >= self.revisions.len() {
+            return self.clone();
+        }
+        let revisions = self.revisions[..n].to_vec();
+        let kept: std::collections::HashSet<&str> = revisions.iter().map(String::as_str).collect();
+        let observations = self
+            .observations
+            .iter()
+            .filter(|o| kept.contains(o.revision.as_str()))
+            .cloned()
+            .collect();
+        Window {
+            branch: self.branch.clone(),
+            revisions,
+            observations,
+            mapping: self.mapping.clone(),
+        }
     }
 
     /// Whether the branch has no result at all in it.

@@ -85,11 +85,12 @@ async fn overview_body(web: &Web, n: i64) -> Result<Markup, String> {
         .into_iter()
         .collect();
     names.extend(repos.iter().map(|r| r.project.clone()));
+    let names: Vec<String> = names.into_iter().collect();
+    let windows = Window::load_many(db, &names, n, &entries)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut rows = Vec::new();
-    for branch in names {
-        let window = Window::load(db, &branch, n, &entries)
-            .await
-            .map_err(|e| e.to_string())?;
+    for (branch, window) in names.into_iter().zip(windows) {
         let repository = repository_of(&repos, &branch).cloned();
         let last_push = match &repository {
             Some(r) => web
@@ -288,21 +289,22 @@ pub(crate) async fn branch(
 async fn branch_body(web: &Web, branch: &str, n: i64) -> Result<Option<Markup>, String> {
     let db = &web.queue.db;
     let entries = store::mapping(db).await.map_err(|e| e.to_string())?;
-    let window = Window::load(db, branch, n, &entries)
+    // One read of the larger of the window and the chart's: the other is
+    // its prefix.
+    let larger = Window::load(db, branch, n.max(CHART_REVISIONS), &entries)
         .await
         .map_err(|e| e.to_string())?;
     let repository = web.ci.repository(branch).await.map_err(|e| e.to_string())?;
-    if window.is_empty() && repository.is_none() {
+    if larger.is_empty() && repository.is_none() {
         return Ok(None);
     }
-    let chart_window = if n >= CHART_REVISIONS {
-        window.clone()
+    // The chart covers the window when that is larger.
+    let (window, history) = if n >= CHART_REVISIONS {
+        let history = larger.history();
+        (larger, history)
     } else {
-        Window::load(db, branch, CHART_REVISIONS, &entries)
-            .await
-            .map_err(|e| e.to_string())?
+        (larger.newest(n as usize), larger.history())
     };
-    let history = chart_window.history();
     let pushes = match &repository {
         Some(r) => web
             .ci

@@ -79,6 +79,14 @@ pub fn login_env_help() -> String {
     )
 }
 
+/// The variables of [`bbb_web::WebSection::ENV`], for `--help`.
+pub fn web_env_help() -> String {
+    bbb_envlayer::help(
+        "Environment (overrides the [web] section of --config):",
+        bbb_web::WebSection::ENV,
+    )
+}
+
 /// `--help` of `bbb queue`: the queue's variables and those of the services
 /// it serves beside it.
 pub fn queue_and_services_env_help() -> String {
@@ -88,6 +96,7 @@ pub fn queue_and_services_env_help() -> String {
         ci_env_help(),
         migration_env_help(),
         login_env_help(),
+        web_env_help(),
     ]
     .join("\n\n")
 }
@@ -109,6 +118,7 @@ pub fn all_env_help() -> String {
         bridge_env_help(),
         migration_env_help(),
         login_env_help(),
+        web_env_help(),
     ]
     .join("\n\n")
 }
@@ -138,6 +148,8 @@ pub struct FileConfig {
     pub migration: Option<toml::Table>,
     /// `[login]`: users, the trusted proxy, OAuth2 clients.
     pub login: Option<toml::Table>,
+    /// `[web]`: the web UI (the workers whose live logs it reads).
+    pub web: Option<toml::Table>,
     /// The file it was read from.
     #[serde(skip)]
     pub path: Option<PathBuf>,
@@ -160,6 +172,8 @@ pub struct Printable {
     pub migration: crate::migration::MigrationSection,
     /// The sign-in section (password hashes masked).
     pub login: bbb_login::LoginConfig,
+    /// The web UI's section.
+    pub web: bbb_web::WebSection,
 }
 
 impl FileConfig {
@@ -240,6 +254,26 @@ impl FileConfig {
         cfg.apply_env()?;
         cfg.validate().map_err(anyhow::Error::msg)?;
         Ok(cfg)
+    }
+
+    /// The web UI's section (`[web]`): file, then environment, checked.
+    pub fn web_section(&self) -> anyhow::Result<bbb_web::WebSection> {
+        let table = self.web.clone().unwrap_or_default();
+        let mut cfg: bbb_web::WebSection = toml::Value::Table(table)
+            .try_into()
+            .context("the [web] section")?;
+        cfg.apply_env()?;
+        cfg.live_log_origins().map_err(anyhow::Error::msg)?;
+        Ok(cfg)
+    }
+
+    /// The origins whose live logs the web UI reads (`[web]`
+    /// `live_log_origins`), one shared list a worker in the same process adds
+    /// its own to ([`bbb_web::LiveLogOrigins::allow`]).
+    pub fn live_log_origins(&self) -> anyhow::Result<bbb_web::LiveLogOrigins> {
+        self.web_section()?
+            .live_log_origins()
+            .map_err(anyhow::Error::msg)
     }
 
     /// Whether the file or the environment says who may sign in (users or

@@ -13,19 +13,28 @@ use crate::config::FileConfig;
 /// UI reads the bridge's mapping database of `[bridge]` for the health page).
 ///
 /// The migration record polls the masters of its `[migration]` section and
-/// the bridge's own (built from `[bridge]`).
+/// the bridge's own (built from `[bridge]`). The web UI reads the live logs
+/// of the origins of `[web]` `live_log_origins` only.
 pub fn mounts(file: &FileConfig) -> anyhow::Result<Vec<bbb_queue::Mount>> {
-    mounts_polling(file, bbb_migration::LegacyMasters::default(), false)
+    mounts_polling(
+        file,
+        bbb_migration::LegacyMasters::default(),
+        false,
+        file.live_log_origins()?,
+    )
 }
 
 /// [`mounts`], the migration record polling `masters` too; with
 /// `bridge_later`, the bridge's master is not built from the configuration
 /// but added to `masters` by the caller once it runs (`bbb up`,
-/// [`crate::migration::add_bridge_master`]).
+/// [`crate::migration::add_bridge_master`]). The web UI reads the live logs
+/// of `live_logs`, to which the caller may add the origin of a worker it
+/// starts later (`bbb up`).
 pub fn mounts_polling(
     file: &FileConfig,
     masters: bbb_migration::LegacyMasters,
     bridge_later: bool,
+    live_logs: bbb_web::LiveLogOrigins,
 ) -> anyhow::Result<Vec<bbb_queue::Mount>> {
     let login = bbb_login::Login::new(file.login_config()?).map_err(anyhow::Error::msg)?;
     let migration = file.migration_section()?;
@@ -33,6 +42,7 @@ pub fn mounts_polling(
     let web = bbb_web::WebConfig {
         bridge_state_url: Some(bridge.state_database_url.clone()),
         revisions: migration.revisions,
+        live_log_origins: live_logs,
     };
     Ok(vec![
         bbb_auth_api::mount(),

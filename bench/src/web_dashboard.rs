@@ -346,6 +346,7 @@ async fn start(backend: &str, window: i64) -> anyhow::Result<Server> {
             bbb_web::WebConfig {
                 bridge_state_url: Some(bbb_secret::SecretUrl::new(state_url)),
                 revisions: window,
+                ..bbb_web::WebConfig::default()
             },
         ),
     ];

@@ -190,6 +190,33 @@ impl Login {
         }
     }
 
+    /// Who a request comes from as every page sees it, and the `Set-Cookie`
+    /// value to answer with when a session had to be made for them: the user
+    /// a trusted reverse proxy names (when `peer` is trusted) wins over a
+    /// session cookie of anyone else, and is signed in now unless the cookie
+    /// is already theirs (the cookie set, their next requests carry it and
+    /// no new credentials are made for them); otherwise the session cookie's
+    /// user ([`Login::signed_in`]).
+    pub fn session(&self, headers: &HeaderMap, peer: Peer) -> (Option<SignedIn>, Option<String>) {
+        let cookie = self.signed_in(headers);
+        let Some(user) = self.proxy_user(headers, peer) else {
+            return (cookie, None);
+        };
+        if let Some(who) = cookie.filter(|c| c.user == user) {
+            return (Some(who), None);
+        }
+        match self.sign_in(&user) {
+            Ok(who) => {
+                let set = self.session_cookie(&who);
+                (Some(who), Some(set))
+            }
+            Err(e) => {
+                tracing::error!(user, error = %e, "signing in a proxied user");
+                (None, None)
+            }
+        }
+    }
+
     /// The user the trusted reverse proxy names in its header, when the
     /// request comes from a trusted peer; `None` otherwise (the header of
     /// anyone else is ignored).
@@ -291,6 +318,71 @@ impl Login {
     pub fn check_csrf(&self, who: &SignedIn, token: &str) -> bool {
         use subtle::ConstantTimeEq;
         bool::from(self.csrf_token(who).as_bytes().ct_eq(token.as_bytes()))
+    }
+}
+
+/// Middleware (for `axum::middleware::from_fn_with_state(login, ...)`) that
+/// makes every handler behind it see the user a trusted reverse proxy names,
+/// through the session cookie it reads with [`Login::signed_in`]: when the
+/// proxied user's session is not the request's, one is made
+/// ([`Login::session`]), the request's session cookie replaced by it (a
+/// session of another user never reaches the handler) and the response sets
+/// it, unless the handler set a session cookie of its own (signing out). A
+/// request from a peer that is not trusted passes unchanged.
+pub async fn proxied_sessions(
+    axum::extract::State(login): axum::extract::State<Login>,
+    peer: Peer,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if login.proxy_user(request.headers(), peer).is_none() {
+        return next.run(request).await;
+    }
+    let (who, set) = login.session(request.headers(), peer);
+    let Some(set) = set else {
+        // The cookie is the proxied user's already, or no session could be
+        // made: then no other user's either.
+        if who.is_none() {
+            replace_session(request.headers_mut(), None);
+        }
+        return next.run(request).await;
+    };
+    let pair = set.split(';').next().unwrap_or_default().to_owned();
+    replace_session(request.headers_mut(), Some(&pair));
+    let mut response = next.run(request).await;
+    let prefix = format!("{SESSION_COOKIE}=");
+    let handler_set_one = response
+        .headers()
+        .get_all(axum::http::header::SET_COOKIE)
+        .iter()
+        .any(|v| v.as_bytes().starts_with(prefix.as_bytes()));
+    if !handler_set_one && let Ok(v) = axum::http::HeaderValue::from_str(&set) {
+        response
+            .headers_mut()
+            .append(axum::http::header::SET_COOKIE, v);
+    }
+    response
+}
+
+/// Replaces the session cookie of a request's `Cookie` headers by `pair`
+/// (`name=value`), or removes it; the other cookies are kept.
+fn replace_session(headers: &mut HeaderMap, pair: Option<&str>) {
+    let mut kept: Vec<String> = headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .filter(|c| c.split_once('=').is_none_or(|(n, _)| n != SESSION_COOKIE))
+        .map(str::to_owned)
+        .collect();
+    kept.extend(pair.map(str::to_owned));
+    headers.remove(COOKIE);
+    if !kept.is_empty()
+        && let Ok(v) = axum::http::HeaderValue::from_str(&kept.join("; "))
+    {
+        headers.insert(COOKIE, v);
     }
 }
 

@@ -393,15 +393,7 @@ fn who_is(
     headers: &HeaderMap,
     peer: Peer,
 ) -> (Option<SignedIn>, Option<String>) {
-    let cookie = state.login.signed_in(headers);
-    match state.login.signed_in_or_proxied(headers, peer) {
-        Some(who) if cookie.as_ref().is_some_and(|c| c.user == who.user) => (Some(who), None),
-        Some(who) => {
-            let set = state.login.session_cookie(&who);
-            (Some(who), Some(set))
-        }
-        None => (None, None),
-    }
+    state.login.session(headers, peer)
 }
 
 fn with_cookie(mut r: Response, cookie: Option<String>) -> Response {

@@ -3,6 +3,7 @@
 mod chart;
 mod csrf;
 mod layout;
+mod origins;
 mod pages;
 
 use std::path::Path;
@@ -18,6 +19,7 @@ use bbb_secret::SecretUrl;
 use bbb_state::StateDb;
 
 pub use layout::STYLESHEET;
+pub use origins::{LiveLogOrigins, WebSection, configured_origin, origin_of};
 pub use pages::groups::PAGE_SIZE;
 
 /// What the pages read besides the queue's database.
@@ -30,13 +32,20 @@ pub struct WebConfig {
     /// How many revisions the dashboard's figures cover unless a page's
     /// `revisions` says otherwise (the `[migration]` section's `revisions`).
     pub revisions: i64,
+    /// The origins whose live logs the task pages stream through (the
+    /// `[web]` section's `live_log_origins`, plus the live-log server of a
+    /// native worker in the same process); a live log anywhere else is not
+    /// fetched.
+    pub live_log_origins: LiveLogOrigins,
 }
 
 impl Default for WebConfig {
+    /// No bridge, the default window, no live log read.
     fn default() -> Self {
         WebConfig {
             bridge_state_url: None,
             revisions: bbb_migration::DEFAULT_REVISIONS,
+            live_log_origins: LiveLogOrigins::none(),
         }
     }
 }
@@ -57,8 +66,11 @@ pub(crate) struct Web {
     pub login: Login,
     /// For the calls made with a user's credentials (Hawk-signed).
     pub hawk: HawkClient,
-    /// For unsigned reads of artifacts and live logs.
+    /// For unsigned reads of artifacts and stored logs.
     pub http: reqwest::Client,
+    /// For reads of workers' live logs: redirects are followed only to
+    /// allowed origins ([`WebConfig::live_log_origins`]).
+    pub live_http: reqwest::Client,
     /// The CI service's tables (in the queue's database).
     pub ci: bbb_ci::store::Store,
     /// The bridge's mapping database, opened on first use.
@@ -133,6 +145,19 @@ pub fn mount_with(login: Login, cfg: WebConfig) -> Mount {
             let http = reqwest::Client::builder()
                 .connect_timeout(std::time::Duration::from_secs(10))
                 .build()?;
+            let allowed = cfg.live_log_origins.clone();
+            let live_http = reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(10))
+                .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                    if attempt.previous().len() >= 10 {
+                        attempt.error("too many redirects")
+                    } else if allowed.allows(attempt.url().as_str()) {
+                        attempt.follow()
+                    } else {
+                        attempt.stop()
+                    }
+                }))
+                .build()?;
             let web = Web {
                 hawk: HawkClient::new(&shared.root_url, shared.queue.clock.clone()),
                 ci: bbb_ci::store::Store::new(
@@ -145,6 +170,7 @@ pub fn mount_with(login: Login, cfg: WebConfig) -> Mount {
                 root_url: shared.root_url.clone(),
                 login,
                 http,
+                live_http,
                 bridge_state: Arc::new(BridgeState {
                     url: cfg.bridge_state_url.clone(),
                     db: tokio::sync::Mutex::new(None),

@@ -65,6 +65,7 @@ async fn on(backend: Backend, test: impl AsyncFnOnce(&Env)) {
                 bbb_web::WebConfig {
                     bridge_state_url: Some(bbb_secret::SecretUrl::new(url.clone())),
                     revisions: 10,
+                    ..bbb_web::WebConfig::default()
                 },
             ),
         ],

@@ -176,6 +176,11 @@ impl LiveLogServer {
         self.addr
     }
 
+    /// The base URL readers use (the published logs' URLs start with it).
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
     /// Publishes a log; returns the URL it is readable at. The URL holds a
     /// random token, so it cannot be guessed from the task id.
     pub fn publish(&self, log: Arc<TaskLog>) -> (String, String) {

@@ -170,6 +170,12 @@ impl Worker {
         self.shared.livelog.addr()
     }
 
+    /// The base URL of the live-log server's log URLs (the URLs of the
+    /// tasks' `public/logs/live.log` references start with it).
+    pub fn livelog_url(&self) -> &str {
+        self.shared.livelog.base_url()
+    }
+
     /// Receives a [`TaskReport`] for every task this worker finishes.
     pub fn subscribe(&self) -> broadcast::Receiver<TaskReport> {
         self.shared.reports.subscribe()

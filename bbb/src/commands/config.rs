@@ -14,6 +14,7 @@ pub fn run(file: &FileConfig, print: bool) -> anyhow::Result<()> {
         ci: file.ci_config()?,
         migration: file.migration_section()?,
         login: file.login_config()?,
+        web: file.web_section()?,
     };
     if print {
         println!("{}", toml::to_string_pretty(&printable)?);

@@ -105,13 +105,19 @@ pub async fn run(file: FileConfig, data_dir: PathBuf, demo: bool) -> anyhow::Res
     };
     qcfg.root_access_token = Some(token.clone().into());
     let legacy_masters = bbb_migration::LegacyMasters::default();
-    let mounts = crate::services::mounts_polling(&file, legacy_masters.clone(), true)?;
+    let live_logs = file.live_log_origins()?;
+    let mounts =
+        crate::services::mounts_polling(&file, legacy_masters.clone(), true, live_logs.clone())?;
     let running = bbb_queue::start_with(qcfg, bbb_queue::Clock::system(), mounts).await?;
 
     wcfg.root_url = running.root_url.clone();
     wcfg.client_id = "root".into();
     wcfg.access_token = token.clone().into();
     let worker = bbb_workers::Worker::new(wcfg.clone()).await?;
+    // The task pages stream this worker's live logs through.
+    live_logs
+        .allow(worker.livelog_url())
+        .map_err(anyhow::Error::msg)?;
     let stop = CancellationToken::new();
     let worker_task = tokio::spawn(worker.run(stop.clone()));
 

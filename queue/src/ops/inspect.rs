@@ -2,9 +2,17 @@
 //! state, a page of them filtered by state and name, and the dependency edges
 //! around a selection. Each is one statement (or one per 500 ids), whatever
 //! the size of the group: never one per task.
+//!
+//! The counts are answered from the index `tasks_group_state`
+//! `(task_group_id, state)` alone, without reading the (wide) task rows; the
+//! name filter reads the `name` column, the task's `metadata.name` written
+//! when the task is created (migration 0005), not its definition's JSON.
+//! There is deliberately no table of counts kept up to date on every state
+//! change: one row per (group, state) would be a row every task of the group
+//! updates, serializing the group's claims and resolutions on it.
 
 use crate::core::Queue;
-use crate::db::{Backend, TASK_COLUMNS, padded, placeholders, task_from_row};
+use crate::db::{TASK_COLUMNS, padded, placeholders, task_from_row};
 use crate::error::Result;
 use crate::model::Task;
 use bbb_tcvalues::TaskState;
@@ -66,11 +74,7 @@ impl Queue {
             n += 1;
         }
         if filter.name.is_some() {
-            let name = match self.db.backend {
-                Backend::Postgres => "(definition::jsonb #>> '{metadata,name}')",
-                Backend::Sqlite => "json_extract(definition, '$.metadata.name')",
-            };
-            sql.push_str(&format!(" AND LOWER({name}) LIKE ${n} ESCAPE '\\'"));
+            sql.push_str(&format!(" AND LOWER(name) LIKE ${n} ESCAPE '\\'"));
             n += 1;
         }
         sql.push_str(&format!(" ORDER BY task_id LIMIT ${n}"));

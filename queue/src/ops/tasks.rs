@@ -341,8 +341,9 @@ impl Queue {
         Ok(true)
     }
 
-    /// Insert `(task, deps_unsatisfied)` rows, skipping task ids already stored;
-    /// returns the ids inserted.
+    /// Insert `(task, deps_unsatisfied)` rows (with the task's `metadata.name`
+    /// in a column of its own, for the inspector's name filter), skipping task
+    /// ids already stored; returns the ids inserted.
     pub(crate) async fn insert_tasks(
         &self,
         t: &mut Txn,
@@ -355,16 +356,16 @@ impl Queue {
             let n = chunk.len().next_power_of_two();
             let rows: Vec<String> = (0..n)
                 .map(|r| {
-                    let p: Vec<String> = (1..=13).map(|c| format!("${}", r * 13 + c)).collect();
+                    let p: Vec<String> = (1..=14).map(|c| format!("${}", r * 14 + c)).collect();
                     format!("({})", p.join(", "))
                 })
                 .collect();
             let sql = format!(
                 "INSERT INTO tasks (task_id, task_group_id, scheduler_id, project_id, task_queue_id, priority, \
                  deadline, expires, retries_left, state, open, taken_until, ever_resolved, deps_unsatisfied, \
-                 definition, runs) SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, \
-                 v.column7, v.column8, v.column9, v.column10, 1, CAST(NULL AS BIGINT), 0, v.column11, \
-                 v.column12, v.column13 FROM (VALUES {}) AS v WHERE v.column1 <> '' \
+                 definition, runs, name) SELECT v.column1, v.column2, v.column3, v.column4, v.column5, \
+                 v.column6, v.column7, v.column8, v.column9, v.column10, 1, CAST(NULL AS BIGINT), 0, \
+                 v.column11, v.column12, v.column13, v.column14 FROM (VALUES {}) AS v WHERE v.column1 <> '' \
                  ON CONFLICT DO NOTHING RETURNING task_id",
                 rows.join(", ")
             );
@@ -384,7 +385,8 @@ impl Queue {
                     .bind(task.state().to_string())
                     .bind(*unsatisfied)
                     .bind(serde_json::to_string(def)?)
-                    .bind(serde_json::to_string(&task.runs)?);
+                    .bind(serde_json::to_string(&task.runs)?)
+                    .bind(def.metadata.name.clone());
             }
             for _ in chunk.len()..n {
                 q = q
@@ -399,6 +401,7 @@ impl Queue {
                     .bind(0i64)
                     .bind("")
                     .bind(0i64)
+                    .bind("")
                     .bind("")
                     .bind("");
             }

@@ -22,8 +22,12 @@ use crate::layout::{STYLESHEET, page};
 /// The script that refreshes the parts of a page marked `data-live`.
 pub(crate) const LIVE_JS: &str = include_str!("../../static/live.js");
 
-/// Every page's route.
+/// Every page's route. Every page sees the user a trusted reverse proxy
+/// names as signed in ([`bbb_login::proxied_sessions`]: their session cookie
+/// is set on the first page they load).
 pub(crate) fn routes(web: Web) -> Router {
+    let proxied =
+        axum::middleware::from_fn_with_state(web.login.clone(), bbb_login::proxied_sessions);
     Router::new()
         .route(
             "/static/bbb.css",
@@ -53,6 +57,7 @@ pub(crate) fn routes(web: Web) -> Router {
         .route("/tasks/{task_id}", get(tasks::show))
         .route("/tasks/{task_id}/act", post(acting::task_act))
         .route("/tasks/{task_id}/runs/{run_id}/log", get(tasks::log))
+        .layer(proxied)
         .with_state(web)
 }
 

@@ -6,7 +6,8 @@
 //! `/tasks/<taskId>/runs/<runId>/log` serves a run's log from bbb's own
 //! origin, so the page's script can read it as it grows: while the run runs,
 //! the worker's live log (the `public/logs/live.log` reference, streamed
-//! through); after, `public/logs/live_backing.log`.
+//! through, only from an origin the configuration allows: see
+//! [`crate::LiveLogOrigins`]); after, `public/logs/live_backing.log`.
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -43,7 +44,11 @@ const FOLLOW_LOG: &str = r#"
   var live = pre.dataset.live === 'true';
   status.textContent = live ? 'Following the live log…' : 'Loading the log…';
   fetch(pre.dataset.src, {credentials: 'same-origin'}).then(function (r) {
-    if (!r.ok) { status.textContent = 'No log to show (HTTP ' + r.status + ').'; return; }
+    if (!r.ok) {
+      return r.text().then(function (t) {
+        status.textContent = r.status === 403 && t ? t : 'No log to show (HTTP ' + r.status + ').';
+      });
+    }
     var reader = r.body.getReader(), dec = new TextDecoder();
     function pump() {
       return reader.read().then(function (x) {
@@ -278,7 +283,9 @@ fn log_section(t: &Task, artifacts: &[Artifact]) -> Markup {
     }
 }
 
-/// `GET /tasks/<taskId>/runs/<runId>/log`: the run's log as text, streamed.
+/// `GET /tasks/<taskId>/runs/<runId>/log`: the run's log as text, streamed;
+/// a 403 saying so, without any request made, when the only log is a
+/// worker's at an origin not allowed.
 pub(crate) async fn log(
     State(web): State<Web>,
     Path((task_id, run_id)): Path<(String, String)>,
@@ -314,29 +321,53 @@ pub(crate) async fn log(
     } else {
         &[BACKING_LOG, LIVE_LOG]
     };
+    // A worker's URL outside the allowed origins, not fetched.
+    let mut refused = None;
     for name in names {
-        if let Some(url) = log_url(&web, &task_id, run_id, name).await {
-            // No overall timeout: a live log lasts as long as its run.
-            match web.http.get(&url).send().await {
-                Ok(res) if res.status().is_success() => {
-                    return (
-                        [
-                            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-                            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-                            (header::CACHE_CONTROL, "no-store"),
-                        ],
-                        Body::from_stream(res.bytes_stream()),
-                    )
-                        .into_response();
-                }
-                Ok(res) => {
-                    tracing::debug!(task.id = %task_id, run.id = run_id, status = %res.status(), "log not readable")
-                }
-                Err(e) => {
-                    tracing::debug!(task.id = %task_id, run.id = run_id, error = %e, "log not readable")
-                }
+        let Some(source) = log_url(&web, &task_id, run_id, name).await else {
+            continue;
+        };
+        let (client, url) = match source {
+            LogSource::Stored(url) => (&web.http, url),
+            LogSource::Worker(url) if web.cfg.live_log_origins.allows(&url) => {
+                (&web.live_http, url)
+            }
+            LogSource::Worker(url) => {
+                tracing::info!(task.id = %task_id, run.id = run_id, url = %url, "live log not from an allowed origin: not read");
+                refused.get_or_insert(url);
+                continue;
+            }
+        };
+        // No overall timeout: a live log lasts as long as its run.
+        match client.get(&url).send().await {
+            Ok(res) if res.status().is_success() => {
+                return (
+                    [
+                        (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                        (header::CACHE_CONTROL, "no-store"),
+                    ],
+                    Body::from_stream(res.bytes_stream()),
+                )
+                    .into_response();
+            }
+            Ok(res) => {
+                tracing::debug!(task.id = %task_id, run.id = run_id, status = %res.status(), "log not readable")
+            }
+            Err(e) => {
+                tracing::debug!(task.id = %task_id, run.id = run_id, error = %e, "log not readable")
             }
         }
+    }
+    if let Some(url) = refused {
+        return text(
+            StatusCode::FORBIDDEN,
+            format!(
+                "The log of run {run_id} of task {task_id} is not from an allowed worker: {url} is \
+                 not at one of the origins bbb reads live logs from (the [web] section's \
+                 live_log_origins), so bbb did not fetch it."
+            ),
+        );
     }
     text(
         StatusCode::NOT_FOUND,
@@ -344,10 +375,19 @@ pub(crate) async fn log(
     )
 }
 
+/// Where a log's bytes are.
+enum LogSource {
+    /// A URL bbb made (an `s3` artifact's signed URL): read as it is.
+    Stored(String),
+    /// A reference artifact's URL, which whoever held the run's claim chose:
+    /// read only at an allowed origin.
+    Worker(String),
+}
+
 /// Where the bytes of log artifact `name` of a run are: a reference's URL
 /// (http or https only), an `s3` artifact's signed URL, a link followed
 /// once.
-async fn log_url(web: &Web, task_id: &str, run_id: i64, name: &str) -> Option<String> {
+async fn log_url(web: &Web, task_id: &str, run_id: i64, name: &str) -> Option<LogSource> {
     let mut name = name.to_owned();
     for _ in 0..2 {
         counted(1);
@@ -363,15 +403,15 @@ async fn log_url(web: &Web, task_id: &str, run_id: i64, name: &str) -> Option<St
             "reference" => {
                 let url = a.details.get("url").and_then(Value::as_str)?;
                 return (url.starts_with("http://") || url.starts_with("https://"))
-                    .then(|| url.to_owned());
+                    .then(|| LogSource::Worker(url.to_owned()));
             }
             "s3" => {
                 let now = web.queue.clock.now_ms();
-                return Some(web.blobs.get_url(
+                return Some(LogSource::Stored(web.blobs.get_url(
                     (task_id, run_id, &name),
                     now,
                     now + bbb_queue::blob::GET_URL_TTL_MS,
-                ));
+                )));
             }
             "link" => {
                 name = a

@@ -61,6 +61,22 @@ pub struct Env {
 impl Env {
     /// The fixture of `on_both_backends!`.
     pub async fn on(backend: Backend, test: impl AsyncFnOnce(&Env)) {
+        Env::on_with(
+            backend,
+            Login::default(),
+            bbb_web::WebConfig::default(),
+            test,
+        )
+        .await
+    }
+
+    /// [`Env::on`] with sign-in and the web UI configured as given.
+    pub async fn on_with(
+        backend: Backend,
+        login: Login,
+        cfg: bbb_web::WebConfig,
+        test: impl AsyncFnOnce(&Env),
+    ) {
         let opts = TestOptions {
             postgres: backend == Backend::Postgres,
             roles: roles(),
@@ -76,7 +92,7 @@ impl Env {
             vec![
                 bbb_auth_api::mount(),
                 bbb_hooks::mount(hooks),
-                bbb_web::mount(Login::default()),
+                bbb_web::mount_with(login, cfg),
             ],
         )
         .await

@@ -234,9 +234,15 @@ async fn poll_failures_are_shown_and_retried(w: &World) {
 
     let origin = common::Origin::create(missing, &[]);
     env.polled().await;
-    let r = env
-        .ci("GET", &format!("repositories/{PROJECT}"), None)
-        .await;
+    // A poll that works records the heads first and then clears the error
+    // (the heads are written as each branch is read): wait for the second.
+    let r = wait_for("the poll error cleared", || async {
+        let r = env
+            .ci("GET", &format!("repositories/{PROJECT}"), None)
+            .await;
+        r["pollError"].is_null().then_some(r)
+    })
+    .await;
     assert_eq!(r["pollError"], Value::Null);
     let rev = origin.push("main", 1);
     let pushes = env.handled("main", 1).await;
